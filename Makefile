@@ -1,0 +1,82 @@
+# synthprobe: every stage is a target; a stage whose inputs and parameters did
+# not change does no work on a rerun. Parameters live in config.mk.
+include config.mk
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-synthprobe
+CORE_ARG := $(if $(CORE_WORDNET),--core-wordnet $(CORE_WORDNET))
+
+.PHONY: help setup system-deps test prompts FORCE
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make all      the whole study with the real models (see config.mk)"
+	@echo "make demo     the whole pipeline offline on tiny models"
+	@echo "make test     install what is needed and run the test suite"
+	@echo "make prompts  stage 1 only; also: images, activations, separability, bias, report"
+
+# Debian packages the tools need (root only; skipped where already present).
+system-deps:
+	@if [ ! -f /usr/share/wordnet/data.noun ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq wordnet-base; fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: system-deps $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Each stage's parameters go into a file that changes only when they do, so
+# make reruns exactly the stages whose parameters changed.
+define params
+$(OUT)/.params/$(1): FORCE
+	@mkdir -p $$(@D); echo '$(2)' | cmp -s - $$@ || echo '$(2)' > $$@
+endef
+FORCE:
+
+$(eval $(call params,concepts,$(CORE_WORDNET) $(N_SYNSETS) $(PER_SYNSET) $(SEED)))
+$(eval $(call params,bias-prompts,$(BIAS_CLASSES) $(PER_GROUP) $(SEEDS_PER_PROMPT) $(SEED)))
+
+$(OUT)/prompts/concepts.jsonl: $(OUT)/.params/concepts | $(STAMP)
+	$(BIN)/wn-prompts concepts $(CORE_ARG) --n-synsets $(N_SYNSETS) --per-synset $(PER_SYNSET) --seed $(SEED) -o $@
+
+$(OUT)/prompts/bias.jsonl: $(OUT)/.params/bias-prompts $(wildcard data/bias_classes/*.json) | $(STAMP)
+	$(BIN)/wn-prompts bias --classes $(BIAS_CLASSES) --per-group $(PER_GROUP) \
+		--seeds-per-prompt $(SEEDS_PER_PROMPT) --seed $(SEED) -o $@
+
+prompts: $(OUT)/prompts/concepts.jsonl $(OUT)/prompts/bias.jsonl
+
+# ---- stages after the prompts ------------------------------------------------
+CACHE_ARG := $(if $(IMAGE_CACHE),--cache $(IMAGE_CACHE))
+$(eval $(call params,generate,$(GEN_MODEL) $(STEPS) $(GUIDANCE) $(SIZE) $(QUANTIZE)))
+$(eval $(call params,hooks,$(CNN) $(WEIGHTS)))
+
+$(OUT)/images/%/images.jsonl: $(OUT)/prompts/%.jsonl $(OUT)/.params/generate | $(STAMP)
+	$(BIN)/sd-generate $< --out $(@D) --model $(GEN_MODEL) --steps $(STEPS) --guidance $(GUIDANCE) \
+		--size $(SIZE) --batch-size $(GEN_BATCH) --quantize $(QUANTIZE) $(CACHE_ARG)
+
+# cnn-hooks resumes an unfinished store; the .done marker is written only after it succeeds.
+$(OUT)/acts/%.done: $(OUT)/images/%/images.jsonl $(OUT)/.params/hooks | $(STAMP)
+	$(BIN)/cnn-hooks $(<D) --out $(OUT)/acts/$*.zarr --model $(CNN) --weights $(WEIGHTS) --batch-size $(HOOK_BATCH)
+	touch $@
+
+$(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done
+	$(BIN)/separability $(OUT)/acts/concepts.zarr --out $(@D) --group concept --seed $(SEED)
+
+$(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done
+	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed --seed $(SEED)
+
+$(OUT)/bias/summary.json: $(OUT)/acts/bias.done
+	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --classes $(BIAS_CLASSES) --seed $(SEED)
+
+.PHONY: images activations separability bias
+images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
+activations: $(OUT)/acts/concepts.done $(OUT)/acts/bias.done
+separability: $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias/summary.json
+bias: $(OUT)/bias/summary.json

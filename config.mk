@@ -1,0 +1,29 @@
+# The run's parameters, in one place. Override any of them on the command line:
+#   make all N_SYNSETS=20 STEPS=20
+OUT ?= out
+# Image cache shared by every run (empty: ~/.cache/synthprobe/images, or $$SYNTHPROBE_CACHE/images)
+IMAGE_CACHE ?=
+# Local Core WordNet file (empty: download from Princeton once, then cached)
+CORE_WORDNET ?=
+SEED ?= 0
+
+# Concept prompts
+N_SYNSETS ?= 10
+PER_SYNSET ?= 10
+# Bias prompts
+BIAS_CLASSES ?= bee,frog,airplane,guitar,strawberry
+PER_GROUP ?= 4
+SEEDS_PER_PROMPT ?= 2
+
+# Generator
+GEN_MODEL ?= stabilityai/stable-diffusion-3.5-large
+STEPS ?= 28
+GUIDANCE ?= 3.5
+SIZE ?= 1024
+GEN_BATCH ?= 1
+QUANTIZE ?= auto
+
+# Classifier
+CNN ?= resnet50
+WEIGHTS ?= DEFAULT
+HOOK_BATCH ?= 16

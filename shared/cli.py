@@ -1,0 +1,59 @@
+"""Click building blocks shared by the tools: option bundles, errors, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Callable, Iterable, TypeVar
+
+import click
+
+from .files import InputError
+
+T = TypeVar("T")
+log = logging.getLogger("synthprobe")
+
+
+def run_guarded(func: Callable) -> Callable:
+    """Turn the library's InputError (and a few OS errors) into one-line click errors."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted; rerun the same command to resume.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def silent_option(func: Callable) -> Callable:
+    """``--silent``: no progress bar and no info log lines."""
+
+    def callback(ctx, param, value):
+        logging.basicConfig(format="%(message)s", level=logging.WARNING if value else logging.INFO)
+        return value
+
+    return click.option("--silent", is_flag=True, help="No progress bar and no log lines.", callback=callback)(func)
+
+
+def seed_option(default: int = 0) -> Callable:
+    return click.option("--seed", type=int, default=default, show_default=True, help="Seed for every random choice.")
+
+
+def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", silent: bool = False, unit: str = "it"):
+    """A tqdm bar that is quiet with ``--silent`` or when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit=unit, disable=silent or not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def comma_list(value: str | None) -> list[str]:
+    """Split a comma list, dropping blanks."""
+    if not value:
+        return []
+    return [item.strip() for item in value.split(",") if item.strip()]

@@ -1,0 +1,102 @@
+"""File handling shared by every stage: atomic writes and ``-`` for stdin/stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+class InputError(Exception):
+    """Bad input from the user: a file, a line or a value. The message is one line."""
+
+
+def cache_root() -> Path:
+    """The user cache folder; ``SYNTHPROBE_CACHE`` overrides it."""
+    env = os.environ.get("SYNTHPROBE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "synthprobe"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Write to a temp file beside ``path`` and rename it into place on success.
+
+    A crash or an exception leaves either the old file or none, never a
+    half-written one that looks complete.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    binary = "b" in mode
+    try:
+        with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def open_output(path: str | os.PathLike) -> Iterator[IO[str]]:
+    """Text output to ``path`` written atomically, or to stdout when ``path`` is ``-``."""
+    if str(path) == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with atomic_write(path) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def open_input(path: str | os.PathLike) -> Iterator[IO[str]]:
+    """Text input from ``path``, or from stdin when ``path`` is ``-``."""
+    if str(path) == "-":
+        yield io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8") if hasattr(sys.stdin, "buffer") else sys.stdin
+        return
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with handle:
+        yield handle
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and make sure files can be written in it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write to folder {path}: {exc.strerror or exc}") from exc
+    return path

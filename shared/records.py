@@ -1,0 +1,132 @@
+"""The prompt-record contract (docs/formats.md): JSON Lines, one record per image.
+
+Reading validates every record and names the file and line of the first
+problem; writing emits keys in a fixed order so equal inputs give
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import IO, Iterable, Iterator
+
+from .files import InputError, open_input, open_output
+
+PROMPT_SCHEMA = 1
+GROUPS = ("concept", "object-only", "context-only", "mixed")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+SYNSET_PATTERN = re.compile(r"^.+\.[nvasr]\.\d{2,}$")
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    id: str
+    synset: str
+    lemma: str
+    group: str
+    target: str
+    prompt: str
+    seed: int
+    negative_prompt: str | None = None
+    template: str | None = None
+    schema: int = field(default=PROMPT_SCHEMA)
+
+    def to_json(self) -> dict:
+        record = {k: v for k, v in asdict(self).items() if v is not None}
+        return {"schema": record.pop("schema"), **record}
+
+
+REQUIRED = {"id": str, "synset": str, "lemma": str, "group": str, "target": str, "prompt": str, "seed": int}
+OPTIONAL = {"negative_prompt": str, "template": str}
+
+
+def safe_id(text: str) -> str:
+    """Turn any text into a string usable as a record id and a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def validate_prompt(data: object) -> PromptRecord:
+    """Check one decoded record against the contract; raise ValueError naming the field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    schema = data.get("schema", PROMPT_SCHEMA)
+    if schema != PROMPT_SCHEMA:
+        raise ValueError(f"unsupported schema {schema!r} (this version reads schema {PROMPT_SCHEMA})")
+    for name, kind in REQUIRED.items():
+        if name not in data:
+            raise ValueError(f"missing field {name!r}")
+        value = data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"field {name!r} must be {kind.__name__}, got {value!r}")
+    for name, kind in OPTIONAL.items():
+        if data.get(name) is not None and not isinstance(data[name], kind):
+            raise ValueError(f"field {name!r} must be {kind.__name__}, got {data[name]!r}")
+    if not ID_PATTERN.match(data["id"]):
+        raise ValueError(f"id {data['id']!r} may only hold letters, digits, '.', '_' and '-'")
+    if data["group"] not in GROUPS:
+        raise ValueError(f"group {data['group']!r} is not one of {', '.join(GROUPS)}")
+    for name in ("synset", "target"):
+        if not SYNSET_PATTERN.match(data[name]):
+            raise ValueError(f"{name} {data[name]!r} is not a synset name like 'bee.n.01'")
+    if not data["prompt"].strip():
+        raise ValueError("prompt is empty")
+    if not 0 <= data["seed"] < 2**63:
+        raise ValueError(f"seed {data['seed']} is out of range 0..2**63-1")
+    return PromptRecord(**{k: data.get(k) for k in (*REQUIRED, *OPTIONAL)})
+
+
+def parse_jsonl(handle: IO[str], source: str) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, decoded object) for each non-blank line, naming file:line on bad JSON."""
+    for lineno, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{source}:{lineno}: not valid JSON ({exc.msg})") from None
+
+
+def read_prompts(path: str | os.PathLike) -> list[PromptRecord]:
+    """Read and validate a prompt file (``-`` is stdin). Ids must be unique."""
+    source = "<stdin>" if str(path) == "-" else str(path)
+    records: list[PromptRecord] = []
+    seen: dict[str, int] = {}
+    with open_input(path) as handle:
+        for lineno, data in parse_jsonl(handle, source):
+            try:
+                record = validate_prompt(data)
+            except ValueError as exc:
+                raise InputError(f"{source}:{lineno}: {exc}") from None
+            if record.id in seen:
+                raise InputError(f"{source}:{lineno}: duplicate id {record.id!r} (first on line {seen[record.id]})")
+            seen[record.id] = lineno
+            records.append(record)
+    if not records:
+        raise InputError(f"{source}: no prompt records")
+    return records
+
+
+def dumps(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
+    """Write dicts as JSON Lines atomically (``-`` is stdout); return the count."""
+    count = 0
+    with open_output(path) as handle:
+        for row in rows:
+            handle.write(dumps(row) + "\n")
+            count += 1
+    return count
+
+
+def write_prompts(path: str | os.PathLike, records: Iterable[PromptRecord]) -> int:
+    records = list(records)
+    ids = [r.id for r in records]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(f"two records share the id {duplicate!r}")
+    return write_jsonl(path, (r.to_json() for r in records))

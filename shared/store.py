@@ -1,0 +1,193 @@
+"""The activation store (docs/formats.md): a Zarr v3 group written by cnn-hooks.
+
+Layout::
+
+    STORE.zarr/                 attrs: provenance, ordered hook points, committed row count
+      rows/{id,synset,group,target,path,status}   (image,) strings: the row table
+      logits/logits             (image, class) float32, when the model is a classifier
+      hooks/<hook point>/mean   (image, channel), and /max when asked for
+
+Rows are appended in batches; ``attrs["rows_committed"]`` is raised only after
+every array of a batch is written, so it is the resume point: arrays longer
+than it hold an interrupted batch and are cut back on reopen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from .files import InputError
+
+STORE_SCHEMA = 1
+ROW_FIELDS = ("id", "synset", "group", "target", "path", "status")
+MIN_CHUNK_BYTES = 1 << 20
+ROWS_PER_SHARD_CHUNKS = 4  # a shard (the unit of writing) holds this many chunks
+
+
+def rows_per_chunk(channels: int, itemsize: int, min_bytes: int = MIN_CHUNK_BYTES) -> int:
+    """Whole rows per chunk so that a chunk holds at least ``min_bytes``."""
+    return max(1, math.ceil(min_bytes / (channels * itemsize)))
+
+
+def _compressor():
+    from zarr.codecs import ZstdCodec
+
+    return ZstdCodec(level=3)
+
+
+class StoreWriter:
+    """Create or reopen a store and append batches of rows to it."""
+
+    def __init__(self, path: str | Path, attrs: dict, hook_channels: dict[str, int], pools: tuple[str, ...],
+                 dtype: str = "float32", n_classes: int | None = None, min_chunk_bytes: int = MIN_CHUNK_BYTES):
+        import zarr
+
+        self.path = Path(path)
+        self.pools = tuple(pools)
+        self.hook_channels = dict(hook_channels)
+        identity = {**attrs, "hook_points": list(hook_channels), "pooling": list(self.pools), "dtype": dtype}
+        if (self.path / "zarr.json").is_file():
+            self.group = zarr.open_group(str(self.path), mode="r+")
+            self._check_compatible(identity)
+            self._truncate(int(self.group.attrs.get("rows_committed", 0)))
+            return
+        self.group = zarr.open_group(str(self.path), mode="w")
+        self.group.attrs.update({"schema": STORE_SCHEMA, **identity, "rows_committed": 0, "complete": False})
+        rows = self.group.require_group("rows")
+        for name in ROW_FIELDS:
+            rows.create_array(name, shape=(0,), dtype=str, chunks=(8192,), dimension_names=("image",))
+        if n_classes:
+            chunk = rows_per_chunk(n_classes, 4, min_chunk_bytes)
+            self.group.require_group("logits").create_array(
+                "logits", shape=(0, n_classes), dtype="float32", chunks=(chunk, n_classes),
+                shards=(chunk * ROWS_PER_SHARD_CHUNKS, n_classes), compressors=_compressor(),
+                dimension_names=("image", "class"))
+        itemsize = np.dtype(dtype).itemsize
+        for hook, channels in self.hook_channels.items():
+            group = self.group.require_group(f"hooks/{hook}")
+            chunk = rows_per_chunk(channels, itemsize, min_chunk_bytes)
+            for pool in self.pools:
+                group.create_array(pool, shape=(0, channels), dtype=dtype, chunks=(chunk, channels),
+                                   shards=(chunk * ROWS_PER_SHARD_CHUNKS, channels), compressors=_compressor(),
+                                   dimension_names=("image", "channel"))
+
+    # Keys whose difference makes appended rows incomparable with the stored ones.
+    IDENTITY_KEYS = ("model", "weights", "preprocessing", "hook_points", "pooling", "dtype")
+
+    def _check_compatible(self, identity: dict) -> None:
+        stored = dict(self.group.attrs)
+        for key in self.IDENTITY_KEYS:
+            if key in identity and stored.get(key) != identity[key]:
+                raise InputError(f"{self.path} was made with another {key} ({stored.get(key)!r}, now {identity[key]!r}); "
+                                 "write to a new store or delete this one")
+
+    def _arrays(self) -> Iterator:
+        for name in ROW_FIELDS:
+            yield self.group[f"rows/{name}"]
+        if "logits" in self.group:
+            yield self.group["logits/logits"]
+        for hook in self.hook_channels:
+            for pool in self.pools:
+                yield self.group[f"hooks/{hook}/{pool}"]
+
+    def _truncate(self, n_rows: int) -> None:
+        for array in self._arrays():
+            if array.shape[0] != n_rows:
+                array.resize((n_rows, *array.shape[1:]))
+
+    @property
+    def rows_committed(self) -> int:
+        return int(self.group.attrs["rows_committed"])
+
+    def committed_ids(self) -> list[str]:
+        n = self.rows_committed
+        return [] if n == 0 else [str(x) for x in self.group["rows/id"][:n]]
+
+    def append(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None = None) -> None:
+        """Append one batch: row table, logits and every hook's pooled values; then commit."""
+        n = len(rows)
+        for name in ROW_FIELDS:
+            self.group[f"rows/{name}"].append(rows[name].astype(str).to_numpy(dtype=object), axis=0)
+        if "logits" in self.group:
+            self.group["logits/logits"].append(np.asarray(logits, dtype=np.float32).reshape(n, -1), axis=0)
+        for hook in self.hook_channels:
+            for pool in self.pools:
+                self.group[f"hooks/{hook}/{pool}"].append(hooks[hook][pool], axis=0)
+        self.group.attrs["rows_committed"] = self.rows_committed + n
+
+    def finish(self, **attrs) -> None:
+        self.group.attrs.update({**attrs, "complete": True})
+
+
+@dataclass
+class ActivationStore:
+    """Read access to a store; layers are read one at a time, in chunks."""
+
+    path: Path
+
+    def __post_init__(self):
+        import zarr
+
+        self.path = Path(self.path)
+        if not (self.path / "zarr.json").is_file():
+            raise InputError(f"{self.path} is not an activation store (no zarr.json); make one with cnn-hooks")
+        self.group = zarr.open_group(str(self.path), mode="r")
+        self.attrs = dict(self.group.attrs)
+        self.n_rows = int(self.attrs.get("rows_committed", 0))
+        if "rows" not in self.group:
+            raise InputError(f"{self.path} has no row table (rows/); rerun cnn-hooks to rebuild it")
+
+    @property
+    def hook_points(self) -> list[str]:
+        return list(self.attrs.get("hook_points", []))
+
+    @property
+    def pools(self) -> list[str]:
+        return list(self.attrs.get("pooling", ["mean"]))
+
+    def rows(self) -> pd.DataFrame:
+        table = {name: np.asarray(self.group[f"rows/{name}"][: self.n_rows]).astype(str) for name in ROW_FIELDS}
+        return pd.DataFrame(table)
+
+    def has_logits(self) -> bool:
+        return "logits" in self.group
+
+    def logits(self) -> np.ndarray:
+        if not self.has_logits():
+            raise InputError(f"{self.path} has no logits; rerun cnn-hooks with a classifier model")
+        return np.asarray(self.group["logits/logits"][: self.n_rows], dtype=np.float32)
+
+    def layer_array(self, hook: str, pool: str = "mean"):
+        key = f"hooks/{hook}/{pool}"
+        if key not in self.group:
+            raise InputError(f"{self.path} has no hook point {hook!r} with {pool} pooling")
+        return self.group[key]
+
+    def channels(self, hook: str, pool: str = "mean") -> int:
+        return int(self.layer_array(hook, pool).shape[1])
+
+    def iter_layer(self, hook: str, pool: str = "mean", rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (row indices, float64 values) one chunk of rows at a time, restricted to ``rows`` if given."""
+        array = self.layer_array(hook, pool)
+        step = array.chunks[0]
+        wanted = None if rows is None else np.sort(np.asarray(rows))
+        for start in range(0, self.n_rows, step):
+            stop = min(start + step, self.n_rows)
+            index = np.arange(start, stop) if wanted is None else wanted[(wanted >= start) & (wanted < stop)]
+            if len(index) == 0:
+                continue
+            block = np.asarray(array[start:stop], dtype=np.float64)
+            yield index, block[index - start]
+
+    def read_layer(self, hook: str, pool: str = "mean", rows: np.ndarray | None = None) -> np.ndarray:
+        """One layer's values for ``rows`` (all committed rows by default), as float64."""
+        blocks = [values for _, values in self.iter_layer(hook, pool, rows)]
+        if not blocks:
+            return np.zeros((0, self.channels(hook, pool)))
+        return np.concatenate(blocks)

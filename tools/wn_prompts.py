@@ -1,0 +1,119 @@
+"""wn-prompts: WordNet synsets to JSON Lines prompt records."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from synthprobe import prompts as P
+from synthprobe.cli import comma_list, run_guarded, seed_option, silent_option
+from synthprobe.core_wordnet import fetch_core_wordnet, parse_core_wordnet, resolve_entries
+from synthprobe.files import InputError
+from synthprobe.options import wordnet_dir_option
+from synthprobe.records import write_prompts
+from synthprobe.wordnet import get_synset, load_wordnet
+
+log = logging.getLogger("synthprobe")
+
+
+def read_synset_names(value: str) -> list[str]:
+    """A comma list, or ``@FILE`` / an existing file path with one synset name per line."""
+    path = Path(value[1:] if value.startswith("@") else value)
+    if value.startswith("@") or (path.is_file() and "," not in value):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise InputError(f"cannot read synset list {path}: {exc.strerror or exc}") from None
+        return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+    return comma_list(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="synthprobe")
+def main():
+    """Make prompt records (JSON Lines, one per image) from WordNet synsets."""
+
+
+@main.command()
+@click.option("--core-wordnet", "core_path", type=click.Path(dir_okay=False), default=None,
+              help="Local Core WordNet file (default: download from Princeton once, then cached).")
+@click.option("--synsets", default=None, help="Explicit synsets instead of Core WordNet: 'dog.n.01,cat.n.01' or @FILE.")
+@click.option("--n-synsets", type=click.IntRange(min=1), default=10, show_default=True, help="How many synsets to sample.")
+@click.option("--all-synsets", is_flag=True, help="Keep every picturable synset (ignores --n-synsets).")
+@click.option("--per-synset", type=click.IntRange(min=1), default=10, show_default=True, help="Prompts (images) per synset.")
+@click.option("--exclude", default=",".join(f"{c}" for c in P.DEFAULT_BIAS_CLASSES), show_default=True,
+              help="Synsets or bias class names to leave out (comma list; '' for none).")
+@click.option("--templates", "templates_path", type=click.Path(dir_okay=False), default=None,
+              help="Template JSON file (default: the bundled photographic templates).")
+@click.option("-o", "--output", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
+@seed_option()
+@wordnet_dir_option
+@silent_option
+@run_guarded
+def concepts(core_path, synsets, n_synsets, all_synsets, per_synset, exclude, templates_path, output, seed, wordnet_dir, silent):
+    """Concept prompts for picturable Core WordNet nouns (or for --synsets).
+
+    \b
+    Example:
+        wn-prompts concepts --core-wordnet core-wordnet.txt --n-synsets 10 --per-synset 10 -o prompts.jsonl
+        wn-prompts concepts --synsets dog.n.01,cat.n.01 --per-synset 3 | sd-generate - --out images/
+    """
+    wn = load_wordnet(wordnet_dir)
+    records = make_concept_records(wn, core_path, synsets, None if all_synsets else n_synsets, per_synset,
+                                   comma_list(exclude), templates_path, seed)
+    count = write_prompts(output, records)
+    log.info("wrote %d concept prompts for %d synsets to %s", count, len({r.synset for r in records}), output)
+
+
+def make_concept_records(wn, core_path, synsets, n_synsets, per_synset, exclude, templates_path, seed):
+    excluded = resolve_exclusions(wn, exclude)
+    if synsets:
+        candidates = [get_synset(wn, name) for name in read_synset_names(synsets)]
+        chosen = [s for s in candidates if s.name() not in excluded]
+        if n_synsets is not None:
+            chosen = chosen[:n_synsets]
+    else:
+        entries = parse_core_wordnet(core_path or fetch_core_wordnet())
+        resolution = resolve_entries(wn, entries)
+        if resolution.unresolved:
+            log.warning("%s", resolution.report())
+        chosen = P.select_synsets(resolution.synsets, n_synsets, seed, excluded)
+    return P.concept_records(chosen, P.load_templates(templates_path), per_synset, seed)
+
+
+def resolve_exclusions(wn, names: list[str]) -> set[str]:
+    """Bias class names map to their synsets; anything else must be a synset name."""
+    known = set(P.known_bias_classes())
+    return {P.load_bias_class(n).synset if n in known else get_synset(wn, n).name() for n in names}
+
+
+@main.command()
+@click.option("--classes", default=",".join(P.DEFAULT_BIAS_CLASSES), show_default=True,
+              help="Bias classes (files in data/bias_classes/).")
+@click.option("--per-group", type=click.IntRange(min=1), default=None, help="At most this many prompt texts per group.")
+@click.option("--seeds-per-prompt", type=click.IntRange(min=1), default=2, show_default=True, help="Images per prompt text.")
+@click.option("-o", "--output", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
+@seed_option()
+@wordnet_dir_option
+@silent_option
+@run_guarded
+def bias(classes, per_group, seeds_per_prompt, output, seed, wordnet_dir, silent):
+    """Object-only, context-only and mixed prompts for chosen ImageNet classes.
+
+    \b
+    Example:
+        wn-prompts bias --classes bee,frog --per-group 4 --seeds-per-prompt 2 -o bias.jsonl
+    """
+    names = comma_list(classes)
+    if not names:
+        raise InputError("--classes is empty; known classes: " + ", ".join(P.known_bias_classes()))
+    bias_classes = [P.load_bias_class(name) for name in names]
+    records = P.bias_records(bias_classes, load_wordnet(wordnet_dir), per_group, seeds_per_prompt, seed)
+    count = write_prompts(output, records)
+    log.info("wrote %d bias prompts for %d classes to %s", count, len(bias_classes), output)
+
+
+if __name__ == "__main__":
+    main()
