@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -105,27 +106,32 @@ def _installed_wordnet():
 
 @functools.lru_cache(maxsize=None)
 def load_wordnet(wordnet_dir: str | None = None, cache_dir: str | None = None, use_installed: bool = True):
-    """Return an nltk WordNetCorpusReader for WordNet 3.0 (see the module doc for the order)."""
+    """Return an nltk WordNetCorpusReader for WordNet 3.0 (see the module doc for the order).
+
+    The prepared layout lives in ``cache_dir`` (default: the user cache, one
+    folder per source folder, so ``--wordnet-dir`` always means that folder).
+    """
+    import nltk
+
+    if wordnet_dir is not None and not Path(wordnet_dir).is_dir():
+        raise InputError(f"WordNet folder {wordnet_dir} does not exist; {FIX_HINT}")
     if use_installed and wordnet_dir is None:
         try:
             return _installed_wordnet()
         except LookupError:
             pass
-    import nltk
-
-    layout = Path(cache_dir) if cache_dir else cache_root() / "nltk_data"
+    source = Path(wordnet_dir or DEFAULT_WORDNET_DIR).resolve()
+    source_key = hashlib.sha256(str(source).encode()).hexdigest()[:12]
+    layout = Path(cache_dir) if cache_dir else cache_root() / "nltk_data" / source_key
+    built = layout / "corpora" / "wordnet"
     # nltk only opens corpora below a folder on its data path.
     if str(layout) not in nltk.data.path:
         nltk.data.path.append(str(layout))
-    built = layout / "corpora" / "wordnet"
-    source = Path(wordnet_dir) if wordnet_dir else DEFAULT_WORDNET_DIR
     if not (built / "index.sense").is_file() and source.is_dir():
         log.info("Preparing WordNet from %s for nltk in %s (once)", source, built)
         build_nltk_layout(source, layout)
     if (built / "index.sense").is_file():
         return _reader(built)
-    if wordnet_dir:
-        raise InputError(f"WordNet folder {wordnet_dir} does not exist; {FIX_HINT}")
     try:
         if nltk.download("wordnet", quiet=True, raise_on_error=True):
             return _installed_wordnet()

@@ -54,7 +54,7 @@ def wn(hermetic_cache):
 
     if not Path("/usr/share/wordnet/data.noun").is_file():
         pytest.fail("WordNet is missing: install Debian's wordnet-base (make system-deps does it)")
-    return load_wordnet(None, str(hermetic_cache / "nltk_data"), False)
+    return load_wordnet(None, None, False)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,36 @@
+"""Every command and subcommand has --help with an example (sqlite-utils' test_docs idea)."""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+SCRIPTS = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def commands(name: str, command: click.Command, path: tuple[str, ...] = ()):
+    yield name, command, path
+    if isinstance(command, click.Group):
+        for sub_name, sub in command.commands.items():
+            yield from commands(f"{name} {sub_name}", sub, (*path, sub_name))
+
+
+def all_commands():
+    for script, target in sorted(SCRIPTS.items()):
+        module, attr = target.split(":")
+        yield from commands(script, getattr(importlib.import_module(module), attr))
+
+
+@pytest.mark.parametrize("name,command,path", list(all_commands()), ids=lambda v: v if isinstance(v, str) else "")
+def test_help_has_an_example(name, command, path):
+    root = getattr(importlib.import_module(SCRIPTS[name.split()[0]].split(":")[0]), "main")
+    result = CliRunner().invoke(root, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    if not isinstance(command, click.Group):
+        assert "Example" in result.output, f"{name} --help shows no example"

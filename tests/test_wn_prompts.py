@@ -1,0 +1,217 @@
+"""wn-prompts: concept and bias prompt records, WordNet loading, Core WordNet parsing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from synthprobe import prompts as P
+from synthprobe.core_wordnet import parse_core_wordnet, resolve_entries
+from synthprobe.files import InputError
+from synthprobe.records import ID_PATTERN, read_prompts
+from synthprobe.tools.wn_prompts import main
+from synthprobe.wordnet import DICT_FILES, build_nltk_layout, load_wordnet
+
+SMALL_CORE = Path(__file__).parent / "data" / "core-wordnet-small.txt"
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def records_of(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_concepts_golden(wn, golden, tmp_path):
+    out = tmp_path / "concepts.jsonl"
+    run("concepts", "--core-wordnet", SMALL_CORE, "--n-synsets", 4, "--per-synset", 3, "--seed", 7, "-o", out)
+    golden.check("wn_prompts/concepts-small.jsonl", out.read_text())
+
+
+def test_bias_golden(wn, golden):
+    result = run("bias", "--classes", "bee,frog", "--per-group", 2, "--seeds-per-prompt", 2, "--seed", 3)
+    golden.check("wn_prompts/bias-bee-frog.jsonl", result.stdout)
+
+
+def test_same_arguments_give_byte_identical_output(wn, tmp_path):
+    args = ("concepts", "--core-wordnet", SMALL_CORE, "--n-synsets", 3, "--per-synset", 4)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    run(*args, "-o", first)
+    run(*args, "-o", second)
+    assert first.read_bytes() == second.read_bytes()
+    assert run(*args, "--seed", 1).stdout != first.read_text()
+
+
+def test_concepts_on_full_core_wordnet(wn, core_wordnet_path):
+    records = records_of(run("concepts", "--core-wordnet", core_wordnet_path, "--n-synsets", 40, "--per-synset", 2).stdout)
+    synsets = {r["synset"] for r in records}
+    assert len(records) == 80 and len(synsets) == 40
+    assert len({r["id"] for r in records}) == 80 and all(ID_PATTERN.match(r["id"]) for r in records)
+    assert all(P.is_picturable(wn.synset(name)) for name in synsets)
+    bias_synsets = {P.load_bias_class(c).synset for c in P.DEFAULT_BIAS_CLASSES}
+    assert not synsets & bias_synsets
+    assert all(r["group"] == "concept" and r["target"] == r["synset"] for r in records)
+    assert len({r["template"] for r in records}) >= 6
+
+
+def test_core_wordnet_resolution_counts(wn, core_wordnet_path):
+    entries = parse_core_wordnet(core_wordnet_path)
+    resolution = resolve_entries(wn, entries)
+    nouns = [e for e in entries if e.pos == "n"]
+    assert len(entries) == 4997 and len(nouns) == 3299
+    # 30 keys of the published list are not WordNet 3.0 sense keys (e.g. few%1:23:00::).
+    assert len(resolution.unresolved) == 30
+    assert sum(e.pos == "n" for e in resolution.unresolved) == 6
+    assert "few%1:23:00::" in {e.sense_key for e in resolution.unresolved}
+    picturable = [s for s in resolution.synsets if P.is_picturable(s)]
+    assert len(picturable) == 849  # of 3,293 resolved noun senses
+
+
+def test_unresolved_lines_are_reported_not_fatal(wn):
+    resolution = resolve_entries(wn, parse_core_wordnet(SMALL_CORE))
+    assert [e.lemma for e in resolution.unresolved] == ["nosuchword"]
+    assert "line 14 [nosuchword%1:05:00::]" in resolution.report()
+    assert "chair.n.01" in {s.name() for s in resolution.synsets}
+
+
+def test_picturable_uses_wordnet_not_a_list(wn):
+    assert P.is_picturable(wn.synset("dog.n.01"))
+    assert P.is_picturable(wn.synset("apple.n.01"))
+    assert not P.is_picturable(wn.synset("idea.n.01"))
+    assert not P.is_picturable(wn.synset("chair.n.02"))  # professorship
+
+
+def test_explicit_synsets_and_file(wn, tmp_path):
+    listing = tmp_path / "synsets.txt"
+    listing.write_text("dog.n.01  # a comment\n\ncat.n.01\n")
+    from_file = records_of(run("concepts", "--synsets", f"@{listing}", "--per-synset", 1).stdout)
+    from_list = records_of(run("concepts", "--synsets", "dog.n.01,cat.n.01", "--per-synset", 1).stdout)
+    assert from_file == from_list
+    assert [r["synset"] for r in from_list] == ["dog.n.01", "cat.n.01"]
+
+
+def test_bias_records_cover_groups_and_seeds(wn):
+    records = records_of(run("bias", "--per-group", 4, "--seeds-per-prompt", 3).stdout)
+    assert len(records) == 5 * 3 * 4 * 3
+    for group in P.BIAS_GROUPS:
+        assert sum(r["group"] == group for r in records) == 5 * 4 * 3
+    assert {r["target"] for r in records} == {"bee.n.01", "frog.n.01", "airplane.n.01", "guitar.n.01", "strawberry.n.01"}
+    assert len({r["seed"] for r in records}) == len(records)
+
+
+def test_every_bias_class_has_at_least_four_texts_per_group(wn):
+    for name in P.known_bias_classes():
+        bias_class = P.load_bias_class(name)
+        wn.synset(bias_class.synset)
+        assert all(len(bias_class.prompts[g]) >= 4 for g in P.BIAS_GROUPS), name
+
+
+def test_record_seed_depends_only_on_seed_and_id():
+    assert P.record_seed(0, "a") == P.record_seed(0, "a")
+    assert P.record_seed(0, "a") != P.record_seed(1, "a")
+    assert 0 <= P.record_seed(5, "x") < 2**31
+
+
+def test_output_reads_back_through_the_contract(wn, tmp_path):
+    out = tmp_path / "bias.jsonl"
+    run("bias", "--classes", "guitar", "-o", out)
+    records = read_prompts(out)
+    assert records and all(r.group in P.BIAS_GROUPS for r in records)
+
+
+# ---- WordNet loader -----------------------------------------------------------
+
+def test_wordnet_built_from_a_copied_dict_folder(tmp_path):
+    source = tmp_path / "dict"
+    source.mkdir()
+    for name in DICT_FILES:
+        shutil.copyfile(Path("/usr/share/wordnet") / name, source / name)
+    wn = load_wordnet(str(source), str(tmp_path / "nltk_data"), False)
+    built = tmp_path / "nltk_data" / "corpora" / "wordnet"
+    assert (built / "lexnames").read_text().splitlines()[5] == "05\tnoun.animal\t1"
+    assert wn.lemma_from_key("bee%1:05:00::").synset().name() == "bee.n.01"
+    assert wn.synset_from_pos_and_offset("n", 2206856).name() == "bee.n.01"
+    assert wn.synset("frog.n.01").lexname() == "noun.animal"
+    index_sense = (built / "index.sense").read_text().splitlines()
+    assert index_sense == sorted(set(index_sense)) and len(index_sense) > 200_000
+
+
+def test_wordnet_folder_missing_files(tmp_path):
+    (tmp_path / "dict").mkdir()
+    with pytest.raises(InputError, match="not a WordNet 3.0 dict folder.*data.noun"):
+        build_nltk_layout(tmp_path / "dict", tmp_path / "nltk_data")
+    assert not (tmp_path / "nltk_data" / "corpora" / "wordnet").exists()
+
+
+def test_wordnet_dir_that_does_not_exist(tmp_path):
+    result = run("bias", "--wordnet-dir", tmp_path / "nowhere", ok=False)
+    assert result.exit_code != 0
+    assert "does not exist" in result.output and "wordnet-base" in result.output
+
+
+# ---- bad input: one line, non-zero exit ----------------------------------------
+
+def error_line(result) -> str:
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_unknown_synset_suggests_close_names(wn):
+    line = error_line(run("concepts", "--synsets", "dog.n.99", ok=False))
+    assert "unknown synset 'dog.n.99'" in line and "dog.n.01" in line
+
+
+def test_misspelt_synset_suggests_close_words(wn):
+    line = error_line(run("concepts", "--synsets", "guitr.n.01", ok=False))
+    assert "guitar.n.01" in line
+
+
+def test_bad_core_wordnet_line_names_file_and_line(wn, tmp_path):
+    bad = tmp_path / "core.txt"
+    bad.write_text("n [bee%1:05:00::] [bee] insect\nthis is not a core line\n")
+    line = error_line(run("concepts", "--core-wordnet", bad, ok=False))
+    assert f"{bad}:2:" in line
+
+
+def test_unknown_bias_class_lists_known_ones(wn):
+    line = error_line(run("bias", "--classes", "bee,unicorn", ok=False))
+    assert "unknown bias class 'unicorn'" in line and "strawberry" in line
+
+
+def test_empty_selection(wn):
+    line = error_line(run("concepts", "--synsets", "bee.n.01", ok=False))
+    assert "selection is empty" in line
+
+
+def test_unwritable_output_path(wn, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    line = error_line(run("bias", "-o", blocker / "out.jsonl", ok=False))
+    assert "cannot write" in line and str(blocker) in line
+
+
+def test_malformed_record_read_back_names_file_and_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    good = {"id": "a", "synset": "bee.n.01", "lemma": "bee", "group": "concept", "target": "bee.n.01", "prompt": "a bee", "seed": 1}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "group": "weird"}) + "\n")
+    with pytest.raises(InputError, match=rf"{path}:2: group 'weird'"):
+        read_prompts(path)
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(InputError, match=rf"{path}:2: not valid JSON"):
+        read_prompts(path)
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(InputError, match="duplicate id 'a'"):
+        read_prompts(path)
+    path.write_text(json.dumps({**good, "id": "a b"}) + "\n")
+    with pytest.raises(InputError, match=":1: id 'a b'"):
+        read_prompts(path)
