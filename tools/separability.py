@@ -1,0 +1,75 @@
+"""separability: which layers of a CNN tell concepts apart, and which channels prefer which concept."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from synthprobe import separability as S
+from synthprobe.cli import comma_list, progress, run_guarded, seed_option, silent_option
+from synthprobe.files import InputError, check_writable_dir
+from synthprobe.store import ActivationStore
+
+log = logging.getLogger("synthprobe")
+count = click.IntRange(min=0)
+positive = click.IntRange(min=1)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="synthprobe")
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--group", default="concept", show_default=True,
+              help="Rows to analyse by their group (comma list); ImageFolder rows are 'concept'.")
+@click.option("--layers", default="*", show_default=True, help="Hook points to analyse (comma list of globs).")
+@click.option("--pool", default="mean", show_default=True, help="Spatial pooling to read (mean or max, as stored).")
+@click.option("--top-layers", type=positive, default=6, show_default=True, help="Layers in the top-K table and heatmap.")
+@click.option("--top-synsets", type=positive, default=5, show_default=True, help="Synsets listed per top layer.")
+@click.option("--top-neurons", type=positive, default=10, show_default=True, help="Most active channels per layer.")
+@click.option("--top-images", type=positive, default=5, show_default=True, help="Images listed per top channel.")
+@click.option("--permutations", type=count, default=1000, show_default=True, help="Label permutations (0: no p-values).")
+@click.option("--bootstrap", type=count, default=1000, show_default=True, help="Bootstrap resamples (0: no intervals).")
+@click.option("--sample", type=click.IntRange(min=4), default=2000, show_default=True,
+              help="Rows (at most) for the scale-free measures and selectivity; more are subsampled by synset.")
+@click.option("--dims", type=positive, default=128, show_default=True,
+              help="Wider layers are reduced to this many principal components for the scale-free measures.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Linear-probe CV folds.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="False-discovery rate for concept-selective channels.")
+@seed_option()
+@silent_option
+@run_guarded
+def main(store, out_dir, group, layers, pool, top_layers, top_synsets, top_neurons, top_images, permutations,
+         bootstrap, sample, dims, folds, alpha, seed, silent):
+    """Measure how well each layer of an activation STORE separates synsets.
+
+    Writes layers.csv, synset_max_activation.csv, top_synsets.csv,
+    top_neurons.csv, top_images.csv, selective_channels.csv, two PNG figures
+    and, last, summary.json into --out.
+
+    \b
+    Example:
+        separability out/acts/concepts.zarr --out out/separability/concepts
+        separability acts.zarr --out sep/ --group object-only,mixed --layers 'layer4.*' --permutations 200
+    """
+    groups, patterns = tuple(comma_list(group)), tuple(comma_list(layers))
+    if not groups:
+        raise InputError("--group is empty; give one group or a comma list, e.g. concept")
+    params = S.Params(groups=groups, layers=patterns or ("*",), pool=pool, top_layers=top_layers,
+                      top_synsets=top_synsets, top_neurons=top_neurons, top_images=top_images,
+                      permutations=permutations, bootstrap=bootstrap, sample=sample, dims=dims, folds=folds,
+                      alpha=alpha, seed=seed)
+    activations = ActivationStore(store)
+    if pool not in activations.pools:
+        raise InputError(f"--pool {pool} is not in the store; it has: {', '.join(activations.pools)}")
+    check_writable_dir(out_dir)
+    result = S.analyse(activations, params, progress=lambda items, **kw: progress(items, silent=silent, **kw))
+    summary = S.write_outputs(result, params, activations, out_dir)
+    log.info("%d layers, %d images of %d synsets; top layers by centroid distance: %s; wrote %s",
+             len(summary["layers"]), summary["n_images"], summary["n_synsets"], ", ".join(summary["top_layers"]),
+             out_dir)
+
+
+if __name__ == "__main__":
+    main()
