@@ -1,0 +1,79 @@
+"""A tiny Stable Diffusion 3 pipeline built from configs alone, for tests and the offline demo.
+
+The component sizes follow diffusers' own SD3 fast tests, except that the VAE
+has two blocks and the transformer patch size is 2, so that sizes must be a
+multiple of 4 as with the real model's 16 (the size check has something to
+reject). The weights are random but seeded: the same call gives the same
+files and the same pixels. Usage: ``python -m synthprobe.tiny_models DIR``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+TINY_SD3_MULTIPLE = 4  # vae_scale_factor 2 * patch_size 2
+
+
+def tiny_clip_tokenizer():
+    """A byte-level CLIP tokenizer with no merges, written locally (the test tokenizers live on the hub)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    symbols = sorted(ByteLevel.alphabet())
+    vocab = {token: index for index, token in enumerate(symbols + [s + "</w>" for s in symbols])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    # Without model_max_length the tokenizer pads prompts to 1e30 tokens.
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def build_tiny_sd3_pipeline():
+    """The pipeline object, CPU, float32, with seeded random weights."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    tokenizer = tiny_clip_tokenizer()
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=32, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
+    )
+    clip_config = CLIPTextConfig(
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+        # The pooled output is read at the eos token; a wrong id pools the wrong position.
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5,
+        vocab_size=len(tokenizer), hidden_act="gelu", projection_dim=32,
+    )
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModelWithProjection(clip_config)
+    torch.manual_seed(0)
+    text_encoder_2 = CLIPTextModelWithProjection(clip_config)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+        shift_factor=0.0609, scaling_factor=1.5035,
+    )
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
+        text_encoder_3=None, tokenizer_3=None,
+    )
+
+
+def save_tiny_sd3(folder: str | Path) -> Path:
+    """Write the tiny pipeline to ``folder`` (about 1 MB) with save_pretrained."""
+    folder = Path(folder)
+    build_tiny_sd3_pipeline().save_pretrained(folder)
+    return folder
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m synthprobe.tiny_models DIR")
+    print(save_tiny_sd3(sys.argv[1]))
