@@ -61,6 +61,14 @@ $(OUT)/images/%/images.jsonl: $(OUT)/prompts/%.jsonl $(OUT)/.params/generate | $
 	$(BIN)/sd-generate $< --out $(@D) --model $(GEN_MODEL) --steps $(STEPS) --guidance $(GUIDANCE) \
 		--size $(SIZE) --batch-size $(GEN_BATCH) --quantize $(QUANTIZE) $(CACHE_ARG)
 
+# A tiny random SD3 pipeline (about 2 MB, built from configs, no download) for tests and the offline demo.
+TINY_SD3 := models/tiny-sd3
+$(TINY_SD3)/model_index.json: shared/tiny_models.py | $(STAMP)
+	$(BIN)/python -m synthprobe.tiny_models $(@D)
+
+.PHONY: tiny-models
+tiny-models: $(TINY_SD3)/model_index.json
+
 # cnn-hooks resumes an unfinished store; the .done marker is written only after it succeeds.
 $(OUT)/acts/%.done: $(OUT)/images/%/images.jsonl $(OUT)/.params/hooks | $(STAMP)
 	$(BIN)/cnn-hooks $(<D) --out $(OUT)/acts/$*.zarr --model $(CNN) --weights $(WEIGHTS) --batch-size $(HOOK_BATCH)

@@ -296,6 +296,15 @@ def resolve_settings(*, model: str, revision: str | None, steps: int, guidance: 
 # ---- loading ---------------------------------------------------------------------------------
 
 
+def dtype_argument() -> str:
+    """diffusers renamed from_pretrained's ``torch_dtype`` to ``dtype``; older releases know only the first."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
 def load_pipeline(settings: Settings):
     """The real loader: any diffusers text-to-image pipeline, optionally bitsandbytes-quantized."""
     import torch
@@ -318,7 +327,7 @@ def load_pipeline(settings: Settings):
         kwargs["revision"] = source.revision
     log.info("loading %s (%s, %s, quantization %s)", source.name, settings.device, settings.dtype, settings.quantization)
     try:
-        pipe = DiffusionPipeline.from_pretrained(str(source.folder or source.name), torch_dtype=torch_dtype, **kwargs)
+        pipe = DiffusionPipeline.from_pretrained(str(source.folder or source.name), **{dtype_argument(): torch_dtype}, **kwargs)
     except Exception as exc:
         message = hub_error_message(exc, source)
         first_line = (str(exc).strip().splitlines() or [""])[0]

@@ -104,7 +104,7 @@ def main(prompts, out_dir, model, revision, steps, guidance, size, batch_size, d
         print_dry_run(G.plan(records, settings, cache))
         return
     out = check_writable_dir(out_dir)
-    result = G.run_generation(records, settings, cache, out, silent=silent)
+    result = G.run_generation(records, settings, cache, out, build_pipeline=G.load_pipeline, silent=silent)
     manifest_name, run_name = output_names(shard_spec)
     seconds = time.perf_counter() - started
     with atomic_write(out / run_name) as handle:
