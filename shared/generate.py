@@ -160,7 +160,7 @@ def offline_message(source: ModelSource) -> str:
             "and run `hf auth login`), or pass a local pipeline folder")
 
 
-def read_model_json(source: ModelSource, filename: str) -> dict | None:
+def read_model_json(source: ModelSource, filename: str, download: bool = True) -> dict | None:
     """A small JSON file of the pipeline (local folder, hub cache, else hub); None if absent or unreachable."""
     if source.is_local:
         path = source.folder / filename
@@ -171,7 +171,7 @@ def read_model_json(source: ModelSource, filename: str) -> dict | None:
     cached = try_to_load_from_cache(source.name, filename, revision=source.revision)
     if isinstance(cached, str):
         path = cached
-    elif cached is not None:  # the cache remembers that the repo has no such file
+    elif cached is not None or not download:  # cached as absent, or the caller wants no network
         return None
     else:
         try:
@@ -187,11 +187,11 @@ def read_model_json(source: ModelSource, filename: str) -> dict | None:
 
 
 def required_multiple(source: ModelSource) -> int:
-    """Width and height must be multiples of vae_scale_factor * patch size (SD3's 16 when unknown)."""
-    vae = read_model_json(source, "vae/config.json")
+    """Width and height must be multiples of vae_scale_factor * patch size (SD3's 16 when not in a cache)."""
+    vae = read_model_json(source, "vae/config.json", download=False)
     if vae is None or "block_out_channels" not in vae:
         return SD3_MULTIPLE
-    transformer = read_model_json(source, "transformer/config.json") or {}
+    transformer = read_model_json(source, "transformer/config.json", download=False) or {}
     return 2 ** (len(vae["block_out_channels"]) - 1) * int(transformer.get("patch_size", 1))
 
 

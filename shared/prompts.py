@@ -57,7 +57,8 @@ def load_templates(path: str | Path | None = None) -> list[Template]:
 
 def fill_template(template: Template, synset) -> str:
     lemma = lemma_text(synset)
-    hypernyms = synset.hypernyms() or synset.instance_hypernyms()
+    # nltk keeps pointers in a set, whose order changes between processes: sort for identical output.
+    hypernyms = sorted(synset.hypernyms() or synset.instance_hypernyms(), key=lambda s: s.name())
     hypernym = lemma_text(hypernyms[0]) if hypernyms else "object"
     gloss = synset.definition().split(";")[0].strip()
     return template.text.format(lemma=lemma, a_lemma=indefinite(lemma), hypernym=hypernym, gloss=gloss)

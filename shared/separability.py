@@ -182,26 +182,31 @@ def top_channels(centroids: np.ndarray, n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- scale-free measures (6-7)
 
-def reduce_sample(sample: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, float]:
-    """The sample centred and, if wider than ``dims``, on its top principal axes; with the variance kept.
+def reduce_sample(sample: np.ndarray, dims: int) -> tuple[np.ndarray, float]:
+    """The sample centred and, if wider than ``dims``, projected on its top principal axes.
 
-    Below ``dims`` channels (or when the rank, at most n-1, fits in ``dims``) the
-    rotation loses nothing, so the measures equal those on the full centred vectors.
+    Returns the (n, d) scores and the fraction of the sample's variance they
+    keep. A layer of at most ``dims`` channels, or a sample of at most ``dims``
+    rows (rank below n), loses nothing: Fisher ratio, cosine silhouette and
+    probe are invariant to the rotation, so they equal those on the centred
+    full vectors. The principal axes come from the smaller of the two Gram
+    matrices, which is deterministic and cheaper than an SVD of the sample.
     """
+    from scipy.linalg import eigh
+
     centred = sample - sample.mean(axis=0)
     n, channels = centred.shape
     if channels <= dims:
         return centred, 1.0
+    kept = min(dims, n)
     total = float((centred**2).sum())
-    if n - 1 <= dims:
-        u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    if n <= channels:
+        values, vectors = eigh(centred @ centred.T, subset_by_index=[n - kept, n - 1])
+        scores = vectors * np.sqrt(np.maximum(values, 0.0))
     else:
-        from sklearn.utils.extmath import randomized_svd
-
-        u, s, _ = randomized_svd(centred, dims, n_iter=4, random_state=seed)
-    kept = min(dims, len(s))
-    scores = u[:, :kept] * s[:kept]
-    return scores, (float((s[:kept] ** 2).sum() / total) if total > 0 else 1.0)
+        values, vectors = eigh(centred.T @ centred, subset_by_index=[channels - kept, channels - 1])
+        scores = centred @ vectors
+    return scores, (float(np.maximum(values, 0.0).sum() / total) if total > 0 else 1.0)
 
 
 def _unit(z: np.ndarray) -> np.ndarray:
@@ -209,16 +214,25 @@ def _unit(z: np.ndarray) -> np.ndarray:
     return z / np.where(norm > 0, norm, 1.0)
 
 
+def _onehot(labels: np.ndarray, k: int) -> np.ndarray:
+    """(R*K, n) indicator rows, synset-major within each of the R label vectors (R, n)."""
+    r, n = labels.shape
+    return (labels[:, None, :] == np.arange(k)[None, :, None]).reshape(r * k, n).astype(np.float64)
+
+
 def _fisher(class_sums: np.ndarray, total_sq: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Calinski-Harabasz ratio [tr(B)/(K-1)] / [tr(W)/(n-K)] from per-synset sums; leading axes are resamples."""
+    """Calinski-Harabasz ratio [tr(B)/(K-1)] / [tr(W)/(n-K)] from per-synset sums (R, K, d) of centred rows.
+
+    ``total_sq`` (R,) is the sum of squared norms; NaN when n <= K or the within scatter is zero.
+    """
     n, k = counts.sum(), len(counts)
-    grand = (class_sums.sum(axis=-2) ** 2).sum(axis=-1) / n
+    grand = (class_sums.sum(axis=1) ** 2).sum(axis=-1) / n
     between = ((class_sums**2).sum(axis=-1) / counts).sum(axis=-1) - grand
     within = total_sq - grand - between
     if n <= k:
-        return np.full(np.shape(between), np.nan)
+        return np.full(len(between), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(within > 0, (between / (k - 1)) / (within / (n - k)), np.nan)
+        return np.where(within > 1e-12 * total_sq, (between / (k - 1)) / (within / (n - k)), np.nan)
 
 
 def _silhouette(unit: np.ndarray, unit_sums: np.ndarray, labels: np.ndarray, counts: np.ndarray,
@@ -228,75 +242,71 @@ def _silhouette(unit: np.ndarray, unit_sums: np.ndarray, labels: np.ndarray, cou
     The mean cosine distance from row i to synset k is (n_k - u_i . U_k) / n_k,
     or / (n_k - 1) within its own synset (its own distance is 0); a row alone in
     its synset scores 0, as in scikit-learn. ``unit_sums`` is (R, K, d) for R
-    resamples, ``labels`` (R, n) and ``weights`` (R, n) the resampled copies.
+    resamples, ``labels`` (R, n), and ``weights`` (R, n) the bootstrap copies of each row.
     """
-    r, k, d = unit_sums.shape
-    dots = (unit @ unit_sums.reshape(r * k, d).T).T.reshape(r, k, -1).transpose(0, 2, 1)  # (R, n, K)
-    mean_dist = (counts - dots) / counts
-    own = np.take_along_axis(dots, labels[..., None], axis=2)[..., 0]
+    dots = unit_sums @ unit.T                                      # (R, K, n)
+    own = np.take_along_axis(dots, labels[:, None, :], axis=1)[:, 0]
     own_n = counts[labels]
     with np.errstate(divide="ignore", invalid="ignore"):
         a = (own_n - own) / (own_n - 1)
-    np.put_along_axis(mean_dist, labels[..., None], np.inf, axis=2)
-    b = mean_dist.min(axis=2)
+    other = (counts[:, None] - dots) / counts[:, None]
+    np.put_along_axis(other, labels[:, None, :], np.inf, axis=1)
+    b = other.min(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(own_n > 1, (b - a) / np.maximum(a, b), 0.0)
-    s = np.nan_to_num(s, nan=0.0)
+        s = np.nan_to_num(np.where(own_n > 1, (b - a) / np.maximum(a, b), 0.0), nan=0.0)
     if weights is None:
         return s.mean(axis=1)
     return (s * weights).sum(axis=1) / weights.sum(axis=1)
 
 
-def _onehot_sums(labels: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
-    """(R, K, d) per-synset sums of ``values`` (n, d) under each row of ``labels`` (R, n)."""
-    r, n = labels.shape
-    onehot = (labels[:, None, :] == np.arange(k)[None, :, None]).astype(values.dtype)
-    return (onehot.reshape(r * k, n) @ values).reshape(r, k, -1)
-
-
 @dataclass
 class Probe:
-    """A ridge classifier's stratified cross-validation on fixed folds, for many label vectors at once."""
+    """Stratified k-fold cross-validation of a ridge classifier, for many label vectors at once.
 
-    features: np.ndarray
+    A ridge fit is linear in the labels: the weights are A @ Y with A fixed by
+    the training features. So the weights for any relabelling are per-synset
+    sums of A's columns, which come from the same matrix product as the
+    Fisher and silhouette sums (``design`` holds, per fold, A's rows, zero
+    outside the training rows, and the training-row indicator).
+    """
+
+    features: np.ndarray                        # (n, d) standardised
     folds: list[tuple[np.ndarray, np.ndarray]]
-    solvers: list[np.ndarray] = field(default_factory=list)
+    design: np.ndarray                          # (n, folds * (d + 1))
 
     @classmethod
     def build(cls, z: np.ndarray, codes: np.ndarray, n_folds: int, seed: int) -> "Probe | None":
         from sklearn.model_selection import StratifiedKFold
 
-        smallest = np.bincount(codes).min()
+        smallest = int(np.bincount(codes).min())
         if smallest < 2:
             return None
         std = z.std(axis=0)
         features = (z - z.mean(axis=0)) / np.where(std > 0, std, 1.0)
-        splitter = StratifiedKFold(n_splits=min(n_folds, int(smallest)), shuffle=True, random_state=seed)
-        probe = cls(features, list(splitter.split(features, codes)))
-        eye = RIDGE_ALPHA * np.eye(features.shape[1])
-        for train, _ in probe.folds:
+        folds = list(StratifiedKFold(min(n_folds, smallest), shuffle=True, random_state=seed).split(features, codes))
+        d = features.shape[1]
+        design = np.zeros((len(codes), len(folds) * (d + 1)))
+        for f, (train, _) in enumerate(folds):
             x = features[train] - features[train].mean(axis=0)
-            probe.solvers.append(np.linalg.solve(x.T @ x + eye, x.T))
-        return probe
+            design[train, f * (d + 1):f * (d + 1) + d] = np.linalg.solve(x.T @ x + RIDGE_ALPHA * np.eye(d), x.T).T
+            design[train, f * (d + 1) + d] = 1.0
+        return cls(features, folds, design)
 
-    def correct(self, labels: np.ndarray, k: int) -> np.ndarray:
-        """(R, n) out-of-fold correctness for label vectors (R, n)."""
-        r, n = labels.shape
-        targets = (labels.T[:, :, None] == np.arange(k)).astype(np.float64).reshape(n, r * k)
-        hits = np.zeros((r, n), dtype=bool)
-        for (train, test), solver in zip(self.folds, self.solvers):
-            weights = solver @ targets[train]
-            offset = targets[train].mean(axis=0) - self.features[train].mean(axis=0) @ weights
-            scores = (self.features[test] @ weights + offset).reshape(len(test), r, k)
-            hits[:, test] = (scores.argmax(axis=2) == labels[:, test].T).T
+    def hits(self, sums: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """(R, n) out-of-fold hits from the per-synset sums (R, K, width) of ``design`` under ``labels`` (R, n)."""
+        d = self.features.shape[1]
+        hits = np.zeros(labels.shape, dtype=bool)
+        for f, (train, test) in enumerate(self.folds):
+            weights = sums[..., f * (d + 1):f * (d + 1) + d]                      # (R, K, d)
+            offset = sums[..., f * (d + 1) + d] / len(train) - weights @ self.features[train].mean(axis=0)
+            scores = weights @ self.features[test].T + offset[..., None]          # (R, K, n_test)
+            hits[:, test] = scores.argmax(axis=1) == labels[:, test]
         return hits
 
 
 @dataclass
 class ScaleFree:
-    fisher: float
-    silhouette: float
-    probe: float
+    estimates: dict[str, float]
     chance: float
     p_values: dict[str, float]
     intervals: dict[str, tuple[float, float]]
@@ -306,15 +316,15 @@ MEASURES = ("fisher", "silhouette", "probe")
 
 
 def permutation_p(observed: float, null: np.ndarray) -> float:
-    """One-sided (greater) permutation p-value with the +1 correction; NaN without a null or an estimate."""
+    """One-sided (greater or equal) permutation p-value, (1 + hits) / (1 + permutations); NaN if undefined."""
     null = null[~np.isnan(null)]
     if np.isnan(observed) or len(null) == 0:
         return float("nan")
-    return float((1 + np.count_nonzero(null >= observed - 1e-12 * abs(observed))) / (1 + len(null)))
+    return float((1 + np.count_nonzero(null >= observed - 1e-9 * abs(observed))) / (1 + len(null)))
 
 
 def recentred_interval(estimate: float, draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the draws moved so that their median sits on the estimate.
+    """Percentile interval of the bootstrap draws moved so that their median sits on the estimate.
 
     Resampling with replacement duplicates rows, which shrinks within-synset
     scatter and so inflates Fisher ratios and silhouettes; the plain
@@ -334,63 +344,56 @@ def scale_free_measures(z: np.ndarray, codes: np.ndarray, permutations: int, n_b
     """Fisher ratio, cosine silhouette and probe accuracy of ``z`` (n, d), with p-values and 95% intervals.
 
     Permutations shuffle the labels over all rows (the same shuffles for every
-    layer, from ``seed``); the bootstrap resamples rows within each synset so
-    that synset sizes stay fixed. The probe's interval resamples its
-    out-of-fold hits (folds are not refitted).
+    layer, from ``seed``), keeping the probe's folds; the bootstrap resamples
+    rows within each synset so that synset sizes stay fixed; the probe's
+    interval resamples its out-of-fold hits (the folds are not refitted).
     """
-    k = int(codes.max()) + 1
+    k, d = int(codes.max()) + 1, z.shape[1]
     counts = np.bincount(codes, minlength=k).astype(np.float64)
     unit = _unit(z)
-    both = np.hstack([z, unit])
-    d = z.shape[1]
     sq_norms = (z**2).sum(axis=1)
     probe = Probe.build(z, codes, n_folds, seed)
+    columns = np.hstack([z, unit] + ([probe.design] if probe else []))
 
-    def evaluate(labels, weights=None):
-        if weights is None:
-            sums = _onehot_sums(labels, both, k)
-            total_sq = np.full(len(labels), sq_norms.sum())
-        else:
-            sums = np.stack([weights[:, codes == j] @ both[codes == j] for j in range(k)], axis=1)
-            total_sq = weights @ sq_norms
-        return _fisher(sums[..., :d], total_sq, counts), _silhouette(unit, sums[..., d:], labels, counts, weights)
+    def permuted(labels):
+        sums = (_onehot(labels, k) @ columns).reshape(len(labels), k, -1)
+        fisher = _fisher(sums[..., :d], np.full(len(labels), sq_norms.sum()), counts)
+        silhouette = _silhouette(unit, sums[..., d:2 * d], labels, counts)
+        hits = probe.hits(sums[..., 2 * d:], labels) if probe else np.full(labels.shape, np.nan)
+        return {"fisher": fisher, "silhouette": silhouette, "probe": hits.mean(axis=1)}, hits
 
-    observed = evaluate(codes[None, :])
-    hits = probe.correct(codes[None, :], k)[0] if probe else None
-    estimates = {"fisher": float(observed[0][0]), "silhouette": float(observed[1][0]),
-                 "probe": float(hits.mean()) if probe else float("nan")}
+    observed, observed_hits = permuted(codes[None, :])
+    estimates = {m: float(observed[m][0]) for m in MEASURES}
 
     rng = np.random.default_rng(seed)
     null = {m: [] for m in MEASURES}
     for start in range(0, permutations, RESAMPLE_BATCH):
-        batch = min(RESAMPLE_BATCH, permutations - start)
-        labels = np.stack([codes[rng.permutation(len(codes))] for _ in range(batch)])
-        fisher, silhouette = evaluate(labels)
-        null["fisher"].append(fisher)
-        null["silhouette"].append(silhouette)
-        null["probe"].append(probe.correct(labels, k).mean(axis=1) if probe else np.full(batch, np.nan))
+        labels = rng.permuted(np.tile(codes, (min(RESAMPLE_BATCH, permutations - start), 1)), axis=1)
+        for m, values in permuted(labels)[0].items():
+            null[m].append(values)
 
     rng = np.random.default_rng(seed + 1)
     draws = {m: [] for m in MEASURES}
     members = [np.flatnonzero(codes == j) for j in range(k)]
+    both = columns[:, :2 * d]
     for start in range(0, n_boot, RESAMPLE_BATCH):
         batch = min(RESAMPLE_BATCH, n_boot - start)
         weights = np.zeros((batch, len(codes)))
         for rows in members:
-            picks = rng.integers(0, len(rows), (batch, len(rows)))
-            np.add.at(weights, (np.arange(batch)[:, None], rows[picks]), 1.0)
+            picks = rows[rng.integers(0, len(rows), (batch, len(rows)))]
+            np.add.at(weights, (np.arange(batch)[:, None], picks), 1.0)
+        sums = np.stack([weights[:, rows] @ both[rows] for rows in members], axis=1)
         labels = np.broadcast_to(codes, weights.shape)
-        fisher, silhouette = evaluate(labels, weights)
-        draws["fisher"].append(fisher)
-        draws["silhouette"].append(silhouette)
-        draws["probe"].append(weights @ hits / len(codes) if probe else np.full(batch, np.nan))
+        draws["fisher"].append(_fisher(sums[..., :d], weights @ sq_norms, counts))
+        draws["silhouette"].append(_silhouette(unit, sums[..., d:], labels, counts, weights))
+        draws["probe"].append(weights @ observed_hits[0] / len(codes))
 
-    join = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
-    return ScaleFree(
-        fisher=estimates["fisher"], silhouette=estimates["silhouette"], probe=estimates["probe"],
-        chance=float(counts.max() / counts.sum()),
-        p_values={m: permutation_p(estimates[m], join(null[m])) for m in MEASURES},
-        intervals={m: recentred_interval(estimates[m], join(draws[m])) for m in MEASURES})
+    def joined(parts):
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    return ScaleFree(estimates=estimates, chance=float(counts.max() / counts.sum()),
+                     p_values={m: permutation_p(estimates[m], joined(null[m])) for m in MEASURES},
+                     intervals={m: recentred_interval(estimates[m], joined(draws[m])) for m in MEASURES})
 
 
 # ---------------------------------------------------------------- per-channel selectivity (8)
@@ -496,7 +499,7 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
                                    "id": row_ids[position], "path": paths[position],
                                    "synset": synsets[codes[position]], "activation": float(value)})
 
-        z, explained = reduce_sample(scan.sample, params.dims, params.seed)
+        z, explained = reduce_sample(scan.sample, params.dims)
         measures = scale_free_measures(z, sample_codes, params.permutations, params.bootstrap, params.folds,
                                        params.seed)
         selectivity = channel_selectivity(scan.sample, sample_codes, len(synsets))
@@ -510,7 +513,7 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
         row = {"layer": hook, "depth": depth, "channels": centroids.shape[1], "n_images": len(codes),
                "avg_centroid_distance": avg_centroid_distance(centroids)}
         for m in MEASURES:
-            row[m if m != "probe" else "probe_accuracy"] = getattr(measures, m)
+            row[m if m != "probe" else "probe_accuracy"] = measures.estimates[m]
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = measures.intervals[m]
             row[f"{m}_p"] = measures.p_values[m]
         row.update({"probe_chance": measures.chance, "n_sample": len(sample_codes), "dims": z.shape[1],
