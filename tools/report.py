@@ -1,0 +1,44 @@
+"""report: one self-contained HTML file from the analysis folders."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from synthprobe.cli import run_guarded, silent_option
+from synthprobe.report import write_report
+
+log = logging.getLogger("synthprobe")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--separability", "separability_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="A separability output folder (repeatable).")
+@click.option("--bias", "bias_dir", type=click.Path(file_okay=False), default=None, help="A bias-report output folder.")
+@click.option("--images", "image_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="An image folder for galleries and thumbnails (repeatable).")
+@click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
+@click.option("--notice", default=None, help="A line shown at the top of the report (e.g. that the models are toys).")
+@click.option("-o", "--output", default="report.html", show_default=True, help="The HTML file to write.")
+@silent_option
+@run_guarded
+@click.version_option(package_name="synthprobe")
+def main(separability_dirs, bias_dir, image_dirs, title, notice, output, silent):
+    """Assemble one HTML report (figures and thumbnails embedded) from analysis folders.
+
+    \b
+    Example:
+        report --separability out/separability/concepts --separability out/separability/bias \\
+               --bias out/bias --images out/images/concepts --images out/images/bias -o out/report.html
+    """
+    from pathlib import Path
+
+    path = write_report(output, separability_dirs=[Path(d) for d in separability_dirs],
+                        bias_dir=Path(bias_dir) if bias_dir else None, image_dirs=[Path(d) for d in image_dirs],
+                        title=title, notice=notice)
+    log.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+    main()
