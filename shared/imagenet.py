@@ -42,7 +42,14 @@ def is_imagenet_1k(classes: list[str] | tuple[str, ...] | None) -> bool:
 
 
 def wnid_synset(wn, wnid: str):
-    return wn.synset_from_pos_and_offset("n", int(wnid[1:]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nltk warns and returns None for an unknown offset
+        synset = wn.synset_from_pos_and_offset("n", int(wnid[1:]))
+    if synset is None:
+        raise InputError(f"class id {wnid} is not a WordNet 3.0 noun; the classifier's classes are not ImageNet wnids")
+    return synset
 
 
 def hyponym_closure(wn, synset_name: str) -> set[str]:

@@ -142,6 +142,11 @@ def test_synset_without_imagenet_class_is_named(wn):
         hierarchy_indices(wn, "pond.n.01")
 
 
+def test_class_id_that_is_no_wordnet_noun(wn):
+    with pytest.raises(InputError, match="n01234567 is not a WordNet 3.0 noun"):
+        hierarchy_indices(wn, "frog.n.01", ["n01641577", "n01234567"])
+
+
 # ---- the report on a synthetic ImageNet store ------------------------------------
 
 def normalized_summary(out, store) -> str:
