@@ -17,7 +17,7 @@ from synthprobe.files import InputError
 from synthprobe.imagenet import hierarchy_indices, imagenet_names, imagenet_wnids
 from synthprobe.prompts import DEFAULT_BIAS_CLASSES, load_bias_class
 from synthprobe.records import PromptRecord, write_prompts
-from synthprobe.store import StoreWriter
+from synthprobe.store import ActivationStore, StoreWriter
 from synthprobe.tools.bias_report import main
 
 SYNSETS = {"bee": "bee.n.01", "frog": "frog.n.01", "guitar": "guitar.n.01"}
@@ -168,9 +168,9 @@ def test_golden_summary(imagenet_report, golden):
 def test_confidence_is_softmax_mass_of_the_target_set(imagenet_store, imagenet_report):
     store, out = imagenet_report
     images = pd.read_csv(out / "images.csv").set_index("id")
-    logits = B.ActivationStore(store).logits().astype(np.float64)
+    logits = ActivationStore(store).logits().astype(np.float64)
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    row_ids = list(B.ActivationStore(store).rows()["id"])
+    row_ids = list(ActivationStore(store).rows()["id"])
     for image_id, line in images.iterrows():
         p = probs[row_ids.index(image_id)]
         assert line["confidence"] == pytest.approx(p[TARGETS[line["class"]]].sum(), rel=1e-5)
