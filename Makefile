@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-synthprobe
-CORE_ARG := $(if $(CORE_WORDNET),--core-wordnet $(CORE_WORDNET))
+CONCEPT_SOURCE := $(if $(SYNSETS),--synsets $(SYNSETS),$(if $(CORE_WORDNET),--core-wordnet $(CORE_WORDNET)))
+STATS_ARGS = --permutations $(PERMUTATIONS) --bootstrap $(BOOTSTRAP) --seed $(SEED)
 
 .PHONY: help setup system-deps test prompts FORCE
 .DEFAULT_GOAL := help
@@ -40,11 +41,11 @@ $(OUT)/.params/$(1): FORCE
 endef
 FORCE:
 
-$(eval $(call params,concepts,$(CORE_WORDNET) $(N_SYNSETS) $(PER_SYNSET) $(SEED)))
+$(eval $(call params,concepts,$(SYNSETS) $(CORE_WORDNET) $(N_SYNSETS) $(PER_SYNSET) $(SEED)))
 $(eval $(call params,bias-prompts,$(BIAS_CLASSES) $(PER_GROUP) $(SEEDS_PER_PROMPT) $(SEED)))
 
 $(OUT)/prompts/concepts.jsonl: $(OUT)/.params/concepts | $(STAMP)
-	$(BIN)/wn-prompts concepts $(CORE_ARG) --n-synsets $(N_SYNSETS) --per-synset $(PER_SYNSET) --seed $(SEED) -o $@
+	$(BIN)/wn-prompts concepts $(CONCEPT_SOURCE) --n-synsets $(N_SYNSETS) --per-synset $(PER_SYNSET) --seed $(SEED) -o $@
 
 $(OUT)/prompts/bias.jsonl: $(OUT)/.params/bias-prompts $(wildcard data/bias_classes/*.json) | $(STAMP)
 	$(BIN)/wn-prompts bias --classes $(BIAS_CLASSES) --per-group $(PER_GROUP) \
@@ -56,6 +57,7 @@ prompts: $(OUT)/prompts/concepts.jsonl $(OUT)/prompts/bias.jsonl
 CACHE_ARG := $(if $(IMAGE_CACHE),--cache $(IMAGE_CACHE))
 $(eval $(call params,generate,$(GEN_MODEL) $(STEPS) $(GUIDANCE) $(SIZE) $(QUANTIZE)))
 $(eval $(call params,hooks,$(CNN) $(WEIGHTS)))
+$(eval $(call params,stats,$(PERMUTATIONS) $(BOOTSTRAP) $(SEED)))
 
 $(OUT)/images/%/images.jsonl: $(OUT)/prompts/%.jsonl $(OUT)/.params/generate | $(STAMP)
 	$(BIN)/sd-generate $< --out $(@D) --model $(GEN_MODEL) --steps $(STEPS) --guidance $(GUIDANCE) \
@@ -74,17 +76,42 @@ $(OUT)/acts/%.done: $(OUT)/images/%/images.jsonl $(OUT)/.params/hooks | $(STAMP)
 	$(BIN)/cnn-hooks $(<D) --out $(OUT)/acts/$*.zarr --model $(CNN) --weights $(WEIGHTS) --batch-size $(HOOK_BATCH)
 	touch $@
 
-$(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done
-	$(BIN)/separability $(OUT)/acts/concepts.zarr --out $(@D) --group concept --seed $(SEED)
+$(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done $(OUT)/.params/stats
+	$(BIN)/separability $(OUT)/acts/concepts.zarr --out $(@D) --group concept $(STATS_ARGS)
 
-$(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done
-	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed --seed $(SEED)
+$(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/.params/stats
+	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed $(STATS_ARGS)
 
-$(OUT)/bias/summary.json: $(OUT)/acts/bias.done
-	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --classes $(BIAS_CLASSES) --seed $(SEED)
+$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/.params/stats
+	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --classes $(BIAS_CLASSES) --bootstrap $(BOOTSTRAP) --seed $(SEED)
 
 .PHONY: images activations separability bias
 images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
 activations: $(OUT)/acts/concepts.done $(OUT)/acts/bias.done
 separability: $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias/summary.json
 bias: $(OUT)/bias/summary.json
+
+ANALYSES := $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias/summary.json $(OUT)/bias/summary.json
+$(OUT)/report.html: $(ANALYSES) $(wildcard templates/*.j2)
+	$(BIN)/report --separability $(OUT)/separability/concepts --separability $(OUT)/separability/bias \
+		--bias $(OUT)/bias --images $(OUT)/images/concepts --images $(OUT)/images/bias \
+		$(if $(REPORT_NOTICE),--notice "$(REPORT_NOTICE)") -o $@
+
+.PHONY: report all preflight demo
+report: $(OUT)/report.html
+
+# Stops at once, saying what to do, when the generator or the CNN weights cannot be had.
+preflight: | $(STAMP)
+	$(BIN)/python -m synthprobe.preflight --generator $(GEN_MODEL) --cnn $(CNN) --weights $(WEIGHTS)
+
+all: preflight
+	$(MAKE) report
+
+# The whole pipeline offline on toy models: a tiny random SD3 and an untrained ResNet-50.
+DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS=none \
+	SYNSETS=dog.n.01,cat.n.01,car.n.01,apple.n.01,chair.n.01,tree.n.01 PER_SYNSET=4 \
+	BIAS_CLASSES=bee,frog,guitar PER_GROUP=2 SEEDS_PER_PROMPT=2 PERMUTATIONS=200 BOOTSTRAP=200 \
+	REPORT_NOTICE="Demo run on toy models (a tiny random Stable Diffusion 3 and an untrained ResNet-50): it shows that the pipeline works, not what ResNet-50 learned."
+demo: $(TINY_SD3)/model_index.json
+	$(MAKE) report $(DEMO)
+	@echo "Open out/demo/report.html"

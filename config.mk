@@ -7,7 +7,8 @@ IMAGE_CACHE ?=
 CORE_WORDNET ?=
 SEED ?= 0
 
-# Concept prompts
+# Concept prompts: SYNSETS (comma list) instead of sampling N_SYNSETS from Core WordNet
+SYNSETS ?=
 N_SYNSETS ?= 10
 PER_SYNSET ?= 10
 # Bias prompts
@@ -27,3 +28,9 @@ QUANTIZE ?= auto
 CNN ?= resnet50
 WEIGHTS ?= DEFAULT
 HOOK_BATCH ?= 16
+
+# Analyses
+PERMUTATIONS ?= 1000
+BOOTSTRAP ?= 1000
+# A line shown at the top of the report
+REPORT_NOTICE ?=
