@@ -9,11 +9,20 @@ Layout::
 
 Rows are appended in batches; ``attrs["rows_committed"]`` is raised only after
 every array of a batch is written, so it is the resume point: arrays longer
-than it hold an interrupted batch and are cut back on reopen.
+than it hold an interrupted batch and are cut back on reopen. Zarr's local
+store writes every file through a temp file and a rename, so a kill -9 never
+leaves a half-written shard or attribute file behind.
+
+Chunks (the unit of reading) hold whole rows, at least 1 MB, a power of two
+rows long. Shards (the unit of writing, one file each) hold ``rows_per_write``
+rows where a chunk is shorter than that, so a writer that appends that many
+rows at a time writes whole shards and never rewrites one; narrower layers get
+one chunk per shard, rewritten a few times while it fills.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +36,22 @@ from .files import InputError
 STORE_SCHEMA = 1
 ROW_FIELDS = ("id", "synset", "group", "target", "path", "status")
 MIN_CHUNK_BYTES = 1 << 20
-ROWS_PER_SHARD_CHUNKS = 4  # a shard (the unit of writing) holds this many chunks
+ROWS_PER_WRITE = 1024
 
 
 def rows_per_chunk(channels: int, itemsize: int, min_bytes: int = MIN_CHUNK_BYTES) -> int:
-    """Whole rows per chunk so that a chunk holds at least ``min_bytes``."""
-    return max(1, math.ceil(min_bytes / (channels * itemsize)))
+    """Whole rows per chunk, a power of two, so that a chunk holds at least ``min_bytes``."""
+    return 1 << max(0, math.ceil(math.log2(min_bytes / (channels * itemsize))))
+
+
+def rows_per_shard(chunk_rows: int, rows_per_write: int) -> int:
+    """The smallest whole number of chunks that holds ``rows_per_write`` rows."""
+    return chunk_rows * max(1, math.ceil(rows_per_write / chunk_rows))
+
+
+def _normalized(value):
+    """Attributes as they read back from zarr.json (tuples become lists, and so on)."""
+    return json.loads(json.dumps(value))
 
 
 def _compressor():
@@ -45,45 +64,52 @@ class StoreWriter:
     """Create or reopen a store and append batches of rows to it."""
 
     def __init__(self, path: str | Path, attrs: dict, hook_channels: dict[str, int], pools: tuple[str, ...],
-                 dtype: str = "float32", n_classes: int | None = None, min_chunk_bytes: int = MIN_CHUNK_BYTES):
+                 dtype: str = "float32", n_classes: int | None = None, min_chunk_bytes: int = MIN_CHUNK_BYTES,
+                 rows_per_write: int = ROWS_PER_WRITE):
         import zarr
 
         self.path = Path(path)
         self.pools = tuple(pools)
         self.hook_channels = dict(hook_channels)
+        self.rows_per_write = rows_per_write
         identity = {**attrs, "hook_points": list(hook_channels), "pooling": list(self.pools), "dtype": dtype}
         if (self.path / "zarr.json").is_file():
             self.group = zarr.open_group(str(self.path), mode="r+")
             self._check_compatible(identity)
             self._truncate(int(self.group.attrs.get("rows_committed", 0)))
+            # Provenance that may change between runs (source manifest, versions) follows the latest run.
+            self.group.attrs.update({**_normalized(identity), "complete": False})
             return
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise InputError(f"{self.path} exists and is not an activation store; choose a new path for --out")
         self.group = zarr.open_group(str(self.path), mode="w")
         self.group.attrs.update({"schema": STORE_SCHEMA, **identity, "rows_committed": 0, "complete": False})
         rows = self.group.require_group("rows")
         for name in ROW_FIELDS:
             rows.create_array(name, shape=(0,), dtype=str, chunks=(8192,), dimension_names=("image",))
         if n_classes:
-            chunk = rows_per_chunk(n_classes, 4, min_chunk_bytes)
-            self.group.require_group("logits").create_array(
-                "logits", shape=(0, n_classes), dtype="float32", chunks=(chunk, n_classes),
-                shards=(chunk * ROWS_PER_SHARD_CHUNKS, n_classes), compressors=_compressor(),
-                dimension_names=("image", "class"))
-        itemsize = np.dtype(dtype).itemsize
+            self._create(self.group.require_group("logits"), "logits", n_classes, "float32", ("image", "class"),
+                         min_chunk_bytes, rows_per_write)
         for hook, channels in self.hook_channels.items():
             group = self.group.require_group(f"hooks/{hook}")
-            chunk = rows_per_chunk(channels, itemsize, min_chunk_bytes)
             for pool in self.pools:
-                group.create_array(pool, shape=(0, channels), dtype=dtype, chunks=(chunk, channels),
-                                   shards=(chunk * ROWS_PER_SHARD_CHUNKS, channels), compressors=_compressor(),
-                                   dimension_names=("image", "channel"))
+                self._create(group, pool, channels, dtype, ("image", "channel"), min_chunk_bytes, rows_per_write)
+
+    @staticmethod
+    def _create(group, name: str, width: int, dtype: str, dims: tuple[str, str], min_chunk_bytes: int,
+                rows_per_write: int) -> None:
+        chunk = rows_per_chunk(width, np.dtype(dtype).itemsize, min_chunk_bytes)
+        group.create_array(name, shape=(0, width), dtype=dtype, chunks=(chunk, width),
+                           shards=(rows_per_shard(chunk, rows_per_write), width), compressors=_compressor(),
+                           dimension_names=dims)
 
     # Keys whose difference makes appended rows incomparable with the stored ones.
-    IDENTITY_KEYS = ("model", "weights", "preprocessing", "hook_points", "pooling", "dtype")
+    IDENTITY_KEYS = ("model", "weights", "preprocessing", "precision", "hook_points", "pooling", "dtype")
 
     def _check_compatible(self, identity: dict) -> None:
         stored = dict(self.group.attrs)
         for key in self.IDENTITY_KEYS:
-            if key in identity and stored.get(key) != identity[key]:
+            if key in identity and stored.get(key) != _normalized(identity[key]):
                 raise InputError(f"{self.path} was made with another {key} ({stored.get(key)!r}, now {identity[key]!r}); "
                                  "write to a new store or delete this one")
 
@@ -118,7 +144,8 @@ class StoreWriter:
             self.group["logits/logits"].append(np.asarray(logits, dtype=np.float32).reshape(n, -1), axis=0)
         for hook in self.hook_channels:
             for pool in self.pools:
-                self.group[f"hooks/{hook}/{pool}"].append(hooks[hook][pool], axis=0)
+                array = self.group[f"hooks/{hook}/{pool}"]
+                array.append(np.asarray(hooks[hook][pool], dtype=array.dtype), axis=0)
         self.group.attrs["rows_committed"] = self.rows_committed + n
 
     def finish(self, **attrs) -> None:
@@ -152,7 +179,9 @@ class ActivationStore:
         return list(self.attrs.get("pooling", ["mean"]))
 
     def rows(self) -> pd.DataFrame:
-        table = {name: np.asarray(self.group[f"rows/{name}"][: self.n_rows]).astype(str) for name in ROW_FIELDS}
+        # zarr returns numpy's variable-width StringDType, which does not cast to "<U"; go through object.
+        table = {name: np.asarray(self.group[f"rows/{name}"][: self.n_rows]).astype(object).astype(str)
+                 for name in ROW_FIELDS}
         return pd.DataFrame(table)
 
     def has_logits(self) -> bool:

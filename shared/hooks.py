@@ -1,0 +1,566 @@
+"""The library behind ``cnn-hooks``: build a CNN, name its hook points, pool in the hooks, fill a store.
+
+Hook points are module calls named as torchvision.models.feature_extraction
+names graph nodes: the module's qualified name, with ``_1``, ``_2`` for its
+second and third call in one forward (ResNet's Bottleneck calls one ``relu``
+three times). Container modules (``layer1.0``, ``layer1``) are hook points too:
+their output is the block or stage output. Every output is pooled over its
+spatial dimensions the moment it is produced, so no feature map outlives its
+layer; the pooled vectors of a batch leave the device in one transfer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .cli import progress
+from .files import InputError, sha256_file
+from .images import ImageFolder, load_rgb
+from .store import ROWS_PER_WRITE, StoreWriter
+
+log = logging.getLogger("synthprobe")
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+POOLS = ("mean", "max")
+TIMM_PREFIX = "timm:"
+RANDOM_INIT_SEED = 0  # --weights none is random but reproducible
+COLOR_HANDLING = "8-bit RGB; grayscale repeated, alpha over white, 16-bit scaled to 8-bit"
+
+
+# ---- preprocessing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the short side, center-crop, normalise: what torchvision's and timm's eval transforms do."""
+
+    resize: int
+    crop: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+
+    def attrs(self) -> dict:
+        return {"resize": self.resize, "crop": self.crop, "interpolation": self.interpolation, "mean": list(self.mean),
+                "std": list(self.std), "color": COLOR_HANDLING, "source": self.source}
+
+    def with_crop(self, crop: int) -> Preprocessing:
+        """Another input size, keeping the ratio of resize to crop."""
+        resize = round(crop * self.resize / self.crop)
+        return Preprocessing(resize, crop, self.interpolation, self.mean, self.std, f"{self.source}, crop {crop}")
+
+    def to_uint8(self, image) -> torch.Tensor:
+        """A PIL RGB image to a (3, crop, crop) uint8 tensor; normalisation happens on the device."""
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        image = TF.resize(image, self.resize, interpolation=InterpolationMode(self.interpolation))
+        return TF.pil_to_tensor(TF.center_crop(image, self.crop))
+
+    def normalizer(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        # (x / 255 - mean) / std as one multiply-add with the 255 folded in.
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255.0
+        scale = 1.0 / std
+        shift = -torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255.0 / std
+
+        def normalize(images: torch.Tensor) -> torch.Tensor:
+            x = torch.addcmul(shift, images.to(device, non_blocking=True).float(), scale)
+            return x.contiguous(memory_format=torch.channels_last)
+
+        return normalize
+
+
+def torchvision_preprocessing(weights) -> Preprocessing:
+    transform = weights.transforms()
+    return Preprocessing(int(transform.resize_size[0]), int(transform.crop_size[0]), transform.interpolation.value,
+                         tuple(float(v) for v in transform.mean), tuple(float(v) for v in transform.std),
+                         f"torchvision {weights}")
+
+
+def timm_preprocessing(model, name: str) -> Preprocessing:
+    from timm.data import resolve_data_config
+
+    config = resolve_data_config({}, model=model)
+    crop = int(config["input_size"][-1])
+    return Preprocessing(math.floor(crop / config["crop_pct"]), crop, config["interpolation"],
+                         tuple(float(v) for v in config["mean"]), tuple(float(v) for v in config["std"]),
+                         f"timm {name} data config")
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Network:
+    module: torch.nn.Module
+    name: str  # as given: "resnet50" or "timm:resnet18"
+    weights: str  # what the weights are: "IMAGENET1K_V2", "none", "sha256:<hex>", "timm:resnet18.a1_in1k"
+    weights_source: str | None  # the local file, when there is one
+    preprocessing: Preprocessing
+
+
+def build_network(name: str, weights: str = "DEFAULT", image_size: int | None = None) -> Network:
+    """A model in eval mode on the CPU with its preprocessing; ``weights`` is DEFAULT, none, an enum name or a file."""
+    if name.startswith(TIMM_PREFIX):
+        module, identity, preprocessing = _timm_model(name[len(TIMM_PREFIX):], weights)
+    else:
+        module, identity, preprocessing = _torchvision_model(name, weights)
+    source = None
+    if identity is None:  # a local file
+        source = str(Path(weights).resolve())
+        identity = load_weights_file(module, weights, name)
+    if image_size is not None:
+        preprocessing = preprocessing.with_crop(image_size)
+    module.eval().requires_grad_(False)
+    return Network(module, name, identity, source, preprocessing)
+
+
+def weights_kind(weights: str) -> str:
+    """'default', 'none', 'file' (a path) or 'named' (a torchvision weights name such as IMAGENET1K_V1)."""
+    if weights.lower() in ("default", "none"):
+        return weights.lower()
+    looks_like_file = weights.endswith((".pth", ".pt", ".bin", ".safetensors")) or "/" in weights or os.sep in weights
+    return "file" if looks_like_file or Path(weights).exists() else "named"
+
+
+def _torchvision_model(name: str, weights: str):
+    import torchvision.models as tvm
+
+    known = tvm.list_models(module=tvm)
+    if name not in known:
+        raise InputError(unknown_model_message(name, known, "torchvision classification model"))
+    enum = tvm.get_model_weights(name)
+    kind = weights_kind(weights)
+    if kind in ("none", "file"):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return tvm.get_model(name, weights=None), "none" if kind == "none" else None, torchvision_preprocessing(enum.DEFAULT)
+    chosen = enum.DEFAULT if kind == "default" else enum.__members__.get(weights)
+    if chosen is None:
+        raise InputError(f"--weights {weights}: not DEFAULT, none, a file, or one of {name}'s weights "
+                         f"({', '.join(enum.__members__)})")
+    try:
+        module = tvm.get_model(name, weights=chosen)
+    except Exception as exc:  # urllib, ssl, hash check: all mean "could not fetch"
+        raise InputError(f"cannot fetch the {chosen} weights for {name} ({type(exc).__name__}: {exc}); "
+                         "with no internet, pass a local state-dict file to --weights") from None
+    return module, chosen.name, torchvision_preprocessing(chosen)
+
+
+def _timm_model(name: str, weights: str):
+    import timm
+
+    if not timm.is_model(name):
+        raise InputError(unknown_model_message(name, timm.list_models(), "timm model", TIMM_PREFIX))
+    kind = weights_kind(weights)
+    if kind == "named":
+        raise InputError(f"--weights {weights}: for timm models use DEFAULT, none or a local file")
+    pretrained = kind == "default"
+    torch.manual_seed(RANDOM_INIT_SEED)
+    try:
+        module = timm.create_model(name, pretrained=pretrained)
+    except Exception as exc:
+        if not pretrained:
+            raise
+        raise InputError(f"cannot fetch the pretrained weights for timm:{name} ({type(exc).__name__}: {exc}); "
+                         "with no internet, pass a local state-dict file to --weights") from None
+    if pretrained:
+        identity = f"timm:{module.pretrained_cfg.get('architecture', name)}.{module.pretrained_cfg.get('tag') or 'default'}"
+    else:
+        identity = "none" if kind == "none" else None
+    return module, identity, timm_preprocessing(module, name)
+
+
+def unknown_model_message(name: str, known: list[str], kind: str, prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+    hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+    other = "" if prefix else " (timm models: timm:<name>)"
+    return f"unknown {kind} {prefix}{name!r}{hint}{other}"
+
+
+def load_weights_file(module: torch.nn.Module, path: str, model_name: str) -> str:
+    """Load a state dict (.safetensors, or .pth read with weights_only) into ``module``; return 'sha256:<hex>'."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"--weights {path}: no such file (expected DEFAULT, none, or a .pth/.safetensors state dict)")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"cannot read {file} as a state dict ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    state = _unwrap_state_dict(state, file)
+    check_state_dict(module, state, file, model_name)
+    module.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked may be absent
+    return f"sha256:{sha256_file(file)}"
+
+
+def _unwrap_state_dict(state, file: Path) -> dict:
+    for key in ("state_dict", "model"):  # training checkpoints often nest the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{file} is not a state dict (a mapping of names to tensors)")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def check_state_dict(module: torch.nn.Module, state: dict, file: Path, model_name: str) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    problems = [f"{label}: {', '.join(keys[:5])}{f' (+{len(keys) - 5} more)' if len(keys) > 5 else ''}"
+                for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("shape mismatch (file vs model)", shapes)) if keys]
+    if problems:
+        raise InputError(f"{file} does not fit {model_name}: {'; '.join(problems)}")
+
+
+# ---- device and precision --------------------------------------------------------------------
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {requested}: torch sees no CUDA GPU here")
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise InputError(f"--device {requested}: expected auto, cpu, cuda or cuda:N") from None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX-512-BF16: the CPUs on which bf16 autocast is several times faster than fp32."""
+    if "AMX" in torch.backends.cpu.get_cpu_capability().upper():
+        return True
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def default_precision(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+# ---- hook points -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    name: str  # "layer4.2.relu_2"
+    module: str  # "layer4.2.relu"
+    call: int  # 2: the third call of that module in one forward
+    shape: tuple[int, ...]  # output shape without the batch dimension
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+
+def point_name(module: str, call: int) -> str:
+    return module if call == 0 else f"{module}_{call}"
+
+
+def is_poolable(output) -> bool:
+    """(N, C, H, W) feature maps and (N, C) vectors; anything else (tuples, token sequences) is no hook point."""
+    return isinstance(output, torch.Tensor) and output.dim() in (2, 4) and output.is_floating_point()
+
+
+def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) -> tuple[list[HookPoint], int | None]:
+    """Every module call of one forward on a blank image, in the order the outputs appear; and the class count."""
+    points: list[HookPoint] = []
+    calls: dict[str, int] = {}
+
+    def record(name, _module, _inputs, output):
+        call = calls.get(name, 0)
+        calls[name] = call + 1
+        if is_poolable(output):
+            points.append(HookPoint(point_name(name, call), name, call, tuple(output.shape[1:])))
+
+    handles = [m.register_forward_hook(lambda mod, i, o, name=name: record(name, mod, i, o))
+               for name, m in module.named_modules() if name]
+    try:
+        with torch.no_grad():
+            output = module(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop))
+    finally:
+        for handle in handles:
+            handle.remove()
+    n_classes = output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
+    return points, n_classes
+
+
+def select_hook_points(points: list[HookPoint], patterns: list[str]) -> list[HookPoint]:
+    """The points matching any glob, in forward order; a pattern that matches nothing is an error."""
+    if not patterns:
+        return points
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(p.name, pattern) for p in points):
+            close = difflib.get_close_matches(pattern, [p.name for p in points], n=3)
+            hint = f"; close names: {', '.join(close)}" if close else ""
+            raise InputError(f"--layers {pattern!r} matches no hook point{hint} (see --list-layers)")
+    return [p for p in points if any(fnmatch.fnmatchcase(p.name, pattern) for pattern in patterns)]
+
+
+def column_slices(points: list[HookPoint]) -> dict[str, slice]:
+    """Where each point's channels sit in the concatenated (N, total channels) batch arrays."""
+    ends = np.cumsum([p.channels for p in points])
+    return {p.name: slice(int(end) - p.channels, int(end)) for p, end in zip(points, ends)}
+
+
+def pool_output(output: torch.Tensor, pools: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Spatial mean (accumulated in fp32) and/or max of one output, as fp32 (N, C)."""
+    if output.dim() == 2:
+        vector = output.float()
+        return {pool: vector for pool in pools}
+    pooled = {}
+    if "mean" in pools:
+        pooled["mean"] = output.mean(dim=(2, 3), dtype=torch.float32)
+    if "max" in pools:
+        pooled["max"] = output.amax(dim=(2, 3)).float()  # max needs no wider accumulator
+    return pooled
+
+
+class PoolingHooks:
+    """Forward hooks on the modules behind ``points`` that pool each chosen call's output as it is produced.
+
+    Use as a context manager around forwards; ``take()`` returns one batch's
+    pooled values, per pool an (N, total channels) fp32 array, columns in
+    ``points`` order (``column_slices`` says where each point's are).
+    """
+
+    def __init__(self, module: torch.nn.Module, points: list[HookPoint], pools: tuple[str, ...]):
+        self.module = module
+        self.points = points
+        self.pools = pools
+        self.wanted = {(p.module, p.call): p.name for p in points}
+        self.handles: list = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.pooled: dict[str, dict[str, torch.Tensor]] = {}
+        self.last: tuple | None = None
+
+    def __enter__(self) -> PoolingHooks:
+        names = {p.module for p in self.points}
+        for name, module in self.module.named_modules():
+            if name in names:
+                self.handles.append(module.register_forward_hook(self._hook_for(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _hook_for(self, name: str):
+        def hook(_module, _inputs, output):
+            call = self.calls.get(name, 0)
+            self.calls[name] = call + 1
+            point = self.wanted.get((name, call))
+            if point is None or not is_poolable(output):
+                return
+            # A block returns its last module's output object unchanged: pool it once. The version
+            # counter tells an in-place change (BatchNorm output, then ReLU(inplace=True)) apart.
+            if self.last is not None and self.last[0] is output and self.last[1] == output._version:
+                self.pooled[point] = self.last[2]
+                return
+            pooled = pool_output(output, self.pools)
+            self.pooled[point] = pooled
+            self.last = (output, output._version, pooled)
+
+        return hook
+
+    def take(self) -> dict[str, np.ndarray]:
+        missing = [p.name for p in self.points if p.name not in self.pooled]
+        if missing:
+            raise RuntimeError(f"hook points not reached in this forward: {', '.join(missing[:5])}")
+        result = {pool: torch.cat([self.pooled[p.name][pool] for p in self.points], dim=1).cpu().numpy()
+                  for pool in self.pools}
+        self._reset()
+        return result
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Decoding in DataLoader workers: (uint8 image, error message or '') per row; a bad file gives zeros."""
+
+    def __init__(self, files: list[Path], preprocessing: Preprocessing):
+        self.files = files
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.preprocessing.to_uint8(load_rgb(self.files[index])), ""
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+            blank = torch.zeros(3, self.preprocessing.crop, self.preprocessing.crop, dtype=torch.uint8)
+            return blank, f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class RunSettings:
+    layers: list[str] = field(default_factory=list)
+    pools: tuple[str, ...] = ("mean",)
+    dtype: str = "float32"
+    precision: str | None = None  # None: default_precision(device)
+    device: str = "auto"
+    batch_size: int = 16
+    workers: int = 0
+    skip_bad: bool = False
+    rows_per_write: int = ROWS_PER_WRITE
+    silent: bool = False
+
+
+@dataclass
+class RunResult:
+    written: int
+    failed: int
+    skipped: int  # already in the store
+    seconds: float
+
+
+def library_versions() -> dict[str, str]:
+    import PIL
+    import timm
+    import torchvision
+    import zarr
+
+    from . import __version__
+
+    return {"synthprobe": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "zarr": zarr.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
+
+
+def store_attrs(network: Network, precision: str, n_classes: int | None, folder: ImageFolder) -> dict:
+    from .imagenet import N_IMAGENET_CLASSES, imagenet_names, imagenet_wnids
+
+    attrs = {"model": network.name, "weights": network.weights, "weights_source": network.weights_source,
+             "preprocessing": network.preprocessing.attrs(), "precision": precision,
+             "source_folder": str(folder.root.resolve()), "source_layout": folder.layout,
+             "source_sha256": folder.source_sha256, "versions": library_versions()}
+    if n_classes == N_IMAGENET_CLASSES:  # torchvision's classifiers and timm's default heads: ImageNet-1k order
+        attrs["classes"] = list(imagenet_wnids())
+        attrs["class_names"] = list(imagenet_names())
+    return attrs
+
+
+def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSettings) -> RunResult:
+    """Append every image of ``folder`` that ``out`` does not hold yet; resumable at any moment."""
+    device = resolve_device(settings.device)
+    precision = settings.precision or default_precision(device)
+    points, n_classes = discover_hook_points(network.module, network.preprocessing)
+    points = select_hook_points(points, settings.layers)
+    writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder), {p.name: p.channels for p in points},
+                         settings.pools, settings.dtype, n_classes, rows_per_write=settings.rows_per_write)
+    done = set(writer.committed_ids())
+    todo = folder.rows[~folder.rows["id"].isin(done)].reset_index(drop=True)
+    started = time.perf_counter()
+    failed = 0
+    if len(todo):
+        log.info("%s: %d images to run (%d already in the store), %d hook points, %s on %s", out, len(todo), len(done),
+                 len(points), precision, device)
+        module = network.module.to(device, memory_format=torch.channels_last)
+        failed = _run_batches(todo, folder, module, network.preprocessing, points, writer, device, precision, settings)
+    writer.finish()
+    return RunResult(len(todo), failed, len(folder.rows) - len(todo), time.perf_counter() - started)
+
+
+def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing: Preprocessing,
+                 points: list[HookPoint], writer: StoreWriter, device: torch.device, precision: str,
+                 settings: RunSettings) -> int:
+    dataset = ImageDataset([folder.file(p) for p in todo["path"]], preprocessing)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.workers,
+                                         pin_memory=device.type == "cuda")
+    normalize = preprocessing.normalizer(device)
+    buffer = WriteBuffer(writer, points, settings.pools)
+    failed = 0
+    bar = progress(None, total=len(todo), desc="cnn-hooks", unit="img", silent=settings.silent)
+    with PoolingHooks(module, points, settings.pools) as hooks, torch.no_grad(), autocast(device, precision):
+        start = 0
+        for images, errors in loader:
+            rows = todo.iloc[start:start + len(images)].copy()
+            start += len(images)
+            bad = [i for i, error in enumerate(errors) if error]
+            if bad and not settings.skip_bad:
+                raise InputError(f"cannot decode {folder.file(rows['path'].iloc[bad[0]])} ({errors[bad[0]]}); "
+                                 "--skip-bad records such images as failed and goes on")
+            for i in bad:
+                log.warning("skipped %s: %s", folder.file(rows["path"].iloc[i]), errors[i])
+            logits = module(normalize(images))
+            pooled = hooks.take()
+            logits = logits.float().cpu().numpy() if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+            rows["status"] = "ok"
+            if bad:
+                rows.iloc[bad, rows.columns.get_loc("status")] = "failed"
+                for values in (*pooled.values(), *(() if logits is None else (logits,))):
+                    values[bad] = np.nan
+            failed += len(bad)
+            buffer.add(rows, pooled, logits)
+            bar.update(len(images))
+    buffer.flush()
+    bar.close()
+    return failed
+
+
+class WriteBuffer:
+    """Batches gathered until ``rows_per_write`` rows, then appended (and committed) in one go: whole shards."""
+
+    def __init__(self, writer: StoreWriter, points: list[HookPoint], pools: tuple[str, ...]):
+        self.writer = writer
+        self.pools = pools
+        self.columns = column_slices(points)
+        self.batches: list[tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray | None]] = []
+        self.rows = 0
+
+    def add(self, rows: pd.DataFrame, pooled: dict[str, np.ndarray], logits: np.ndarray | None) -> None:
+        self.batches.append((rows, pooled, logits))
+        self.rows += len(rows)
+        if self.rows >= self.writer.rows_per_write:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batches:
+            return
+        rows = pd.concat([b[0] for b in self.batches], ignore_index=True)
+        blocks = {pool: np.concatenate([b[1][pool] for b in self.batches]) for pool in self.pools}
+        logits = None if self.batches[0][2] is None else np.concatenate([b[2] for b in self.batches])
+        hooks = {name: {pool: blocks[pool][:, columns] for pool in self.pools} for name, columns in self.columns.items()}
+        self.writer.append(rows, hooks, logits)
+        self.batches, self.rows = [], 0

@@ -1,0 +1,140 @@
+"""Reading an image folder (docs/formats.md): a manifest folder or a plain ImageFolder tree.
+
+A manifest folder has ``images.jsonl`` (sd-generate writes it; a user may too):
+one JSON row per record with at least ``path`` (relative to the folder) and
+``synset``; ``status`` "failed" rows have no image and are skipped. A sharded
+sd-generate run leaves ``images.shard-K-of-N.jsonl`` files instead; they are
+read in name order. A plain tree ``DIR/<synset>/*.png|jpg`` is read in sorted
+path order with the synset from the folder name.
+
+Decoding turns every image into 8-bit RGB: grayscale is repeated, alpha is
+composited over white, 16-bit samples are scaled down (PIL would clip them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .files import InputError, open_input, sha256_file
+from .records import GROUPS, ID_PATTERN, parse_jsonl, safe_id
+
+MANIFEST = "images.jsonl"
+SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+ROW_COLUMNS = ("id", "synset", "group", "target", "path")
+ALPHA_BACKGROUND = (255, 255, 255)
+
+
+@dataclass
+class ImageFolder:
+    """The images of a folder, in a fixed order: ``rows`` holds ROW_COLUMNS, ``path`` relative to ``root``."""
+
+    root: Path
+    rows: pd.DataFrame
+    source_sha256: str  # of the manifest(s), or of the sorted file list of a plain tree
+    layout: str  # "manifest" or "imagefolder"
+
+    def file(self, relative: str) -> Path:
+        return self.root / relative
+
+
+def read_image_folder(folder: str | os.PathLike) -> ImageFolder:
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder (expected an image folder with images.jsonl, or DIR/<synset>/*.png)")
+    manifests = [root / MANIFEST] if (root / MANIFEST).is_file() else sorted(root.glob(SHARD_MANIFESTS))
+    if manifests:
+        rows = [row for manifest in manifests for row in read_manifest(manifest)]
+        digest = hashlib.sha256(b"".join(bytes.fromhex(sha256_file(m)) for m in manifests)).hexdigest()
+        layout = "manifest"
+    else:
+        rows = scan_tree(root)
+        digest = hashlib.sha256("\n".join(r["path"] for r in rows).encode("utf-8")).hexdigest()
+        layout = "imagefolder"
+    if not rows:
+        raise InputError(f"{root}: no images (no 'ok' rows in its manifest, or no DIR/<synset>/*.png|jpg files)")
+    table = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    duplicated = table["id"][table["id"].duplicated()]
+    if len(duplicated):
+        first = duplicated.iloc[0]
+        paths = ", ".join(table.loc[table["id"] == first, "path"])
+        raise InputError(f"{root}: two images share the id {first!r} ({paths}); ids must be unique")
+    return ImageFolder(root, table, digest, layout)
+
+
+def read_manifest(manifest: Path) -> list[dict]:
+    """The 'ok' rows of one manifest, reduced to ROW_COLUMNS, with file:line on the first bad row."""
+    rows = []
+    with open_input(manifest) as handle:
+        for lineno, data in parse_jsonl(handle, str(manifest)):
+            try:
+                row = manifest_row(data)
+            except ValueError as exc:
+                raise InputError(f"{manifest}:{lineno}: {exc}") from None
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def manifest_row(data: object) -> dict | None:
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    status = data.get("status", "ok")
+    if status != "ok":
+        return None
+    for name in ("path", "synset"):
+        if not isinstance(data.get(name), str) or not data[name]:
+            raise ValueError(f"an 'ok' row needs a {name!r} string")
+    row = {
+        "id": data.get("id") or safe_id(data["path"]),
+        "synset": data["synset"],
+        "group": data.get("group") or "concept",
+        "target": data.get("target") or data["synset"],
+        "path": data["path"],
+    }
+    if not isinstance(row["id"], str) or not ID_PATTERN.match(row["id"]):
+        raise ValueError(f"id {row['id']!r} may only hold letters, digits, '.', '_' and '-'")
+    if row["group"] not in GROUPS:
+        raise ValueError(f"group {row['group']!r} is not one of {', '.join(GROUPS)}")
+    return row
+
+
+def scan_tree(root: Path) -> list[dict]:
+    rows = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for file in sorted(class_dir.rglob("*")):
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                relative = file.relative_to(root).as_posix()
+                rows.append({"id": safe_id(relative), "synset": class_dir.name, "group": "concept",
+                             "target": class_dir.name, "path": relative})
+    return rows
+
+
+def load_rgb(path: str | os.PathLike):
+    """Decode an image fully into an 8-bit RGB PIL image; PIL's errors propagate (OSError and friends)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()  # decode now, so a truncated file fails here and not later
+        return to_rgb(image)
+
+
+def to_rgb(image):
+    from PIL import Image
+
+    if image.mode.startswith("I"):  # 16-bit grayscale (I;16) or 32-bit ints holding 16-bit samples (I)
+        samples = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(samples / 257.0), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

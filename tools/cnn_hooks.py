@@ -1,0 +1,96 @@
+"""cnn-hooks: every hook point's pooled response to every image of a folder, into a resumable Zarr store."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from synthprobe import hooks as H
+from synthprobe.cli import comma_list, run_guarded, silent_option
+from synthprobe.files import InputError
+from synthprobe.images import read_image_folder
+from synthprobe.store import ROWS_PER_WRITE
+
+log = logging.getLogger("synthprobe")
+
+POOL_CHOICES = {"mean": ("mean",), "max": ("max",), "both": ("mean", "max")}
+
+
+def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list[str]:
+    """One line per hook point: name, channels, output shape. Weights do not change layers, so none are loaded."""
+    network = H.build_network(model, "none", image_size)
+    points, _ = H.discover_hook_points(network.module, network.preprocessing)
+    return [f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}" for p in H.select_hook_points(points, patterns)]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="synthprobe")
+@click.argument("images", type=click.Path(), required=False)
+@click.option("-o", "--out", type=click.Path(), help="The activation store to write or resume (a .zarr folder).")
+@click.option("--model", default="resnet50", show_default=True,
+              help="A torchvision classification model name, or timm:<name>.")
+@click.option("--weights", default="DEFAULT", show_default=True,
+              help="DEFAULT (downloaded once), none (random, seed 0), a torchvision weights name, "
+                   "or a local state dict (.pth/.safetensors).")
+@click.option("--layers", multiple=True, help="Glob patterns of hook points, comma-separated or repeated (default: all).")
+@click.option("--list-layers", is_flag=True, help="Print every hook point with its channel count and output shape; stop.")
+@click.option("--pool", type=click.Choice(list(POOL_CHOICES)), default="mean", show_default=True,
+              help="Spatial pooling of each feature map.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Stored value type.")
+@click.option("--precision", type=click.Choice(["auto", *H.PRECISIONS]), default="auto", show_default=True,
+              help="Autocast precision; auto is bf16 on CUDA or on a CPU with AMX/AVX-512-BF16, else fp32.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader processes that decode images (default: half the CPU cores, at most 8).")
+@click.option("--image-size", type=click.IntRange(min=16), default=None,
+              help="Crop size instead of the weights' own (the resize keeps its ratio to the crop).")
+@click.option("--skip-bad", is_flag=True, help="Record undecodable images as failed rows (NaN values) and go on.")
+@click.option("--rows-per-write", type=click.IntRange(min=1), default=ROWS_PER_WRITE, show_default=True,
+              help="Rows gathered before each write and commit; a kill loses at most this many.")
+@silent_option
+@run_guarded
+def main(images, out, model, weights, layers, list_layers, pool, dtype, precision, device, batch_size, workers,
+         image_size, skip_bad, rows_per_write, silent):
+    """Record the pooled response of every hook point of a CNN to every image in IMAGES.
+
+    IMAGES is an image folder with images.jsonl (from sd-generate) or an
+    ImageFolder tree (IMAGES/<synset>/*.png|jpg). Rerunning the same command
+    resumes an interrupted store, or appends images added to the folder.
+
+    \b
+    Example:
+        cnn-hooks images/ --out acts.zarr --model resnet50 --weights DEFAULT --batch-size 16
+        cnn-hooks photos/ --out acts.zarr --model timm:efficientnet_lite0 --weights lite0.pth --layers 'blocks.*'
+        cnn-hooks --list-layers --model resnet50 --layers 'layer4.*'
+    """
+    patterns = [p for value in layers for p in comma_list(value)]
+    if list_layers:
+        click.echo("\n".join(layer_lines(model, image_size, patterns)))
+        return
+    if not images or not out:
+        raise InputError("give IMAGES and --out STORE.zarr (or --list-layers)")
+    folder = read_image_folder(images)
+    network = H.build_network(model, weights, image_size)
+    settings = H.RunSettings(layers=patterns, pools=POOL_CHOICES[pool], dtype=dtype,
+                             precision=None if precision == "auto" else precision, device=device, batch_size=batch_size,
+                             workers=default_workers() if workers is None else workers, skip_bad=skip_bad,
+                             rows_per_write=rows_per_write, silent=silent)
+    result = H.run_hooks(folder, Path(out), network, settings)
+    if result.written == 0:
+        log.info("%s already holds all %d images of %s", out, result.skipped, images)
+        return
+    log.info("wrote %d rows (%d failed) to %s in %.1f s, %.1f images/s", result.written, result.failed, out,
+             result.seconds, result.written / max(result.seconds, 1e-9))
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+if __name__ == "__main__":
+    main()
