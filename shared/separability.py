@@ -48,8 +48,8 @@ class Params:
     top_images: int = 5
     permutations: int = 1000
     bootstrap: int = 1000
-    sample: int = 2000
-    dims: int = 128
+    sample: int = 1000
+    dims: int = 64
     folds: int = 5
     alpha: float = 0.05
     seed: int = 0
@@ -297,7 +297,7 @@ class Probe:
         d = self.features.shape[1]
         hits = np.zeros(labels.shape, dtype=bool)
         for f, (train, test) in enumerate(self.folds):
-            weights = sums[..., f * (d + 1):f * (d + 1) + d]                      # (R, K, d)
+            weights = np.ascontiguousarray(sums[..., f * (d + 1):f * (d + 1) + d])  # (R, K, d); BLAS needs contiguity
             offset = sums[..., f * (d + 1) + d] / len(train) - weights @ self.features[train].mean(axis=0)
             scores = weights @ self.features[test].T + offset[..., None]          # (R, K, n_test)
             hits[:, test] = scores.argmax(axis=1) == labels[:, test]
@@ -358,7 +358,7 @@ def scale_free_measures(z: np.ndarray, codes: np.ndarray, permutations: int, n_b
     def permuted(labels):
         sums = (_onehot(labels, k) @ columns).reshape(len(labels), k, -1)
         fisher = _fisher(sums[..., :d], np.full(len(labels), sq_norms.sum()), counts)
-        silhouette = _silhouette(unit, sums[..., d:2 * d], labels, counts)
+        silhouette = _silhouette(unit, np.ascontiguousarray(sums[..., d:2 * d]), labels, counts)
         hits = probe.hits(sums[..., 2 * d:], labels) if probe else np.full(labels.shape, np.nan)
         return {"fisher": fisher, "silhouette": silhouette, "probe": hits.mean(axis=1)}, hits
 
@@ -385,7 +385,7 @@ def scale_free_measures(z: np.ndarray, codes: np.ndarray, permutations: int, n_b
         sums = np.stack([weights[:, rows] @ both[rows] for rows in members], axis=1)
         labels = np.broadcast_to(codes, weights.shape)
         draws["fisher"].append(_fisher(sums[..., :d], weights @ sq_norms, counts))
-        draws["silhouette"].append(_silhouette(unit, sums[..., d:], labels, counts, weights))
+        draws["silhouette"].append(_silhouette(unit, np.ascontiguousarray(sums[..., d:]), labels, counts, weights))
         draws["probe"].append(weights @ observed_hits[0] / len(codes))
 
     def joined(parts):

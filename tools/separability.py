@@ -30,9 +30,9 @@ positive = click.IntRange(min=1)
 @click.option("--top-images", type=positive, default=5, show_default=True, help="Images listed per top channel.")
 @click.option("--permutations", type=count, default=1000, show_default=True, help="Label permutations (0: no p-values).")
 @click.option("--bootstrap", type=count, default=1000, show_default=True, help="Bootstrap resamples (0: no intervals).")
-@click.option("--sample", type=click.IntRange(min=4), default=2000, show_default=True,
+@click.option("--sample", type=click.IntRange(min=4), default=1000, show_default=True,
               help="Rows (at most) for the scale-free measures and selectivity; more are subsampled by synset.")
-@click.option("--dims", type=positive, default=128, show_default=True,
+@click.option("--dims", type=positive, default=64, show_default=True,
               help="Wider layers are reduced to this many principal components for the scale-free measures.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Linear-probe CV folds.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
