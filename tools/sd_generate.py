@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import click
@@ -40,12 +41,8 @@ def run_config(settings: G.Settings, prompts: str, cache: ImageCache, shard, lim
 
 
 def library_versions() -> dict:
-    import diffusers
-    import torch
-    import transformers
-
-    return {"synthprobe": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__}
+    # Package metadata, not imports: an all-cached run never needs to import diffusers.
+    return {"synthprobe": __version__, **{name: version(name) for name in ("torch", "diffusers", "transformers")}}
 
 
 def print_dry_run(planned: list[G.Planned]) -> None:
