@@ -187,10 +187,11 @@ def reduce_sample(sample: np.ndarray, dims: int) -> tuple[np.ndarray, float]:
 
     Returns the (n, d) scores and the fraction of the sample's variance they
     keep. A layer of at most ``dims`` channels, or a sample of at most ``dims``
-    rows (rank below n), loses nothing: Fisher ratio, cosine silhouette and
-    probe are invariant to the rotation, so they equal those on the centred
-    full vectors. The principal axes come from the smaller of the two Gram
-    matrices, which is deterministic and cheaper than an SVD of the sample.
+    rows (its rank is below n), loses nothing: Fisher ratio, cosine silhouette
+    and probe are invariant to the rotation, so they equal those on the
+    centred full vectors. The axes come from the smaller of the two Gram
+    matrices (rows x rows or channels x channels), which is exact and
+    deterministic.
     """
     from scipy.linalg import eigh
 
@@ -198,15 +199,14 @@ def reduce_sample(sample: np.ndarray, dims: int) -> tuple[np.ndarray, float]:
     n, channels = centred.shape
     if channels <= dims:
         return centred, 1.0
-    kept = min(dims, n)
-    total = float((centred**2).sum())
-    if n <= channels:
-        values, vectors = eigh(centred @ centred.T, subset_by_index=[n - kept, n - 1])
-        scores = vectors * np.sqrt(np.maximum(values, 0.0))
-    else:
-        values, vectors = eigh(centred.T @ centred, subset_by_index=[channels - kept, channels - 1])
-        scores = centred @ vectors
-    return scores, (float(np.maximum(values, 0.0).sum() / total) if total > 0 else 1.0)
+    by_rows = n <= channels
+    gram = centred @ centred.T if by_rows else centred.T @ centred
+    size, kept = len(gram), min(dims, n)
+    values, vectors = eigh(gram, subset_by_index=[size - kept, size - 1])
+    values = np.maximum(values, 0.0)
+    scores = vectors * np.sqrt(values) if by_rows else centred @ vectors
+    total = float(np.trace(gram))
+    return scores, (float(values.sum() / total) if total > 0 else 1.0)
 
 
 def _unit(z: np.ndarray) -> np.ndarray:
@@ -244,7 +244,8 @@ def _silhouette(unit: np.ndarray, unit_sums: np.ndarray, labels: np.ndarray, cou
     its synset scores 0, as in scikit-learn. ``unit_sums`` is (R, K, d) for R
     resamples, ``labels`` (R, n), and ``weights`` (R, n) the bootstrap copies of each row.
     """
-    dots = unit_sums @ unit.T                                      # (R, K, n)
+    r, k, d = unit_sums.shape
+    dots = (unit_sums.reshape(r * k, d) @ unit.T).reshape(r, k, -1)  # (R, K, n); one 2-D product is a BLAS call
     own = np.take_along_axis(dots, labels[:, None, :], axis=1)[:, 0]
     own_n = counts[labels]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -299,7 +300,8 @@ class Probe:
         for f, (train, test) in enumerate(self.folds):
             weights = np.ascontiguousarray(sums[..., f * (d + 1):f * (d + 1) + d])  # (R, K, d); BLAS needs contiguity
             offset = sums[..., f * (d + 1) + d] / len(train) - weights @ self.features[train].mean(axis=0)
-            scores = weights @ self.features[test].T + offset[..., None]          # (R, K, n_test)
+            r, k = offset.shape
+            scores = (weights.reshape(r * k, d) @ self.features[test].T).reshape(r, k, -1) + offset[..., None]
             hits[:, test] = scores.argmax(axis=1) == labels[:, test]
         return hits
 
