@@ -509,7 +509,8 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
         synset_index, channel_index = np.nonzero(selected)
         selective_parts.append(pd.DataFrame({
             "layer": hook, "channel": channel_index, "synset": synsets[synset_index],
-            **{key: selectivity[key][synset_index, channel_index] for key in ("auroc", "d_prime", "p_value", "q_value")},
+            **{key: selectivity[key][synset_index, channel_index]
+               for key in ("auroc", "d_prime", "p_value", "q_value")},
             "n_synset": np.bincount(sample_codes, minlength=len(synsets))[synset_index],
             "n_rest": len(sample_codes) - np.bincount(sample_codes, minlength=len(synsets))[synset_index]}))
         row = {"layer": hook, "depth": depth, "channels": centroids.shape[1], "n_images": len(codes),
@@ -558,7 +559,8 @@ TABLES = {
                "and the scale-free measures with 95% bootstrap intervals and permutation p-values"),
     "synset_max_activation": ("synset_max_activation.csv", "metric 1: the largest channel value of each synset's "
                               "centroid per layer, the images it averages and that channel"),
-    "top_synsets": ("top_synsets.csv", "metric 3: per top layer (by distance), the synsets with the highest max activation"),
+    "top_synsets": ("top_synsets.csv", "metric 3: per top layer (by distance), the synsets with the highest "
+                    "max activation"),
     "top_neurons": ("top_neurons.csv", "metric 4: per layer, the channels with the highest centroid value, each "
                     "synset's mean, standard deviation (ddof 1) and image count"),
     "top_images": ("top_images.csv", "metric 4: the images (row id, path) that activate each top channel most"),

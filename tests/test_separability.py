@@ -299,7 +299,8 @@ def test_store_without_row_table(tmp_path):
 def test_unknown_group_lists_the_known_ones(tmp_path):
     store = build_store(tmp_path / "x.zarr", {"h": np.ones((4, 2))}, ["a.n.01", "b.n.01"] * 2,
                         groups=["object-only", "mixed"] * 2)
-    bad([store, "--out", tmp_path / "o", "--group", "concept"], "unknown --group concept; this store has: mixed, object-only")
+    bad([store, "--out", tmp_path / "o", "--group", "concept"],
+        "unknown --group concept; this store has: mixed, object-only")
 
 
 def test_unknown_layers_and_pool(tmp_path):

@@ -14,6 +14,7 @@ from synthprobe.store import ActivationStore
 log = logging.getLogger("synthprobe")
 count = click.IntRange(min=0)
 positive = click.IntRange(min=1)
+DEFAULTS = S.Params()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,20 +24,28 @@ positive = click.IntRange(min=1)
 @click.option("--group", default="concept", show_default=True,
               help="Rows to analyse by their group (comma list); ImageFolder rows are 'concept'.")
 @click.option("--layers", default="*", show_default=True, help="Hook points to analyse (comma list of globs).")
-@click.option("--pool", default="mean", show_default=True, help="Spatial pooling to read (mean or max, as stored).")
-@click.option("--top-layers", type=positive, default=6, show_default=True, help="Layers in the top-K table and heatmap.")
-@click.option("--top-synsets", type=positive, default=5, show_default=True, help="Synsets listed per top layer.")
-@click.option("--top-neurons", type=positive, default=10, show_default=True, help="Most active channels per layer.")
-@click.option("--top-images", type=positive, default=5, show_default=True, help="Images listed per top channel.")
-@click.option("--permutations", type=count, default=1000, show_default=True, help="Label permutations (0: no p-values).")
-@click.option("--bootstrap", type=count, default=1000, show_default=True, help="Bootstrap resamples (0: no intervals).")
-@click.option("--sample", type=click.IntRange(min=4), default=1000, show_default=True,
+@click.option("--pool", default=DEFAULTS.pool, show_default=True,
+              help="Spatial pooling to read (mean or max, as stored).")
+@click.option("--top-layers", type=positive, default=DEFAULTS.top_layers, show_default=True,
+              help="Layers in the top-K table and heatmap.")
+@click.option("--top-synsets", type=positive, default=DEFAULTS.top_synsets, show_default=True,
+              help="Synsets listed per top layer.")
+@click.option("--top-neurons", type=positive, default=DEFAULTS.top_neurons, show_default=True,
+              help="Most active channels per layer.")
+@click.option("--top-images", type=positive, default=DEFAULTS.top_images, show_default=True,
+              help="Images listed per top channel.")
+@click.option("--permutations", type=count, default=DEFAULTS.permutations, show_default=True,
+              help="Label permutations for p-values (0: none).")
+@click.option("--bootstrap", type=count, default=DEFAULTS.bootstrap, show_default=True,
+              help="Bootstrap resamples for 95% intervals (0: none).")
+@click.option("--sample", type=click.IntRange(min=4), default=DEFAULTS.sample, show_default=True,
               help="Rows (at most) for the scale-free measures and selectivity; more are subsampled by synset.")
-@click.option("--dims", type=positive, default=64, show_default=True,
+@click.option("--dims", type=positive, default=DEFAULTS.dims, show_default=True,
               help="Wider layers are reduced to this many principal components for the scale-free measures.")
-@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Linear-probe CV folds.")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
-              help="False-discovery rate for concept-selective channels.")
+@click.option("--folds", type=click.IntRange(min=2), default=DEFAULTS.folds, show_default=True,
+              help="Linear-probe cross-validation folds.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULTS.alpha,
+              show_default=True, help="False-discovery rate for concept-selective channels.")
 @seed_option()
 @silent_option
 @run_guarded
