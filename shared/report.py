@@ -23,6 +23,9 @@ from .images import load_rgb, read_image_folder
 THUMBNAIL_PX = 128
 GALLERY_PER_SET = 8
 LONG_TABLE_ROWS = 12  # tables longer than this are collapsed and sortable
+# Per-channel tables of separability cover every layer; the report shows their top layers only.
+TOP_LAYER_TABLES = ("top_neurons", "top_images")
+TOP_CHANNELS_SHOWN = 3
 
 
 @dataclass
@@ -36,6 +39,12 @@ class Table:
     @property
     def long(self) -> bool:
         return len(self.rows) > LONG_TABLE_ROWS
+
+    def only_layers(self, layers: list[str]) -> "Table":
+        column = self.columns.index("layer")
+        rows = [row for row in self.rows if row[column] in layers]
+        note = f"shown for the top layers only; all {len(self.rows)} rows are in the CSV"
+        return Table(self.key, self.file, f"{self.description} ({note})" if self.description else note, self.columns, rows)
 
 
 @dataclass
@@ -89,11 +98,14 @@ def load_analysis(folder: str | Path) -> Analysis:
         raise InputError(f"{folder} is not an analysis folder (no summary.json); run separability or bias-report first") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{summary_path}: not a readable summary ({exc})") from None
-    declared = summary.get("tables") or {p.stem: p.name for p in sorted(folder.glob("*.csv"))}
+    # separability lists {key: {file, description}} under "tables", bias-report {key: file} under "files".
+    declared = summary.get("tables") or summary.get("files") or {p.stem: p.name for p in sorted(folder.glob("*.csv"))}
     tables = {}
     for key, entry in declared.items():
         file, description = (entry["file"], entry.get("description", "")) if isinstance(entry, dict) else (entry, "")
         tables[key] = read_table(folder, key, file, description)
+        if key in TOP_LAYER_TABLES and summary.get("top_layers") and "layer" in tables[key].columns:
+            tables[key] = tables[key].only_layers(summary["top_layers"])
     figures = {}
     for name, file in (summary.get("figures") or {}).items():
         path = folder / file
@@ -176,10 +188,12 @@ def top_channel_images(analysis: Analysis, thumbnails: Thumbnails | None) -> lis
     if table is None or thumbnails is None:
         return []
     frame = pd.DataFrame(table.rows, columns=table.columns)
+    if "rank" in frame:
+        frame = frame[pd.to_numeric(frame["rank"]) <= TOP_CHANNELS_SHOWN]
     groups = []
     for (layer, channel), rows in frame.groupby(["layer", "channel"], sort=False):
         images = [{"id": r["id"], "uri": thumbnails.uri(str(r["id"]), str(r.get("path", ""))),
-                   "caption": f"{r.get('synset', '')} {r.get('value', '')}".strip()} for _, r in rows.iterrows()]
+                   "caption": f"{r.get('synset', '')} {r.get('activation', '')}".strip()} for _, r in rows.iterrows()]
         groups.append({"layer": layer, "channel": channel, "images": images})
     return groups
 

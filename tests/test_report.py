@@ -1,0 +1,138 @@
+"""report: the template on fixed inputs (golden), bad input, and the whole chain opened in Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from synthprobe.files import InputError
+from synthprobe.report import build_context, render, write_report
+from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
+from synthprobe.tiny_models import save_tiny_sd3
+
+HOSTILE_PROMPT = 'a <script>window.__pwned = 1</script> cat & "dog"'
+
+
+def write_png(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def fixed_inputs(tmp_path):
+    """Small hand-written analysis and image folders, as the stages would write them."""
+    images = tmp_path / "images"
+    rows = [{"id": "cat-0", "synset": "cat.n.01", "group": "concept", "target": "cat.n.01", "prompt": HOSTILE_PROMPT},
+            {"id": "bias-bee-mixed-00-s00", "synset": "bee.n.01", "group": "mixed", "target": "bee.n.01", "prompt": "a bee & a flower"}]
+    for value, row in enumerate(rows):
+        row.update(path=f"{row['id']}.png", status="ok")
+        write_png(images / row["path"], 40 + 100 * value)
+    (images / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (images / "run.json").write_text(json.dumps({"config": {"model": "tiny", "width": 8, "height": 8, "steps": 2},
+                                                 "summary": {"records": 2, "generated": 1, "cached": 1, "failed": 0}}))
+    sep = tmp_path / "sep"
+    sep.mkdir()
+    (sep / "layers.csv").write_text("layer,avg_centroid_distance,fisher\nconv1,1.5,0.25\nlayer1,2.5,\n")
+    (sep / "top_images.csv").write_text("layer,rank,channel,image_rank,id,path,synset,activation\n"
+                                        "layer1,1,3,1,cat-0,cat-0.png,cat.n.01,0.9\n")
+    write_png(sep / "heatmap.png", 200)
+    (sep / "summary.json").write_text(json.dumps({
+        "tool": "separability", "n_images": 2, "n_synsets": 2, "top_layers": ["layer1"],
+        "parameters": {"seed": 0}, "store": {"model": "resnet50", "weights": "none"},
+        "tables": {"layers": {"file": "layers.csv", "description": "per layer"},
+                   "top_images": {"file": "top_images.csv", "description": "top images"}},
+        "figures": {"heatmap": "heatmap.png"}}))
+    bias = tmp_path / "bias"
+    bias.mkdir()
+    (bias / "prompts.csv").write_text(f'class,group,prompt,confidence_mean\nbee,mixed,"{HOSTILE_PROMPT.replace(chr(34), 2 * chr(34))}",0.5\n')
+    (bias / "summary.json").write_text(json.dumps({"tool": "bias-report", "files": {"prompts": "prompts.csv"},
+                                                   "figures": {}, "definitions": {"confidence": "softmax mass"}}))
+    return {"separability_dirs": [sep], "bias_dir": bias, "image_dirs": [images]}
+
+
+def test_template_golden(fixed_inputs, golden, tmp_path):
+    html = render(build_context(**fixed_inputs, title="golden", notice="toy & test"))
+    golden.check("report/fixed.html", html.replace(str(tmp_path), "TMP"))
+
+
+def test_text_is_escaped(fixed_inputs):
+    html = render(build_context(**fixed_inputs))
+    assert "<script>window.__pwned" not in html
+    assert "a &lt;script&gt;window.__pwned = 1&lt;/script&gt; cat &amp; " in html
+    assert "random weights" in html  # weights "none" is called out
+
+
+def test_missing_summary_is_one_clear_error(tmp_path):
+    result = CliRunner().invoke(report.main, ["--separability", str(tmp_path), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code != 0
+    assert "no summary.json" in result.output and not (tmp_path / "r.html").exists()
+
+
+def test_nothing_to_report(tmp_path):
+    with pytest.raises(InputError, match="nothing to report"):
+        write_report(tmp_path / "r.html", separability_dirs=[], bias_dir=None, image_dirs=[])
+
+
+def invoke(main, *args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.slow
+def test_whole_chain_in_chromium(tmp_path, wn):
+    """prompts -> images -> activations -> analyses -> report, then the page in headless Chromium."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing (.ci/run installs it)"
+    model = save_tiny_sd3(tmp_path / "tiny-sd3")
+    gen = ["--model", model, "--steps", 2, "--size", 32, "--quantize", "none", "--cache", tmp_path / "cache", "--silent"]
+
+    concepts = tmp_path / "concepts.jsonl"
+    invoke(wn_prompts.main, "concepts", "--synsets", "dog.n.01,cat.n.01,car.n.01", "--per-synset", 3, "-o", concepts)
+    first = json.loads(concepts.read_text().splitlines()[0])
+    lines = concepts.read_text().splitlines()
+    lines[0] = json.dumps({**first, "prompt": HOSTILE_PROMPT})
+    concepts.write_text("\n".join(lines) + "\n")
+    bias = tmp_path / "bias.jsonl"
+    invoke(wn_prompts.main, "bias", "--classes", "bee,frog", "--per-group", 2, "--seeds-per-prompt", 2, "-o", bias)
+
+    for name, prompts in (("concepts", concepts), ("bias", bias)):
+        invoke(sd_generate.main, prompts, "--out", tmp_path / "images" / name, *gen)
+        invoke(cnn_hooks.main, tmp_path / "images" / name, "--out", tmp_path / f"{name}.zarr", "--model", "resnet18",
+               "--weights", "none", "--batch-size", 8, "--workers", 0, "--silent")
+    stats = ["--permutations", 20, "--bootstrap", 20]
+    invoke(separability.main, tmp_path / "concepts.zarr", "--out", tmp_path / "sep", "--group", "concept", *stats)
+    invoke(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog",
+           "--bootstrap", 20, "--prompts", bias)
+    html = tmp_path / "report.html"
+    invoke(report.main, "--separability", tmp_path / "sep", "--bias", tmp_path / "biasout",
+           "--images", tmp_path / "images" / "concepts", "--images", tmp_path / "images" / "bias",
+           "--notice", "toy models", "-o", html)
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(html.as_uri())
+        page.wait_for_load_state("load")
+        assert errors == []
+        for section in ("summary", "galleries", "separability", "bias", "methods"):
+            assert page.locator(f"section#{section} h2").count() == 1, section
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) > 10 and min(widths) > 0
+        assert page.evaluate("window.__pwned") is None
+        assert HOSTILE_PROMPT in page.inner_text("section#galleries") or HOSTILE_PROMPT in page.content().replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&quot;", '"')
+        # Sorting a long table by clicking its header reorders the rows.
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
+        browser.close()
+    assert (tmp_path / "report.png").stat().st_size > 10_000
