@@ -187,7 +187,7 @@ def unknown_model_message(name: str, known: list[str], kind: str, prefix: str = 
     close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
     hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
     other = "" if prefix else " (timm models: timm:<name>)"
-    return f"unknown {kind} {prefix}{name!r}{hint}{other}"
+    return f"unknown {kind} {prefix + name!r}{hint}{other}"
 
 
 def load_weights_file(module: torch.nn.Module, path: str, model_name: str) -> str:

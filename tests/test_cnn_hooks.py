@@ -1,0 +1,549 @@
+"""cnn-hooks on small random-weight CNNs: hook names, pooled values, store layout, resume, precision, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+from PIL import Image
+
+from synthprobe import hooks as H
+from synthprobe.images import load_rgb, read_image_folder
+from synthprobe.store import MIN_CHUNK_BYTES, ActivationStore
+from synthprobe.tools.cnn_hooks import main
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--model", "resnet18", "--weights", "none", "--image-size", "64", "--workers", "0", "--silent"]
+SYNSETS = ("bee.n.01", "n01440764", "frog.n.01")
+
+
+def smooth_image(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """A photo-like RGB image: a few smooth colour gradients plus a little noise."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    channels = [np.sin(rng.uniform(1, 6) * x + rng.uniform(0, 3)) * np.cos(rng.uniform(1, 6) * y) for _ in range(3)]
+    image = (np.stack(channels, -1) + 1) * 110 + rng.normal(0, 8, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_tree(root: Path, per_synset: int, seed: int = 0, size: int = 64) -> Path:
+    rng = np.random.default_rng(seed)
+    for synset in SYNSETS:
+        (root / synset).mkdir(parents=True, exist_ok=True)
+        for i in range(per_synset):
+            Image.fromarray(smooth_image(rng, size)).save(root / synset / f"img {i:02d}.png")
+    return root
+
+
+def manifest_row(row_id: str, path: str | None, synset: str = "bee.n.01", group: str = "concept", status: str = "ok"):
+    row = {"schema": 1, "id": row_id, "synset": synset, "lemma": synset.split(".")[0], "group": group,
+           "target": synset, "prompt": f"a photo of a {synset}", "seed": 1, "status": status, "params": {"steps": 2}}
+    if path is not None:
+        row.update(path=path, sha256="0" * 64)
+    return row
+
+
+def write_manifest(folder: Path, rows: list[dict]) -> None:
+    (folder / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def fails_with(result, *fragments: str) -> str:
+    """A bad input ends with one clear line and a non-zero exit."""
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def store_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a store by its path inside the store, strings as objects so they compare."""
+    import zarr
+
+    arrays = {}
+    for name, node in zarr.open_group(str(path), mode="r").members(max_depth=None):
+        if isinstance(node, zarr.Array):
+            values = np.asarray(node[:])
+            arrays[name] = values.astype(object) if values.dtype.kind == "T" else values
+    return arrays
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny forwards run fastest on one thread, and they stay fast when other jobs load the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("tree"), per_synset=2)
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory, tree) -> Path:
+    """resnet18 (random), both poolings, float16 values, fp32 compute: the store most tests read."""
+    out = tmp_path_factory.mktemp("stores") / "acts.zarr"
+    ok(run_cli(tree, "--out", out, *SMALL, "--pool", "both", "--dtype", "float16", "--precision", "fp32"))
+    return out
+
+
+# ---- hook points -----------------------------------------------------------------------------
+
+
+def test_resnet50_hook_points_are_feature_extraction_node_names():
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    network = H.build_network("resnet50", "none", image_size=64)
+    points, n_classes = H.discover_hook_points(network.module, network.preprocessing)
+    names = [p.name for p in points]
+    _, fx_nodes = get_graph_node_names(torchvision.models.resnet50())
+    # Graph nodes that are no module call: the input, torch.flatten and each block's residual add.
+    functional = [n for n in fx_nodes if n in ("x", "flatten") or n.endswith(".add")]
+    module_calls = [n for n in fx_nodes if n not in functional]
+    assert len(fx_nodes) == 176 and len(functional) == 18 and len(module_calls) == 158
+    assert [n for n in names if n in set(module_calls)] == module_calls  # same names, same forward order
+    containers = [n for n in names if n not in set(module_calls)]
+    blocks = [f"layer{s}.{b}" for s, count in enumerate((3, 4, 6, 3), 1) for b in range(count)]
+    assert sorted(containers) == sorted(blocks + [f"layer{s}" for s in range(1, 5)]
+                                        + [f"layer{s}.0.downsample" for s in range(1, 5)])
+    assert len(names) == len(set(names)) == 182
+    assert names[names.index("layer4.2.relu_2") + 1:names.index("layer4.2.relu_2") + 3] == ["layer4.2", "layer4"]
+    shape = {p.name: p.shape for p in points}
+    assert shape["layer4.2.relu"] == (512, 2, 2) and shape["layer4.2.relu_2"] == (2048, 2, 2) and shape["fc"] == (1000,)
+    assert n_classes == 1000
+
+
+def test_layer_globs_select_in_forward_order_and_unmatched_pattern_fails():
+    network = H.build_network("resnet18", "none", image_size=64)
+    points, _ = H.discover_hook_points(network.module, network.preprocessing)
+    chosen = H.select_hook_points(points, ["layer4.*relu*", "fc"])
+    assert [p.name for p in chosen] == ["layer4.0.relu", "layer4.0.relu_1", "layer4.1.relu", "layer4.1.relu_1", "fc"]
+    with pytest.raises(H.InputError, match="'layer9.*' matches no hook point"):
+        H.select_hook_points(points, ["layer4.*", "layer9.*"])
+
+
+def test_list_layers_prints_names_channels_shapes():
+    result = ok(run_cli("--list-layers", "--model", "resnet18", "--image-size", "64"))
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 75  # 60 module calls + 8 blocks + 4 stages + 3 downsample containers
+    assert lines[0] == "conv1\t64\t64x32x32" and lines[-1] == "fc\t1000\t1000"
+    result = ok(run_cli("--list-layers", "--model", "resnet18", "--image-size", "64", "--layers", "layer2.*.relu_1,avgpool"))
+    assert result.output.splitlines() == ["layer2.0.relu_1\t128\t128x8x8", "layer2.1.relu_1\t128\t128x8x8",
+                                          "avgpool\t512\t512x1x1"]
+
+
+# ---- pooled values ---------------------------------------------------------------------------
+
+
+def test_pooled_values_equal_a_manual_computation(tree, small_store):
+    """Preprocess one image with torchvision's own transforms, take full maps with FX, pool by hand."""
+    from torchvision import transforms as T
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    store = ActivationStore(small_store)
+    rows = store.rows()
+    index = 3
+    transform = T.Compose([T.Resize(73), T.CenterCrop(64), T.ToTensor(),
+                           T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    image = transform(Image.open(tree / rows["path"][index]).convert("RGB")).unsqueeze(0)
+    model = H.build_network("resnet18", "none").module
+    nodes = ["conv1", "layer1.0.relu", "layer1.0.relu_1", "layer3.1.conv2", "layer4.1.relu_1", "avgpool", "fc"]
+    with torch.no_grad():
+        maps = create_feature_extractor(model, nodes)(image)
+    for node in nodes:
+        full = maps[node].double()
+        mean = full.mean(dim=(2, 3)) if full.dim() == 4 else full
+        peak = full.amax(dim=(2, 3)) if full.dim() == 4 else full
+        # Stored as float16: compare at its resolution.
+        np.testing.assert_allclose(store.read_layer(node, "mean")[index], mean[0].numpy(), rtol=2e-3, atol=2e-4)
+        np.testing.assert_allclose(store.read_layer(node, "max")[index], peak[0].numpy(), rtol=2e-3, atol=2e-4)
+    # The stage output is the last block's output; BatchNorm is pooled before ReLU(inplace=True) overwrites it.
+    np.testing.assert_array_equal(store.read_layer("layer4", "mean"), store.read_layer("layer4.1.relu_1", "mean"))
+    bn, relu = (store.read_layer(name, "max") for name in ("layer1.0.bn1", "layer1.0.relu"))
+    np.testing.assert_array_equal(relu, np.maximum(bn, 0))
+    assert (store.read_layer("layer1.0.bn1", "mean") < store.read_layer("layer1.0.relu", "mean")).any()
+    with torch.no_grad():
+        logits = model(image)
+    np.testing.assert_allclose(store.logits()[index], logits[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def pooled_batch(network: H.Network, images: torch.Tensor, precision: str, device: str = "cpu") -> dict[str, np.ndarray]:
+    """One batch through the tool's own path: hooks, channels-last, autocast; per pool (N, all channels)."""
+    points, _ = H.discover_hook_points(network.module, network.preprocessing)
+    device = torch.device(device)
+    module = network.module.to(device, memory_format=torch.channels_last)
+    with H.PoolingHooks(module, points, ("mean", "max")) as hooks, torch.no_grad(), H.autocast(device, precision):
+        module(network.preprocessing.normalizer(device)(images))
+        pooled = hooks.take()
+    network.module.cpu()
+    return pooled | {"columns": H.column_slices(points)}
+
+
+def assert_close_per_hook_point(reference: dict, other: dict) -> float:
+    """Cosine >= 0.999 between the two runs' pooled vectors, for every image, hook point and pooling."""
+    worst = 1.0
+    for pool in ("mean", "max"):
+        for name, columns in reference["columns"].items():
+            a, b = reference[pool][:, columns].astype(np.float64), other[pool][:, columns].astype(np.float64)
+            cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            assert cosine.min() >= 0.999, (name, pool, cosine.min())
+            worst = min(worst, cosine.min())
+    return worst
+
+
+def test_bf16_pooled_vectors_match_fp32(tree):
+    """Autocast plus channels-last must keep every hook point's pooled vector (cosine >= 0.999)."""
+    network = H.build_network("resnet50", "none", image_size=64)
+    folder = read_image_folder(tree)
+    images = torch.stack([network.preprocessing.to_uint8(load_rgb(folder.file(p))) for p in folder.rows["path"]])
+    fp32 = pooled_batch(network, images, "fp32")
+    bf16 = pooled_batch(network, images, "bf16")
+    assert len(fp32["columns"]) == 182
+    assert assert_close_per_hook_point(fp32, bf16) < 0.99999  # bf16 really ran
+
+
+@pytest.mark.cuda
+def test_cuda_precisions_match_cpu_fp32(tree):
+    network = H.build_network("resnet50", "none", image_size=64)
+    folder = read_image_folder(tree)
+    images = torch.stack([network.preprocessing.to_uint8(load_rgb(folder.file(p))) for p in folder.rows["path"]])
+    reference = pooled_batch(network, images, "fp32")
+    for precision in ("fp32", "bf16", "fp16"):
+        assert_close_per_hook_point(reference, pooled_batch(network, images, precision, "cuda"))
+
+
+def test_default_precision_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(H, "cpu_has_fast_bf16", lambda: True)
+    assert H.default_precision(torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(H, "cpu_has_fast_bf16", lambda: False)
+    assert H.default_precision(torch.device("cpu")) == "fp32"
+
+
+# ---- the store -------------------------------------------------------------------------------
+
+
+def test_store_layout_dtype_chunks_and_attrs(small_store):
+    import zarr
+
+    store = ActivationStore(small_store)
+    attrs = store.attrs
+    assert attrs["schema"] == 1 and attrs["complete"] is True and attrs["rows_committed"] == 6
+    assert attrs["model"] == "resnet18" and attrs["weights"] == "none" and attrs["precision"] == "fp32"
+    assert attrs["pooling"] == ["mean", "max"] and attrs["dtype"] == "float16"
+    assert attrs["preprocessing"]["resize"] == 73 and attrs["preprocessing"]["crop"] == 64
+    assert attrs["preprocessing"]["interpolation"] == "bilinear" and attrs["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    assert attrs["source_layout"] == "imagefolder" and len(attrs["source_sha256"]) == 64
+    assert {"torch", "torchvision", "timm", "zarr", "synthprobe"} <= set(attrs["versions"])
+    assert len(attrs["classes"]) == 1000 and attrs["classes"][309] == "n02206856" and attrs["class_names"][309] == "bee"
+    assert store.hook_points[:4] == ["conv1", "bn1", "relu", "maxpool"] and len(store.hook_points) == 75
+    group = zarr.open_group(str(small_store), mode="r")
+    for hook in store.hook_points:
+        for pool in ("mean", "max"):
+            array = group[f"hooks/{hook}/{pool}"]
+            channels = array.shape[1]
+            assert array.shape == (6, store.channels(hook)) and array.dtype == np.float16
+            assert array.metadata.dimension_names == ("image", "channel")
+            rows = array.chunks[0]
+            assert array.chunks == (rows, channels) and rows & (rows - 1) == 0  # whole rows, a power of two
+            assert rows * channels * 2 >= MIN_CHUNK_BYTES > rows * channels  # at least 1 MB, not twice over
+            assert array.shards[0] % rows == 0 and array.shards[1] == channels
+    logits = group["logits/logits"]
+    assert logits.shape == (6, 1000) and logits.dtype == np.float32 and logits.metadata.dimension_names == ("image", "class")
+    rows = store.rows()
+    assert list(rows.columns) == ["id", "synset", "group", "target", "path", "status"]
+    assert rows["id"][0] == "bee.n.01_img_00.png" and rows["path"][0] == "bee.n.01/img 00.png"
+    assert set(rows["synset"]) == set(SYNSETS) and (rows["synset"] == rows["target"]).all()
+    assert (rows["group"] == "concept").all() and (rows["status"] == "ok").all()
+
+
+def test_xarray_opens_every_group(small_store):
+    import xarray as xr
+
+    store = ActivationStore(small_store)
+    layer = xr.open_zarr(small_store, group="hooks/layer3.1.relu_1", consolidated=False)
+    assert layer["mean"].dims == ("image", "channel") and layer["mean"].shape == (6, 256)
+    np.testing.assert_array_equal(layer["max"].values, store.read_layer("layer3.1.relu_1", "max"))
+    rows = xr.open_zarr(small_store, group="rows", consolidated=False)
+    assert [str(v) for v in rows["id"].values] == list(store.rows()["id"])
+    logits = xr.open_zarr(small_store, group="logits", consolidated=False)["logits"]
+    assert logits.dims == ("image", "class")
+    np.testing.assert_array_equal(logits.values, store.logits())
+
+
+def store_summary(path: Path) -> str:
+    import zarr
+
+    store = ActivationStore(path)
+    attrs = {k: v for k, v in store.attrs.items() if k not in ("versions", "source_folder", "classes", "class_names")}
+    group = zarr.open_group(str(path), mode="r")
+    layout = [f"{name}: {a.shape} {a.dtype} chunks {a.chunks} shards {a.shards} dims {a.metadata.dimension_names}"
+              for name in ("hooks/conv1/mean", "hooks/layer2.0.downsample/mean", "hooks/layer4/mean", "logits/logits")
+              for a in [group[name]]]
+    return json.dumps(attrs, indent=1, sort_keys=True) + "\n" + "\n".join(layout) + "\n"
+
+
+def test_golden_store(tmp_path, golden):
+    """A fixed tiny input through random resnet18 (seed 0): attrs, layout, and a few values within a tolerance."""
+    images = make_tree(tmp_path / "images", per_synset=1, seed=7, size=40)
+    out = tmp_path / "golden.zarr"
+    ok(run_cli(images, "--out", out, "--model", "resnet18", "--weights", "none", "--image-size", "32",
+               "--precision", "fp32", "--layers", "conv1,layer2.*,layer4,fc", "--workers", "0", "--silent"))
+    golden.check("cnn_hooks/store_summary.txt", store_summary(out).replace(str(tmp_path), "TMP"))
+    store = ActivationStore(out)
+    values = {hook: np.round(store.read_layer(hook)[:, :4], 6).tolist() for hook in ("conv1", "layer2.1.relu_1", "layer4")}
+    values["logits"] = np.round(store.logits()[:, :4], 6).tolist()
+    path = REPO / "tests" / "golden" / "cnn_hooks" / "values.json"
+    if golden.regen:
+        path.write_text(json.dumps(values, indent=1) + "\n", encoding="utf-8")
+    expected = json.loads(path.read_text(encoding="utf-8"))
+    for key, array in expected.items():
+        np.testing.assert_allclose(values[key], array, rtol=1e-3, atol=1e-5, err_msg=key)
+
+
+# ---- resume ----------------------------------------------------------------------------------
+
+
+def committed(store: Path) -> int:
+    try:
+        return json.loads((store / "zarr.json").read_text())["attributes"]["rows_committed"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
+    images = make_tree(tmp_path / "images", per_synset=14)  # 42 images
+    args = [images, *SMALL[:-1], "--precision", "fp32", "--batch-size", "2", "--rows-per-write", "4", "--layers", "layer4*,fc"]
+    killed = tmp_path / "killed.zarr"
+    command = [sys.executable, "-m", "synthprobe.tools.cnn_hooks", *map(str, args), "--out", str(killed), "--silent"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while committed(killed) < 8 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    output = process.communicate()[0].decode()
+    assert process.returncode == -signal.SIGKILL, output
+    interrupted_at = committed(killed)
+    assert 8 <= interrupted_at < 42, interrupted_at
+    ok(run_cli(*args, "--out", killed))
+    reference = tmp_path / "reference.zarr"
+    ok(run_cli(*args, "--out", reference))
+    got, want = store_arrays(killed), store_arrays(reference)
+    assert got.keys() == want.keys() and len(want) == 6 + 1 + 19  # row table, logits, hook points
+    for name in want:
+        assert got[name].shape[0] == 42, name
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert ActivationStore(killed).attrs == ActivationStore(reference).attrs
+
+
+def test_rerun_appends_new_manifest_rows_only(tmp_path, caplog):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(smooth_image(rng)).save(folder / f"im{i}.png")
+    write_manifest(folder, [manifest_row("a", "im0.png"), manifest_row("gone", None, status="failed"),
+                            manifest_row("b", "im1.png", "frog.n.01", "object-only")])
+    out = tmp_path / "acts.zarr"
+    ok(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"))
+    first = ActivationStore(out)
+    assert list(first.rows()["id"]) == ["a", "b"] and list(first.rows()["group"]) == ["concept", "object-only"]
+    sha = first.attrs["source_sha256"]
+    write_manifest(folder, [manifest_row("a", "im0.png"), manifest_row("b", "im1.png", "frog.n.01", "object-only"),
+                            manifest_row("c", "im2.png"), manifest_row("d", "im3.png", group="mixed")])
+    ok(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"))
+    second = ActivationStore(out)
+    assert list(second.rows()["id"]) == ["a", "b", "c", "d"] and second.attrs["source_sha256"] != sha
+    np.testing.assert_array_equal(second.read_layer("layer1")[:2], first.read_layer("layer1"))
+    caplog.set_level(logging.INFO, logger="synthprobe")
+    ok(run_cli(folder, "--out", out, *SMALL[:-1], "--layers", "layer1"))
+    assert "already holds all 4 images" in caplog.text
+
+
+# ---- other models and weights ----------------------------------------------------------------
+
+
+def test_timm_model_with_its_own_preprocessing_and_a_safetensors_file(tmp_path, tree):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    reference = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    weights = tmp_path / "lite0.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
+    out = tmp_path / "timm.zarr"
+    ok(run_cli(tree, "--out", out, "--model", "timm:efficientnet_lite0", "--weights", weights, "--image-size", "64",
+               "--precision", "fp32", "--layers", "blocks*,conv_head,classifier", "--workers", "0", "--silent"))
+    store = ActivationStore(out)
+    assert store.attrs["model"] == "timm:efficientnet_lite0" and store.attrs["weights"].startswith("sha256:")
+    assert store.attrs["preprocessing"]["source"].startswith("timm efficientnet_lite0")
+    assert "blocks.6" in store.hook_points and "blocks" in store.hook_points and store.channels("conv_head") == 1280
+    assert store.attrs["classes"][0] == "n01440764"
+    preprocessing = H.build_network("timm:efficientnet_lite0", "none", 64).preprocessing
+    image = preprocessing.to_uint8(load_rgb(tree / store.rows()["path"][0])).unsqueeze(0)
+    with torch.no_grad():
+        logits = reference(preprocessing.normalizer(torch.device("cpu"))(image))
+    np.testing.assert_allclose(store.logits()[0], logits[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_pth_weights_load_with_weights_only(tmp_path):
+    torch.manual_seed(3)
+    model = torchvision.models.resnet18()
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "r18.pth")
+    network = H.build_network("resnet18", str(tmp_path / "r18.pth"))
+    assert network.weights.startswith("sha256:") and network.weights_source == str(tmp_path / "r18.pth")
+    torch.testing.assert_close(network.module.fc.weight, model.fc.weight)
+
+
+# ---- images ----------------------------------------------------------------------------------
+
+
+def test_grayscale_rgba_palette_and_16_bit_pngs_are_converted(tmp_path):
+    folder = tmp_path / "odd" / "bee.n.01"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.full((40, 40), 100, np.uint8), "L").save(folder / "gray.png")
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[:20] = (255, 0, 0, 255)  # opaque red above, fully transparent below
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    Image.fromarray(np.full((40, 40), 65535, np.uint16)).save(folder / "deep.png")
+    palette = Image.new("P", (40, 40), 0)
+    palette.putpalette([30, 60, 90] + [0] * 765)
+    palette.save(folder / "palette.png")
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(folder / "photo.jpg", quality=95)
+    assert Image.open(folder / "deep.png").mode == "I;16"
+    assert np.asarray(load_rgb(folder / "gray.png"))[0, 0].tolist() == [100, 100, 100]
+    assert np.asarray(load_rgb(folder / "rgba.png"))[0, 0].tolist() == [255, 0, 0]
+    assert np.asarray(load_rgb(folder / "rgba.png"))[39, 0].tolist() == [255, 255, 255]
+    assert np.asarray(load_rgb(folder / "deep.png"))[0, 0].tolist() == [255, 255, 255]
+    assert np.asarray(load_rgb(folder / "palette.png"))[0, 0].tolist() == [30, 60, 90]
+    out = tmp_path / "odd.zarr"
+    ok(run_cli(tmp_path / "odd", "--out", out, *SMALL, "--layers", "fc"))
+    rows = ActivationStore(out).rows()
+    assert len(rows) == 5 and (rows["status"] == "ok").all()
+
+
+@pytest.fixture
+def folder_with_truncated_png(tmp_path) -> Path:
+    folder = make_tree(tmp_path / "images", per_synset=1)
+    data = (folder / "frog.n.01" / "img 00.png").read_bytes()
+    (folder / "frog.n.01" / "img 00.png").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+def test_truncated_image_fails_naming_the_file(tmp_path, folder_with_truncated_png):
+    line = fails_with(run_cli(folder_with_truncated_png, "--out", tmp_path / "a.zarr", *SMALL),
+                      "cannot decode", "frog.n.01/img 00.png", "--skip-bad")
+    assert "truncated" in line.lower() or "error" in line.lower()
+
+
+def test_skip_bad_records_a_failed_row_with_nan_values(tmp_path, folder_with_truncated_png):
+    out = tmp_path / "a.zarr"
+    ok(run_cli(folder_with_truncated_png, "--out", out, *SMALL, "--skip-bad", "--layers", "layer4,fc"))
+    store = ActivationStore(out)
+    rows = store.rows()
+    bad = rows.index[rows["path"] == "frog.n.01/img 00.png"][0]
+    assert rows["status"][bad] == "failed" and (rows["status"] == "ok").sum() == 2
+    assert np.isnan(store.read_layer("layer4")[bad]).all() and np.isnan(store.logits()[bad]).all()
+    assert np.isfinite(np.delete(store.read_layer("layer4"), bad, axis=0)).all()
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+def test_unknown_model_suggests_close_names(tmp_path, tree):
+    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet5", "--weights", "none"),
+               "unknown torchvision classification model 'resnet5'", "did you mean", "resnet50", "timm:<name>")
+    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "timm:efficientnet_lite9"),
+               "unknown timm model 'timm:efficientnet_lite9'", "did you mean timm:efficientnet_lite")
+
+
+def test_layers_pattern_matching_nothing_fails(tmp_path, tree):
+    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", *SMALL, "--layers", "layer4.*,conv9*"),
+               "--layers 'conv9*' matches no hook point")
+    assert not (tmp_path / "a.zarr").exists()
+
+
+def test_weights_file_that_does_not_fit_names_the_keys(tmp_path, tree):
+    state = torchvision.models.resnet18(num_classes=10).state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["layer1.0.conv1.weight"]
+    torch.save(state, tmp_path / "bad.pth")
+    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "bad.pth"),
+               "does not fit resnet18", "missing keys: layer1.0.conv1.weight", "unexpected keys: extra.weight",
+               "fc.weight (10, 512) vs (1000, 512)")
+    torch.save(torchvision.models.resnet18(), tmp_path / "pickled_module.pth")  # not a state dict: weights_only refuses
+    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "pickled_module.pth"),
+               "cannot read", "as a state dict")
+    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "missing.pth"),
+               "no such file")
+    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", "IMAGENET9K"),
+               "IMAGENET1K_V1")
+
+
+def test_default_weights_offline_fail_with_a_hint(tmp_path, tree, monkeypatch):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
+    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18"),
+               "cannot fetch the ResNet18_Weights.IMAGENET1K_V1 weights", "--weights")
+
+
+def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_store):
+    copy = tmp_path / "copy.zarr"
+    import shutil
+
+    shutil.copytree(small_store, copy)
+    args = ["--pool", "both", "--dtype", "float16", "--precision", "fp32", "--workers", "0", "--silent", "--image-size", "64"]
+    fails_with(run_cli(tree, "--out", copy, "--model", "resnet34", "--weights", "none", *args),
+               "another model", "'resnet18'", "'resnet34'")
+    fails_with(run_cli(tree, "--out", copy, "--model", "resnet18", "--weights", "none", *args[:-1], "96"),
+               "another preprocessing")
+    fails_with(run_cli(tree, "--out", copy, *SMALL, "--pool", "mean", "--dtype", "float16", "--precision", "fp32"),
+               "another pooling")
+    assert ActivationStore(copy).attrs == ActivationStore(small_store).attrs  # refused before touching it
+
+
+def test_out_that_is_not_a_store_is_refused(tmp_path, tree):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    fails_with(run_cli(tree, "--out", tmp_path / "notes", *SMALL), "exists and is not an activation store")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_bad_folders_and_manifests(tmp_path):
+    fails_with(run_cli(tmp_path / "nowhere", "--out", tmp_path / "a.zarr", *SMALL), "is not a folder")
+    (tmp_path / "empty").mkdir()
+    fails_with(run_cli(tmp_path / "empty", "--out", tmp_path / "a.zarr", *SMALL), "no images")
+    folder = tmp_path / "manifest"
+    folder.mkdir()
+    write_manifest(folder, [manifest_row("a", "a.png"), {"id": "b", "synset": "bee.n.01", "status": "ok"}])
+    fails_with(run_cli(folder, "--out", tmp_path / "a.zarr", *SMALL), "images.jsonl:2", "needs a 'path'")
+    write_manifest(folder, [manifest_row("a", "a.png"), manifest_row("a", "b.png")])
+    fails_with(run_cli(folder, "--out", tmp_path / "a.zarr", *SMALL), "two images share the id 'a'", "a.png, b.png")
+    fails_with(run_cli(folder, *SMALL), "give IMAGES and --out")
