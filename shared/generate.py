@@ -15,6 +15,8 @@ import io
 import json
 import logging
 import re
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -437,6 +439,16 @@ class RunResult:
         return {"records": len(self.rows), "generated": self.generated, "cached": self.cached, "failed": self.failed}
 
 
+def save_image(planned: Planned, image, settings: Settings, cache: ImageCache, out_dir: Path) -> None:
+    """Encode, cache and link one generated image."""
+    record = planned.record
+    text = {"prompt": record.prompt, "negative_prompt": record.negative_prompt, "seed": record.seed,
+            "model": settings.source.name,
+            "synthprobe": canonical_json({"cache_key": planned.key, "params": settings.params()})}
+    planned.entry = cache.store(planned.key, png_bytes(to_uint8(image), text), planned.fields)
+    link_or_copy(planned.entry.png, out_dir / f"{record.id}.png")
+
+
 def generate_missing(missing: list[Planned], settings: Settings, cache: ImageCache, out_dir: Path,
                      build_pipeline: Callable[[Settings], object], silent: bool) -> dict[str, str]:
     """Generate, cache and link every missing image; return errors by cache key."""
@@ -444,19 +456,23 @@ def generate_missing(missing: list[Planned], settings: Settings, cache: ImageCac
     unique = list({p.key: p for p in missing}.values())  # records sharing a key are made once
     pipe = build_pipeline(settings)
     bar = progress(None, total=len(unique), desc="generating", unit="img", silent=silent)
+    # PNG encoding and the cache's fsyncs run in a writer thread while the next batch is denoised;
+    # at most two batches wait there, and leaving the block (even on Ctrl-C) finishes them.
+    in_flight: deque = deque()
     try:
-        for start in range(0, len(unique), settings.batch_size):
-            for planned, outcome in generate_batch(pipe, unique[start:start + settings.batch_size], settings):
-                if isinstance(outcome, str):
-                    errors[planned.key] = outcome
-                    continue
-                text = {"prompt": planned.record.prompt, "negative_prompt": planned.record.negative_prompt,
-                        "seed": planned.record.seed, "model": settings.source.name,
-                        "synthprobe": canonical_json({"cache_key": planned.key, "params": settings.params()})}
-                planned.entry = cache.store(planned.key, png_bytes(to_uint8(outcome), text), planned.fields)
-                link_or_copy(planned.entry.png, out_dir / f"{planned.record.id}.png")
-            bar.update(min(settings.batch_size, len(unique) - start))
-            bar.set_postfix(failed=len(errors))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="png-writer") as writer:
+            for start in range(0, len(unique), settings.batch_size):
+                for planned, outcome in generate_batch(pipe, unique[start:start + settings.batch_size], settings):
+                    if isinstance(outcome, str):
+                        errors[planned.key] = outcome
+                    else:
+                        in_flight.append(writer.submit(save_image, planned, outcome, settings, cache, out_dir))
+                while len(in_flight) > 2 * settings.batch_size:
+                    in_flight.popleft().result()
+                bar.update(min(settings.batch_size, len(unique) - start))
+                bar.set_postfix(failed=len(errors))
+            while in_flight:
+                in_flight.popleft().result()
     finally:
         bar.close()
     for planned in missing:  # duplicates of a generated key share its entry
