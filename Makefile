@@ -59,9 +59,12 @@ $(eval $(call params,generate,$(GEN_MODEL) $(STEPS) $(GUIDANCE) $(SIZE) $(QUANTI
 $(eval $(call params,hooks,$(CNN) $(WEIGHTS)))
 $(eval $(call params,stats,$(PERMUTATIONS) $(BOOTSTRAP) $(SEED)))
 
+# A run with failed records still writes images.jsonl (the failed rows hold the errors); ageing it
+# makes the next make retry them (finished images come from the cache).
 $(OUT)/images/%/images.jsonl: $(OUT)/prompts/%.jsonl $(OUT)/.params/generate | $(STAMP)
 	$(BIN)/sd-generate $< --out $(@D) --model $(GEN_MODEL) --steps $(STEPS) --guidance $(GUIDANCE) \
-		--size $(SIZE) --batch-size $(GEN_BATCH) --quantize $(QUANTIZE) $(CACHE_ARG)
+		--size $(SIZE) --batch-size $(GEN_BATCH) --quantize $(QUANTIZE) $(CACHE_ARG) \
+		|| { touch -d @0 $@ 2>/dev/null; exit 1; }
 
 # A tiny random SD3 pipeline (about 2 MB, built from configs, no download) for tests and the offline demo.
 TINY_SD3 := models/tiny-sd3
