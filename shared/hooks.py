@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -509,10 +510,10 @@ def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing:
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.workers,
                                          pin_memory=device.type == "cuda")
     normalize = preprocessing.normalizer(device)
-    buffer = WriteBuffer(writer, points, settings.pools)
     failed = 0
     bar = progress(None, total=len(todo), desc="cnn-hooks", unit="img", silent=settings.silent)
-    with PoolingHooks(module, points, settings.pools) as hooks, torch.no_grad(), autocast(device, precision):
+    with (WriteBuffer(writer, points, settings.pools) as buffer, PoolingHooks(module, points, settings.pools) as hooks,
+          torch.no_grad(), autocast(device, precision)):
         start = 0
         for images, errors in loader:
             rows = todo.iloc[start:start + len(images)].copy()
@@ -534,13 +535,16 @@ def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing:
             failed += len(bad)
             buffer.add(rows, pooled, logits)
             bar.update(len(images))
-    buffer.flush()
     bar.close()
     return failed
 
 
 class WriteBuffer:
-    """Batches gathered until ``rows_per_write`` rows, then appended (and committed) in one go: whole shards."""
+    """Batches gathered until ``rows_per_write`` rows, then appended and committed in one go (whole shards).
+
+    The append runs on a writer thread while the next batches compute (compression and file writes
+    overlap the forward on a GPU); at most one write is in flight, and commits keep their order.
+    """
 
     def __init__(self, writer: StoreWriter, points: list[HookPoint], pools: tuple[str, ...]):
         self.writer = writer
@@ -548,6 +552,19 @@ class WriteBuffer:
         self.columns = column_slices(points)
         self.batches: list[tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray | None]] = []
         self.rows = 0
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self.pending: Future | None = None
+
+    def __enter__(self) -> WriteBuffer:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+            self.wait()  # an interrupted run still commits what it handed to the writer
+        finally:
+            self.thread.shutdown()
 
     def add(self, rows: pd.DataFrame, pooled: dict[str, np.ndarray], logits: np.ndarray | None) -> None:
         self.batches.append((rows, pooled, logits))
@@ -562,5 +579,11 @@ class WriteBuffer:
         blocks = {pool: np.concatenate([b[1][pool] for b in self.batches]) for pool in self.pools}
         logits = None if self.batches[0][2] is None else np.concatenate([b[2] for b in self.batches])
         hooks = {name: {pool: blocks[pool][:, columns] for pool in self.pools} for name, columns in self.columns.items()}
-        self.writer.append(rows, hooks, logits)
         self.batches, self.rows = [], 0
+        self.wait()
+        self.pending = self.thread.submit(self.writer.append, rows, hooks, logits)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()  # re-raises the writer's error here
