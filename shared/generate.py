@@ -17,7 +17,7 @@ import logging
 import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -214,19 +214,17 @@ def scheduler_spec(source: ModelSource) -> dict | None:
     return {"class": config.get("_class_name"), "config": {k: v for k, v in sorted(config.items()) if not k.startswith("_")}}
 
 
-def local_model_digest(folder: Path, memo_file: Path | None) -> str:
+def local_model_digest(folder: Path, memo_file: Path) -> str:
     """sha256 over every file of a local pipeline; memoised by (path, size, mtime) since weights are large."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts))
     stamp = [(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     memo_key = hashlib.sha256(canonical_json([str(folder.resolve()), stamp]).encode()).hexdigest()
-    memo = {}
-    if memo_file is not None:
-        try:
-            memo = json.loads(memo_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            memo = {}
-        if memo_key in memo:
-            return memo[memo_key]
+    try:
+        memo = json.loads(memo_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    if memo_key in memo:
+        return memo[memo_key]
     digest = hashlib.sha256()
     for path, (relative, _, _) in zip(files, stamp):
         file_digest = hashlib.sha256()
@@ -235,12 +233,11 @@ def local_model_digest(folder: Path, memo_file: Path | None) -> str:
                 file_digest.update(block)
         digest.update(f"{relative}\0{file_digest.hexdigest()}\n".encode())
     result = digest.hexdigest()
-    if memo_file is not None:
-        try:  # a read-only cache just means hashing again next time
-            with atomic_write(memo_file) as handle:
-                json.dump({**memo, memo_key: result}, handle)
-        except (OSError, InputError):
-            pass
+    try:  # a read-only cache just means hashing again next time
+        with atomic_write(memo_file) as handle:
+            json.dump({**memo, memo_key: result}, handle)
+    except (OSError, InputError):
+        pass
     return result
 
 
@@ -259,7 +256,7 @@ class Settings:
     quantization: str
     offload: bool
     scheduler: dict | None
-    model_identity: dict = field(default_factory=dict)
+    model_identity: dict
 
     def params(self) -> dict:
         """The generation parameters as listed in images.jsonl."""

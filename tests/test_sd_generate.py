@@ -25,7 +25,6 @@ from synthprobe.records import PromptRecord, read_prompts, write_prompts
 from synthprobe.tiny_models import TINY_SD3_MULTIPLE, save_tiny_sd3
 from synthprobe.tools.sd_generate import main
 
-REPO = Path(__file__).resolve().parents[1]
 FAST = ["--size", "32", "--steps", "2", "--quantize", "none", "--silent"]
 
 

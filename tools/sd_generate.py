@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from importlib.metadata import version
-from pathlib import Path
 
 import click
 
