@@ -23,13 +23,16 @@ a ridge classifier whose out-of-fold predictions are linear in the labels.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .files import InputError
+from . import __version__
+from .files import InputError, atomic_write
 from .stats import benjamini_hochberg
 
 # Resamples processed together; bounds the temporary arrays (batch x rows x synsets).
@@ -571,12 +574,6 @@ TABLES = {
 
 def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
     """Write the tables, the figures and, last, summary.json (the stage's completion marker)."""
-    import json
-    from pathlib import Path
-
-    from . import __version__
-    from .files import atomic_write
-
     out = Path(out_dir)
     frames = {"layers": result.layers, "synset_max_activation": result.synset_max, "top_synsets": result.top_synsets,
               "top_neurons": result.top_neurons, "top_images": result.top_images,
@@ -625,8 +622,6 @@ def _json_default(value):
 
 
 def _save(fig, path) -> None:
-    from .files import atomic_write
-
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
 
