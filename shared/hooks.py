@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from .cli import progress
 from .files import InputError, sha256_file
@@ -341,15 +342,24 @@ def column_slices(points: list[HookPoint]) -> dict[str, slice]:
 
 
 def pool_output(output: torch.Tensor, pools: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Spatial mean (accumulated in fp32) and/or max of one output, as fp32 (N, C)."""
+    """Spatial mean and/or max of one output, as fp32 (N, C).
+
+    On channels-last maps the mean is ``avg_pool2d`` over the whole map: its CPU and CUDA kernels
+    accumulate in fp32 and run 10-40x faster than ``mean(dim=(2, 3), dtype=float32)`` on bf16, at the
+    cost of one rounding of the result to the map's dtype (bf16: 0.4%, below the error of the bf16 map
+    itself). Other layouts take the plain reduction, accumulated in fp32.
+    """
     if output.dim() == 2:
         vector = output.float()
         return {pool: vector for pool in pools}
     pooled = {}
     if "mean" in pools:
-        pooled["mean"] = output.mean(dim=(2, 3), dtype=torch.float32)
+        if output.is_contiguous(memory_format=torch.channels_last):
+            pooled["mean"] = F.avg_pool2d(output, output.shape[2:]).flatten(1).float()
+        else:
+            pooled["mean"] = output.mean(dim=(2, 3), dtype=torch.float32)
     if "max" in pools:
-        pooled["max"] = output.amax(dim=(2, 3)).float()  # max needs no wider accumulator
+        pooled["max"] = output.amax(dim=(2, 3)).float()  # max is exact in any dtype
     return pooled
 
 
