@@ -40,6 +40,14 @@ class Table:
     def long(self) -> bool:
         return len(self.rows) > LONG_TABLE_ROWS
 
+    def split_by(self, column_name: str) -> dict[str, "Table"]:
+        """One table per value of a column (e.g. per bias class), in first-seen order."""
+        column = self.columns.index(column_name)
+        parts: dict[str, list] = {}
+        for row in self.rows:
+            parts.setdefault(str(row[column]), []).append(row)
+        return {value: Table(self.key, self.file, self.description, self.columns, rows) for value, rows in parts.items()}
+
     def only_layers(self, layers: list[str]) -> "Table":
         column = self.columns.index("layer")
         rows = [row for row in self.rows if row[column] in layers]
@@ -198,6 +206,20 @@ def top_channel_images(analysis: Analysis, thumbnails: Thumbnails | None) -> lis
     return groups
 
 
+BIAS_CLASS_TABLES = ("prompts", "top_prompts")
+
+
+def bias_class_tables(bias: Analysis) -> dict[str, dict[str, Table]]:
+    """Per class, as the original study showed them: every prompt by group, and the top prompts."""
+    per_class: dict[str, dict[str, Table]] = {}
+    for key in BIAS_CLASS_TABLES:
+        table = bias.tables.get(key)
+        if table is not None and "class" in table.columns:
+            for name, part in table.split_by("class").items():
+                per_class.setdefault(name, {})[key] = part
+    return per_class
+
+
 def toy_warnings(analyses: list[Analysis]) -> list[str]:
     """Say plainly when the numbers come from untrained weights."""
     notes = []
@@ -222,6 +244,7 @@ def build_context(separability_dirs: list[Path], bias_dir: Path | None, image_di
         "notices": ([notice] if notice else []) + toy_warnings(analyses),
         "separability": [{"analysis": a, "top_channels": top_channel_images(a, thumbnails)} for a in separability],
         "bias": bias,
+        "bias_classes": bias_class_tables(bias) if bias else {},
         "galleries": thumbnails.galleries() if thumbnails else [],
         "runs": run_summaries(image_dirs),
     }
