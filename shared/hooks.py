@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 from .cli import progress
 from .files import InputError, sha256_file
-from .images import ImageFolder, load_rgb
+from .images import ImageFolder, decode_rgb
 from .store import ROWS_PER_WRITE, StoreWriter
 
 log = logging.getLogger("synthprobe")
@@ -428,21 +429,27 @@ class PoolingHooks:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Decoding in DataLoader workers: (uint8 image, error message or '') per row; a bad file gives zeros."""
+    """Decoding in DataLoader workers: (uint8 image, sha256 of the file, error or '') per row; a bad file gives zeros."""
 
-    def __init__(self, files: list[Path], preprocessing: Preprocessing):
+    def __init__(self, files: list[Path], expected_sha256: list[str], preprocessing: Preprocessing):
         self.files = files
+        self.expected = expected_sha256  # from the manifest, "" where unknown
         self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int):
+        digest = ""
         try:
-            return self.preprocessing.to_uint8(load_rgb(self.files[index])), ""
+            data = self.files[index].read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if self.expected[index] and digest != self.expected[index]:
+                raise ValueError("the file's sha256 differs from the one in the manifest")
+            return self.preprocessing.to_uint8(decode_rgb(data)), digest, ""
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             blank = torch.zeros(3, self.preprocessing.crop, self.preprocessing.crop, dtype=torch.uint8)
-            return blank, f"{type(exc).__name__}: {exc}"
+            return blank, digest, f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -500,7 +507,9 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
     points = select_hook_points(points, settings.layers)
     writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder), {p.name: p.channels for p in points},
                          settings.pools, settings.dtype, n_classes, rows_per_write=settings.rows_per_write)
-    done = set(writer.committed_ids())
+    stored = writer.committed_rows()
+    check_unchanged(folder, stored, out)
+    done = set(stored["id"])
     todo = folder.rows[~folder.rows["id"].isin(done)].reset_index(drop=True)
     started = time.perf_counter()
     failed = 0
@@ -513,10 +522,19 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
     return RunResult(len(todo), failed, len(folder.rows) - len(todo), time.perf_counter() - started)
 
 
+def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path) -> None:
+    """Refuse a manifest whose images differ from those already in the store under the same ids."""
+    both = folder.rows.merge(stored, on="id", suffixes=("", "_stored"))
+    changed = both[(both["sha256"] != "") & (both["sha256_stored"] != "") & (both["sha256"] != both["sha256_stored"])]
+    if len(changed):
+        raise InputError(f"{len(changed)} images of {folder.root} changed since {out} recorded them (first: id "
+                         f"{changed['id'].iloc[0]!r}); write to a new store or delete this one")
+
+
 def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing: Preprocessing,
                  points: list[HookPoint], writer: StoreWriter, device: torch.device, precision: str,
                  settings: RunSettings) -> int:
-    dataset = ImageDataset([folder.file(p) for p in todo["path"]], preprocessing)
+    dataset = ImageDataset([folder.file(p) for p in todo["path"]], list(todo["sha256"]), preprocessing)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.workers,
                                          pin_memory=device.type == "cuda")
     normalize = preprocessing.normalizer(device)
@@ -525,8 +543,9 @@ def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing:
     with (WriteBuffer(writer, points, settings.pools) as buffer, PoolingHooks(module, points, settings.pools) as hooks,
           torch.no_grad(), autocast(device, precision)):
         start = 0
-        for images, errors in loader:
+        for images, digests, errors in loader:
             rows = todo.iloc[start:start + len(images)].copy()
+            rows["sha256"] = digests
             start += len(images)
             bad = [i for i, error in enumerate(errors) if error]
             if bad and not settings.skip_bad:

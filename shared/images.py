@@ -14,6 +14,7 @@ composited over white, 16-bit samples are scaled down (PIL would clip them).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from .records import GROUPS, ID_PATTERN, parse_jsonl, safe_id
 MANIFEST = "images.jsonl"
 SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-ROW_COLUMNS = ("id", "synset", "group", "target", "path")
+ROW_COLUMNS = ("id", "synset", "group", "target", "path", "sha256")  # sha256 from the manifest, else ""
 ALPHA_BACKGROUND = (255, 255, 255)
 
 
@@ -97,6 +98,7 @@ def manifest_row(data: object) -> dict | None:
         "group": data.get("group") or "concept",
         "target": data.get("target") or data["synset"],
         "path": data["path"],
+        "sha256": data.get("sha256") or "",
     }
     if not isinstance(row["id"], str) or not ID_PATTERN.match(row["id"]):
         raise ValueError(f"id {row['id']!r} may only hold letters, digits, '.', '_' and '-'")
@@ -112,15 +114,20 @@ def scan_tree(root: Path) -> list[dict]:
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
                 relative = file.relative_to(root).as_posix()
                 rows.append({"id": safe_id(relative), "synset": class_dir.name, "group": "concept",
-                             "target": class_dir.name, "path": relative})
+                             "target": class_dir.name, "path": relative, "sha256": ""})
     return rows
 
 
 def load_rgb(path: str | os.PathLike):
-    """Decode an image fully into an 8-bit RGB PIL image; PIL's errors propagate (OSError and friends)."""
+    """Decode an image file fully into an 8-bit RGB PIL image."""
+    return decode_rgb(Path(path).read_bytes())
+
+
+def decode_rgb(data: bytes):
+    """Decode image bytes into an 8-bit RGB PIL image; PIL's errors propagate (OSError and friends)."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(data)) as image:
         image.load()  # decode now, so a truncated file fails here and not later
         return to_rgb(image)
 

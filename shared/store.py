@@ -3,7 +3,7 @@
 Layout::
 
     STORE.zarr/                 attrs: provenance, ordered hook points, committed row count
-      rows/{id,synset,group,target,path,status}   (image,) strings: the row table
+      rows/{id,synset,group,target,path,status,sha256}   (image,) strings: the row table
       logits/logits             (image, class) float32, when the model is a classifier
       hooks/<hook point>/mean   (image, channel), and /max when asked for
 
@@ -34,7 +34,7 @@ import pandas as pd
 from .files import InputError
 
 STORE_SCHEMA = 1
-ROW_FIELDS = ("id", "synset", "group", "target", "path", "status")
+ROW_FIELDS = ("id", "synset", "group", "target", "path", "status", "sha256")  # sha256 of the image file, or ""
 MIN_CHUNK_BYTES = 1 << 20
 ROWS_PER_WRITE = 1024
 
@@ -52,6 +52,14 @@ def rows_per_shard(chunk_rows: int, rows_per_write: int) -> int:
 def _normalized(value):
     """Attributes as they read back from zarr.json (tuples become lists, and so on)."""
     return json.loads(json.dumps(value))
+
+
+def _brief(value) -> str:
+    """A value for a one-line message: long lists by their length and ends."""
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        return f"{len(value)} names, {value[0]!r} ... {value[-1]!r}"
+    text = repr(value)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _compressor():
@@ -110,8 +118,8 @@ class StoreWriter:
         stored = dict(self.group.attrs)
         for key in self.IDENTITY_KEYS:
             if key in identity and stored.get(key) != _normalized(identity[key]):
-                raise InputError(f"{self.path} was made with another {key} ({stored.get(key)!r}, now {identity[key]!r}); "
-                                 "write to a new store or delete this one")
+                raise InputError(f"{self.path} was made with another {key} ({_brief(stored.get(key))}, now "
+                                 f"{_brief(identity[key])}); write to a new store or delete this one")
 
     def _arrays(self) -> Iterator:
         for name in ROW_FIELDS:
@@ -131,15 +139,16 @@ class StoreWriter:
     def rows_committed(self) -> int:
         return int(self.group.attrs["rows_committed"])
 
-    def committed_ids(self) -> list[str]:
+    def committed_rows(self, fields: tuple[str, ...] = ("id", "sha256")) -> pd.DataFrame:
         n = self.rows_committed
-        return [] if n == 0 else [str(x) for x in self.group["rows/id"][:n]]
+        return pd.DataFrame({name: [str(x) for x in self.group[f"rows/{name}"][:n]] if n else [] for name in fields})
 
     def append(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None = None) -> None:
         """Append one batch: row table, logits and every hook's pooled values; then commit."""
         n = len(rows)
         for name in ROW_FIELDS:
-            self.group[f"rows/{name}"].append(rows[name].astype(str).to_numpy(dtype=object), axis=0)
+            column = rows[name].astype(str) if name in rows else pd.Series([""] * n)
+            self.group[f"rows/{name}"].append(column.to_numpy(dtype=object), axis=0)
         if "logits" in self.group:
             self.group["logits/logits"].append(np.asarray(logits, dtype=np.float32).reshape(n, -1), axis=0)
         for hook in self.hook_channels:
@@ -181,7 +190,7 @@ class ActivationStore:
     def rows(self) -> pd.DataFrame:
         # zarr returns numpy's variable-width StringDType, which does not cast to "<U"; go through object.
         table = {name: np.asarray(self.group[f"rows/{name}"][: self.n_rows]).astype(object).astype(str)
-                 for name in ROW_FIELDS}
+                 for name in ROW_FIELDS if f"rows/{name}" in self.group}
         return pd.DataFrame(table)
 
     def has_logits(self) -> bool:

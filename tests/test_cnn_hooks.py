@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -45,11 +46,13 @@ def make_tree(root: Path, per_synset: int, seed: int = 0, size: int = 64) -> Pat
     return root
 
 
-def manifest_row(row_id: str, path: str | None, synset: str = "bee.n.01", group: str = "concept", status: str = "ok"):
+def manifest_row(row_id: str, path: str | None, synset: str = "bee.n.01", group: str = "concept", status: str = "ok",
+                 sha256: str = ""):
+    """A row as sd-generate writes it; a failed row has no path."""
     row = {"schema": 1, "id": row_id, "synset": synset, "lemma": synset.split(".")[0], "group": group,
            "target": synset, "prompt": f"a photo of a {synset}", "seed": 1, "status": status, "params": {"steps": 2}}
     if path is not None:
-        row.update(path=path, sha256="0" * 64)
+        row.update(path=path, sha256=sha256)
     return row
 
 
@@ -245,7 +248,7 @@ def test_default_precision_follows_the_hardware(monkeypatch):
 # ---- the store -------------------------------------------------------------------------------
 
 
-def test_store_layout_dtype_chunks_and_attrs(small_store):
+def test_store_layout_dtype_chunks_and_attrs(small_store, tree):
     import zarr
 
     store = ActivationStore(small_store)
@@ -273,7 +276,8 @@ def test_store_layout_dtype_chunks_and_attrs(small_store):
     logits = group["logits/logits"]
     assert logits.shape == (6, 1000) and logits.dtype == np.float32 and logits.metadata.dimension_names == ("image", "class")
     rows = store.rows()
-    assert list(rows.columns) == ["id", "synset", "group", "target", "path", "status"]
+    assert list(rows.columns) == ["id", "synset", "group", "target", "path", "status", "sha256"]
+    assert rows["sha256"][0] == hashlib.sha256((tree / rows["path"][0]).read_bytes()).hexdigest()
     assert rows["id"][0] == "bee.n.01_img_00.png" and rows["path"][0] == "bee.n.01/img 00.png"
     assert set(rows["synset"]) == set(SYNSETS) and (rows["synset"] == rows["target"]).all()
     assert (rows["group"] == "concept").all() and (rows["status"] == "ok").all()
@@ -352,35 +356,51 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference.zarr"
     ok(run_cli(*args, "--out", reference))
     got, want = store_arrays(killed), store_arrays(reference)
-    assert got.keys() == want.keys() and len(want) == 6 + 1 + 19  # row table, logits, hook points
+    assert got.keys() == want.keys() and len(want) == 7 + 1 + 19  # row table, logits, hook points
     for name in want:
         assert got[name].shape[0] == 42, name
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     assert ActivationStore(killed).attrs == ActivationStore(reference).attrs
 
 
-def test_rerun_appends_new_manifest_rows_only(tmp_path, caplog):
+def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_path, caplog):
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(1)
+    sha = {}
     for i in range(4):
         Image.fromarray(smooth_image(rng)).save(folder / f"im{i}.png")
-    write_manifest(folder, [manifest_row("a", "im0.png"), manifest_row("gone", None, status="failed"),
-                            manifest_row("b", "im1.png", "frog.n.01", "object-only")])
+        sha[i] = hashlib.sha256((folder / f"im{i}.png").read_bytes()).hexdigest()
+    a, b = manifest_row("a", "im0.png", sha256=sha[0]), manifest_row("b", "im1.png", "frog.n.01", "object-only", sha256=sha[1])
+    write_manifest(folder, [a, manifest_row("gone", None, status="failed"), b])
     out = tmp_path / "acts.zarr"
     ok(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"))
     first = ActivationStore(out)
     assert list(first.rows()["id"]) == ["a", "b"] and list(first.rows()["group"]) == ["concept", "object-only"]
-    sha = first.attrs["source_sha256"]
-    write_manifest(folder, [manifest_row("a", "im0.png"), manifest_row("b", "im1.png", "frog.n.01", "object-only"),
-                            manifest_row("c", "im2.png"), manifest_row("d", "im3.png", group="mixed")])
+    assert list(first.rows()["sha256"]) == [sha[0], sha[1]]
+    source = first.attrs["source_sha256"]
+    write_manifest(folder, [a, b, manifest_row("c", "im2.png"), manifest_row("d", "im3.png", group="mixed")])
     ok(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"))
     second = ActivationStore(out)
-    assert list(second.rows()["id"]) == ["a", "b", "c", "d"] and second.attrs["source_sha256"] != sha
+    assert list(second.rows()["id"]) == ["a", "b", "c", "d"] and second.attrs["source_sha256"] != source
+    assert list(second.rows()["sha256"]) == [sha[i] for i in range(4)]  # hashed while decoding where unlisted
     np.testing.assert_array_equal(second.read_layer("layer1")[:2], first.read_layer("layer1"))
     caplog.set_level(logging.INFO, logger="synthprobe")
     ok(run_cli(folder, "--out", out, *SMALL[:-1], "--layers", "layer1"))
     assert "already holds all 4 images" in caplog.text
+    # Regenerated images under the same ids must not be mixed with the recorded ones.
+    write_manifest(folder, [manifest_row("a", "im0.png", sha256=sha[3]), b])
+    fails_with(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"), "1 images of", "changed since", "id 'a'")
+    line = fails_with(run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 75 names, 'conv1' ... 'fc')")
+    assert len(line) < 300
+
+
+def test_file_that_differs_from_its_manifest_hash_is_a_bad_image(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(smooth_image(np.random.default_rng(2))).save(folder / "im0.png")
+    write_manifest(folder, [manifest_row("a", "im0.png", sha256="0" * 64)])
+    fails_with(run_cli(folder, "--out", tmp_path / "acts.zarr", *SMALL), "im0.png", "differs from the one in the manifest")
 
 
 # ---- other models and weights ----------------------------------------------------------------
