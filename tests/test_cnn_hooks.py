@@ -481,7 +481,9 @@ def test_truncated_image_fails_naming_the_file(tmp_path, folder_with_truncated_p
 
 def test_skip_bad_records_a_failed_row_with_nan_values(tmp_path, folder_with_truncated_png):
     out = tmp_path / "a.zarr"
-    ok(run_cli(folder_with_truncated_png, "--out", out, *SMALL, "--skip-bad", "--layers", "layer4,fc"))
+    # Two decoding worker processes here: failures travel back from them as row errors.
+    ok(run_cli(folder_with_truncated_png, "--out", out, *SMALL, "--workers", "2", "--batch-size", "2", "--skip-bad",
+               "--layers", "layer4,fc"))
     store = ActivationStore(out)
     rows = store.rows()
     bad = rows.index[rows["path"] == "frog.n.01/img 00.png"][0]
