@@ -131,8 +131,14 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
         assert len(widths) > 10 and min(widths) > 0
         assert page.evaluate("window.__pwned") is None
-        assert HOSTILE_PROMPT in page.inner_text("section#galleries") or HOSTILE_PROMPT in page.content().replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&quot;", '"')
-        # Sorting a long table by clicking its header reorders the rows.
+        assert HOSTILE_PROMPT in page.inner_text("section#galleries")  # shown as text, not run
+        # Clicking a column header sorts its table.
+        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        table = page.locator("section#separability table.sortable").first
+        table.locator("th").nth(4).click()  # layers.csv: avg_centroid_distance
+        column = table.locator("tbody tr td:nth-child(5)").all_inner_texts()
+        numbers = [float(v) for v in column if v]
+        assert numbers == sorted(numbers) and len(numbers) > 2
         page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
         browser.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000
