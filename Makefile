@@ -74,8 +74,11 @@ $(TINY_SD3)/model_index.json: shared/tiny_models.py | $(STAMP)
 .PHONY: tiny-models
 tiny-models: $(TINY_SD3)/model_index.json
 
-# cnn-hooks resumes an unfinished store; the .done marker is written only after it succeeds.
+# cnn-hooks resumes an unfinished store and refuses one made with another model: a change of
+# CNN or WEIGHTS starts a new store, an interrupted run resumes. .done is written on success.
 $(OUT)/acts/%.done: $(OUT)/images/%/images.jsonl $(OUT)/.params/hooks | $(STAMP)
+	@mkdir -p $(OUT)/acts; cmp -s $(OUT)/.params/hooks $(OUT)/acts/$*.params || rm -rf $(OUT)/acts/$*.zarr
+	cp $(OUT)/.params/hooks $(OUT)/acts/$*.params
 	$(BIN)/cnn-hooks $(<D) --out $(OUT)/acts/$*.zarr --model $(CNN) --weights $(WEIGHTS) --batch-size $(HOOK_BATCH)
 	touch $@
 
