@@ -90,7 +90,7 @@ def throughput_ratio(work: Path, model: Path, count: int, size: int, steps: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000, help="records in the cached rerun")
-    parser.add_argument("--images", type=int, default=16, help="images per throughput run")
+    parser.add_argument("--images", type=int, default=96, help="images per throughput run")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
