@@ -23,7 +23,7 @@ system-deps:
 	@if [ ! -f /usr/share/wordnet/data.noun ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq wordnet-base; fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
@@ -45,7 +45,7 @@ $(eval $(call params,concepts,$(SYNSETS) $(CORE_WORDNET) $(N_SYNSETS) $(PER_SYNS
 $(eval $(call params,bias-prompts,$(BIAS_CLASSES) $(PER_GROUP) $(SEEDS_PER_PROMPT) $(SEED)))
 
 $(OUT)/prompts/concepts.jsonl: $(OUT)/.params/concepts | $(STAMP)
-	$(BIN)/wn-prompts concepts $(CONCEPT_SOURCE) --n-synsets $(N_SYNSETS) --per-synset $(PER_SYNSET) --seed $(SEED) -o $@
+	$(BIN)/wn-prompts concepts $(CONCEPT_SOURCE) $(if $(SYNSETS),,--n-synsets $(N_SYNSETS)) --per-synset $(PER_SYNSET) --seed $(SEED) -o $@
 
 $(OUT)/prompts/bias.jsonl: $(OUT)/.params/bias-prompts $(wildcard data/bias_classes/*.json) | $(STAMP)
 	$(BIN)/wn-prompts bias --classes $(BIAS_CLASSES) --per-group $(PER_GROUP) \
@@ -64,7 +64,7 @@ $(eval $(call params,stats,$(PERMUTATIONS) $(BOOTSTRAP) $(SEED)))
 $(OUT)/images/%/images.jsonl: $(OUT)/prompts/%.jsonl $(OUT)/.params/generate | $(STAMP)
 	$(BIN)/sd-generate $< --out $(@D) --model $(GEN_MODEL) --steps $(STEPS) --guidance $(GUIDANCE) \
 		--size $(SIZE) --batch-size $(GEN_BATCH) --quantize $(QUANTIZE) $(CACHE_ARG) \
-		|| { touch -d @0 $@ 2>/dev/null; exit 1; }
+		|| { touch -c -d @0 $@ 2>/dev/null; exit 1; }
 
 # A tiny random SD3 pipeline (about 2 MB, built from configs, no download) for tests and the offline demo.
 TINY_SD3 := models/tiny-sd3
@@ -74,11 +74,13 @@ $(TINY_SD3)/model_index.json: shared/tiny_models.py | $(STAMP)
 .PHONY: tiny-models
 tiny-models: $(TINY_SD3)/model_index.json
 
-# cnn-hooks resumes an unfinished store and refuses one made with another model: a change of
-# CNN or WEIGHTS starts a new store, an interrupted run resumes. .done is written on success.
+# cnn-hooks resumes an unfinished store and refuses one made with another model or images:
+# new images or a new CNN or WEIGHTS start a new store, an interrupted run resumes.
+# .done is written on success.
 $(OUT)/acts/%.done: $(OUT)/images/%/images.jsonl $(OUT)/.params/hooks | $(STAMP)
-	@mkdir -p $(OUT)/acts; cmp -s $(OUT)/.params/hooks $(OUT)/acts/$*.params || rm -rf $(OUT)/acts/$*.zarr
-	cp $(OUT)/.params/hooks $(OUT)/acts/$*.params
+	@mkdir -p $(OUT)/acts; cat $(OUT)/.params/hooks $< | cksum > $(OUT)/acts/$*.params.new
+	@cmp -s $(OUT)/acts/$*.params.new $(OUT)/acts/$*.params || rm -rf $(OUT)/acts/$*.zarr
+	mv $(OUT)/acts/$*.params.new $(OUT)/acts/$*.params
 	$(BIN)/cnn-hooks $(<D) --out $(OUT)/acts/$*.zarr --model $(CNN) --weights $(WEIGHTS) --batch-size $(HOOK_BATCH)
 	touch $@
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import InputError, atomic_write, atomic_write_bytes, check_writable_dir
+from .files import InputError, atomic_write, atomic_write_bytes, begin_outputs
 from .imagenet import hierarchy_indices, imagenet_names, is_imagenet_1k, is_wnid
 from .prompts import BIAS_GROUPS, BiasClass, known_bias_classes, load_bias_class, record_seed
 from .records import read_prompts
@@ -350,7 +350,7 @@ def build_summary(parameters: dict, store: ActivationStore, counts: dict, groups
                   tops: pd.DataFrame, matrices: dict[str, pd.DataFrame], labels: list[str],
                   targets: dict[str, TargetSet]) -> dict:
     """Everything the report stage needs, with the definitions of every number."""
-    provenance = {k: v for k, v in store.attrs.items() if k not in ("classes", "class_names", "hook_points")}
+    provenance = store.provenance()
     model_classes = store.attrs.get("classes") or []
     per_class = {}
     for line in class_lines.to_dict("records"):
@@ -408,7 +408,7 @@ def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[s
     for name in classes:
         if not (images["class"] == name).any():
             log.warning("class %s has no images in %s", name, store_path)
-    out = check_writable_dir(out)
+    out = begin_outputs(out, "summary.json")
     n_failed = int((rows["status"] != OK_STATUS).sum())
     counts = {"n_rows": len(rows), "n_used": len(images), "n_failed": n_failed,
               "n_ignored": len(rows) - n_failed - len(images)}

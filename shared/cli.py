@@ -24,6 +24,14 @@ def run_guarded(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except InputError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # disk full, permissions, a vanished file: say which file
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+        except RuntimeError as exc:
+            if type(exc).__name__ != "OutOfMemoryError":  # torch's CUDA OOM, without importing torch here
+                raise
+            raise click.ClickException("out of GPU memory; try a smaller --batch-size"
+                                       " (sd-generate: also --offload or --quantize 4bit)") from None
         except KeyboardInterrupt:
             click.echo("Interrupted; rerun the same command to resume.", err=True)
             sys.exit(130)

@@ -90,6 +90,18 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def begin_outputs(folder: str | os.PathLike, *markers: str) -> Path:
+    """Make ``folder`` writable and remove its completion markers before a stage rewrites it.
+
+    A stage writes its marker last; removing the old one first means a crash
+    never leaves new files beside a marker that says they are complete.
+    """
+    folder = check_writable_dir(folder)
+    for marker in markers:
+        (folder / marker).unlink(missing_ok=True)
+    return folder
+
+
 def check_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` if needed and make sure files can be written in it."""
     path = Path(path)

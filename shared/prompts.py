@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import string
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ PICTURABLE_LEXNAMES = frozenset({"noun.animal", "noun.artifact", "noun.food", "n
 PHYSICAL_ENTITY = "physical_entity.n.01"
 BIAS_GROUPS = GROUPS[1:]
 DEFAULT_BIAS_CLASSES = ("bee", "frog", "airplane", "guitar", "strawberry")
+TEMPLATE_FIELDS = frozenset({"lemma", "a_lemma", "hypernym", "gloss"})
 
 
 def record_seed(base_seed: int, record_id: str) -> int:
@@ -52,6 +54,14 @@ def load_templates(path: str | Path | None = None) -> list[Template]:
         raise InputError(f"{source}: not a template file ({exc})") from None
     if not templates:
         raise InputError(f"{source}: no templates")
+    for template in templates:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(template.text) if name is not None}
+        except ValueError as exc:
+            raise InputError(f"{source}: template {template.id!r}: {exc}") from None
+        if fields - TEMPLATE_FIELDS:
+            raise InputError(f"{source}: template {template.id!r} uses {', '.join(sorted(fields - TEMPLATE_FIELDS))}; "
+                             f"known fields: {', '.join(sorted(TEMPLATE_FIELDS))}")
     return templates
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .files import InputError, atomic_write
+from .files import InputError, open_output
 from .images import load_rgb, read_image_folder
 
 THUMBNAIL_PX = 128
@@ -225,6 +225,7 @@ def toy_warnings(analyses: list[Analysis]) -> list[str]:
     notes = []
     for analysis in analyses:
         store = analysis.summary.get("store", {})
+        store = store.get("attrs", store)  # bias-report nests the store's attrs
         if str(store.get("weights", "")).lower() == "none":
             notes.append(f"{analysis.folder}: the classifier {store.get('model', '')} has random weights "
                          "(--weights none); its numbers show the pipeline works, not what a trained model learned.")
@@ -245,6 +246,7 @@ def build_context(separability_dirs: list[Path], bias_dir: Path | None, image_di
         "separability": [{"analysis": a, "top_channels": top_channel_images(a, thumbnails)} for a in separability],
         "bias": bias,
         "bias_classes": bias_class_tables(bias) if bias else {},
+        "bias_class_keys": {key for tables in (bias_class_tables(bias) if bias else {}).values() for key in tables},
         "galleries": thumbnails.galleries() if thumbnails else [],
         "runs": run_summaries(image_dirs),
     }
@@ -264,6 +266,6 @@ def render(context: dict) -> str:
 
 def write_report(output: str | Path, **kwargs) -> Path:
     html = render(build_context(**kwargs))
-    with atomic_write(output) as handle:
+    with open_output(output) as handle:
         handle.write(html)
     return Path(output)

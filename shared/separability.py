@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from . import __version__
-from .files import InputError, atomic_write
+from .files import InputError, atomic_write, begin_outputs
 from .stats import benjamini_hochberg
 
 # Resamples processed together; bounds the temporary arrays (batch x rows x synsets).
@@ -574,7 +574,7 @@ TABLES = {
 
 def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
     """Write the tables, the figures and, last, summary.json (the stage's completion marker)."""
-    out = Path(out_dir)
+    out = begin_outputs(out_dir, "summary.json")
     frames = {"layers": result.layers, "synset_max_activation": result.synset_max, "top_synsets": result.top_synsets,
               "top_neurons": result.top_neurons, "top_images": result.top_images,
               "selective_channels": result.selective}
@@ -594,7 +594,7 @@ def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
         "version": __version__,
         "parameters": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()},
                        "ridge_alpha": RIDGE_ALPHA, "ci_level": 0.95},
-        "store": {"path": str(store.path), **{k: v for k, v in store.attrs.items() if k != "hook_points"},
+        "store": {"path": str(store.path), **store.provenance(),
                   "n_hook_points": len(store.hook_points)},
         "n_images": int(sum(result.synset_counts.values())),
         "n_synsets": len(result.synset_counts),

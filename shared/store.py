@@ -193,6 +193,10 @@ class ActivationStore:
         if "rows" not in self.group:
             raise InputError(f"{self.path} has no row table (rows/); rerun cnn-hooks to rebuild it")
 
+    def provenance(self) -> dict:
+        """The attrs that say how the store was made, without the long per-class and per-layer lists."""
+        return {k: v for k, v in self.attrs.items() if k not in ("classes", "class_names", "hook_points")}
+
     @property
     def hook_points(self) -> list[str]:
         return list(self.attrs.get("hook_points", []))

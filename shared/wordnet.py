@@ -87,10 +87,12 @@ def build_nltk_layout(wordnet_dir: Path, nltk_data: Path) -> Path:
             for lemma in synset.lemmas()
         }
         (staging / "index.sense").write_text("".join(sorted(lines)))
-        if target.exists():  # another process finished first
-            shutil.rmtree(staging)
-        else:
+        try:
             os.replace(staging, target)
+        except OSError:
+            if not (target / "index.sense").is_file():
+                raise
+            shutil.rmtree(staging)  # another process finished first
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

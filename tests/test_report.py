@@ -134,11 +134,15 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         assert HOSTILE_PROMPT in page.inner_text("section#galleries")  # shown as text, not run
         # Clicking a column header sorts its table.
         page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
-        table = page.locator("section#separability table.sortable").first
-        table.locator("th").nth(4).click()  # layers.csv: avg_centroid_distance
-        column = table.locator("tbody tr td:nth-child(5)").all_inner_texts()
-        numbers = [float(v) for v in column if v]
-        assert numbers == sorted(numbers) and len(numbers) > 2
+        for table in (page.locator("section#separability table.sortable").first,
+                      page.locator("section#bias table.sortable").last):
+            header = table.locator("th")
+            position = next(i for i, text in enumerate(header.all_inner_texts()) if text.strip() in
+                            ("avg_centroid_distance", "confidence_mean"))
+            header.nth(position).click()
+            column = table.locator(f"tbody tr td:nth-child({position + 1})").all_inner_texts()
+            numbers = [float(v) for v in column if v]
+            assert numbers == sorted(numbers) and len(numbers) > 1
         page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
         browser.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000

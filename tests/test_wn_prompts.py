@@ -215,3 +215,17 @@ def test_malformed_record_read_back_names_file_and_line(tmp_path):
     path.write_text(json.dumps({**good, "id": "a b"}) + "\n")
     with pytest.raises(InputError, match=":1: id 'a b'"):
         read_prompts(path)
+
+
+def test_explicit_synsets_are_all_kept(wn):
+    names = ["dog.n.01", "cat.n.01", "car.n.01", "apple.n.01", "chair.n.01", "tree.n.01", "cow.n.01",
+             "horse.n.01", "boat.n.01", "pear.n.01", "lamp.n.01", "sock.n.01"]
+    records = records_of(run("concepts", "--synsets", ",".join(names), "--per-synset", 1).stdout)
+    assert [r["synset"] for r in records] == names
+
+
+def test_template_with_unknown_field(wn, tmp_path):
+    templates = tmp_path / "t.json"
+    templates.write_text(json.dumps({"templates": [{"id": "odd", "text": "a {colour} {lemma}"}]}))
+    line = error_line(run("concepts", "--synsets", "dog.n.01", "--templates", templates, ok=False))
+    assert "template 'odd' uses colour" in line

@@ -11,7 +11,7 @@ import click
 from synthprobe import __version__
 from synthprobe import generate as G
 from synthprobe.cli import run_guarded, silent_option
-from synthprobe.files import atomic_write, check_writable_dir
+from synthprobe.files import atomic_write, begin_outputs
 from synthprobe.image_cache import ImageCache, default_image_cache
 from synthprobe.records import dumps, read_prompts, write_jsonl
 
@@ -99,9 +99,9 @@ def main(prompts, out_dir, model, revision, steps, guidance, size, batch_size, d
     if dry_run:
         print_dry_run(G.plan(records, settings, cache))
         return
-    out = check_writable_dir(out_dir)
-    result = G.run_generation(records, settings, cache, out, build_pipeline=G.load_pipeline, silent=silent)
     manifest_name, run_name = output_names(shard_spec)
+    out = begin_outputs(out_dir, manifest_name, run_name)
+    result = G.run_generation(records, settings, cache, out, build_pipeline=G.load_pipeline, silent=silent)
     seconds = time.perf_counter() - started
     with atomic_write(out / run_name) as handle:
         handle.write(dumps({

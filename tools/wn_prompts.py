@@ -40,7 +40,7 @@ def main():
 @click.option("--core-wordnet", "core_path", type=click.Path(dir_okay=False), default=None,
               help="Local Core WordNet file (default: download from Princeton once, then cached).")
 @click.option("--synsets", default=None, help="Explicit synsets instead of Core WordNet: 'dog.n.01,cat.n.01' or @FILE.")
-@click.option("--n-synsets", type=click.IntRange(min=1), default=10, show_default=True, help="How many synsets to sample.")
+@click.option("--n-synsets", type=click.IntRange(min=1), default=10, show_default=True, help="How many Core WordNet synsets to sample (not applied to --synsets).")
 @click.option("--all-synsets", is_flag=True, help="Keep every picturable synset (ignores --n-synsets).")
 @click.option("--per-synset", type=click.IntRange(min=1), default=10, show_default=True, help="Prompts (images) per synset.")
 @click.option("--exclude", default=",".join(f"{c}" for c in P.DEFAULT_BIAS_CLASSES), show_default=True,
@@ -72,8 +72,6 @@ def make_concept_records(wn, core_path, synsets, n_synsets, per_synset, exclude,
     if synsets:
         candidates = [get_synset(wn, name) for name in read_synset_names(synsets)]
         chosen = [s for s in candidates if s.name() not in excluded]
-        if n_synsets is not None:
-            chosen = chosen[:n_synsets]
     else:
         entries = parse_core_wordnet(core_path or fetch_core_wordnet())
         resolution = resolve_entries(wn, entries)
