@@ -77,8 +77,15 @@ def resolve_device(requested: str) -> str:
         if torch.cuda.is_available():
             return "cuda"
         return "mps" if torch.backends.mps.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {requested}: torch sees no CUDA GPU here")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise InputError(f"--device {requested!r} is not a device name (auto, cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {requested}: torch sees no CUDA GPU here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return requested
 
 

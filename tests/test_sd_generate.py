@@ -407,7 +407,7 @@ def hub_error(cls, message):
 
 
 @pytest.mark.parametrize("case", ["size", "hub-size", "missing-folder", "not-a-pipeline", "offline-hub", "gated", "not-found",
-                                  "malformed", "cache", "shard", "cuda-quantize"])
+                                  "malformed", "cache", "shard", "cuda-quantize", "device"])
 def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypatch, no_model_load):
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
@@ -425,6 +425,7 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
         "cache": "cannot write to the image cache",
         "shard": "--shard 3/3: K must be in 0..N-1",
         "cuda-quantize": "--quantize 4bit needs a CUDA GPU",
+        "device": "--device 'gpu' is not a device name",
     }[case]
     if case == "size":
         args += ["--size", "30"]
@@ -455,6 +456,8 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
         args += ["--shard", "3/3"]
     elif case == "cuda-quantize":
         args += ["--quantize", "4bit", "--device", "cpu"]
+    elif case == "device":
+        args += ["--device", "gpu"]
     result = cli(args, expect_exit=1)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output
