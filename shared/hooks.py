@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import library_versions
 from .cli import progress
 from .files import InputError, sha256_file
 from .images import ImageFolder, decode_rgb
@@ -474,25 +475,14 @@ class RunResult:
     seconds: float
 
 
-def library_versions() -> dict[str, str]:
-    import PIL
-    import timm
-    import torchvision
-    import zarr
-
-    from . import __version__
-
-    return {"synthprobe": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "zarr": zarr.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
-
-
 def store_attrs(network: Network, precision: str, n_classes: int | None, folder: ImageFolder) -> dict:
     from .imagenet import N_IMAGENET_CLASSES, imagenet_names, imagenet_wnids
 
     attrs = {"model": network.name, "weights": network.weights, "weights_source": network.weights_source,
              "preprocessing": network.preprocessing.attrs(), "precision": precision,
              "source_folder": str(folder.root.resolve()), "source_layout": folder.layout,
-             "source_sha256": folder.source_sha256, "versions": library_versions()}
+             "source_sha256": folder.source_sha256,
+             "versions": library_versions("torch", "torchvision", "timm", "zarr", "numpy", "pillow")}
     if n_classes == N_IMAGENET_CLASSES:  # torchvision's classifiers and timm's default heads: ImageNet-1k order
         attrs["classes"] = list(imagenet_wnids())
         attrs["class_names"] = list(imagenet_names())

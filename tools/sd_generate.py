@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from importlib.metadata import version
 
 import click
 
-from synthprobe import __version__
+from synthprobe import library_versions
 from synthprobe import generate as G
 from synthprobe.cli import run_guarded, silent_option
 from synthprobe.files import atomic_write, begin_outputs
@@ -37,11 +36,6 @@ def run_config(settings: G.Settings, prompts: str, cache: ImageCache, shard, lim
         "offload": settings.offload, "scheduler": settings.scheduler, "cache": str(cache.root),
         "shard": f"{shard[0]}/{shard[1]}" if shard else None, "limit": limit,
     }
-
-
-def library_versions() -> dict:
-    # Package metadata, not imports: an all-cached run never needs to import diffusers.
-    return {"synthprobe": __version__, **{name: version(name) for name in ("torch", "diffusers", "transformers")}}
 
 
 def print_dry_run(planned: list[G.Planned]) -> None:
@@ -107,7 +101,8 @@ def main(prompts, out_dir, model, revision, steps, guidance, size, batch_size, d
         handle.write(dumps({
             "schema": RUN_SCHEMA, "tool": "sd-generate", "manifest": manifest_name,
             "config": run_config(settings, prompts, cache, shard_spec, limit),
-            "summary": result.summary(), "seconds": round(seconds, 3), "versions": library_versions(),
+            "summary": result.summary(), "seconds": round(seconds, 3),
+            "versions": library_versions("torch", "diffusers", "transformers"),
         }) + "\n")
     write_jsonl(out / manifest_name, result.rows)
     line = (f"{len(result.rows)} records -> {out / manifest_name}: {result.generated} generated, "
