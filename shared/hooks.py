@@ -37,7 +37,6 @@ from .store import ROWS_PER_WRITE, StoreWriter
 log = logging.getLogger("synthprobe")
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-POOLS = ("mean", "max")
 TIMM_PREFIX = "timm:"
 RANDOM_INIT_SEED = 0  # --weights none is random but reproducible
 COLOR_HANDLING = "8-bit RGB; grayscale repeated, alpha over white, 16-bit scaled to 8-bit"

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .files import InputError, open_output
-from .images import load_rgb, read_image_folder
+from .files import InputError, open_input, open_output
+from .images import MANIFEST, SHARD_MANIFESTS, load_rgb, read_image_folder
+from .records import parse_jsonl
 
 THUMBNAIL_PX = 128
 GALLERY_PER_SET = 8
@@ -61,10 +62,6 @@ class Analysis:
     summary: dict
     tables: dict[str, Table]
     figures: dict[str, str]  # name -> data URI
-
-    @property
-    def tool(self) -> str:
-        return self.summary.get("tool", "")
 
 
 @dataclass
@@ -167,16 +164,14 @@ class Thumbnails:
 
 
 def manifest_prompts(root: Path) -> dict[str, str]:
-    """id -> prompt text from an image folder's manifest (none for a plain ImageFolder tree)."""
-    manifest = root / "images.jsonl"
-    if not manifest.is_file():
-        return {}
+    """id -> prompt text from an image folder's manifest or shard manifests (none for a plain tree)."""
+    manifests = [root / MANIFEST] if (root / MANIFEST).is_file() else sorted(root.glob(SHARD_MANIFESTS))
     prompts = {}
-    for line in manifest.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if "id" in row and "prompt" in row:
-                prompts[row["id"]] = row["prompt"]
+    for manifest in manifests:
+        with open_input(manifest) as handle:
+            for _, row in parse_jsonl(handle, str(manifest)):
+                if isinstance(row, dict) and "id" in row and "prompt" in row:
+                    prompts[row["id"]] = row["prompt"]
     return prompts
 
 
