@@ -15,6 +15,7 @@ import click
 
 from .files import InputError
 from .generate import hub_error_message, offline_message, read_model_json, resolve_model_source
+from .hooks import TIMM_PREFIX, weights_kind
 
 DEMO_HINT = "; to see the whole pipeline work offline, run `make demo`"
 
@@ -41,25 +42,58 @@ def url_reachable(url: str, timeout: float = 10) -> bool:
 
 
 def check_cnn_weights(cnn: str, weights: str) -> str:
-    if weights.lower() == "none" or cnn.startswith("timm:"):
-        return f"cnn {cnn} ({weights}): nothing to fetch" if weights.lower() == "none" else f"cnn {cnn}: timm fetches its own weights"
-    if Path(weights).exists():
+    kind = weights_kind(weights)
+    if kind == "none":
+        return f"cnn {cnn} ({weights}): nothing to fetch"
+    if kind == "file":
+        if not Path(weights).is_file():
+            raise InputError(f"weights file {weights} does not exist")
         return f"cnn weights {weights}: local file"
-    import torch
+    if cnn.startswith(TIMM_PREFIX):
+        return check_timm_weights(cnn[len(TIMM_PREFIX):])
     import torchvision.models as tvm
 
     try:
         enum = tvm.get_model_weights(cnn)
     except ValueError:
         raise InputError(f"unknown torchvision model {cnn!r}") from None
-    chosen = enum.DEFAULT if weights.upper() == "DEFAULT" else enum.__members__.get(weights)
+    chosen = enum.DEFAULT if kind == "default" else enum.__members__.get(weights)
     if chosen is None:
         raise InputError(f"--weights {weights}: not DEFAULT, none, a file, or one of {', '.join(enum.__members__)}")
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(chosen.url).name
-    if cached.is_file() or url_reachable(chosen.url):
-        return f"cnn {cnn} weights {chosen}: ok"
-    raise InputError(f"cannot reach the {chosen} weights ({chosen.url}) and they are not in {cached.parent}: "
+    return check_url(f"cnn {cnn} weights {chosen}", chosen.url)
+
+
+def check_url(what: str, url: str) -> str:
+    """Weights that torch.hub downloads: in its cache, or reachable now."""
+    import torch
+
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if cached.is_file() or url_reachable(url):
+        return f"{what}: ok"
+    raise InputError(f"cannot reach {url} for {what} and it is not in {cached.parent}: "
                      f"connect once, or pass a local state-dict file as WEIGHTS=PATH{DEMO_HINT}")
+
+
+def check_timm_weights(name: str) -> str:
+    import timm
+
+    config = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    if config is None:
+        raise InputError(f"timm model {name!r} has no pretrained weights; use WEIGHTS=none or a local file")
+    if not config.hf_hub_id:
+        return check_url(f"cnn timm:{name}", config.url)
+    from huggingface_hub import file_exists, try_to_load_from_cache
+
+    files = ("model.safetensors", "pytorch_model.bin")
+    if any(isinstance(try_to_load_from_cache(config.hf_hub_id, f), str) for f in files):
+        return f"cnn timm:{name} weights {config.hf_hub_id}: cached"
+    try:
+        if file_exists(config.hf_hub_id, files[0]) or file_exists(config.hf_hub_id, files[1]):
+            return f"cnn timm:{name} weights {config.hf_hub_id}: ok"
+    except Exception:  # offline or hub errors: the advice is the same
+        pass
+    raise InputError(f"cannot reach the Hugging Face hub for timm:{name} ({config.hf_hub_id}) and its weights are not "
+                     f"cached: connect once, or pass a local state-dict file as WEIGHTS=PATH{DEMO_HINT}")
 
 
 @click.command()

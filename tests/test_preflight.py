@@ -29,3 +29,19 @@ def test_local_weights_file_passes(tmp_path):
 def test_unknown_weights_name_lists_the_known_ones():
     with pytest.raises(InputError, match="IMAGENET1K_V2"):
         check_cnn_weights("resnet50", "IMAGENET9K")
+
+
+def test_timm_weights_offline_say_what_to_do(monkeypatch):
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "file_exists", offline)
+    with pytest.raises(InputError, match="timm:efficientnet_lite0.*make demo"):
+        check_cnn_weights("timm:efficientnet_lite0", "DEFAULT")
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        check_cnn_weights("resnet50", str(tmp_path / "w.pth"))
