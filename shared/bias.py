@@ -8,7 +8,6 @@ the classifier needs the object or only its usual surroundings.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -19,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import InputError, atomic_write, atomic_write_bytes, begin_outputs
+from .files import InputError, atomic_write, begin_outputs
 from .imagenet import hierarchy_indices, imagenet_names, is_imagenet_1k, is_wnid
+from .plots import pyplot, save_png
 from .prompts import BIAS_GROUPS, BiasClass, known_bias_classes, load_bias_class, record_seed
 from .records import read_prompts
 from .stats import bootstrap_ci
@@ -250,21 +250,11 @@ def cross_class_table(matrices: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 # ---- figures ---------------------------------------------------------------
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_groups(groups: pd.DataFrame, classes: list[str], level: float, path: Path) -> None:
     """Grouped bars: mean confidence per class and group, with the bootstrap interval as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(classes) + 2), 4.5))
     x = np.arange(len(classes))
@@ -287,7 +277,7 @@ def plot_groups(groups: pd.DataFrame, classes: list[str], level: float, path: Pa
     ax.spines[["top", "right"]].set_visible(False)
     fig.legend(loc="lower center", ncols=len(BIAS_GROUPS), frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_cross_class(matrices: dict[str, pd.DataFrame], path: Path) -> None:
@@ -296,10 +286,7 @@ def plot_cross_class(matrices: dict[str, pd.DataFrame], path: Path) -> None:
     Each panel has its own colour scale: context-only confidences are small, and
     on a shared 0-1 scale a context that raises another class would not show.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     classes = list(matrices[CROSS_GROUPS[0]].index)
     side = max(3.5, 0.75 * len(classes) + 1.5)
@@ -317,7 +304,7 @@ def plot_cross_class(matrices: dict[str, pd.DataFrame], path: Path) -> None:
         ax.set_ylabel("probability of class")
         ax.set_title(f"{group} images")
         fig.colorbar(image, ax=ax, label="mean target probability", shrink=0.8)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 # ---- the whole report --------------------------------------------------------

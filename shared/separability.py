@@ -33,6 +33,7 @@ from scipy import stats as sps
 
 from . import __version__
 from .files import InputError, atomic_write, begin_outputs
+from .plots import pyplot, save_png
 from .stats import benjamini_hochberg
 
 # Resamples processed together; bounds the temporary arrays (batch x rows x synsets).
@@ -621,17 +622,11 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _save(fig, path) -> None:
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
 
 
 def plot_heatmap(result: Result, layers: list[str], path) -> None:
     """Metric 5: max activation, synsets (rows) by top layers (columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     grid = result.synset_max.pivot(index="synset", columns="layer", values="max_activation")[layers]
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(layers), 1.2 + 0.35 * len(grid)))
@@ -645,16 +640,12 @@ def plot_heatmap(result: Result, layers: list[str], path) -> None:
     ax.set_ylabel("synset")
     ax.set_title("Max activation of each synset's centroid")
     fig.colorbar(image, ax=ax, label="max activation")
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_depth(layers: pd.DataFrame, path) -> None:
     """Scale-free measures with their 95% intervals by depth, beside the raw centroid distance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [("fisher", "fisher", "Fisher ratio (log)"), ("silhouette", "silhouette", "silhouette (cosine)"),
               ("probe_accuracy", "probe", "linear-probe accuracy"), ("avg_centroid_distance", None,
@@ -678,5 +669,4 @@ def plot_depth(layers: pd.DataFrame, path) -> None:
     axes[-1].set_xticks(depth[::step], layers["layer"].iloc[::step], rotation=90, fontsize=7)
     axes[-1].set_xlabel("layer (depth order)")
     axes[0].set_title("Separability by depth: scale-free measures vs the raw centroid distance")
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
