@@ -251,7 +251,6 @@ def cross_class_table(matrices: dict[str, pd.DataFrame]) -> pd.DataFrame:
 # ---- figures ---------------------------------------------------------------
 
 
-
 def plot_groups(groups: pd.DataFrame, classes: list[str], level: float, path: Path) -> None:
     """Grouped bars: mean confidence per class and group, with the bootstrap interval as error bars."""
     plt = pyplot()
