@@ -622,8 +622,6 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-
-
 def plot_heatmap(result: Result, layers: list[str], path) -> None:
     """Metric 5: max activation, synsets (rows) by top layers (columns)."""
     plt = pyplot()
