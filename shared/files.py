@@ -102,13 +102,13 @@ def begin_outputs(folder: str | os.PathLike, *markers: str) -> Path:
     return folder
 
 
-def check_writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and make sure files can be written in it."""
+def check_writable_dir(path: str | os.PathLike, what: str = "folder", hint: str = "") -> Path:
+    """Create ``path`` if needed and make sure files can be written in it; ``what`` and ``hint`` shape the error."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise InputError(f"cannot write to folder {path}: {exc.strerror or exc}") from exc
+        raise InputError(f"cannot write to {what} {path}: {exc.strerror or exc}{hint}") from exc
     return path

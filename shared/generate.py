@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .cli import progress
-from .files import InputError, atomic_write
+from .files import InputError, atomic_write, sha256_file
 from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json, link_or_copy
 from .records import PromptRecord
 
@@ -221,8 +221,11 @@ def scheduler_spec(source: ModelSource) -> dict | None:
     return {"class": config.get("_class_name"), "config": {k: v for k, v in sorted(config.items()) if not k.startswith("_")}}
 
 
-def local_model_digest(folder: Path, memo_file: Path) -> str:
-    """sha256 over every file of a local pipeline; memoised by (path, size, mtime) since weights are large."""
+def local_model_digest(folder: Path, memo_file: Path, remember: bool = True) -> str:
+    """sha256 over every file of a local pipeline; memoised by (path, size, mtime) since weights are large.
+
+    ``remember=False`` reads the memo but never writes it (``--dry-run`` changes nothing).
+    """
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts))
     stamp = [(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     memo_key = hashlib.sha256(canonical_json([str(folder.resolve()), stamp]).encode()).hexdigest()
@@ -234,12 +237,10 @@ def local_model_digest(folder: Path, memo_file: Path) -> str:
         return memo[memo_key]
     digest = hashlib.sha256()
     for path, (relative, _, _) in zip(files, stamp):
-        file_digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                file_digest.update(block)
-        digest.update(f"{relative}\0{file_digest.hexdigest()}\n".encode())
+        digest.update(f"{relative}\0{sha256_file(path)}\n".encode())
     result = digest.hexdigest()
+    if not remember:
+        return result
     try:  # a read-only cache just means hashing again next time
         with atomic_write(memo_file) as handle:
             json.dump({**memo, memo_key: result}, handle)
@@ -284,7 +285,8 @@ class Settings:
 
 
 def resolve_settings(*, model: str, revision: str | None, steps: int, guidance: float, size: str, batch_size: int,
-                     device: str, dtype: str, quantize: str, offload: bool, cache: ImageCache) -> Settings:
+                     device: str, dtype: str, quantize: str, offload: bool, cache: ImageCache,
+                     dry_run: bool = False) -> Settings:
     """Check every option and read the model's small config files; never loads weights."""
     width, height = parse_size(size)
     source = resolve_model_source(model, revision)
@@ -292,7 +294,7 @@ def resolve_settings(*, model: str, revision: str | None, steps: int, guidance: 
     scheduler = scheduler_spec(source)
     device = resolve_device(device)
     if source.is_local:
-        identity = {"local_sha256": local_model_digest(source.folder, cache.root / "model-digests.json")}
+        identity = {"local_sha256": local_model_digest(source.folder, cache.root / "model-digests.json", not dry_run)}
     else:
         identity = {"hub": source.name, "revision": source.revision}
     return Settings(source, steps, float(guidance), width, height, batch_size, device, resolve_dtype(dtype, device),

@@ -14,11 +14,10 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import InputError, atomic_write, atomic_write_bytes, cache_root
+from .files import atomic_write, atomic_write_bytes, cache_root, check_writable_dir
 
 CACHE_SCHEMA = 1
 
@@ -70,15 +69,7 @@ class ImageCache:
         return CacheEntry(key, png, sha)
 
     def check_writable(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-test-"):
-                pass
-        except OSError as exc:
-            raise InputError(
-                f"cannot write to the image cache {self.root}: {exc.strerror or exc} "
-                "(pick another with --cache or SYNTHPROBE_CACHE)"
-            ) from None
+        check_writable_dir(self.root, "the image cache", " (pick another with --cache or SYNTHPROBE_CACHE)")
 
 
 def link_or_copy(source: Path, dest: Path) -> None:

@@ -153,6 +153,10 @@ def test_dry_run_lists_work_and_writes_nothing(tiny_model, tiny_pipeline, prompt
     assert "2 to generate, 1 cached" in result.stderr
     assert not out.exists()
 
+    fresh = tmp_path / "fresh-cache"
+    cli([prompts(records), "--out", out, "--model", tiny_model, "--cache", fresh, "--dry-run", *FAST])
+    assert not fresh.exists() and not out.exists(), "a dry run writes neither the cache nor the output"
+
 
 def test_limit_and_shard_select_records(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
     monkeypatch.setattr(G, "load_pipeline", lambda s: tiny_pipeline)

@@ -89,7 +89,7 @@ def main(prompts, out_dir, model, revision, steps, guidance, size, batch_size, d
     cache = ImageCache(cache_dir or default_image_cache())
     settings = G.resolve_settings(model=model, revision=revision, steps=steps, guidance=guidance, size=size,
                                   batch_size=batch_size, device=device, dtype=dtype, quantize=quantize,
-                                  offload=offload, cache=cache)
+                                  offload=offload, cache=cache, dry_run=dry_run)
     if dry_run:
         print_dry_run(G.plan(records, settings, cache))
         return
