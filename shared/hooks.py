@@ -12,7 +12,6 @@ layer; the pooled vectors of a batch leave the device in one transfer.
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import hashlib
 import logging
 import math
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from . import library_versions
-from .cli import progress
+from .cli import progress, select_by_globs
 from .files import InputError, sha256_file
 from .images import ImageFolder, decode_rgb
 from .store import ROWS_PER_WRITE, StoreWriter
@@ -326,14 +325,8 @@ def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) 
 
 def select_hook_points(points: list[HookPoint], patterns: list[str]) -> list[HookPoint]:
     """The points matching any glob, in forward order; a pattern that matches nothing is an error."""
-    if not patterns:
-        return points
-    for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(p.name, pattern) for p in points):
-            close = difflib.get_close_matches(pattern, [p.name for p in points], n=3)
-            hint = f"; close names: {', '.join(close)}" if close else ""
-            raise InputError(f"--layers {pattern!r} matches no hook point{hint} (see --list-layers)")
-    return [p for p in points if any(fnmatch.fnmatchcase(p.name, pattern) for pattern in patterns)]
+    chosen = set(select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
+    return [p for p in points if p.name in chosen]
 
 
 def column_slices(points: list[HookPoint]) -> dict[str, slice]:

@@ -22,7 +22,6 @@ a ridge classifier whose out-of-fold predictions are linear in the labels.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from . import __version__
+from .cli import select_by_globs
 from .files import InputError, atomic_write, begin_outputs
 from .plots import pyplot, save_png
 from .stats import benjamini_hochberg
@@ -77,11 +77,8 @@ def select_rows(rows: pd.DataFrame, groups: tuple[str, ...]) -> pd.DataFrame:
 
 def select_layers(hook_points: list[str], patterns: tuple[str, ...]) -> list[str]:
     """Hook points matching any glob, in the store's depth order."""
-    chosen = [h for h in hook_points if any(fnmatch.fnmatchcase(h, p) for p in patterns)]
-    if not chosen:
-        shown = ", ".join(hook_points[:8]) + (" ..." if len(hook_points) > 8 else "")
-        raise InputError(f"--layers {','.join(patterns)} matches no hook point; the store has: {shown or 'none'}")
-    return chosen
+    shown = ", ".join(hook_points[:8]) + (" ..." if len(hook_points) > 8 else "")
+    return select_by_globs(hook_points, patterns, more=f"; the store has: {shown or 'none'}")
 
 
 def stratified_sample(codes: np.ndarray, cap: int, seed: int) -> np.ndarray:
