@@ -16,6 +16,12 @@ class InputError(Exception):
     """Bad input from the user: a file, a line or a value. The message is one line."""
 
 
+def error_line(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+
 def cache_root() -> Path:
     """The user cache folder; ``SYNTHPROBE_CACHE`` overrides it."""
     env = os.environ.get("SYNTHPROBE_CACHE")

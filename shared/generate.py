@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .cli import progress
-from .files import InputError, atomic_write, sha256_file
+from .files import InputError, atomic_write, error_line, sha256_file
 from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json, link_or_copy
 from .records import PromptRecord
 
@@ -404,11 +404,6 @@ def call_pipeline(pipe, batch: list[Planned], settings: Settings):
         generator=[torch.Generator("cpu").manual_seed(p.record.seed) for p in batch],
         output_type="np",
     ).images
-
-
-def error_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
 
 
 def generate_batch(pipe, batch: list[Planned], settings: Settings) -> Iterator[tuple[Planned, object]]:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from . import library_versions
 from .cli import progress, select_by_globs
-from .files import InputError, sha256_file
+from .files import InputError, error_line, sha256_file
 from .images import ImageFolder, decode_rgb
 from .store import ROWS_PER_WRITE, StoreWriter
 
@@ -205,7 +205,7 @@ def load_weights_file(module: torch.nn.Module, path: str, model_name: str) -> st
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"cannot read {file} as a state dict ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise InputError(f"cannot read {file} as a state dict ({error_line(exc)})") from None
     state = _unwrap_state_dict(state, file)
     check_state_dict(module, state, file, model_name)
     module.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked may be absent
