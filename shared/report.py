@@ -235,13 +235,14 @@ def build_context(separability_dirs: list[Path], bias_dir: Path | None, image_di
         raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
     thumbnails = Thumbnails(image_dirs) if image_dirs else None
     analyses = separability + ([bias] if bias else [])
+    bias_classes = bias_class_tables(bias) if bias else {}
     return {
         "title": title,
         "notices": ([notice] if notice else []) + toy_warnings(analyses),
         "separability": [{"analysis": a, "top_channels": top_channel_images(a, thumbnails)} for a in separability],
         "bias": bias,
-        "bias_classes": bias_class_tables(bias) if bias else {},
-        "bias_class_keys": {key for tables in (bias_class_tables(bias) if bias else {}).values() for key in tables},
+        "bias_classes": bias_classes,
+        "bias_class_keys": {key for tables in bias_classes.values() for key in tables},
         "galleries": thumbnails.galleries() if thumbnails else [],
         "runs": run_summaries(image_dirs),
     }
