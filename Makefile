@@ -18,10 +18,9 @@ help:
 	@echo "make test     install what is needed and run the test suite"
 	@echo "make prompts  stage 1 only; also: images, activations, separability, bias, report"
 
-# Debian packages the tools need (root only; skipped where already present).
+# Debian packages the tools and tests need: installed as root, else the apt command to run.
 system-deps:
-	@if [ ! -f /usr/share/wordnet/data.noun ] && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && apt-get install -y -qq wordnet-base; fi
+	@PYTHON=$(PYTHON) scripts/system-deps
 
 $(STAMP): pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -3,7 +3,7 @@
 OUT ?= out
 # Image cache shared by every run (empty: ~/.cache/synthprobe/images, or $$SYNTHPROBE_CACHE/images)
 IMAGE_CACHE ?=
-# Local Core WordNet file (empty: download from Princeton once, then cached)
+# Core WordNet list, a file or URL (empty: the copy bundled in data/)
 CORE_WORDNET ?=
 SEED ?= 0
 

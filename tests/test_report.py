@@ -90,7 +90,7 @@ def test_whole_chain_in_chromium(tmp_path, wn):
     """prompts -> images -> activations -> analyses -> report, then the page in headless Chromium."""
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is missing (.ci/run installs it)"
+    assert chromium, "Debian's chromium is missing (make test installs it as root)"
     model = save_tiny_sd3(tmp_path / "tiny-sd3")
     gen = ["--model", model, "--steps", 2, "--size", 32, "--quantize", "none", "--cache", tmp_path / "cache", "--silent"]
 
