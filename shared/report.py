@@ -1,9 +1,11 @@
-"""One self-contained HTML report from the analysis folders (the ``report`` logic).
+"""One HTML report from the analysis folders (the ``report`` logic).
 
 The report reads only what the stages wrote: each analysis folder's
 ``summary.json`` (which lists its tables and figures), its CSV tables and PNG
 figures, and optionally image folders for galleries and thumbnails. Figures
-and thumbnails are embedded as data URIs so the file travels alone.
+and thumbnails are embedded as data URIs. The report stays small (under 5 MB)
+for any number of hook points or images: a long table shows its top rows and
+links its full CSV, copied into ``<report>_files/`` beside the HTML.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import io
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +26,12 @@ from .records import parse_jsonl
 
 THUMBNAIL_PX = 128
 GALLERY_PER_SET = 8
+GALLERY_THUMBNAILS = 240  # about 1.5 MB of thumbnails in all; many sets get fewer images each
 LONG_TABLE_ROWS = 12  # tables longer than this are collapsed and sortable
+TABLE_ROWS_SHOWN = 200  # longer tables show their top rows and link the full CSV
+# What ranks the rows of a long table, (column, largest first); other tables keep the order of their CSV.
+TABLE_RANKING = {"layers": ("distance_rank", False), "selective_channels": ("auroc", True),
+                 "synset_max_activation": ("max_activation", True), "images": ("confidence", True)}
 # Per-channel tables of separability cover every layer; the report shows their top layers only.
 TOP_LAYER_TABLES = ("top_neurons", "top_images")
 TOP_CHANNELS_SHOWN = 3
@@ -36,10 +44,39 @@ class Table:
     description: str
     columns: list[str]
     rows: list[list]
+    source: Path | None = None  # the CSV the rows come from
+    total_rows: int | None = None  # the CSV's rows, where only some are shown
+    shown_note: str = ""  # which rows are shown, where only some are
+    href: str | None = None  # relative link to the full CSV beside the report
 
     @property
     def long(self) -> bool:
         return len(self.rows) > LONG_TABLE_ROWS
+
+    @property
+    def partial(self) -> bool:
+        return self.total_rows is not None and self.total_rows > len(self.rows)
+
+    def subset(self, rows: list[list], shown_note: str) -> "Table":
+        total = self.total_rows if self.total_rows is not None else len(self.rows)
+        note = f"{self.shown_note}; of those, {shown_note}" if self.shown_note else shown_note
+        return Table(self.key, self.file, self.description, self.columns, rows, self.source, total, note)
+
+    def top_rows(self, limit: int = TABLE_ROWS_SHOWN) -> "Table":
+        """At most ``limit`` rows, ranked by TABLE_RANKING where the table has that column."""
+        if len(self.rows) <= limit:
+            return self
+        column, largest_first = TABLE_RANKING.get(self.key, (None, False))
+        if column not in self.columns:
+            return self.subset(self.rows[:limit], f"the first {limit} rows")
+        index = self.columns.index(column)
+
+        def rank(row):  # empty cells (NaN) last
+            value = pd.to_numeric(row[index], errors="coerce")
+            return (math.isnan(value), -value if largest_first else value)
+
+        order = "largest" if largest_first else "smallest"
+        return self.subset(sorted(self.rows, key=rank)[:limit], f"the {limit} rows with the {order} {column}")
 
     def split_by(self, column_name: str) -> dict[str, "Table"]:
         """One table per value of a column (e.g. per bias class), in first-seen order."""
@@ -47,13 +84,12 @@ class Table:
         parts: dict[str, list] = {}
         for row in self.rows:
             parts.setdefault(str(row[column]), []).append(row)
-        return {value: Table(self.key, self.file, self.description, self.columns, rows) for value, rows in parts.items()}
+        return {value: Table(self.key, self.file, self.description, self.columns, rows, self.source)
+                for value, rows in parts.items()}
 
     def only_layers(self, layers: list[str]) -> "Table":
         column = self.columns.index("layer")
-        rows = [row for row in self.rows if row[column] in layers]
-        note = f"shown for the top layers only; all {len(self.rows)} rows are in the CSV"
-        return Table(self.key, self.file, f"{self.description} ({note})" if self.description else note, self.columns, rows)
+        return self.subset([row for row in self.rows if row[column] in layers], "the top layers' rows")
 
 
 @dataclass
@@ -90,7 +126,7 @@ def read_table(folder: Path, key: str, file: str, description: str = "") -> Tabl
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"cannot read table {path}: {exc}") from None
     rows = [[format_cell(v) for v in row] for row in frame.itertuples(index=False, name=None)]
-    return Table(key, file, description, [str(c) for c in frame.columns], rows)
+    return Table(key, file, description, [str(c) for c in frame.columns], rows, path)
 
 
 def load_analysis(folder: str | Path) -> Analysis:
@@ -150,17 +186,21 @@ class Thumbnails:
             self._cache[file] = png_uri(buffer.getvalue(), "image/jpeg")
         return self._cache[file]
 
-    def galleries(self, per_set: int = GALLERY_PER_SET) -> list[Gallery]:
-        """One gallery per synset for concept images, one per (target, group) for bias images."""
-        galleries: dict[str, Gallery] = {}
+    def galleries(self, per_set: int = GALLERY_PER_SET, budget: int = GALLERY_THUMBNAILS) -> list[Gallery]:
+        """One gallery per synset for concept images, one per (target, group) for bias images.
+
+        At most ``budget`` thumbnails in all: with many sets each shows fewer images (at least one),
+        and beyond ``budget`` sets the rest are left out.
+        """
+        members: dict[str, list] = {}
         for folder in self.folders:
             for row in folder.rows.itertuples(index=False):
                 title = row.synset if row.group == "concept" else f"{row.target} · {row.group}"
-                gallery = galleries.setdefault(title, Gallery(title))
-                if len(gallery.images) < per_set:
-                    gallery.images.append({"id": row.id, "uri": self.uri(row.id),
-                                           "caption": self.prompts.get(row.id, row.id)})
-        return list(galleries.values())
+                members.setdefault(title, []).append(row)
+        per_set = max(1, min(per_set, budget // max(1, len(members))))
+        return [Gallery(title, [{"id": row.id, "uri": self.uri(row.id), "caption": self.prompts.get(row.id, row.id)}
+                                for row in rows[:per_set]])
+                for title, rows in list(members.items())[:budget]]
 
 
 def manifest_prompts(root: Path) -> dict[str, str]:
@@ -227,6 +267,45 @@ def toy_warnings(analyses: list[Analysis]) -> list[str]:
     return notes
 
 
+def shown_tables(analyses: list[Analysis], bias_classes: dict[str, dict[str, Table]]) -> list[Table]:
+    """Cut every table the report shows to its top rows; returns them all, the partial ones to be linked."""
+    shown = []
+    for analysis in analyses:
+        analysis.tables = {key: table.top_rows() for key, table in analysis.tables.items()}
+        shown += analysis.tables.values()
+    for tables in bias_classes.values():
+        for key in tables:
+            tables[key] = tables[key].top_rows()
+            shown.append(tables[key])
+    return shown
+
+
+def link_full_tables(tables: list[Table], output: str | Path) -> None:
+    """Copy the full CSV of each partial table into ``<report>_files/`` and link it relatively.
+
+    The copies are named after their analysis folder (``concepts-layers.csv``); a report written
+    to stdout names the original file instead.
+    """
+    partial = [t for t in tables if t.partial and t.source is not None]
+    if str(output) == "-":
+        for table in partial:
+            table.href = table.source.resolve().as_uri()
+        return
+    output = Path(output)
+    files_dir = output.with_name(f"{output.stem}_files")
+    shutil.rmtree(files_dir, ignore_errors=True)  # no stale tables from an earlier report
+    copies: dict[Path, str] = {}
+    for table in partial:
+        if table.source not in copies:
+            name = f"{table.source.parent.name}-{table.source.name}"
+            if name in copies.values():
+                name = f"{len(copies)}-{name}"
+            files_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(table.source, files_dir / name)
+            copies[table.source] = name
+        table.href = f"{files_dir.name}/{copies[table.source]}"
+
+
 def build_context(separability_dirs: list[Path], bias_dir: Path | None, image_dirs: list[Path],
                   title: str = "synthprobe report", notice: str | None = None) -> dict:
     separability = [load_analysis(d) for d in separability_dirs]
@@ -236,10 +315,12 @@ def build_context(separability_dirs: list[Path], bias_dir: Path | None, image_di
     thumbnails = Thumbnails(image_dirs) if image_dirs else None
     analyses = separability + ([bias] if bias else [])
     bias_classes = bias_class_tables(bias) if bias else {}
+    top_channels = [top_channel_images(a, thumbnails) for a in separability]  # from the whole top_images table
     return {
+        "tables": shown_tables(analyses, bias_classes),
         "title": title,
         "notices": ([notice] if notice else []) + toy_warnings(analyses),
-        "separability": [{"analysis": a, "top_channels": top_channel_images(a, thumbnails)} for a in separability],
+        "separability": [{"analysis": a, "top_channels": channels} for a, channels in zip(separability, top_channels)],
         "bias": bias,
         "bias_classes": bias_classes,
         "bias_class_keys": {key for tables in bias_classes.values() for key in tables},
@@ -261,7 +342,9 @@ def render(context: dict) -> str:
 
 
 def write_report(output: str | Path, **kwargs) -> Path:
-    html = render(build_context(**kwargs))
+    context = build_context(**kwargs)
+    link_full_tables(context["tables"], output)
+    html = render(context)
     with open_output(output) as handle:
         handle.write(html)
     return Path(output)

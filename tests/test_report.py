@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from synthprobe.files import InputError
-from synthprobe.report import build_context, render, write_report
+from synthprobe.report import TABLE_ROWS_SHOWN, build_context, render, write_report
 from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
 from synthprobe.tiny_models import save_tiny_sd3
 
@@ -146,3 +148,61 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
         browser.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_path):
+    sep = fixed_inputs["separability_dirs"][0]
+    aurocs = np.random.default_rng(0).uniform(0.5, 1, 1000)
+    pd.DataFrame({"layer": "layer1", "channel": np.arange(1000), "synset": "cat.n.01", "auroc": aurocs}).to_csv(
+        sep / "selective_channels.csv", index=False)
+    summary = json.loads((sep / "summary.json").read_text())
+    summary["tables"]["selective_channels"] = {"file": "selective_channels.csv"}
+    (sep / "summary.json").write_text(json.dumps(summary))
+    html_path = tmp_path / "out" / "report.html"
+    html_path.parent.mkdir()
+    write_report(html_path, **fixed_inputs)
+    html = html_path.read_text()
+    assert f"Shown: the {TABLE_ROWS_SHOWN} rows with the largest auroc ({TABLE_ROWS_SHOWN} of 1000)" in html
+    assert '<a href="report_files/sep-selective_channels.csv">' in html
+    copied = tmp_path / "out" / "report_files" / "sep-selective_channels.csv"
+    assert copied.read_bytes() == (sep / "selective_channels.csv").read_bytes()
+    shown = [float(v) for v in re.findall(r"<tr><td>layer1</td><td>\d+</td><td>cat.n.01</td><td>([\d.]+)</td>", html)]
+    assert len(shown) == TABLE_ROWS_SHOWN and min(shown) >= float(f"{np.sort(aurocs)[-TABLE_ROWS_SHOWN]:.4g}")
+    # Tables that fit are whole and linked to nothing; stdout names the original CSV.
+    assert "report_files/sep-layers.csv" not in html
+    assert (sep / "selective_channels.csv").resolve().as_uri() in invoke(
+        report.main, "--separability", sep, "-o", "-").output
+
+
+@pytest.mark.slow
+def test_report_of_250_hook_points_stays_under_5_mb(tmp_path):
+    """A real separability analysis of a 250-hook-point store (58,000 selective channels): the report stays small."""
+    from test_separability import build_store
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    layers = {}
+    for i in range(250):
+        means = rng.normal(0, 1, (3, (64, 128, 256, 512)[i % 4]))
+        layers[f"block{i // 10}.layer{i % 10}"] = means[labels] + rng.normal(0, 0.7, (60, means.shape[1]))
+    store = build_store(tmp_path / "acts.zarr", layers, [("ant.n.01", "bee.n.01", "cat.n.01")[k] for k in labels], batch=30)
+    invoke(separability.main, store, "--out", tmp_path / "sep", "--permutations", 5, "--bootstrap", 5, "--silent")
+    assert len(pd.read_csv(tmp_path / "sep" / "selective_channels.csv")) > 10_000
+    html = tmp_path / "report.html"
+    invoke(report.main, "--separability", tmp_path / "sep", "-o", html, "--silent")
+    assert html.stat().st_size < 5_000_000
+    linked = re.findall(r'<a href="(report_files/[^"]+)">', html.read_text())
+    assert "report_files/sep-selective_channels.csv" in linked
+    assert all((tmp_path / link).is_file() for link in linked)
+
+
+def test_galleries_share_a_thumbnail_budget(tmp_path):
+    from synthprobe.report import Thumbnails
+
+    for synset in range(10):
+        for image in range(3):
+            write_png(tmp_path / f"s{synset}.n.01" / f"{image}.png", 10 * synset + image)
+    thumbnails = Thumbnails([tmp_path])
+    assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=100)] == [3] * 10
+    assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=25)] == [2] * 10
+    assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=4)] == [1] * 4
