@@ -120,5 +120,5 @@ DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS
 	BIAS_CLASSES=bee,frog,guitar PER_GROUP=2 SEEDS_PER_PROMPT=2 PERMUTATIONS=200 BOOTSTRAP=200 \
 	REPORT_NOTICE="Demo run on toy models (a tiny random Stable Diffusion 3 and an untrained ResNet-50): it shows that the pipeline works, not what ResNet-50 learned."
 demo: $(TINY_SD3)/model_index.json
-	$(MAKE) report $(DEMO)
+	@$(MAKE) --no-print-directory -s report $(DEMO)
 	@echo "Open out/demo/report.html"

@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 from .cli import progress
 from .files import InputError, atomic_write, error_line, sha256_file
 from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json, link_or_copy
+from .quiet import quiet_loaded_libraries
 from .records import PromptRecord
 
 log = logging.getLogger("synthprobe")
@@ -318,6 +319,7 @@ def load_pipeline(settings: Settings):
     import torch
     from diffusers import DiffusionPipeline, PipelineQuantizationConfig
 
+    quiet_loaded_libraries()
     source = settings.source
     torch_dtype = getattr(torch, settings.dtype)
     index = read_model_json(source, "model_index.json") or {}
@@ -450,12 +452,30 @@ def save_image(planned: Planned, image, settings: Settings, cache: ImageCache, o
     link_or_copy(planned.entry.png, out_dir / f"{record.id}.png")
 
 
+def long_prompt_note(pipe, records: list[PromptRecord]) -> str | None:
+    """One line for the prompts longer than the CLIP tokenizer's limit (diffusers warns per batch and encoder)."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is None or not callable(tokenizer):
+        return None
+    limit = tokenizer.model_max_length
+    texts = {r.prompt for r in records} | {r.negative_prompt for r in records if r.negative_prompt}
+    long = sum(len(tokenizer(text, verbose=False).input_ids) > limit for text in texts)
+    if not long:
+        return None
+    rest = "T5 gets the whole prompt" if getattr(pipe, "text_encoder_3", None) is not None else "the rest is cut off"
+    prompts = "1 prompt exceeds" if long == 1 else f"{long} prompts exceed"
+    return f"{prompts} the CLIP text encoders' {limit} tokens; {rest}"
+
+
 def generate_missing(missing: list[Planned], settings: Settings, cache: ImageCache, out_dir: Path,
                      build_pipeline: Callable[[Settings], object], silent: bool) -> dict[str, str]:
     """Generate, cache and link every missing image; return errors by cache key."""
     errors: dict[str, str] = {}
     unique = list({p.key: p for p in missing}.values())  # records sharing a key are made once
     pipe = build_pipeline(settings)
+    note = long_prompt_note(pipe, [p.record for p in unique])
+    if note:
+        log.warning("%s", note)
     bar = progress(None, total=len(unique), desc="generating", unit="img", silent=silent)
     # PNG encoding and the cache's fsyncs run in a writer thread while the next batch is denoised;
     # at most two batches wait there, and leaving the block (even on Ctrl-C) finishes them.

@@ -76,4 +76,7 @@ def save_tiny_sd3(folder: str | Path) -> Path:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m synthprobe.tiny_models DIR")
+    from .quiet import quiet_libraries
+
+    quiet_libraries(silent=True)  # diffusers' notes on the absent T5 and its save bars
     print(save_tiny_sd3(sys.argv[1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -525,3 +526,21 @@ def test_cuda_auto_quantizes_4bit_and_is_deterministic(tiny_model, tmp_path):
     for row in first.rows:
         difference = np.abs(pixels(tmp_path / "a" / row["path"]) - pixels(tmp_path / "b" / by_id[row["id"]]["path"])).max()
         assert difference <= 2, row["id"]
+
+
+def test_log_is_short_and_sums_up_long_prompts(tiny_model, prompts, tmp_path):
+    """Off a terminal: no progress bars, no per-batch library warnings; one line for the prompts CLIP truncates."""
+    long = "a photo of a bee " + "with many yellow stripes " * 30
+    records = make_records(3)
+    records[0] = dataclasses.replace(records[0], prompt=long)
+    records[1] = dataclasses.replace(records[1], prompt=long + "and wings")
+    command = [sys.executable, "-m", "synthprobe.tools.sd_generate", str(prompts(records)), "--model", str(tiny_model),
+               "--size", "32", "--steps", "2", "--quantize", "none"]
+    note = "2 prompts exceed the CLIP text encoders' 77 tokens; the rest is cut off"
+    for extra, expected in (([], ["loading", note, "3 records"]), (["--silent"], [note])):
+        name = "silent" if extra else "default"
+        result = subprocess.run(command + ["--out", str(tmp_path / name), "--cache", str(tmp_path / f"cache-{name}"), *extra],
+                                env=subprocess_env(), capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == len(expected) and all(line.startswith(start) for line, start in zip(lines, expected)), lines
