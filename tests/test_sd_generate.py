@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import threading
@@ -544,3 +545,43 @@ def test_log_is_short_and_sums_up_long_prompts(tiny_model, prompts, tmp_path):
         assert result.returncode == 0, result.stderr
         lines = result.stderr.splitlines()
         assert len(lines) == len(expected) and all(line.startswith(start) for line, start in zip(lines, expected)), lines
+
+
+def test_a_cached_run_needs_nothing_of_a_local_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
+    model = tmp_path / "models" / "tiny-sd3"
+    shutil.copytree(tiny_model, model)
+    cache = tmp_path / "cache"
+    path = prompts(make_records(3))
+    real_load = G.load_pipeline
+    monkeypatch.setattr(G, "load_pipeline", lambda settings: tiny_pipeline)
+    cli([path, "--out", tmp_path / "first", "--model", model, "--cache", cache, *FAST])
+    shutil.rmtree(model)  # the cache travels to a machine without the model
+    monkeypatch.setattr(G, "load_pipeline", real_load)
+    cli([path, "--out", tmp_path / "again", "--model", model, "--cache", cache, *FAST])
+    assert [r["status"] for r in read_rows(tmp_path / "again" / "images.jsonl")] == ["ok"] * 3
+    assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
+    # A record that is not cached needs the model, and says so.
+    result = cli([prompts(make_records(4)), "--out", tmp_path / "more", "--model", model, "--cache", cache, *FAST],
+                 expect_exit=1)
+    assert f"model folder {model} does not exist" in result.output
+
+
+def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
+    hub_id = "someone/tiny-sd3"
+    cache = tmp_path / "cache"
+    path = prompts(make_records(3))
+    # The first run reads the configs from the hub (here: the tiny model's files) and loads the pipeline.
+    real_read = G.read_model_json
+    monkeypatch.setattr(G, "read_model_json", lambda source, name, download=True: real_read(
+        G.ModelSource(str(tiny_model), None, tiny_model), name))
+    monkeypatch.setattr(G, "load_pipeline", lambda settings: tiny_pipeline)
+    cli([path, "--out", tmp_path / "first", "--model", hub_id, "--cache", cache, *FAST])
+    # Then no config, no Hugging Face cache (the fixture's is empty and offline), no weights.
+    monkeypatch.setattr(G, "read_model_json", real_read)
+    monkeypatch.setattr(G, "load_pipeline", lambda settings: pytest.fail("the model was loaded"))
+    cli([path, "--out", tmp_path / "again", "--model", hub_id, "--cache", cache, *FAST])
+    assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
+    # Without a record, the same offline run stops saying what to do.
+    result = cli([path, "--out", tmp_path / "other", "--model", hub_id, "--cache", tmp_path / "empty-cache", *FAST],
+                 expect_exit=1)
+    assert "not in the local Hugging Face cache" in result.output
