@@ -115,15 +115,21 @@ class Network:
 
 
 def build_network(name: str, weights: str = "DEFAULT", image_size: int | None = None) -> Network:
-    """A model in eval mode on the CPU with its preprocessing; ``weights`` is DEFAULT, none, an enum name or a file."""
+    """A model in eval mode on the CPU with its preprocessing; ``weights`` is DEFAULT, none, an enum name or a file.
+
+    A file's classifier head may have any number of classes: the model is built with the file's count.
+    """
+    state = read_state_dict(weights) if weights_kind(weights) == "file" else None
     if name.startswith(TIMM_PREFIX):
-        module, identity, preprocessing = _timm_model(name[len(TIMM_PREFIX):], weights)
+        module, identity, preprocessing = _timm_model(name[len(TIMM_PREFIX):], weights, state)
     else:
-        module, identity, preprocessing = _torchvision_model(name, weights)
+        module, identity, preprocessing = _torchvision_model(name, weights, state)
     source = None
-    if identity is None:  # a local file
+    if state is not None:
         source = str(Path(weights).resolve())
-        identity = load_weights_file(module, weights, name)
+        check_state_dict(module, state, Path(weights), name)
+        module.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked may be absent
+        identity = f"sha256:{sha256_file(weights)}"
     if image_size is not None:
         preprocessing = preprocessing.with_crop(image_size)
     module.eval().requires_grad_(False)
@@ -138,7 +144,7 @@ def weights_kind(weights: str) -> str:
     return "file" if looks_like_file or Path(weights).exists() else "named"
 
 
-def _torchvision_model(name: str, weights: str):
+def _torchvision_model(name: str, weights: str, state: dict | None):
     import torchvision.models as tvm
 
     known = tvm.list_models(module=tvm)
@@ -148,7 +154,12 @@ def _torchvision_model(name: str, weights: str):
     kind = weights_kind(weights)
     if kind in ("none", "file"):
         torch.manual_seed(RANDOM_INIT_SEED)
-        return tvm.get_model(name, weights=None), "none" if kind == "none" else None, torchvision_preprocessing(enum.DEFAULT)
+        module = tvm.get_model(name, weights=None)
+        classes = state_dict_classes(module, state)
+        if classes is not None:
+            torch.manual_seed(RANDOM_INIT_SEED)
+            module = tvm.get_model(name, weights=None, num_classes=classes)
+        return module, "none" if kind == "none" else None, torchvision_preprocessing(enum.DEFAULT)
     chosen = enum.DEFAULT if kind == "default" else enum.__members__.get(weights)
     if chosen is None:
         raise InputError(f"--weights {weights}: not DEFAULT, none, a file, or one of {name}'s weights "
@@ -161,7 +172,7 @@ def _torchvision_model(name: str, weights: str):
     return module, chosen.name, torchvision_preprocessing(chosen)
 
 
-def _timm_model(name: str, weights: str):
+def _timm_model(name: str, weights: str, state: dict | None):
     import timm
 
     if not timm.is_model(name):
@@ -178,6 +189,10 @@ def _timm_model(name: str, weights: str):
             raise
         raise InputError(f"cannot fetch the pretrained weights for timm:{name} ({type(exc).__name__}: {exc}); "
                          "with no internet, pass a local state-dict file to --weights") from None
+    classes = state_dict_classes(module, state)
+    if classes is not None:
+        torch.manual_seed(RANDOM_INIT_SEED)
+        module = timm.create_model(name, pretrained=False, num_classes=classes)
     if pretrained:
         identity = f"timm:{module.pretrained_cfg.get('architecture', name)}.{module.pretrained_cfg.get('tag') or 'default'}"
     else:
@@ -192,8 +207,19 @@ def unknown_model_message(name: str, known: list[str], kind: str, prefix: str = 
     return f"unknown {kind} {prefix + name!r}{hint}{other}"
 
 
-def load_weights_file(module: torch.nn.Module, path: str, model_name: str) -> str:
-    """Load a state dict (.safetensors, or .pth read with weights_only) into ``module``; return 'sha256:<hex>'."""
+def state_dict_classes(module: torch.nn.Module, state: dict | None) -> int | None:
+    """The class count of the state dict's classifier head (the model's last Linear) where it differs from the model's."""
+    linears = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+    if state is None or not linears:
+        return None
+    head = state.get(f"{linears[-1]}.weight")
+    if head is None or head.dim() != 2 or head.shape[0] == module.get_submodule(linears[-1]).out_features:
+        return None
+    return int(head.shape[0])
+
+
+def read_state_dict(path: str) -> dict:
+    """A state dict from .safetensors, or from .pth read with weights_only, unwrapped from training checkpoints."""
     file = Path(path)
     if not file.is_file():
         raise InputError(f"--weights {path}: no such file (expected DEFAULT, none, or a .pth/.safetensors state dict)")
@@ -206,10 +232,7 @@ def load_weights_file(module: torch.nn.Module, path: str, model_name: str) -> st
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(f"cannot read {file} as a state dict ({error_line(exc)})") from None
-    state = _unwrap_state_dict(state, file)
-    check_state_dict(module, state, file, model_name)
-    module.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked may be absent
-    return f"sha256:{sha256_file(file)}"
+    return _unwrap_state_dict(state, file)
 
 
 def _unwrap_state_dict(state, file: Path) -> dict:
@@ -457,6 +480,7 @@ class RunSettings:
     skip_bad: bool = False
     rows_per_write: int = ROWS_PER_WRITE
     silent: bool = False
+    class_names: list[str] | None = None  # for a head other than ImageNet-1k's (default class_0, class_1, ...)
 
 
 @dataclass
@@ -467,7 +491,8 @@ class RunResult:
     seconds: float
 
 
-def store_attrs(network: Network, precision: str, n_classes: int | None, folder: ImageFolder) -> dict:
+def store_attrs(network: Network, precision: str, n_classes: int | None, folder: ImageFolder,
+                class_names: list[str] | None = None) -> dict:
     from .imagenet import N_IMAGENET_CLASSES, imagenet_names, imagenet_wnids
 
     attrs = {"model": network.name, "weights": network.weights, "weights_source": network.weights_source,
@@ -475,9 +500,15 @@ def store_attrs(network: Network, precision: str, n_classes: int | None, folder:
              "source_folder": str(folder.root.resolve()), "source_layout": folder.layout,
              "source_sha256": folder.source_sha256,
              "versions": library_versions("torch", "torchvision", "timm", "zarr", "numpy", "pillow")}
-    if n_classes == N_IMAGENET_CLASSES:  # torchvision's classifiers and timm's default heads: ImageNet-1k order
+    if class_names is not None:
+        if len(class_names) != n_classes:
+            raise InputError(f"--class-names gives {len(class_names)} names; {network.name}'s head has {n_classes} classes")
+        attrs["class_names"] = list(class_names)
+    elif n_classes == N_IMAGENET_CLASSES:  # torchvision's classifiers and timm's default heads: ImageNet-1k order
         attrs["classes"] = list(imagenet_wnids())
         attrs["class_names"] = list(imagenet_names())
+    elif n_classes:
+        attrs["class_names"] = [f"class_{i}" for i in range(n_classes)]
     return attrs
 
 
@@ -487,19 +518,24 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
     precision = settings.precision or default_precision(device)
     points, n_classes = discover_hook_points(network.module, network.preprocessing)
     points = select_hook_points(points, settings.layers)
-    writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder), {p.name: p.channels for p in points},
-                         settings.pools, settings.dtype, n_classes, rows_per_write=settings.rows_per_write)
-    stored = writer.committed_rows()
-    check_unchanged(folder, stored, out)
-    done = set(stored["id"])
-    todo = folder.rows[~folder.rows["id"].isin(done)].reset_index(drop=True)
+    writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder, settings.class_names),
+                         {p.name: p.channels for p in points}, settings.pools, settings.dtype, n_classes,
+                         rows_per_write=settings.rows_per_write)
+    stored = writer.committed_rows(("id", "sha256", "status"))
+    done = stored[stored["status"] != "failed"]
+    check_unchanged(folder, done, out)
+    # Rows that failed (--skip-bad) are tried again and written over in place when they decode now.
+    retry = {row_id: index for index, row_id in stored["id"][stored["status"] == "failed"].items()}
+    todo = folder.rows[~folder.rows["id"].isin(set(done["id"]))].reset_index(drop=True)
     started = time.perf_counter()
     failed = 0
     if len(todo):
-        log.info("%s: %d images to run (%d already in the store), %d hook points, %s on %s", out, len(todo), len(done),
-                 len(points), precision, device)
+        retried = todo["id"].isin(retry).sum()
+        log.info("%s: %d images to run (%d already in the store%s), %d hook points, %s on %s", out, len(todo), len(done),
+                 f", {retried} failed before" if retried else "", len(points), precision, device)
         module = network.module.to(device, memory_format=torch.channels_last)
-        failed = _run_batches(todo, folder, module, network.preprocessing, points, writer, device, precision, settings)
+        failed = _run_batches(todo, folder, module, network.preprocessing, points, writer, device, precision, settings,
+                              retry)
     writer.finish()
     return RunResult(len(todo), failed, len(folder.rows) - len(todo), time.perf_counter() - started)
 
@@ -515,14 +551,14 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path) -> Non
 
 def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing: Preprocessing,
                  points: list[HookPoint], writer: StoreWriter, device: torch.device, precision: str,
-                 settings: RunSettings) -> int:
+                 settings: RunSettings, retry: dict[str, int]) -> int:
     dataset = ImageDataset([folder.file(p) for p in todo["path"]], list(todo["sha256"]), preprocessing)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.workers,
                                          pin_memory=device.type == "cuda")
     normalize = preprocessing.normalizer(device)
     failed = 0
     bar = progress(None, total=len(todo), desc="cnn-hooks", unit="img", silent=settings.silent)
-    with (WriteBuffer(writer, points, settings.pools) as buffer, PoolingHooks(module, points, settings.pools) as hooks,
+    with (WriteBuffer(writer, points, settings.pools, retry) as buffer, PoolingHooks(module, points, settings.pools) as hooks,
           torch.no_grad(), autocast(device, precision)):
         start = 0
         for images, digests, errors in loader:
@@ -557,9 +593,10 @@ class WriteBuffer:
     overlap the forward on a GPU); at most one write is in flight, and commits keep their order.
     """
 
-    def __init__(self, writer: StoreWriter, points: list[HookPoint], pools: tuple[str, ...]):
+    def __init__(self, writer: StoreWriter, points: list[HookPoint], pools: tuple[str, ...], retry: dict[str, int]):
         self.writer = writer
         self.pools = pools
+        self.retry = retry  # id -> store row of a failed row being retried
         self.columns = column_slices(points)
         self.batches: list[tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray | None]] = []
         self.rows = 0
@@ -592,7 +629,20 @@ class WriteBuffer:
         hooks = {name: {pool: blocks[pool][:, columns] for pool in self.pools} for name, columns in self.columns.items()}
         self.batches, self.rows = [], 0
         self.wait()
-        self.pending = self.thread.submit(self.writer.append, rows, hooks, logits)
+        self.pending = self.thread.submit(self.write, rows, hooks, logits)
+
+    def write(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None) -> None:
+        """Retried rows over their failed ones, the rest appended."""
+        over = rows["id"].isin(self.retry).to_numpy()
+        if over.any():
+            self.writer.overwrite(rows["id"][over].map(self.retry).to_numpy(), rows[over],
+                                  {h: {p: v[over] for p, v in pooled.items()} for h, pooled in hooks.items()},
+                                  None if logits is None else logits[over])
+        if not over.all():
+            new = ~over
+            self.writer.append(rows[new].reset_index(drop=True),
+                               {h: {p: v[new] for p, v in pooled.items()} for h, pooled in hooks.items()},
+                               None if logits is None else logits[new])
 
     def wait(self) -> None:
         if self.pending is not None:

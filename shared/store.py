@@ -157,6 +157,19 @@ class StoreWriter:
 
     def append(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None = None) -> None:
         """Append one batch: row table, logits and every hook's pooled values; then commit."""
+        _append_all(self._row_values(rows, hooks, logits))
+        self.group.attrs["rows_committed"] = self.rows_committed + len(rows)
+
+    def overwrite(self, index: np.ndarray, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]],
+                  logits: np.ndarray | None = None) -> None:
+        """Write rows over committed ones at ``index`` (failed rows retried); the status goes last, so a kill
+        leaves those rows failed."""
+        status = self.group["rows/status"].path
+        for array, values in sorted(self._row_values(rows, hooks, logits), key=lambda pair: pair[0].path == status):
+            array.oindex[np.asarray(index)] = values
+
+    def _row_values(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None) -> list:
+        """(array, values) for every array of the store, for one batch of rows."""
         n = len(rows)
         pairs = []
         for name in ROW_FIELDS:
@@ -168,8 +181,7 @@ class StoreWriter:
             for pool in self.pools:
                 array = self.group[f"hooks/{hook}/{pool}"]
                 pairs.append((array, np.asarray(hooks[hook][pool], dtype=array.dtype)))
-        _append_all(pairs)
-        self.group.attrs["rows_committed"] = self.rows_committed + n
+        return pairs
 
     def finish(self, **attrs) -> None:
         self.group.attrs.update({**attrs, "complete": True})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import logging
 import os
 import signal
@@ -509,13 +510,14 @@ def test_layers_pattern_matching_nothing_fails(tmp_path, tree):
 
 
 def test_weights_file_that_does_not_fit_names_the_keys(tmp_path, tree):
-    state = torchvision.models.resnet18(num_classes=10).state_dict()
+    state = torchvision.models.resnet18(num_classes=10).state_dict()  # a 10-class head fits: the model follows it
     state["extra.weight"] = torch.zeros(1)
     del state["layer1.0.conv1.weight"]
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
     torch.save(state, tmp_path / "bad.pth")
     fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "bad.pth"),
                "does not fit resnet18", "missing keys: layer1.0.conv1.weight", "unexpected keys: extra.weight",
-               "fc.weight (10, 512) vs (1000, 512)")
+               "conv1.weight (64, 3, 3, 3) vs (64, 3, 7, 7)")
     torch.save(torchvision.models.resnet18(), tmp_path / "pickled_module.pth")  # not a state dict: weights_only refuses
     fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "pickled_module.pth"),
                "cannot read", "as a state dict")
@@ -569,3 +571,41 @@ def test_bad_folders_and_manifests(tmp_path):
     write_manifest(folder, [manifest_row("a", "a.png"), manifest_row("a", "b.png")])
     fails_with(run_cli(folder, "--out", tmp_path / "a.zarr", *SMALL), "two images share the id 'a'", "a.png, b.png")
     fails_with(run_cli(folder, *SMALL), "give IMAGES and --out")
+
+
+def test_skip_bad_rows_are_retried_on_a_rerun(tmp_path, folder_with_truncated_png, tree):
+    out = tmp_path / "a.zarr"
+    args = [*SMALL, "--batch-size", "2", "--skip-bad", "--layers", "layer4,fc"]
+    ok(run_cli(folder_with_truncated_png, "--out", out, *args))
+    before = ActivationStore(out).rows()
+    bad = before.index[before["status"] == "failed"][0]
+    shutil.copyfile(tree / "frog.n.01" / "img 00.png", folder_with_truncated_png / "frog.n.01" / "img 00.png")
+    ok(run_cli(folder_with_truncated_png, "--out", out, *args))
+    store = ActivationStore(out)
+    rows = store.rows()
+    assert len(rows) == 3 and (rows["status"] == "ok").all() and rows["id"].tolist() == before["id"].tolist()
+    assert rows["sha256"][bad] and rows["sha256"].tolist()[:bad] == before["sha256"].tolist()[:bad]
+    fresh = tmp_path / "fresh.zarr"
+    ok(run_cli(folder_with_truncated_png, "--out", fresh, *args))
+    np.testing.assert_array_equal(store.read_layer("layer4"), ActivationStore(fresh).read_layer("layer4"))
+    np.testing.assert_array_equal(store.logits(), ActivationStore(fresh).logits())
+
+
+@pytest.mark.parametrize("model", ["resnet18", "timm:resnet18"])
+def test_weights_file_with_a_head_of_any_size(tmp_path, tree, model):
+    import timm
+
+    torch.manual_seed(4)
+    reference = (timm.create_model("resnet18", num_classes=7) if model.startswith("timm:")
+                 else torchvision.models.resnet18(num_classes=7))
+    torch.save(reference.state_dict(), tmp_path / "seven.pth")
+    out = tmp_path / "seven.zarr"
+    ok(run_cli(tree, "--out", out, "--model", model, "--weights", tmp_path / "seven.pth", "--image-size", "64",
+               "--workers", "0", "--layers", "fc", "--silent"))
+    store = ActivationStore(out)
+    assert store.logits().shape == (6, 7) and store.attrs["class_names"] == [f"class_{i}" for i in range(7)]
+    np.testing.assert_allclose(store.read_layer("fc"), store.logits(), rtol=1e-5)
+    (tmp_path / "names.txt").write_text("".join(f"kind {i}\n" for i in range(7)))
+    ok(run_cli(tree, "--out", tmp_path / "named.zarr", "--model", model, "--weights", tmp_path / "seven.pth",
+               "--image-size", "64", "--workers", "0", "--layers", "fc", "--class-names", tmp_path / "names.txt", "--silent"))
+    assert ActivationStore(tmp_path / "named.zarr").attrs["class_names"][6] == "kind 6"

@@ -49,13 +49,16 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
               help="DataLoader processes that decode images (default: half the CPU cores, at most 8).")
 @click.option("--image-size", type=click.IntRange(min=16), default=None,
               help="Crop size instead of the weights' own (the resize keeps its ratio to the crop).")
-@click.option("--skip-bad", is_flag=True, help="Record undecodable images as failed rows (NaN values) and go on.")
+@click.option("--skip-bad", is_flag=True,
+              help="Record undecodable images as failed rows (NaN values) and go on; a rerun tries them again.")
+@click.option("--class-names", type=click.Path(dir_okay=False), default=None,
+              help="A file with one name per classifier output, for a head other than ImageNet-1k's (default class_0, class_1, ...).")
 @click.option("--rows-per-write", type=click.IntRange(min=1), default=ROWS_PER_WRITE, show_default=True,
               help="Rows gathered before each write and commit; a kill loses at most this many.")
 @silent_option
 @run_guarded
 def main(images, out, model, weights, layers, list_layers, pool, dtype, precision, device, batch_size, workers,
-         image_size, skip_bad, rows_per_write, silent):
+         image_size, skip_bad, class_names, rows_per_write, silent):
     """Record the pooled response of every hook point of a CNN to every image in IMAGES.
 
     IMAGES is an image folder with images.jsonl (from sd-generate) or an
@@ -79,13 +82,21 @@ def main(images, out, model, weights, layers, list_layers, pool, dtype, precisio
     settings = H.RunSettings(layers=patterns, pools=POOL_CHOICES[pool], dtype=dtype,
                              precision=None if precision == "auto" else precision, device=device, batch_size=batch_size,
                              workers=default_workers() if workers is None else workers, skip_bad=skip_bad,
-                             rows_per_write=rows_per_write, silent=silent)
+                             rows_per_write=rows_per_write, silent=silent,
+                             class_names=read_class_names(class_names) if class_names else None)
     result = H.run_hooks(folder, Path(out), network, settings)
     if result.written == 0:
         log.info("%s already holds all %d images of %s", out, result.skipped, images)
         return
     log.info("wrote %d rows (%d failed) to %s in %.1f s, %.1f images/s", result.written, result.failed, out,
              result.seconds, result.written / max(result.seconds, 1e-9))
+
+
+def read_class_names(path: str) -> list[str]:
+    try:
+        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise InputError(f"cannot read --class-names {path}: {exc.strerror or exc}") from None
 
 
 def default_workers() -> int:
