@@ -346,10 +346,61 @@ def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) 
     return points, n_classes
 
 
-def select_hook_points(points: list[HookPoint], patterns: list[str]) -> list[HookPoint]:
-    """The points matching any glob, in forward order; a pattern that matches nothing is an error."""
-    chosen = set(select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
+def select_hook_points(points: list[HookPoint], patterns: list[str], aliases: dict[str, str] | None = None) -> list[HookPoint]:
+    """The points matching any glob, in forward order; a pattern that matches nothing is an error.
+
+    With ``aliases`` ({alias: canonical}) only canonical points are returned: an alias selects its canonical.
+    """
+    aliases = aliases or {}
+    chosen = {aliases.get(name, name) for name in select_by_globs([p.name for p in points], patterns,
+                                                                   more=" (see --list-layers)")}
     return [p for p in points if p.name in chosen]
+
+
+# Pooled values this close are one tensor computed twice (a mean over a 7x7 map by another kernel differs
+# by ~1e-7); BatchNorm at its initial statistics scales by 1/sqrt(1 + 1e-5), 5e-6 away, and stays apart.
+ALIAS_RTOL = 1e-6
+
+
+def find_aliases(module: torch.nn.Module, points: list[HookPoint], preprocessing: Preprocessing,
+                 pools: tuple[str, ...] = ("mean",)) -> dict[str, str]:
+    """Hook points whose pooled outputs equal another's (the same tensor, or a view or mean of one): {alias: canonical}.
+
+    Compared on a fixed noise batch in fp32, so every run on a store finds the same aliases whatever its images
+    are. A group's canonical is its shortest name, then the first in forward order: ``layer4`` for
+    ``layer4.2.relu_2``, ``layer4.2``, ``layer4`` and ``avgpool`` in ResNet-50. Constant outputs alias nothing.
+    """
+    noise = torch.randn(2, 3, preprocessing.crop, preprocessing.crop, generator=torch.Generator().manual_seed(0))
+    with PoolingHooks(module, points, pools) as hooks, torch.no_grad():
+        module(noise)
+        pooled = hooks.take()
+    columns = column_slices(points)
+    groups: list[tuple[np.ndarray, list[HookPoint]]] = []  # (values, members in forward order)
+    for point in points:
+        values = np.concatenate([pooled[pool][:, columns[point.name]] for pool in pools], axis=1)
+        if np.ptp(values) == 0:
+            continue
+        scale = np.abs(values).max()
+        group = next((members for first, members in groups if first.shape == values.shape
+                      and np.allclose(values, first, rtol=ALIAS_RTOL, atol=ALIAS_RTOL * scale)), None)
+        if group is None:
+            groups.append((values, [point]))
+        else:
+            group.append(point)
+    aliases = {}
+    for _, members in groups:
+        canonical = min(members, key=lambda p: len(p.name)).name
+        aliases.update({p.name: canonical for p in members if p.name != canonical})
+    return aliases
+
+
+def recorded_aliases(store: Path) -> dict[str, str] | None:
+    """The aliases an existing store was made with ({} for a store made before aliases), None without a store."""
+    if not (store / "zarr.json").is_file():
+        return None
+    from .store import ActivationStore
+
+    return dict(ActivationStore(store).attrs.get("hook_aliases", {}))
 
 
 def column_slices(points: list[HookPoint]) -> dict[str, slice]:
@@ -492,13 +543,13 @@ class RunResult:
 
 
 def store_attrs(network: Network, precision: str, n_classes: int | None, folder: ImageFolder,
-                class_names: list[str] | None = None) -> dict:
+                class_names: list[str] | None = None, aliases: dict[str, str] | None = None) -> dict:
     from .imagenet import N_IMAGENET_CLASSES, imagenet_names, imagenet_wnids
 
     attrs = {"model": network.name, "weights": network.weights, "weights_source": network.weights_source,
              "preprocessing": network.preprocessing.attrs(), "precision": precision,
              "source_folder": str(folder.root.resolve()), "source_layout": folder.layout,
-             "source_sha256": folder.source_sha256,
+             "source_sha256": folder.source_sha256, "hook_aliases": aliases or {},
              "versions": library_versions("torch", "torchvision", "timm", "zarr", "numpy", "pillow")}
     if class_names is not None:
         if len(class_names) != n_classes:
@@ -517,8 +568,12 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
     device = resolve_device(settings.device)
     precision = settings.precision or default_precision(device)
     points, n_classes = discover_hook_points(network.module, network.preprocessing)
-    points = select_hook_points(points, settings.layers)
-    writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder, settings.class_names),
+    aliases = recorded_aliases(out)  # a store keeps the aliases it was made with
+    if aliases is None:
+        aliases = find_aliases(network.module, points, network.preprocessing, settings.pools)
+    points = select_hook_points(points, settings.layers, aliases)
+    kept = {alias: canonical for alias, canonical in aliases.items() if canonical in {p.name for p in points}}
+    writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder, settings.class_names, kept),
                          {p.name: p.channels for p in points}, settings.pools, settings.dtype, n_classes,
                          rows_per_write=settings.rows_per_write)
     stored = writer.committed_rows(("id", "sha256", "status"))

@@ -255,6 +255,15 @@ def bias_class_tables(bias: Analysis) -> dict[str, dict[str, Table]]:
     return per_class
 
 
+def hook_aliases(analysis: Analysis) -> dict[str, list[str]]:
+    """{stored hook point: [its aliases]} from the store provenance in an analysis summary."""
+    store = analysis.summary.get("store", {})
+    grouped: dict[str, list[str]] = {}
+    for alias, canonical in store.get("attrs", store).get("hook_aliases", {}).items():
+        grouped.setdefault(canonical, []).append(alias)
+    return grouped
+
+
 def toy_warnings(analyses: list[Analysis]) -> list[str]:
     """Say plainly when the numbers come from untrained weights."""
     notes = []
@@ -320,7 +329,8 @@ def build_context(separability_dirs: list[Path], bias_dir: Path | None, image_di
         "tables": shown_tables(analyses, bias_classes),
         "title": title,
         "notices": ([notice] if notice else []) + toy_warnings(analyses),
-        "separability": [{"analysis": a, "top_channels": channels} for a, channels in zip(separability, top_channels)],
+        "separability": [{"analysis": a, "top_channels": channels, "aliases": hook_aliases(a)}
+                         for a, channels in zip(separability, top_channels)],
         "bias": bias,
         "bias_classes": bias_classes,
         "bias_class_keys": {key for tables in bias_classes.values() for key in tables},

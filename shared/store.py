@@ -213,6 +213,13 @@ class ActivationStore:
     def hook_points(self) -> list[str]:
         return list(self.attrs.get("hook_points", []))
 
+    def aliases(self) -> dict[str, list[str]]:
+        """{canonical: [aliases]}: hook points cnn-hooks found equal to a stored one, in forward order."""
+        grouped: dict[str, list[str]] = {}
+        for alias, canonical in self.attrs.get("hook_aliases", {}).items():
+            grouped.setdefault(canonical, []).append(alias)
+        return grouped
+
     @property
     def pools(self) -> list[str]:
         return list(self.attrs.get("pooling", ["mean"]))

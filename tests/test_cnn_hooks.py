@@ -155,8 +155,37 @@ def test_list_layers_prints_names_channels_shapes():
     assert len(lines) == 75  # 60 module calls + 8 blocks + 4 stages + 3 downsample containers
     assert lines[0] == "conv1\t64\t64x32x32" and lines[-1] == "fc\t1000\t1000"
     result = ok(run_cli("--list-layers", "--model", "resnet18", "--image-size", "64", "--layers", "layer2.*.relu_1,avgpool"))
-    assert result.output.splitlines() == ["layer2.0.relu_1\t128\t128x8x8", "layer2.1.relu_1\t128\t128x8x8",
-                                          "avgpool\t512\t512x1x1"]
+    assert result.output.splitlines() == ["layer2.0.relu_1\t128\t128x8x8\t= layer2.0",
+                                          "layer2.1.relu_1\t128\t128x8x8\t= layer2", "avgpool\t512\t512x1x1\t= layer4"]
+
+
+def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, tree):
+    network = H.build_network("resnet50", "none", image_size=64)
+    points, _ = H.discover_hook_points(network.module, network.preprocessing)
+    aliases = H.find_aliases(network.module, points, network.preprocessing)
+    # The example: one tensor under four names (avgpool is its mean); conv and BatchNorm stay apart.
+    assert {a for a, c in aliases.items() if c == "layer4"} == {"layer4.2.relu_2", "layer4.2", "avgpool"}
+    assert "layer1.0.bn1" not in aliases and "layer1.0.conv1" not in aliases
+    out = tmp_path / "a.zarr"
+    ok(run_cli(tree, "--out", out, *SMALL, "--layers", "layer4*,avgpool,fc"))
+    store = ActivationStore(out)
+    assert store.hook_points == ["layer4.0.conv1", "layer4.0.bn1", "layer4.0.relu", "layer4.0.conv2", "layer4.0.bn2",
+                                 "layer4.0.downsample.0", "layer4.0.downsample", "layer4.0", "layer4.1.conv1",
+                                 "layer4.1.bn1", "layer4.1.relu", "layer4.1.conv2", "layer4.1.bn2", "layer4", "fc"]
+    assert store.attrs["hook_aliases"]["avgpool"] == "layer4"
+    assert store.aliases()["layer4"] == ["layer4.1.relu_1", "layer4.1", "avgpool"]
+    # Selecting only an alias selects its canonical, whose values are the alias's: avgpool's output.
+    ok(run_cli(tree, "--out", tmp_path / "b.zarr", *SMALL, "--layers", "avgpool", "--precision", "fp32"))
+    selected = ActivationStore(tmp_path / "b.zarr")
+    assert selected.hook_points == ["layer4"]
+    resnet18 = H.build_network("resnet18", "none", image_size=64)
+    images = torch.stack([resnet18.preprocessing.to_uint8(load_rgb(tree / p)) for p in selected.rows()["path"]])
+    with torch.no_grad():
+        x = resnet18.preprocessing.normalizer(torch.device("cpu"))(images)
+        avgpool = torch.nn.Sequential(*list(resnet18.module.children())[:-1])(x).flatten(1)
+    np.testing.assert_allclose(selected.read_layer("layer4"), avgpool.numpy(), rtol=1e-4, atol=1e-6)
+    # A resumed store keeps the aliases it was made with.
+    ok(run_cli(tree, "--out", out, *SMALL, "--layers", "layer4*,avgpool,fc"))
 
 
 # ---- pooled values ---------------------------------------------------------------------------
@@ -177,15 +206,18 @@ def test_pooled_values_equal_a_manual_computation(tree, small_store):
     nodes = ["conv1", "layer1.0.relu", "layer1.0.relu_1", "layer3.1.conv2", "layer4.1.relu_1", "avgpool", "fc"]
     with torch.no_grad():
         maps = create_feature_extractor(model, nodes)(image)
+    aliases = store.attrs["hook_aliases"]
     for node in nodes:
         full = maps[node].double()
         mean = full.mean(dim=(2, 3)) if full.dim() == 4 else full
         peak = full.amax(dim=(2, 3)) if full.dim() == 4 else full
-        # Stored as float16: compare at its resolution.
-        np.testing.assert_allclose(store.read_layer(node, "mean")[index], mean[0].numpy(), rtol=2e-3, atol=2e-4)
-        np.testing.assert_allclose(store.read_layer(node, "max")[index], peak[0].numpy(), rtol=2e-3, atol=2e-4)
-    # The stage output is the last block's output; BatchNorm is pooled before ReLU(inplace=True) overwrites it.
-    np.testing.assert_array_equal(store.read_layer("layer4", "mean"), store.read_layer("layer4.1.relu_1", "mean"))
+        # Stored as float16: compare at its resolution. An alias is stored as its canonical.
+        stored = aliases.get(node, node)
+        np.testing.assert_allclose(store.read_layer(stored, "mean")[index], mean[0].numpy(), rtol=2e-3, atol=2e-4)
+        np.testing.assert_allclose(store.read_layer(stored, "max")[index], peak[0].numpy(), rtol=2e-3, atol=2e-4)
+    # The stage output is the last block's output; avgpool's max over one pixel is no layer4 max, so no alias.
+    assert aliases["layer4.1.relu_1"] == "layer4" and "avgpool" in store.hook_points
+    # BatchNorm is pooled before ReLU(inplace=True) overwrites it.
     bn, relu = (store.read_layer(name, "max") for name in ("layer1.0.bn1", "layer1.0.relu"))
     np.testing.assert_array_equal(relu, np.maximum(bn, 0))
     assert (store.read_layer("layer1.0.bn1", "mean") < store.read_layer("layer1.0.relu", "mean")).any()
@@ -262,7 +294,8 @@ def test_store_layout_dtype_chunks_and_attrs(small_store, tree):
     assert attrs["source_layout"] == "imagefolder" and len(attrs["source_sha256"]) == 64
     assert {"torch", "torchvision", "timm", "zarr", "synthprobe"} <= set(attrs["versions"])
     assert len(attrs["classes"]) == 1000 and attrs["classes"][309] == "n02206856" and attrs["class_names"][309] == "bee"
-    assert store.hook_points[:4] == ["conv1", "bn1", "relu", "maxpool"] and len(store.hook_points) == 75
+    assert store.hook_points[:4] == ["conv1", "bn1", "relu", "maxpool"]
+    assert len(store.hook_points) == 75 - len(attrs["hook_aliases"]) == 60  # each distinct tensor once
     group = zarr.open_group(str(small_store), mode="r")
     for hook in store.hook_points:
         for pool in ("mean", "max"):
@@ -288,9 +321,9 @@ def test_xarray_opens_every_group(small_store):
     import xarray as xr
 
     store = ActivationStore(small_store)
-    layer = xr.open_zarr(small_store, group="hooks/layer3.1.relu_1", consolidated=False)
+    layer = xr.open_zarr(small_store, group="hooks/layer3.1.relu", consolidated=False)
     assert layer["mean"].dims == ("image", "channel") and layer["mean"].shape == (6, 256)
-    np.testing.assert_array_equal(layer["max"].values, store.read_layer("layer3.1.relu_1", "max"))
+    np.testing.assert_array_equal(layer["max"].values, store.read_layer("layer3.1.relu", "max"))
     rows = xr.open_zarr(small_store, group="rows", consolidated=False)
     assert [str(v) for v in rows["id"].values] == list(store.rows()["id"])
     logits = xr.open_zarr(small_store, group="logits", consolidated=False)["logits"]
@@ -318,7 +351,9 @@ def test_golden_store(tmp_path, golden):
                "--precision", "fp32", "--layers", "conv1,layer2.*,layer4,fc", "--workers", "0", "--silent"))
     golden.check("cnn_hooks/store_summary.txt", store_summary(out).replace(str(tmp_path), "TMP"))
     store = ActivationStore(out)
-    values = {hook: np.round(store.read_layer(hook)[:, :4], 6).tolist() for hook in ("conv1", "layer2.1.relu_1", "layer4")}
+    aliases = store.attrs["hook_aliases"]  # layer2.1.relu_1 is stored once, as layer2
+    values = {hook: np.round(store.read_layer(aliases.get(hook, hook))[:, :4], 6).tolist()
+              for hook in ("conv1", "layer2.1.relu_1", "layer4")}
     values["logits"] = np.round(store.logits()[:, :4], 6).tolist()
     path = REPO / "tests" / "golden" / "cnn_hooks" / "values.json"
     if golden.regen:
@@ -357,7 +392,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference.zarr"
     ok(run_cli(*args, "--out", reference))
     got, want = store_arrays(killed), store_arrays(reference)
-    assert got.keys() == want.keys() and len(want) == 7 + 1 + 19  # row table, logits, hook points
+    assert got.keys() == want.keys() and len(want) == 7 + 1 + 19 - 4  # row table, logits, hook points less aliases
     for name in want:
         assert got[name].shape[0] == 42, name
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
@@ -392,7 +427,7 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     # Regenerated images under the same ids must not be mixed with the recorded ones.
     write_manifest(folder, [manifest_row("a", "im0.png", sha256=sha[3]), b])
     fails_with(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"), "1 images of", "changed since", "id 'a'")
-    line = fails_with(run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 75 names, 'conv1' ... 'fc')")
+    line = fails_with(run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 73 names, 'conv1' ... 'fc')")
     assert len(line) < 300
 
 
@@ -421,7 +456,8 @@ def test_timm_model_with_its_own_preprocessing_and_a_safetensors_file(tmp_path, 
     store = ActivationStore(out)
     assert store.attrs["model"] == "timm:efficientnet_lite0" and store.attrs["weights"].startswith("sha256:")
     assert store.attrs["preprocessing"]["source"].startswith("timm efficientnet_lite0")
-    assert "blocks.6" in store.hook_points and "blocks" in store.hook_points and store.channels("conv_head") == 1280
+    assert store.attrs["hook_aliases"]["blocks.6"] == "blocks" and "blocks.5" in store.hook_points
+    assert store.channels("conv_head") == 1280
     assert store.attrs["classes"][0] == "n01440764"
     preprocessing = H.build_network("timm:efficientnet_lite0", "none", 64).preprocessing
     image = preprocessing.to_uint8(load_rgb(tree / store.rows()["path"][0])).unsqueeze(0)

@@ -46,7 +46,8 @@ def fixed_inputs(tmp_path):
     write_png(sep / "heatmap.png", 200)
     (sep / "summary.json").write_text(json.dumps({
         "tool": "separability", "n_images": 2, "n_synsets": 2, "top_layers": ["layer1"],
-        "parameters": {"seed": 0}, "store": {"model": "resnet50", "weights": "none"},
+        "parameters": {"seed": 0}, "store": {"model": "resnet50", "weights": "none",
+                                             "hook_aliases": {"layer1.1.relu_1": "layer1", "layer1.1": "layer1"}},
         "tables": {"layers": {"file": "layers.csv", "description": "per layer"},
                    "top_images": {"file": "top_images.csv", "description": "top images"}},
         "figures": {"heatmap": "heatmap.png"}}))
@@ -68,6 +69,8 @@ def test_text_is_escaped(fixed_inputs):
     assert "<script>window.__pwned" not in html
     assert "a &lt;script&gt;window.__pwned = 1&lt;/script&gt; cat &amp; " in html
     assert "random weights" in html  # weights "none" is called out
+    assert "Top layers by average centroid distance: layer1 (= layer1.1.relu_1, layer1.1)." in html
+    assert "<li><b>layer1</b> = layer1.1.relu_1, layer1.1</li>" in html
 
 
 def test_missing_summary_is_one_clear_error(tmp_path):

@@ -20,10 +20,14 @@ POOL_CHOICES = {"mean": ("mean",), "max": ("max",), "both": ("mean", "max")}
 
 
 def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list[str]:
-    """One line per hook point: name, channels, output shape. Weights do not change layers, so none are loaded."""
+    """One line per hook point: name, channels, output shape, and '= canonical' for an alias (stored once, as its
+    canonical). Weights do not change layers, so none are loaded."""
     network = H.build_network(model, "none", image_size)
     points, _ = H.discover_hook_points(network.module, network.preprocessing)
-    return [f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}" for p in H.select_hook_points(points, patterns)]
+    aliases = H.find_aliases(network.module, points, network.preprocessing)
+    chosen = set(H.select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
+    return [f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}" + (f"\t= {aliases[p.name]}" if p.name in aliases else "")
+            for p in points if p.name in chosen]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
