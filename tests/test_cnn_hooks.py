@@ -645,3 +645,13 @@ def test_weights_file_with_a_head_of_any_size(tmp_path, tree, model):
     ok(run_cli(tree, "--out", tmp_path / "named.zarr", "--model", model, "--weights", tmp_path / "seven.pth",
                "--image-size", "64", "--workers", "0", "--layers", "fc", "--class-names", tmp_path / "names.txt", "--silent"))
     assert ActivationStore(tmp_path / "named.zarr").attrs["class_names"][6] == "kind 6"
+
+
+@pytest.mark.parametrize("model", ["timm:test_vit", "timm:test_convnext", "timm:resnet18.a1_in1k", "timm:mobilevitv2_050"])
+def test_list_layers_for_timm_names(model):
+    """Transformers, ConvNeXt, a name with a pretrained tag, a hybrid: listed without weights."""
+    lines = ok(run_cli("--list-layers", "--model", model)).output.strip().splitlines()
+    names = [line.split("\t")[0] for line in lines]
+    assert len(lines) > 10 and len(set(names)) == len(names)
+    assert all(line.split("\t")[1].isdigit() for line in lines)
+    assert any("\t= " in line for line in lines)  # every one of these has aliases (e.g. an Identity)
