@@ -55,7 +55,6 @@ prompts: $(OUT)/prompts/concepts.jsonl $(OUT)/prompts/bias.jsonl
 # ---- stages after the prompts ------------------------------------------------
 CACHE_ARG := $(if $(IMAGE_CACHE),--cache $(IMAGE_CACHE))
 $(eval $(call params,generate,$(GEN_MODEL) $(STEPS) $(GUIDANCE) $(SIZE) $(QUANTIZE)))
-$(eval $(call params,hooks,$(CNN) $(WEIGHTS)))
 $(eval $(call params,stats,$(PERMUTATIONS) $(BOOTSTRAP) $(SEED)))
 
 # A run with failed records still writes images.jsonl (the failed rows hold the errors); ageing it
@@ -73,35 +72,49 @@ $(TINY_SD3)/model_index.json: shared/tiny_models.py | $(STAMP)
 .PHONY: tiny-models
 tiny-models: $(TINY_SD3)/model_index.json
 
-# cnn-hooks resumes an unfinished store and refuses one made with another model or images:
-# new images or a new CNN or WEIGHTS start a new store, an interrupted run resumes.
-# .done is written on success.
-$(OUT)/acts/%.done: $(OUT)/images/%/images.jsonl $(OUT)/.params/hooks | $(STAMP)
-	@mkdir -p $(OUT)/acts; cat $(OUT)/.params/hooks $< | cksum > $(OUT)/acts/$*.params.new
-	@cmp -s $(OUT)/acts/$*.params.new $(OUT)/acts/$*.params || rm -rf $(OUT)/acts/$*.zarr
-	mv $(OUT)/acts/$*.params.new $(OUT)/acts/$*.params
-	$(BIN)/cnn-hooks $(<D) --out $(OUT)/acts/$*.zarr --model $(CNN) --weights $(WEIGHTS) --batch-size $(HOOK_BATCH)
-	touch $@
+# Each classifier of CNNS (a model name, or MODEL=WEIGHTS for its own weights; else WEIGHTS) gets its
+# stores and analyses under $(OUT)/<model, ':' as '-'>/. cnn-hooks resumes an unfinished store and refuses
+# one made with another model or images: new images or new weights start that classifier's store anew,
+# an interrupted run resumes, and the other classifiers' stores stay. .done is written on success.
+classifier_model = $(firstword $(subst =, ,$(1)))
+classifier_weights = $(or $(word 2,$(subst =, ,$(1))),$(WEIGHTS))
+classifier_dir = $(OUT)/$(subst :,-,$(call classifier_model,$(1)))
 
-$(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done $(OUT)/.params/stats
-	$(BIN)/separability $(OUT)/acts/concepts.zarr --out $(@D) --group concept $(STATS_ARGS)
+define classifier
+$(1)/acts/%.done: $(OUT)/images/%/images.jsonl $(1)/.params | $(STAMP)
+	@mkdir -p $$(@D); cat $(1)/.params $$< | cksum > $$(@D)/$$*.params.new
+	@cmp -s $$(@D)/$$*.params.new $$(@D)/$$*.params || rm -rf $$(@D)/$$*.zarr
+	@mv $$(@D)/$$*.params.new $$(@D)/$$*.params
+	$(BIN)/cnn-hooks $$(<D) --out $$(@D)/$$*.zarr --model $(2) --weights $(3) --batch-size $(HOOK_BATCH)
+	@touch $$@
 
-$(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/.params/stats
-	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed $(STATS_ARGS)
+$(1)/.params: FORCE
+	@mkdir -p $$(@D); echo '$(2) $(3)' | cmp -s - $$@ || echo '$(2) $(3)' > $$@
 
-$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/prompts/bias.jsonl $(OUT)/.params/stats
-	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) --bootstrap $(BOOTSTRAP) --seed $(SEED)
+$(1)/separability/concepts/summary.json: $(1)/acts/concepts.done $(OUT)/.params/stats
+	$(BIN)/separability $(1)/acts/concepts.zarr --out $$(@D) --group concept $(STATS_ARGS)
+
+$(1)/separability/bias/summary.json: $(1)/acts/bias.done $(OUT)/.params/stats
+	$(BIN)/separability $(1)/acts/bias.zarr --out $$(@D) --group object-only,mixed $(STATS_ARGS)
+
+$(1)/bias/summary.json: $(1)/acts/bias.done $(OUT)/prompts/bias.jsonl $(OUT)/.params/stats
+	$(BIN)/bias-report $(1)/acts/bias.zarr --out $$(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) --bootstrap $(BOOTSTRAP) --seed $(SEED)
+
+ACTIVATIONS += $(1)/acts/concepts.done $(1)/acts/bias.done
+SEPARABILITY += $(1)/separability/concepts/summary.json $(1)/separability/bias/summary.json
+BIAS += $(1)/bias/summary.json
+REPORT_INPUTS += --separability $(1)/separability/concepts --separability $(1)/separability/bias --bias $(1)/bias
+endef
+$(foreach c,$(CNNS),$(eval $(call classifier,$(call classifier_dir,$(c)),$(call classifier_model,$(c)),$(call classifier_weights,$(c)))))
 
 .PHONY: images activations separability bias
 images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
-activations: $(OUT)/acts/concepts.done $(OUT)/acts/bias.done
-separability: $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias/summary.json
-bias: $(OUT)/bias/summary.json
+activations: $(ACTIVATIONS)
+separability: $(SEPARABILITY)
+bias: $(BIAS)
 
-ANALYSES := $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias/summary.json $(OUT)/bias/summary.json
-$(OUT)/report.html: $(ANALYSES) $(wildcard templates/*.j2)
-	$(BIN)/report --separability $(OUT)/separability/concepts --separability $(OUT)/separability/bias \
-		--bias $(OUT)/bias --images $(OUT)/images/concepts --images $(OUT)/images/bias \
+$(OUT)/report.html: $(SEPARABILITY) $(BIAS) $(wildcard templates/*.j2)
+	$(BIN)/report $(REPORT_INPUTS) --images $(OUT)/images/concepts --images $(OUT)/images/bias \
 		$(if $(REPORT_NOTICE),--notice "$(REPORT_NOTICE)") -o $@
 
 .PHONY: report all preflight demo
@@ -109,7 +122,7 @@ report: $(OUT)/report.html
 
 # Stops at once, saying what to do, when the generator or the CNN weights cannot be had.
 preflight: | $(STAMP)
-	$(BIN)/python -m synthprobe.preflight --generator $(GEN_MODEL) --cnn $(CNN) --weights $(WEIGHTS)
+	$(foreach c,$(CNNS),$(BIN)/python -m synthprobe.preflight --generator $(GEN_MODEL) --cnn $(call classifier_model,$(c)) --weights $(call classifier_weights,$(c)) &&) true
 
 all: preflight
 	$(MAKE) report

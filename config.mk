@@ -24,8 +24,9 @@ SIZE ?= 1024
 GEN_BATCH ?= 1
 QUANTIZE ?= auto
 
-# Classifier
-CNN ?= resnet50
+# Classifiers, side by side: torchvision names or timm:<name>, each optionally =WEIGHTS (a local file);
+# the others take WEIGHTS. Each gets $(OUT)/<name>/; e.g. CNNS = resnet50 timm:efficientnet_lite0=lite0.pth
+CNNS ?= resnet50
 WEIGHTS ?= DEFAULT
 HOOK_BATCH ?= 16
 

@@ -307,11 +307,11 @@ class HookPoint:
     name: str  # "layer4.2.relu_2"
     module: str  # "layer4.2.relu"
     call: int  # 2: the third call of that module in one forward
-    shape: tuple[int, ...]  # output shape without the batch dimension
+    shape: tuple[int, ...]  # output shape without the batch dimension: (C, H, W), (tokens, C) or (C,)
 
     @property
     def channels(self) -> int:
-        return self.shape[0]
+        return self.shape[-1] if len(self.shape) == 2 else self.shape[0]
 
 
 def point_name(module: str, call: int) -> str:
@@ -319,8 +319,8 @@ def point_name(module: str, call: int) -> str:
 
 
 def is_poolable(output) -> bool:
-    """(N, C, H, W) feature maps and (N, C) vectors; anything else (tuples, token sequences) is no hook point."""
-    return isinstance(output, torch.Tensor) and output.dim() in (2, 4) and output.is_floating_point()
+    """(N, C, H, W) feature maps, (N, tokens, C) token sequences (ViTs) and (N, C) vectors; tuples are no hook point."""
+    return isinstance(output, torch.Tensor) and output.dim() in (2, 3, 4) and output.is_floating_point()
 
 
 def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) -> tuple[list[HookPoint], int | None]:
@@ -410,7 +410,7 @@ def column_slices(points: list[HookPoint]) -> dict[str, slice]:
 
 
 def pool_output(output: torch.Tensor, pools: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Spatial mean and/or max of one output, as fp32 (N, C).
+    """Spatial mean and/or max of one output, as fp32 (N, C); a token sequence is pooled over its tokens.
 
     On channels-last maps the mean is ``avg_pool2d`` over the whole map: its CPU and CUDA kernels
     accumulate in fp32 and run 10-40x faster than ``mean(dim=(2, 3), dtype=float32)`` on bf16, at the
@@ -420,6 +420,9 @@ def pool_output(output: torch.Tensor, pools: tuple[str, ...]) -> dict[str, torch
     if output.dim() == 2:
         vector = output.float()
         return {pool: vector for pool in pools}
+    if output.dim() == 3:  # (N, tokens, C), class token included
+        return {pool: (output.mean(dim=1, dtype=torch.float32) if pool == "mean" else output.amax(dim=1).float())
+                for pool in pools}
     pooled = {}
     if "mean" in pools:
         if output.is_contiguous(memory_format=torch.channels_last):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .compare import bias_tables, classifier_name, compared, depth_figures
 from .files import InputError, open_input, open_output
 from .images import MANIFEST, SHARD_MANIFESTS, load_rgb, read_image_folder
 from .records import parse_jsonl
@@ -276,13 +277,13 @@ def toy_warnings(analyses: list[Analysis]) -> list[str]:
     return notes
 
 
-def shown_tables(analyses: list[Analysis], bias_classes: dict[str, dict[str, Table]]) -> list[Table]:
+def shown_tables(analyses: list[Analysis], per_class: list[dict[str, dict[str, Table]]]) -> list[Table]:
     """Cut every table the report shows to its top rows; returns them all, the partial ones to be linked."""
     shown = []
     for analysis in analyses:
         analysis.tables = {key: table.top_rows() for key, table in analysis.tables.items()}
         shown += analysis.tables.values()
-    for tables in bias_classes.values():
+    for tables in (tables for classes in per_class for tables in classes.values()):
         for key in tables:
             tables[key] = tables[key].top_rows()
             shown.append(tables[key])
@@ -315,25 +316,27 @@ def link_full_tables(tables: list[Table], output: str | Path) -> None:
         table.href = f"{files_dir.name}/{copies[table.source]}"
 
 
-def build_context(separability_dirs: list[Path], bias_dir: Path | None, image_dirs: list[Path],
+def build_context(separability_dirs: list[Path], bias_dirs: list[Path], image_dirs: list[Path],
                   title: str = "synthprobe report", notice: str | None = None) -> dict:
     separability = [load_analysis(d) for d in separability_dirs]
-    bias = load_analysis(bias_dir) if bias_dir else None
-    if not separability and bias is None:
+    biases = [load_analysis(d) for d in bias_dirs]
+    if not separability and not biases:
         raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
     thumbnails = Thumbnails(image_dirs) if image_dirs else None
-    analyses = separability + ([bias] if bias else [])
-    bias_classes = bias_class_tables(bias) if bias else {}
+    analyses = separability + biases
+    per_class = [bias_class_tables(bias) for bias in biases]
     top_channels = [top_channel_images(a, thumbnails) for a in separability]  # from the whole top_images table
+    comparison = {"figures": depth_figures(separability) if compared(separability) else {},
+                  "tables": bias_tables(biases) if compared(biases) else []}  # from the whole CSVs
     return {
-        "tables": shown_tables(analyses, bias_classes),
+        "tables": shown_tables(analyses, per_class),
         "title": title,
         "notices": ([notice] if notice else []) + toy_warnings(analyses),
-        "separability": [{"analysis": a, "top_channels": channels, "aliases": hook_aliases(a)}
-                         for a, channels in zip(separability, top_channels)],
-        "bias": bias,
-        "bias_classes": bias_classes,
-        "bias_class_keys": {key for tables in bias_classes.values() for key in tables},
+        "separability": [{"analysis": a, "top_channels": channels, "aliases": hook_aliases(a),
+                          "classifier": classifier_name(a)} for a, channels in zip(separability, top_channels)],
+        "biases": [{"analysis": bias, "classes": classes, "class_keys": {key for tables in classes.values() for key in tables},
+                    "classifier": classifier_name(bias)} for bias, classes in zip(biases, per_class)],
+        "comparison": comparison,
         "galleries": thumbnails.galleries() if thumbnails else [],
         "runs": run_summaries(image_dirs),
     }

@@ -655,3 +655,24 @@ def test_list_layers_for_timm_names(model):
     assert len(lines) > 10 and len(set(names)) == len(names)
     assert all(line.split("\t")[1].isdigit() for line in lines)
     assert any("\t= " in line for line in lines)  # every one of these has aliases (e.g. an Identity)
+
+
+def test_vit_token_outputs_are_pooled_over_tokens(tmp_path, tree):
+    import timm
+
+    out = tmp_path / "vit.zarr"
+    ok(run_cli(tree, "--out", out, "--model", "timm:test_vit", "--weights", "none", "--precision", "fp32",
+               "--layers", "blocks.0,norm", "--workers", "0", "--silent"))
+    store = ActivationStore(out)
+    network = H.build_network("timm:test_vit", "none")
+    torch.manual_seed(H.RANDOM_INIT_SEED)
+    reference = timm.create_model("test_vit", pretrained=False).eval()
+    images = torch.stack([network.preprocessing.to_uint8(load_rgb(tree / p)) for p in store.rows()["path"]])
+    outputs = {}
+    for name in ("blocks.0", "norm"):
+        reference.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, o))
+    with torch.no_grad():
+        reference(network.preprocessing.normalizer(torch.device("cpu"))(images))
+    for name in ("blocks.0", "norm"):
+        assert outputs[name].dim() == 3 and store.channels(name) == outputs[name].shape[2]
+        np.testing.assert_allclose(store.read_layer(name), outputs[name].mean(dim=1).numpy(), rtol=1e-4, atol=1e-5)

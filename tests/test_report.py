@@ -55,8 +55,9 @@ def fixed_inputs(tmp_path):
     bias.mkdir()
     (bias / "prompts.csv").write_text(f'class,group,prompt,confidence_mean\nbee,mixed,"{HOSTILE_PROMPT.replace(chr(34), 2 * chr(34))}",0.5\n')
     (bias / "summary.json").write_text(json.dumps({"tool": "bias-report", "files": {"prompts": "prompts.csv"},
+                                                   "store": {"attrs": {"model": "resnet50", "weights": "none"}},
                                                    "figures": {}, "definitions": {"confidence": "softmax mass"}}))
-    return {"separability_dirs": [sep], "bias_dir": bias, "image_dirs": [images]}
+    return {"separability_dirs": [sep], "bias_dirs": [bias], "image_dirs": [images]}
 
 
 def test_template_golden(fixed_inputs, golden, tmp_path):
@@ -81,7 +82,7 @@ def test_missing_summary_is_one_clear_error(tmp_path):
 
 def test_nothing_to_report(tmp_path):
     with pytest.raises(InputError, match="nothing to report"):
-        write_report(tmp_path / "r.html", separability_dirs=[], bias_dir=None, image_dirs=[])
+        write_report(tmp_path / "r.html", separability_dirs=[], bias_dirs=[], image_dirs=[])
 
 
 def invoke(main, *args):
@@ -209,3 +210,38 @@ def test_galleries_share_a_thumbnail_budget(tmp_path):
     assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=100)] == [3] * 10
     assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=25)] == [2] * 10
     assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=4)] == [1] * 4
+
+
+def classifier_analyses(root: Path, model: str, scale: float) -> tuple[Path, Path]:
+    """A separability and a bias-report folder as the stages write them for one classifier."""
+    sep, bias = root / model / "separability", root / model / "bias"
+    sep.mkdir(parents=True)
+    bias.mkdir(parents=True)
+    depth = np.arange(5)
+    pd.DataFrame({"layer": [f"l{d}" for d in depth], "depth": depth, "probe_accuracy": scale * (depth + 1) / 5,
+                  "fisher": scale * (depth + 1.0), "silhouette": scale * depth / 10}).to_csv(sep / "layers.csv", index=False)
+    (sep / "summary.json").write_text(json.dumps({"tool": "separability", "store": {"model": model, "weights": "w"},
+                                                  "tables": {"layers": {"file": "layers.csv"}}, "figures": {}}))
+    pd.DataFrame({"class": ["bee", "bee", "frog"], "group": ["object-only", "mixed", "mixed"],
+                  "confidence_mean": [0.5 * scale, 0.7 * scale, 0.2 * scale]}).to_csv(bias / "groups.csv", index=False)
+    pd.DataFrame({"class": ["bee", "frog"], "context_reliance": [0.2 * scale, -0.1 * scale],
+                  "context_sufficiency": [0.1, 0.3]}).to_csv(bias / "classes.csv", index=False)
+    (bias / "summary.json").write_text(json.dumps({"tool": "bias-report", "store": {"attrs": {"model": model}},
+                                                   "files": {"groups": "groups.csv", "classes": "classes.csv"}}))
+    return sep, bias
+
+
+def test_classifiers_side_by_side(tmp_path):
+    first, second = classifier_analyses(tmp_path, "resnet50", 1.0), classifier_analyses(tmp_path, "timm:efficientnet_lite0", 0.5)
+    context = build_context([first[0], second[0]], [first[1], second[1]], [])
+    figures, tables = context["comparison"]["figures"], context["comparison"]["tables"]
+    assert list(figures) == ["linear-probe accuracy", "silhouette (cosine)", "Fisher ratio (log)"]
+    groups, classes = tables
+    assert groups.columns == ["class", "group", "resnet50", "timm:efficientnet_lite0"]
+    assert groups.rows[1] == ["bee", "mixed", "0.7", "0.35"]
+    assert classes.columns[:3] == ["class", "resnet50 context reliance", "resnet50 context sufficiency"]
+    assert classes.rows[1][1] == "-0.1" and classes.rows[1][3] == "-0.05"
+    html = render(context)
+    assert '<section id="classifiers">' in html and html.count('by relative depth"') == 3
+    # One classifier: nothing to compare.
+    assert build_context([first[0]], [first[1]], [])["comparison"] == {"figures": {}, "tables": []}
