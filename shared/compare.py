@@ -37,7 +37,7 @@ def compared(analyses: list) -> bool:
 
 def depth_figures(separability: list) -> dict[str, str]:
     """{measure: PNG data URI}: one plot per measure, one line per classifier and analysis folder."""
-    from .report import png_uri
+    from .report import figure_uri
 
     plt = pyplot()
     figures = {}
@@ -66,7 +66,7 @@ def depth_figures(separability: list) -> dict[str, str]:
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
-        figures[label] = png_uri(buffer.getvalue())
+        figures[label] = figure_uri(buffer.getvalue())
     return figures
 
 

@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,11 +105,20 @@ class Analysis:
 @dataclass
 class Gallery:
     title: str
-    images: list[dict] = field(default_factory=list)  # {id, uri, caption}
+    images: list[dict] = field(default_factory=list)  # {id, thumb, caption}
 
 
 def png_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def figure_uri(data: bytes) -> str:
+    """A PNG figure as a data URI, in a 256-colour palette where that is smaller (plots: about a third)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").quantize(256).save(buffer, format="PNG", optimize=True)
+    return png_uri(min(data, buffer.getvalue(), key=len))
 
 
 def format_cell(value) -> object:
@@ -153,12 +163,16 @@ def load_analysis(folder: str | Path) -> Analysis:
         path = folder / file
         if not path.is_file():
             raise InputError(f"{summary_path} names the figure {file}, which is missing")
-        figures[name] = png_uri(path.read_bytes())
+        figures[name] = figure_uri(path.read_bytes())
     return Analysis(folder, summary, tables, figures)
 
 
 class Thumbnails:
-    """Image lookup by row id across the given image folders, with cached thumbnails."""
+    """Image lookup by row id across the given image folders; each thumbnail is embedded once.
+
+    ``thumb`` gives a key into ``uris`` (key -> JPEG data URI); the page fills every image
+    with that key from one table, so an image shown in several places costs its bytes once.
+    """
 
     def __init__(self, image_dirs: list[Path]):
         self.folders = [read_image_folder(d) for d in image_dirs]
@@ -168,24 +182,27 @@ class Thumbnails:
             for row in folder.rows.itertuples(index=False):
                 self.files.setdefault(row.id, folder.file(row.path))
             self.prompts.update(manifest_prompts(folder.root))
-        self._cache: dict[Path, str] = {}
+        self.keys: dict[Path, str | None] = {}
+        self.uris: dict[str, str] = {}
 
-    def uri(self, image_id: str, path: str | None = None) -> str | None:
+    def thumb(self, image_id: str, path: str | None = None) -> str | None:
         file = self.files.get(image_id)
         if file is None and path:
             file = next((f.file(path) for f in self.folders if f.file(path).is_file()), None)
         if file is None:
             return None
-        if file not in self._cache:
+        if file not in self.keys:
             try:
                 image = load_rgb(file)
             except (OSError, ValueError):
+                self.keys[file] = None
                 return None
             image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=85)
-            self._cache[file] = png_uri(buffer.getvalue(), "image/jpeg")
-        return self._cache[file]
+            self.keys[file] = f"t{len(self.uris)}"
+            self.uris[self.keys[file]] = png_uri(buffer.getvalue(), "image/jpeg")
+        return self.keys[file]
 
     def galleries(self, per_set: int = GALLERY_PER_SET, budget: int = GALLERY_THUMBNAILS) -> list[Gallery]:
         """One gallery per synset for concept images, one per (target, group) for bias images.
@@ -199,7 +216,7 @@ class Thumbnails:
                 title = row.synset if row.group == "concept" else f"{row.target} · {row.group}"
                 members.setdefault(title, []).append(row)
         per_set = max(1, min(per_set, budget // max(1, len(members))))
-        return [Gallery(title, [{"id": row.id, "uri": self.uri(row.id), "caption": self.prompts.get(row.id, row.id)}
+        return [Gallery(title, [{"id": row.id, "thumb": self.thumb(row.id), "caption": self.prompts.get(row.id, row.id)}
                                 for row in rows[:per_set]])
                 for title, rows in list(members.items())[:budget]]
 
@@ -236,7 +253,7 @@ def top_channel_images(analysis: Analysis, thumbnails: Thumbnails | None) -> lis
         frame = frame[pd.to_numeric(frame["rank"]) <= TOP_CHANNELS_SHOWN]
     groups = []
     for (layer, channel), rows in frame.groupby(["layer", "channel"], sort=False):
-        images = [{"id": r["id"], "uri": thumbnails.uri(str(r["id"]), str(r.get("path", ""))),
+        images = [{"id": r["id"], "thumb": thumbnails.thumb(str(r["id"]), str(r.get("path", ""))),
                    "caption": f"{r.get('synset', '')} {r.get('activation', '')}".strip()} for _, r in rows.iterrows()]
         groups.append({"layer": layer, "channel": channel, "images": images})
     return groups
@@ -293,8 +310,9 @@ def shown_tables(analyses: list[Analysis], per_class: list[dict[str, dict[str, T
 def link_full_tables(tables: list[Table], output: str | Path) -> None:
     """Copy the full CSV of each partial table into ``<report>_files/`` and link it relatively.
 
-    The copies are named after their analysis folder (``concepts-layers.csv``); a report written
-    to stdout names the original file instead.
+    The copies are named by their path below the analysis folders' common parent
+    (``sep-layers.csv``; ``resnet50-separability-concepts-layers.csv`` beside another
+    classifier's); a report written to stdout names the original file instead.
     """
     partial = [t for t in tables if t.partial and t.source is not None]
     if str(output) == "-":
@@ -304,16 +322,15 @@ def link_full_tables(tables: list[Table], output: str | Path) -> None:
     output = Path(output)
     files_dir = output.with_name(f"{output.stem}_files")
     shutil.rmtree(files_dir, ignore_errors=True)  # no stale tables from an earlier report
-    copies: dict[Path, str] = {}
+    if not partial:
+        return
+    sources = {table.source.resolve() for table in partial}
+    common = Path(os.path.commonpath([source.parent for source in sources])).parent
+    files_dir.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        shutil.copyfile(source, files_dir / "-".join(source.relative_to(common).parts))
     for table in partial:
-        if table.source not in copies:
-            name = f"{table.source.parent.name}-{table.source.name}"
-            if name in copies.values():
-                name = f"{len(copies)}-{name}"
-            files_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(table.source, files_dir / name)
-            copies[table.source] = name
-        table.href = f"{files_dir.name}/{copies[table.source]}"
+        table.href = f"{files_dir.name}/{'-'.join(table.source.resolve().relative_to(common).parts)}"
 
 
 def build_context(separability_dirs: list[Path], bias_dirs: list[Path], image_dirs: list[Path],
@@ -338,6 +355,7 @@ def build_context(separability_dirs: list[Path], bias_dirs: list[Path], image_di
                     "classifier": classifier_name(bias)} for bias, classes in zip(biases, per_class)],
         "comparison": comparison,
         "galleries": thumbnails.galleries() if thumbnails else [],
+        "thumbnails": thumbnails.uris if thumbnails else {},
         "runs": run_summaries(image_dirs),
     }
 
