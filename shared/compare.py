@@ -20,9 +20,8 @@ BIAS_MEASURES = {"context_reliance": "context reliance", "context_sufficiency": 
 
 
 def classifier_name(analysis) -> str:
-    """The model an analysis was made from, as cnn-hooks recorded it (bias-report nests the store's attrs)."""
-    store = analysis.summary.get("store", {})
-    return str(store.get("attrs", store).get("model", analysis.folder))
+    """The model an analysis was made from, as cnn-hooks recorded it."""
+    return str(analysis.store.get("model", analysis.folder))
 
 
 def full_frame(analysis, key: str) -> pd.DataFrame | None:

@@ -25,6 +25,7 @@ from .compare import bias_tables, classifier_name, compared, depth_figures
 from .files import InputError, open_input, open_output
 from .images import MANIFEST, SHARD_MANIFESTS, load_rgb, read_image_folder
 from .records import parse_jsonl
+from .store import grouped_aliases
 
 THUMBNAIL_PX = 128
 GALLERY_PER_SET = 8
@@ -100,6 +101,12 @@ class Analysis:
     summary: dict
     tables: dict[str, Table]
     figures: dict[str, str]  # name -> data URI
+
+    @property
+    def store(self) -> dict:
+        """The attrs of the store the analysis read (bias-report nests them under "attrs")."""
+        store = self.summary.get("store", {})
+        return store.get("attrs", store)
 
 
 @dataclass
@@ -275,19 +282,14 @@ def bias_class_tables(bias: Analysis) -> dict[str, dict[str, Table]]:
 
 def hook_aliases(analysis: Analysis) -> dict[str, list[str]]:
     """{stored hook point: [its aliases]} from the store provenance in an analysis summary."""
-    store = analysis.summary.get("store", {})
-    grouped: dict[str, list[str]] = {}
-    for alias, canonical in store.get("attrs", store).get("hook_aliases", {}).items():
-        grouped.setdefault(canonical, []).append(alias)
-    return grouped
+    return grouped_aliases(analysis.store.get("hook_aliases", {}))
 
 
 def toy_warnings(analyses: list[Analysis]) -> list[str]:
     """Say plainly when the numbers come from untrained weights."""
     notes = []
     for analysis in analyses:
-        store = analysis.summary.get("store", {})
-        store = store.get("attrs", store)  # bias-report nests the store's attrs
+        store = analysis.store
         if str(store.get("weights", "")).lower() == "none":
             notes.append(f"{analysis.folder}: the classifier {store.get('model', '')} has random weights "
                          "(--weights none); its numbers show the pipeline works, not what a trained model learned.")

@@ -187,6 +187,14 @@ class StoreWriter:
         self.group.attrs.update({**attrs, "complete": True})
 
 
+def grouped_aliases(aliases: dict[str, str]) -> dict[str, list[str]]:
+    """``attrs["hook_aliases"]`` ({alias: canonical}) as {canonical: [aliases]}."""
+    grouped: dict[str, list[str]] = {}
+    for alias, canonical in aliases.items():
+        grouped.setdefault(canonical, []).append(alias)
+    return grouped
+
+
 @dataclass
 class ActivationStore:
     """Read access to a store; layers are read one at a time, in chunks."""
@@ -215,10 +223,7 @@ class ActivationStore:
 
     def aliases(self) -> dict[str, list[str]]:
         """{canonical: [aliases]}: hook points cnn-hooks found equal to a stored one, in forward order."""
-        grouped: dict[str, list[str]] = {}
-        for alias, canonical in self.attrs.get("hook_aliases", {}).items():
-            grouped.setdefault(canonical, []).append(alias)
-        return grouped
+        return grouped_aliases(self.attrs.get("hook_aliases", {}))
 
     @property
     def pools(self) -> list[str]:
