@@ -35,3 +35,14 @@ def test_root_installs_the_missing_packages(tmp_path):
     assert result.returncode == 0, result.stderr
     assert apt_calls[0] == "update -qq"
     assert apt_calls[1].startswith("install -y -qq") and "chromium" in apt_calls[1].split()
+
+
+def test_without_python_both_python_packages_are_named(tmp_path):
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "id").write_text("#!/bin/sh\necho 1000\n")
+    (stubs / "id").chmod(0o755)
+    result = subprocess.run([shutil.which("bash"), str(SCRIPT)], env={"PATH": str(stubs), "PYTHON": "python3"},
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "sudo apt-get install -y python3 python3-venv" in result.stderr
