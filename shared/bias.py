@@ -374,10 +374,11 @@ def build_summary(parameters: dict, store: ActivationStore, counts: dict, groups
 
 def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[str], *, mapping: str = "hierarchy",
                     prompts_path: str | Path | None = None, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                    top: int = 5, class_dir: Path | None = None, wordnet_dir: str | None = None) -> dict:
+                    top: int = 5, class_dir: Path | None = None, wordnet_dir: str | None = None,
+                    allow_incomplete: bool = False) -> dict:
     """Read the store, write every table, figure and ``summary.json`` (last, so it marks a finished report)."""
     definitions = load_classes(class_names, class_dir)
-    store = ActivationStore(store_path)
+    store = ActivationStore(store_path, allow_incomplete)
     logits = store.logits()
     model_classes = store.attrs.get("classes")
     wn = load_wordnet(wordnet_dir) if mapping == "hierarchy" else None

@@ -456,6 +456,7 @@ class RunSettings:
     workers: int = 0
     skip_bad: bool = False
     rows_per_write: int = ROWS_PER_WRITE
+    rebuild: bool = False  # delete the store first
     silent: bool = False
 
 
@@ -488,7 +489,8 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
     points, n_classes = discover_hook_points(network.module, network.preprocessing)
     points = select_hook_points(points, settings.layers)
     writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder), {p.name: p.channels for p in points},
-                         settings.pools, settings.dtype, n_classes, rows_per_write=settings.rows_per_write)
+                         settings.pools, settings.dtype, n_classes, rows_per_write=settings.rows_per_write,
+                         rebuild=settings.rebuild)
     stored = writer.committed_rows()
     check_unchanged(folder, stored, out)
     done = set(stored["id"])

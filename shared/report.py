@@ -227,6 +227,17 @@ def toy_warnings(analyses: list[Analysis]) -> list[str]:
     return notes
 
 
+def store_warnings(analyses: list[Analysis]) -> list[str]:
+    """The warnings a reader left in its summary (an unfinished store analysed with --allow-incomplete)."""
+    notes = []
+    for analysis in analyses:
+        store = analysis.summary.get("store", {})
+        warning = store.get("warning") or store.get("attrs", {}).get("warning")  # bias-report nests the attrs
+        if warning:
+            notes.append(f"{analysis.folder}: {warning}.")
+    return notes
+
+
 def build_context(separability_dirs: list[Path], bias_dir: Path | None, image_dirs: list[Path],
                   title: str = "synthprobe report", notice: str | None = None) -> dict:
     separability = [load_analysis(d) for d in separability_dirs]
@@ -238,7 +249,7 @@ def build_context(separability_dirs: list[Path], bias_dir: Path | None, image_di
     bias_classes = bias_class_tables(bias) if bias else {}
     return {
         "title": title,
-        "notices": ([notice] if notice else []) + toy_warnings(analyses),
+        "notices": ([notice] if notice else []) + toy_warnings(analyses) + store_warnings(analyses),
         "separability": [{"analysis": a, "top_channels": top_channel_images(a, thumbnails)} for a in separability],
         "bias": bias,
         "bias_classes": bias_classes,

@@ -29,11 +29,14 @@ from synthprobe.prompts import DEFAULT_BIAS_CLASSES
 @click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
               help="Confidence level of the intervals.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Top prompts per class across groups.")
+@click.option("--allow-incomplete", is_flag=True,
+              help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).")
 @seed_option()
 @wordnet_dir_option
 @silent_option
 @run_guarded
-def main(store, out, classes, class_dir, mapping, prompts_path, n_boot, level, top, seed, wordnet_dir, silent):
+def main(store, out, classes, class_dir, mapping, prompts_path, n_boot, level, top, allow_incomplete, seed, wordnet_dir,
+         silent):
     """Classifier confidence on object-only, context-only and mixed images of chosen classes.
 
     STORE is the activation store cnn-hooks made (with a classifier, so it
@@ -45,7 +48,8 @@ def main(store, out, classes, class_dir, mapping, prompts_path, n_boot, level, t
         bias-report acts.zarr --out bias/ --mapping exact --prompts bias.jsonl --bootstrap 2000
     """
     run_bias_report(store, out, comma_list(classes), mapping=mapping, prompts_path=prompts_path, n_boot=n_boot,
-                    level=level, seed=seed, top=top, class_dir=class_dir, wordnet_dir=wordnet_dir)
+                    level=level, seed=seed, top=top, class_dir=class_dir, wordnet_dir=wordnet_dir,
+                    allow_incomplete=allow_incomplete)
 
 
 if __name__ == "__main__":

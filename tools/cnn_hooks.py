@@ -50,12 +50,14 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
 @click.option("--image-size", type=click.IntRange(min=16), default=None,
               help="Crop size instead of the weights' own (the resize keeps its ratio to the crop).")
 @click.option("--skip-bad", is_flag=True, help="Record undecodable images as failed rows (NaN values) and go on.")
+@click.option("--rebuild", is_flag=True,
+              help="Delete the store at --out and start it again (after a damaged store or changed images).")
 @click.option("--rows-per-write", type=click.IntRange(min=1), default=ROWS_PER_WRITE, show_default=True,
               help="Rows gathered before each write and commit; a kill loses at most this many.")
 @silent_option
 @run_guarded
 def main(images, out, model, weights, layers, list_layers, pool, dtype, precision, device, batch_size, workers,
-         image_size, skip_bad, rows_per_write, silent):
+         image_size, skip_bad, rebuild, rows_per_write, silent):
     """Record the pooled response of every hook point of a CNN to every image in IMAGES.
 
     IMAGES is an image folder with images.jsonl (from sd-generate) or an
@@ -79,7 +81,7 @@ def main(images, out, model, weights, layers, list_layers, pool, dtype, precisio
     settings = H.RunSettings(layers=patterns, pools=POOL_CHOICES[pool], dtype=dtype,
                              precision=None if precision == "auto" else precision, device=device, batch_size=batch_size,
                              workers=default_workers() if workers is None else workers, skip_bad=skip_bad,
-                             rows_per_write=rows_per_write, silent=silent)
+                             rows_per_write=rows_per_write, rebuild=rebuild, silent=silent)
     result = H.run_hooks(folder, Path(out), network, settings)
     if result.written == 0:
         log.info("%s already holds all %d images of %s", out, result.skipped, images)

@@ -46,11 +46,13 @@ DEFAULTS = S.Params()
               help="Linear-probe cross-validation folds.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULTS.alpha,
               show_default=True, help="False-discovery rate for concept-selective channels.")
+@click.option("--allow-incomplete", is_flag=True,
+              help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).")
 @seed_option()
 @silent_option
 @run_guarded
 def main(store, out_dir, group, layers, pool, top_layers, top_synsets, top_neurons, top_images, permutations,
-         bootstrap, sample, dims, folds, alpha, seed, silent):
+         bootstrap, sample, dims, folds, alpha, allow_incomplete, seed, silent):
     """Measure how well each layer of an activation STORE separates synsets.
 
     Writes layers.csv, synset_max_activation.csv, top_synsets.csv,
@@ -69,7 +71,7 @@ def main(store, out_dir, group, layers, pool, top_layers, top_synsets, top_neuro
                       top_synsets=top_synsets, top_neurons=top_neurons, top_images=top_images,
                       permutations=permutations, bootstrap=bootstrap, sample=sample, dims=dims, folds=folds,
                       alpha=alpha, seed=seed)
-    activations = ActivationStore(store)
+    activations = ActivationStore(store, allow_incomplete)
     if pool not in activations.pools:
         raise InputError(f"--pool {pool} is not in the store; it has: {', '.join(activations.pools)}")
     check_writable_dir(out_dir)
