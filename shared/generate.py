@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .cli import progress
-from .files import InputError, atomic_write, error_line, sha256_file
+from .files import InputError, atomic_write, error_line, read_json, sha256_file
 from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json, link_or_copy
 from .records import PromptRecord
 
@@ -173,7 +173,7 @@ def read_model_json(source: ModelSource, filename: str, download: bool = True) -
     """A small JSON file of the pipeline (local folder, hub cache, else hub); None if absent or unreachable."""
     if source.is_local:
         path = source.folder / filename
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return read_config(path) if path.is_file() else None
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
@@ -192,7 +192,14 @@ def read_model_json(source: ModelSource, filename: str, download: bool = True) -
             if message and not isinstance(exc, LocalEntryNotFoundError):
                 raise InputError(message) from None
             return None
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return read_config(Path(path))
+
+
+def read_config(path: Path) -> dict:
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a model config (a JSON object)")
+    return config
 
 
 def required_multiple(source: ModelSource) -> int:

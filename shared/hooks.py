@@ -442,7 +442,7 @@ class ImageDataset(torch.utils.data.Dataset):
             return self.preprocessing.to_uint8(decode_rgb(data)), digest, ""
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             blank = torch.zeros(3, self.preprocessing.crop, self.preprocessing.crop, dtype=torch.uint8)
-            return blank, digest, f"{type(exc).__name__}: {exc}"
+            return blank, digest, error_line(exc)
 
 
 @dataclass

@@ -17,13 +17,13 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
 
 from .files import InputError, open_input, sha256_file
-from .records import GROUPS, ID_PATTERN, parse_jsonl, safe_id
+from .records import GROUPS, ID_PATTERN, ID_RULE, brief_text, parse_jsonl, safe_id
 
 MANIFEST = "images.jsonl"
 SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"
@@ -76,6 +76,8 @@ def read_manifest(manifest: Path) -> list[dict]:
         for lineno, data in parse_jsonl(handle, str(manifest)):
             try:
                 row = manifest_row(data)
+                if row is not None:
+                    check_inside(row["path"])
             except ValueError as exc:
                 raise InputError(f"{manifest}:{lineno}: {exc}") from None
             if row is not None:
@@ -101,10 +103,17 @@ def manifest_row(data: object) -> dict | None:
         "sha256": data.get("sha256") or "",
     }
     if not isinstance(row["id"], str) or not ID_PATTERN.match(row["id"]):
-        raise ValueError(f"id {row['id']!r} may only hold letters, digits, '.', '_' and '-'")
+        raise ValueError(f"id {brief_text(str(row['id']))} {ID_RULE}")
     if row["group"] not in GROUPS:
         raise ValueError(f"group {row['group']!r} is not one of {', '.join(GROUPS)}")
     return row
+
+
+def check_inside(relative: str) -> None:
+    """A manifest path must name a file inside the image folder: relative, without '..'."""
+    path = PurePosixPath(relative.replace("\\", "/"))
+    if path.is_absolute() or PureWindowsPath(relative).drive or ".." in path.parts:
+        raise ValueError(f"path {brief_text(relative)} leaves the image folder; paths are relative to it, without '..'")
 
 
 def scan_tree(root: Path) -> list[dict]:
@@ -125,9 +134,13 @@ def load_rgb(path: str | os.PathLike):
 
 def decode_rgb(data: bytes):
     """Decode image bytes into an 8-bit RGB PIL image; PIL's errors propagate (OSError and friends)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(data)) as image:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:  # its message names the BytesIO object, not the file
+        raise ValueError("not an image format PIL can read") from None
+    with image:
         image.load()  # decode now, so a truncated file fails here and not later
         return to_rgb(image)
 

@@ -26,6 +26,8 @@ def read_synset_names(value: str) -> list[str]:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise InputError(f"cannot read synset list {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text (a binary file?)") from None
         return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
     return comma_list(value)
 
