@@ -117,6 +117,51 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+class Sha256Memo:
+    """sha256 of files, remembered by (inode, size, mtime) so that a rerun reads only files that changed.
+
+    Kept in a JSON file (``None``: in memory only). Losing it, or a concurrent process's save winning,
+    only means hashing again.
+    """
+
+    def __init__(self, file: Path | None = None):
+        self.file = file
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        if file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                loaded = json.loads(file.read_text(encoding="utf-8"))
+                self.entries = loaded if isinstance(loaded, dict) else {}
+
+    def sha256(self, path: str | os.PathLike) -> str:
+        stat = os.stat(path)
+        stamp = [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+        entry = self.entries.get(str(path))
+        if isinstance(entry, list) and entry[:3] == stamp:
+            return entry[3]
+        digest = sha256_file(path)
+        self.entries[str(path)] = [*stamp, digest]
+        self.changed = True
+        return digest
+
+    def remember(self, path: str | os.PathLike, digest: str) -> None:
+        """Record the hash of a file just written, so it is not read again."""
+        stat = os.stat(path)
+        self.entries[str(path)] = [stat.st_ino, stat.st_size, stat.st_mtime_ns, digest]
+        self.changed = True
+
+    def forget(self, path: str | os.PathLike) -> None:
+        self.changed |= self.entries.pop(str(path), None) is not None
+
+    def save(self) -> None:
+        if self.file is None or not self.changed:
+            return
+        with contextlib.suppress(OSError, InputError):  # a read-only place just means hashing again next time
+            with atomic_write(self.file) as handle:
+                json.dump(self.entries, handle, separators=(",", ":"))
+            self.changed = False
+
+
 def begin_outputs(folder: str | os.PathLike, *markers: str) -> Path:
     """Make ``folder`` writable and remove its completion markers before a stage rewrites it.
 

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 from .cli import progress
 from .files import InputError, atomic_write, error_line, read_json, sha256_file
-from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json, link_or_copy
+from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json
 from .records import PromptRecord
 
 log = logging.getLogger("synthprobe")
@@ -454,7 +454,7 @@ def save_image(planned: Planned, image, settings: Settings, cache: ImageCache, o
             "model": settings.source.name,
             "synthprobe": canonical_json({"cache_key": planned.key, "params": settings.params()})}
     planned.entry = cache.store(planned.key, png_bytes(to_uint8(image), text), planned.fields)
-    link_or_copy(planned.entry.png, out_dir / f"{record.id}.png")
+    cache.export(planned.entry, out_dir / f"{record.id}.png")
 
 
 def generate_missing(missing: list[Planned], settings: Settings, cache: ImageCache, out_dir: Path,
@@ -509,12 +509,13 @@ def run_generation(records: list[PromptRecord], settings: Settings, cache: Image
             row = {**base, "status": "failed", "error": errors.get(p.key, "no image was produced"),
                    "cache_key": p.key, "params": params}
         else:
-            link_or_copy(p.entry.png, target)
+            cache.export(p.entry, target)
             if p.key in missing_keys:
                 result.generated += 1
             else:
                 result.cached += 1
             row = {**base, "path": target.name, "sha256": p.entry.sha256, "status": "ok", "cache_key": p.key, "params": params}
         result.rows.append(row)
+    cache.save_memo()
     return result
 

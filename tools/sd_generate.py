@@ -86,7 +86,7 @@ def main(prompts, out_dir, model, revision, steps, guidance, size, batch_size, d
     started = time.perf_counter()
     shard_spec = G.parse_shard(shard)
     records = G.select_records(read_prompts(prompts), shard_spec, limit)
-    cache = ImageCache(cache_dir or default_image_cache())
+    cache = ImageCache(cache_dir or default_image_cache(), writable=not dry_run)
     settings = G.resolve_settings(model=model, revision=revision, steps=steps, guidance=guidance, size=size,
                                   batch_size=batch_size, device=device, dtype=dtype, quantize=quantize,
                                   offload=offload, cache=cache, dry_run=dry_run)
