@@ -133,21 +133,23 @@ class Sha256Memo:
                 loaded = json.loads(file.read_text(encoding="utf-8"))
                 self.entries = loaded if isinstance(loaded, dict) else {}
 
-    def sha256(self, path: str | os.PathLike) -> str:
+    @staticmethod
+    def stamp(path: str | os.PathLike) -> list[int]:
         stat = os.stat(path)
-        stamp = [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+        return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+    def sha256(self, path: str | os.PathLike) -> str:
+        stamp = self.stamp(path)
         entry = self.entries.get(str(path))
         if isinstance(entry, list) and entry[:3] == stamp:
             return entry[3]
         digest = sha256_file(path)
-        self.entries[str(path)] = [*stamp, digest]
-        self.changed = True
+        self.remember(path, digest, stamp)
         return digest
 
-    def remember(self, path: str | os.PathLike, digest: str) -> None:
-        """Record the hash of a file just written, so it is not read again."""
-        stat = os.stat(path)
-        self.entries[str(path)] = [stat.st_ino, stat.st_size, stat.st_mtime_ns, digest]
+    def remember(self, path: str | os.PathLike, digest: str, stamp: list[int] | None = None) -> None:
+        """Record the hash of a file just written or read; ``stamp`` taken before reading it, if it was read."""
+        self.entries[str(path)] = [*(stamp or self.stamp(path)), digest]
         self.changed = True
 
     def forget(self, path: str | os.PathLike) -> None:

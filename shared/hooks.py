@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from . import library_versions
 from .cli import progress, select_by_globs
-from .files import InputError, error_line, sha256_file
+from .files import InputError, Sha256Memo, cache_root, error_line, sha256_file
 from .images import ImageFolder, decode_rgb
 from .store import ROWS_PER_WRITE, StoreWriter
 
@@ -491,8 +491,9 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
     writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder), {p.name: p.channels for p in points},
                          settings.pools, settings.dtype, n_classes, rows_per_write=settings.rows_per_write,
                          rebuild=settings.rebuild)
+    memo = source_memo(folder)
     stored = writer.committed_rows()
-    check_unchanged(folder, stored, out)
+    check_unchanged(folder, stored, out, memo)
     done = set(stored["id"])
     todo = folder.rows[~folder.rows["id"].isin(done)].reset_index(drop=True)
     started = time.perf_counter()
@@ -501,24 +502,49 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
         log.info("%s: %d images to run (%d already in the store), %d hook points, %s on %s", out, len(todo), len(done),
                  len(points), precision, device)
         module = network.module.to(device, memory_format=torch.channels_last)
-        failed = _run_batches(todo, folder, module, network.preprocessing, points, writer, device, precision, settings)
+        try:
+            failed = _run_batches(todo, folder, module, network.preprocessing, points, writer, device, precision,
+                                  settings, memo)
+        finally:
+            memo.save()
     writer.finish()
     return RunResult(len(todo), failed, len(folder.rows) - len(todo), time.perf_counter() - started)
 
 
-def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path) -> None:
-    """Refuse a manifest whose images differ from those already in the store under the same ids."""
-    both = folder.rows.merge(stored, on="id", suffixes=("", "_stored"))
+def source_memo(folder: ImageFolder) -> Sha256Memo:
+    """The file hashes of an ImageFolder tree, remembered per folder in the user cache."""
+    name = hashlib.sha256(str(folder.root.resolve()).encode("utf-8")).hexdigest()[:16]
+    return Sha256Memo(cache_root() / "sha256-memo" / f"{name}.json")
+
+
+def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: Sha256Memo) -> None:
+    """Refuse images that differ from those already in the store under the same ids.
+
+    A manifest lists every image's sha256; the files of an ImageFolder tree are hashed here, reading
+    only those whose size or mtime changed since they were last hashed.
+    """
+    if stored.empty:
+        return
+    current = folder.rows
+    if folder.layout == "imagefolder":
+        current = current[current["id"].isin(set(stored["id"]))]
+        current = current.assign(sha256=[memo.sha256(folder.file(p).resolve()) for p in current["path"]])
+        memo.save()
+    both = current.merge(stored, on="id", suffixes=("", "_stored"))
     changed = both[(both["sha256"] != "") & (both["sha256_stored"] != "") & (both["sha256"] != both["sha256_stored"])]
     if len(changed):
-        raise InputError(f"{len(changed)} images of {folder.root} changed since {out} recorded them (first: id "
-                         f"{changed['id'].iloc[0]!r}); write to a new store or delete this one")
+        names = ", ".join(changed["path"].iloc[:3]) + (", ..." if len(changed) > 3 else "")
+        raise InputError(f"{len(changed)} images of {folder.root} changed since {out} recorded them ({names}); "
+                         "rerun with --rebuild to start the store again, or write to a new store")
 
 
 def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing: Preprocessing,
                  points: list[HookPoint], writer: StoreWriter, device: torch.device, precision: str,
-                 settings: RunSettings) -> int:
-    dataset = ImageDataset([folder.file(p) for p in todo["path"]], list(todo["sha256"]), preprocessing)
+                 settings: RunSettings, memo: Sha256Memo) -> int:
+    files = [folder.file(p).resolve() for p in todo["path"]]
+    # Stamps taken before the workers read the files: a file changed in between is hashed again next time.
+    stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
+    dataset = ImageDataset(files, list(todo["sha256"]), preprocessing)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.workers,
                                          pin_memory=device.type == "cuda")
     normalize = preprocessing.normalizer(device)
@@ -530,6 +556,9 @@ def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing:
         for images, digests, errors in loader:
             rows = todo.iloc[start:start + len(images)].copy()
             rows["sha256"] = digests
+            for i, digest in enumerate(digests):
+                if digest and stamps[start + i]:
+                    memo.remember(files[start + i], digest, stamps[start + i])
             start += len(images)
             bad = [i for i, error in enumerate(errors) if error]
             if bad and not settings.skip_bad:

@@ -390,9 +390,37 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     assert "already holds all 4 images" in caplog.text
     # Regenerated images under the same ids must not be mixed with the recorded ones.
     write_manifest(folder, [manifest_row("a", "im0.png", sha256=sha[3]), b])
-    fails_with(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"), "1 images of", "changed since", "id 'a'")
+    fails_with(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"), "1 images of", "changed since", "(im0.png)",
+               "--rebuild")
     line = fails_with(run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 75 names, 'conv1' ... 'fc')")
     assert len(line) < 300
+
+
+def test_imagefolder_rerun_rehashes_only_touched_files_and_refuses_changed_content(tmp_path, monkeypatch):
+    from synthprobe import files
+
+    images = make_tree(tmp_path / "images", per_synset=2)
+    out = tmp_path / "acts.zarr"
+    args = [images, "--out", out, *SMALL, "--layers", "layer1"]
+    ok(run_cli(*args))
+    before = ActivationStore(out).read_layer("layer1")
+    touched = images / "frog.n.01" / "img 01.png"
+    os.utime(touched, ns=(time.time_ns(), time.time_ns()))  # a new mtime, the same content
+    read = []
+    real_sha256_file = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda path: read.append(Path(path).name) or real_sha256_file(path))
+    ok(run_cli(*args))
+    assert read == ["img 01.png"], "only the file whose mtime changed is read again"
+    Image.fromarray(smooth_image(np.random.default_rng(9))).save(touched)  # new content under the same name
+    line = fails_with(run_cli(*args), "1 images of", "changed since", "frog.n.01/img 01.png", "--rebuild")
+    assert len(line) < 300
+    ok(run_cli(*args, "--rebuild"))
+    after = ActivationStore(out)
+    changed_row = list(after.rows()["path"]).index("frog.n.01/img 01.png")
+    assert after.rows()["sha256"][changed_row] == hashlib.sha256(touched.read_bytes()).hexdigest()
+    others = np.arange(6) != changed_row
+    np.testing.assert_array_equal(after.read_layer("layer1")[others], before[others])
+    assert not np.array_equal(after.read_layer("layer1")[changed_row], before[changed_row])
 
 
 def test_file_that_differs_from_its_manifest_hash_is_a_bad_image(tmp_path):
