@@ -20,6 +20,8 @@ def run_guarded(func: Callable) -> Callable:
     """Turn the library's InputError (and OS, decoding and JSON errors) into one-line click errors.
 
     Readers name the file in their own InputError; the fallbacks here keep any error they miss to one line.
+    Path options leave existence and file-or-folder checks to the readers: click's own checks print
+    three lines (usage, hint, error).
     """
 
     @functools.wraps(func)

@@ -59,7 +59,8 @@ def read_image_folder(folder: str | os.PathLike) -> ImageFolder:
         digest = hashlib.sha256("\n".join(r["path"] for r in rows).encode("utf-8")).hexdigest()
         layout = "imagefolder"
     if not rows:
-        raise InputError(f"{root}: no images (no 'ok' rows in its manifest, or no DIR/<synset>/*.png|jpg files)")
+        where = ", ".join(map(str, manifests)) or root
+        raise InputError(f"{where}: no images (no 'ok' rows in a manifest, or no DIR/<synset>/*.png|jpg files)")
     table = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     duplicated = table["id"][table["id"].duplicated()]
     if len(duplicated):

@@ -14,15 +14,15 @@ from synthprobe.prompts import DEFAULT_BIAS_CLASSES
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
-@click.argument("store", type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (CSV tables, PNG figures, summary.json).")
+@click.argument("store", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Output folder (CSV tables, PNG figures, summary.json).")
 @click.option("--classes", default=",".join(DEFAULT_BIAS_CLASSES), show_default=True,
               help="Bias classes to audit (files in data/bias_classes/ or --class-dir).")
 @click.option("--class-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of bias class definitions to use instead of the bundled ones.")
 @click.option("--mapping", type=click.Choice(MAPPINGS), default="hierarchy", show_default=True,
               help="Target classes: every classifier class under the synset in WordNet, or the definition's imagenet_classes.")
-@click.option("--prompts", "prompts_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--prompts", "prompts_path", type=click.Path(), default=None,
               help="The prompt JSONL the images were made from (prompt texts; default: from row ids and class definitions).")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples per interval (0: no intervals).")

@@ -19,8 +19,8 @@ DEFAULTS = S.Params()
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
-@click.argument("store", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.argument("store", type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder.")
 @click.option("--group", default="concept", show_default=True,
               help="Rows to analyse by their group (comma list); ImageFolder rows are 'concept'.")
 @click.option("--layers", default="*", show_default=True, help="Hook points to analyse (comma list of globs).")

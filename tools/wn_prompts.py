@@ -39,7 +39,7 @@ def main():
 
 
 @main.command()
-@click.option("--core-wordnet", "core_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--core-wordnet", "core_path", type=click.Path(), default=None,
               help="Local Core WordNet file (default: download from Princeton once, then cached).")
 @click.option("--synsets", default=None, help="Explicit synsets instead of Core WordNet: 'dog.n.01,cat.n.01' or @FILE.")
 @click.option("--n-synsets", type=click.IntRange(min=1), default=10, show_default=True, help="How many Core WordNet synsets to sample (not applied to --synsets).")
@@ -47,7 +47,7 @@ def main():
 @click.option("--per-synset", type=click.IntRange(min=1), default=10, show_default=True, help="Prompts (images) per synset.")
 @click.option("--exclude", default=",".join(f"{c}" for c in P.DEFAULT_BIAS_CLASSES), show_default=True,
               help="Synsets or bias class names to leave out (comma list; '' for none).")
-@click.option("--templates", "templates_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--templates", "templates_path", type=click.Path(), default=None,
               help="Template JSON file (default: the bundled photographic templates).")
 @click.option("-o", "--output", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
 @seed_option()
