@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import os
+import pickle
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -204,6 +205,9 @@ def load_weights_file(module: torch.nn.Module, path: str, model_name: str) -> st
             state = load_file(str(file))
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message runs to a page of advice about weights_only=False
+        raise InputError(f"cannot read {file} as a state dict: it is not a torch file, or it holds objects other "
+                         "than tensors, which are not loaded (weights_only) since they could run code") from None
     except Exception as exc:
         raise InputError(f"cannot read {file} as a state dict ({error_line(exc)})") from None
     state = _unwrap_state_dict(state, file)

@@ -98,7 +98,8 @@ def parse_jsonl(handle: IO[str], source: str) -> Iterator[tuple[int, dict]]:
                 raise InputError(f"{source}:{lineno}: not valid JSON ({exc.msg})") from None
             yield lineno, data
     except UnicodeDecodeError:  # decoding runs ahead of the lines, so the line number is approximate
-        raise InputError(f"{source}: not UTF-8 text after line {lineno} (a binary file?)") from None
+        where = f" after line {lineno}" if lineno else ""
+        raise InputError(f"{source}: not UTF-8 text{where} (a binary file?)") from None
 
 
 def read_prompts(path: str | os.PathLike) -> list[PromptRecord]:

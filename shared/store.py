@@ -132,8 +132,8 @@ def read_rows(array, path: Path, start: int, stop: int) -> np.ndarray:
     try:
         return np.asarray(array[start:stop])
     except (ValueError, RuntimeError, IndexError) as exc:
-        raise InputError(f"{path}: {array.path} rows {start}-{stop - 1} are damaged ({error_line(exc)}); "
-                         f"{REBUILD_HINT}") from None
+        reason = "a chunk fails its checksum: truncated or edited?" if "checksum" in str(exc) else error_line(exc)
+        raise InputError(f"{path}: {array.path} rows {start}-{stop - 1} are damaged ({reason}); {REBUILD_HINT}") from None
 
 
 def read_text_column(group, path: Path, name: str, n_rows: int) -> np.ndarray:

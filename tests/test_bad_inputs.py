@@ -239,6 +239,21 @@ def test_separability(case, pristine_store, tmp_path):
     invoke(separability.main, [store, "--out", out, "--permutations", 0, "--bootstrap", 0, "--silent"], tmp_path, names)
 
 
+def test_store_arrays_cannot_read_as_zeros(pristine_store):
+    """Missing chunks read as NaN or U+FFFF, never as data; every chunk carries a crc32c."""
+    import zarr
+    from zarr.codecs import Crc32cCodec
+
+    group = zarr.open_group(str(pristine_store), mode="r")
+    for key in ("hooks/early/mean", "logits/logits"):
+        array = group[key]
+        assert np.isnan(array.fill_value)
+        assert any(isinstance(c, Crc32cCodec) for c in array.metadata.codecs[0].codecs), key  # inside the shard
+    for field in ("id", "status", "synset"):
+        assert group[f"rows/{field}"].fill_value == "\uffff"
+        assert any(isinstance(c, Crc32cCodec) for c in group[f"rows/{field}"].metadata.codecs)
+
+
 def test_separability_reads_the_pristine_store_and_skip_bad_rows(pristine_store, tmp_path):
     """The control: the undamaged store passes; NaN in a failed row is not a missing chunk."""
     store = store_copy(pristine_store, tmp_path)
@@ -560,6 +575,12 @@ def cnn_hooks_cases():
     def weights(t):
         return t / "manifest", [write(t / "w.pth", BINARY)], ["--weights", t / "w.pth"]
 
+    def weights_with_code(t):
+        import torch
+
+        torch.save({"conv1.weight": Path("not a tensor")}, t / "code.pth")  # unpickling it would build an object
+        return t / "manifest", [t / "code.pth", "could run code"], ["--weights", t / "code.pth"]
+
     def not_a_store(t):
         shutil.rmtree(t / "tree.zarr")
         write(t / "tree.zarr" / "notes.txt", "mine")
@@ -589,6 +610,7 @@ def cnn_hooks_cases():
                                         (t / "manifest" / "im1.png").unlink(),
                                         (t / "manifest" / "im1.png").mkdir()),
         "weights-binary": weights,
+        "weights-with-code": weights_with_code,
         "out-under-a-file": lambda t: (t / "manifest", [a_file(t) / "acts.zarr"], ["--out", a_file(t) / "acts.zarr"]),
         "out-not-a-store": not_a_store,
         "store-zarr-json-corrupt": resumed(lambda s: truncate(s / "zarr.json")),
