@@ -3,7 +3,7 @@
 Layout::
 
     STORE.zarr/                 attrs: provenance, ordered hook points, committed row count
-      rows/{id,synset,group,target,path,status,sha256}   (image,) strings: the row table
+      rows/{id,synset,group,target,path,status,sha256,prompt,template}   (image,) strings: the row table
       logits/logits             (image, class) float32, when the model is a classifier
       hooks/<hook point>/mean   (image, channel), and /max when asked for
 
@@ -34,7 +34,8 @@ import pandas as pd
 from .files import InputError
 
 STORE_SCHEMA = 1
-ROW_FIELDS = ("id", "synset", "group", "target", "path", "status", "sha256")  # sha256 of the image file, or ""
+# sha256 of the image file, or ""; prompt and template from the manifest record ("" for ImageFolder rows).
+ROW_FIELDS = ("id", "synset", "group", "target", "path", "status", "sha256", "prompt", "template")
 MIN_CHUNK_BYTES = 1 << 20
 ROWS_PER_WRITE = 1024
 
@@ -133,8 +134,13 @@ class StoreWriter:
                 raise InputError(f"{self.path} was made with another {key} ({_brief(stored.get(key))}, now "
                                  f"{_brief(identity[key])}); write to a new store or delete this one")
 
+    @property
+    def row_fields(self) -> list[str]:
+        """ROW_FIELDS this store has: a store made before a field existed keeps its layout when resumed."""
+        return [name for name in ROW_FIELDS if f"rows/{name}" in self.group]
+
     def _arrays(self) -> Iterator:
-        for name in ROW_FIELDS:
+        for name in self.row_fields:
             yield self.group[f"rows/{name}"]
         if "logits" in self.group:
             yield self.group["logits/logits"]
@@ -159,7 +165,7 @@ class StoreWriter:
         """Append one batch: row table, logits and every hook's pooled values; then commit."""
         n = len(rows)
         pairs = []
-        for name in ROW_FIELDS:
+        for name in self.row_fields:
             column = rows[name].astype(str) if name in rows else pd.Series([""] * n)
             pairs.append((self.group[f"rows/{name}"], column.to_numpy(dtype=object)))
         if "logits" in self.group:
