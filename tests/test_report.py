@@ -107,7 +107,7 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         invoke(sd_generate.main, prompts, "--out", tmp_path / "images" / name, *gen)
         invoke(cnn_hooks.main, tmp_path / "images" / name, "--out", tmp_path / f"{name}.zarr", "--model", "resnet18",
                "--weights", "none", "--batch-size", 8, "--workers", 0, "--silent")
-    stats = ["--permutations", 20, "--bootstrap", 20]
+    stats = ["--permutations", 20]
     invoke(separability.main, tmp_path / "concepts.zarr", "--out", tmp_path / "sep", "--group", "concept", *stats)
     invoke(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog",
            "--bootstrap", 20, "--prompts", bias)
