@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-synthprobe
 CONCEPT_SOURCE := $(if $(SYNSETS),--synsets $(SYNSETS),$(if $(CORE_WORDNET),--core-wordnet $(CORE_WORDNET)))
-STATS_ARGS = --permutations $(PERMUTATIONS) --bootstrap $(BOOTSTRAP) --seed $(SEED)
+STATS_ARGS = --permutations $(PERMUTATIONS) --seed $(SEED)
 
 .PHONY: help setup system-deps test prompts FORCE
 .DEFAULT_GOAL := help

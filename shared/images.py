@@ -28,7 +28,8 @@ from .records import GROUPS, ID_PATTERN, ID_RULE, brief_text, parse_jsonl, safe_
 MANIFEST = "images.jsonl"
 SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-ROW_COLUMNS = ("id", "synset", "group", "target", "path", "sha256")  # sha256 from the manifest, else ""
+# sha256 from the manifest, else ""; prompt and template (the prompt unit of the analyses) "" for a plain tree.
+ROW_COLUMNS = ("id", "synset", "group", "target", "path", "sha256", "prompt", "template")
 ALPHA_BACKGROUND = (255, 255, 255)
 
 
@@ -102,6 +103,8 @@ def manifest_row(data: object) -> dict | None:
         "target": data.get("target") or data["synset"],
         "path": data["path"],
         "sha256": data.get("sha256") or "",
+        "prompt": data.get("prompt") or "",
+        "template": data.get("template") or "",
     }
     if not isinstance(row["id"], str) or not ID_PATTERN.match(row["id"]):
         raise ValueError(f"id {brief_text(str(row['id']))} {ID_RULE}")
@@ -124,7 +127,8 @@ def scan_tree(root: Path) -> list[dict]:
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
                 relative = file.relative_to(root).as_posix()
                 rows.append({"id": safe_id(relative), "synset": class_dir.name, "group": "concept",
-                             "target": class_dir.name, "path": relative, "sha256": ""})
+                             "target": class_dir.name, "path": relative, "sha256": "",
+                             "prompt": "", "template": ""})
     return rows
 
 

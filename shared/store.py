@@ -3,7 +3,7 @@
 Layout::
 
     STORE.zarr/                 attrs: provenance, ordered hook points, committed row count
-      rows/{id,synset,group,target,path,status,sha256}   (image,) strings: the row table
+      rows/{id,synset,group,target,path,status,sha256,prompt,template}   (image,) strings: the row table
       logits/logits             (image, class) float32, when the model is a classifier
       hooks/<hook point>/mean   (image, channel), and /max when asked for
 
@@ -38,7 +38,8 @@ from .files import InputError, error_line
 log = logging.getLogger("synthprobe")
 
 STORE_SCHEMA = 1
-ROW_FIELDS = ("id", "synset", "group", "target", "path", "status", "sha256")  # sha256 of the image file, or ""
+# sha256 of the image file, or ""; prompt and template from the manifest record ("" for ImageFolder rows).
+ROW_FIELDS = ("id", "synset", "group", "target", "path", "status", "sha256", "prompt", "template")
 MIN_CHUNK_BYTES = 1 << 20
 ROWS_PER_WRITE = 1024
 # Fill values: what a missing chunk reads as. NaN for numbers and U+FFFF (a Unicode noncharacter, never in
@@ -184,7 +185,8 @@ class StoreWriter:
             self._check_compatible(identity)
             n_rows = committed_count(self.group.attrs, self.path)
             # An array shorter than the committed rows lost data; growing it back would make fill-value rows.
-            check_lengths(self.group, self.path, n_rows, array_keys(self.group, self.hook_channels, self.pools))
+            check_lengths(self.group, self.path, n_rows,
+                          array_keys(self.group, self.hook_channels, self.pools, self.row_fields))
             self._truncate(n_rows)
             # Provenance that may change between runs (source manifest, versions) follows the latest run.
             self.group.attrs.update({**_normalized(identity), "complete": False})
@@ -223,8 +225,13 @@ class StoreWriter:
                 raise InputError(f"{self.path} was made with another {key} ({_brief(stored.get(key))}, now "
                                  f"{_brief(identity[key])}); write to a new store or delete this one")
 
+    @property
+    def row_fields(self) -> list[str]:
+        """ROW_FIELDS this store has: a store made before a field existed keeps its layout when resumed."""
+        return [name for name in ROW_FIELDS if f"rows/{name}" in self.group]
+
     def _arrays(self) -> Iterator:
-        for key in array_keys(self.group, self.hook_channels, self.pools):
+        for key in array_keys(self.group, self.hook_channels, self.pools, self.row_fields):
             yield self.group[key]
 
     def _truncate(self, n_rows: int) -> None:
@@ -245,7 +252,7 @@ class StoreWriter:
         """Append one batch: row table, logits and every hook's pooled values; then commit."""
         n = len(rows)
         pairs = []
-        for name in ROW_FIELDS:
+        for name in self.row_fields:
             column = rows[name].astype(str) if name in rows else pd.Series([""] * n)
             pairs.append((self.group[f"rows/{name}"], column.to_numpy(dtype=object)))
         if "logits" in self.group:

@@ -50,7 +50,7 @@ def manifest_row(row_id: str, path: str | None, synset: str = "bee.n.01", group:
                  sha256: str = ""):
     """A row as sd-generate writes it; a failed row has no path."""
     row = {"schema": 1, "id": row_id, "synset": synset, "lemma": synset.split(".")[0], "group": group,
-           "target": synset, "prompt": f"a photo of a {synset}", "seed": 1, "status": status, "params": {"steps": 2}}
+           "target": synset, "prompt": f"a photo of a {synset}", "template": "photo", "seed": 1, "status": status, "params": {"steps": 2}}
     if path is not None:
         row.update(path=path, sha256=sha256)
     return row
@@ -276,7 +276,8 @@ def test_store_layout_dtype_chunks_and_attrs(small_store, tree):
     logits = group["logits/logits"]
     assert logits.shape == (6, 1000) and logits.dtype == np.float32 and logits.metadata.dimension_names == ("image", "class")
     rows = store.rows()
-    assert list(rows.columns) == ["id", "synset", "group", "target", "path", "status", "sha256"]
+    assert list(rows.columns) == ["id", "synset", "group", "target", "path", "status", "sha256", "prompt", "template"]
+    assert set(rows["prompt"]) == {""} and set(rows["template"]) == {""}  # an ImageFolder image is its own unit
     assert rows["sha256"][0] == hashlib.sha256((tree / rows["path"][0]).read_bytes()).hexdigest()
     assert rows["id"][0] == "bee.n.01_img_00.png" and rows["path"][0] == "bee.n.01/img 00.png"
     assert set(rows["synset"]) == set(SYNSETS) and (rows["synset"] == rows["target"]).all()
@@ -356,7 +357,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference.zarr"
     ok(run_cli(*args, "--out", reference))
     got, want = store_arrays(killed), store_arrays(reference)
-    assert got.keys() == want.keys() and len(want) == 7 + 1 + 19  # row table, logits, hook points
+    assert got.keys() == want.keys() and len(want) == 9 + 1 + 19  # row table, logits, hook points
     for name in want:
         assert got[name].shape[0] == 42, name
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
@@ -378,6 +379,9 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     first = ActivationStore(out)
     assert list(first.rows()["id"]) == ["a", "b"] and list(first.rows()["group"]) == ["concept", "object-only"]
     assert list(first.rows()["sha256"]) == [sha[0], sha[1]]
+    # The prompt unit of the analyses: the manifest's prompt text and template travel into the row table.
+    assert list(first.rows()["prompt"]) == ["a photo of a bee.n.01", "a photo of a frog.n.01"]
+    assert list(first.rows()["template"]) == ["photo", "photo"]
     source = first.attrs["source_sha256"]
     write_manifest(folder, [a, b, manifest_row("c", "im2.png"), manifest_row("d", "im3.png", group="mixed")])
     ok(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"))

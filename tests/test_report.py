@@ -43,7 +43,8 @@ def fixed_inputs(tmp_path):
                                         "layer1,1,3,1,cat-0,cat-0.png,cat.n.01,0.9\n")
     write_png(sep / "heatmap.png", 200)
     (sep / "summary.json").write_text(json.dumps({
-        "tool": "separability", "n_images": 2, "n_synsets": 2, "top_layers": ["layer1"],
+        "tool": "separability", "n_images": 2, "n_synsets": 2, "unit": "image", "n_units": 2,
+        "unit_note": "old store: each image is its own unit", "top_layers": ["layer1"],
         "parameters": {"seed": 0}, "store": {"model": "resnet50", "weights": "none"},
         "tables": {"layers": {"file": "layers.csv", "description": "per layer"},
                    "top_images": {"file": "top_images.csv", "description": "top images"}},
@@ -66,6 +67,8 @@ def test_text_is_escaped(fixed_inputs):
     assert "<script>window.__pwned" not in html
     assert "a &lt;script&gt;window.__pwned = 1&lt;/script&gt; cat &amp; " in html
     assert "random weights" in html  # weights "none" is called out
+    assert "2 images of 2 synsets in 2 image units (the unit of every test)" in html
+    assert '<div class="notice">old store: each image is its own unit</div>' in html
 
 
 def test_missing_summary_is_one_clear_error(tmp_path):
@@ -107,7 +110,7 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         invoke(sd_generate.main, prompts, "--out", tmp_path / "images" / name, *gen)
         invoke(cnn_hooks.main, tmp_path / "images" / name, "--out", tmp_path / f"{name}.zarr", "--model", "resnet18",
                "--weights", "none", "--batch-size", 8, "--workers", 0, "--silent")
-    stats = ["--permutations", 20, "--bootstrap", 20]
+    stats = ["--permutations", 20]
     invoke(separability.main, tmp_path / "concepts.zarr", "--out", tmp_path / "sep", "--group", "concept", *stats)
     invoke(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog",
            "--bootstrap", 20, "--prompts", bias)
