@@ -236,7 +236,7 @@ def test_separability(case, pristine_store, tmp_path):
     store = store_copy(pristine_store, tmp_path)
     outcome = SEPARABILITY_CASES[case](store, tmp_path)
     out, names = outcome if isinstance(outcome, tuple) else (tmp_path / "sep", outcome)
-    invoke(separability.main, [store, "--out", out, "--permutations", 0, "--bootstrap", 0, "--silent"], tmp_path, names)
+    invoke(separability.main, [store, "--out", out, "--permutations", 0, "--silent"], tmp_path, names)
 
 
 def test_store_arrays_cannot_read_as_zeros(pristine_store):
@@ -257,7 +257,7 @@ def test_store_arrays_cannot_read_as_zeros(pristine_store):
 def test_separability_reads_the_pristine_store_and_skip_bad_rows(pristine_store, tmp_path):
     """The control: the undamaged store passes; NaN in a failed row is not a missing chunk."""
     store = store_copy(pristine_store, tmp_path)
-    args = ["--permutations", 0, "--bootstrap", 0, "--silent"]
+    args = ["--permutations", 0, "--silent"]
     assert CliRunner().invoke(separability.main, [str(store), "--out", str(tmp_path / "a"), *args]).exit_code == 0
     import zarr
 
@@ -272,7 +272,7 @@ def test_allow_incomplete_analyses_with_a_warning(pristine_store, tmp_path):
     store = store_copy(pristine_store, tmp_path)
     set_attr(store, complete=False)
     result = CliRunner().invoke(separability.main, [str(store), "--out", str(tmp_path / "sep"), "--allow-incomplete",
-                                                    "--permutations", 0, "--bootstrap", 0])
+                                                    "--permutations", 0])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "sep" / "summary.json").read_text())
     assert "not complete" in summary["store"]["warning"]
@@ -335,7 +335,7 @@ def analyses(pristine_store, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("analyses")
     runner = CliRunner()
     assert runner.invoke(separability.main, [str(pristine_store), "--out", str(root / "sep"), "--permutations", "0",
-                                             "--bootstrap", "0", "--silent"]).exit_code == 0
+                                             "--silent"]).exit_code == 0
     assert runner.invoke(bias_report.main, [str(pristine_store), "--out", str(root / "bias"), "--classes", "bee,frog",
                                             "--mapping", "exact", "--bootstrap", "0", "--silent"]).exit_code == 0
     images = root / "images"
