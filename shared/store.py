@@ -261,7 +261,10 @@ class StoreWriter:
             for pool in self.pools:
                 array = self.group[f"hooks/{hook}/{pool}"]
                 pairs.append((array, np.asarray(hooks[hook][pool], dtype=array.dtype)))
-        _append_all(pairs)
+        try:
+            _append_all(pairs)
+        except OSError as exc:  # a full disk: zarr's error names a temp file or none
+            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self.group.attrs["rows_committed"] = self.rows_committed + n
 
     def finish(self, **attrs) -> None:

@@ -635,6 +635,20 @@ def test_cnn_hooks(case, image_folders, tmp_path):
     invoke(cnn_hooks.main, [images, "--out", out, *SMALL, *extra], tmp_path, names)
 
 
+def test_cnn_hooks_disk_full_names_the_store(image_folders, tmp_path, monkeypatch):
+    import errno
+
+    from synthprobe import store
+
+    def disk_full(pairs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "_append_all", disk_full)
+    out = tmp_path / "acts.zarr"
+    line = invoke(cnn_hooks.main, [image_folders / "manifest", "--out", out, *SMALL], tmp_path, [out])
+    assert "No space left on device" in line
+
+
 def test_the_table_has_at_least_15_inputs_per_tool():
     for cases in (SEPARABILITY_CASES, BIAS_CASES, REPORT_CASES, WN_PROMPTS_CASES, SD_GENERATE_CASES, CNN_HOOKS_CASES):
         assert len(cases) >= 15
