@@ -57,12 +57,15 @@ class CacheEntry:
 
 
 class ImageCache:
-    """``writable=False`` (``--dry-run``) reports damaged entries as missing but neither evicts nor records anything."""
+    """``writable=False`` (``--dry-run``) reports damaged entries as missing but does not evict them.
+
+    The hash memo is read here and written only by ``save_memo``, which a dry run never calls.
+    """
 
     def __init__(self, root: str | os.PathLike, writable: bool = True):
         self.root = Path(root)
         self.writable = writable
-        self.memo = Sha256Memo(self.root / "sha256-memo.json" if writable else None)
+        self.memo = Sha256Memo(self.root / "sha256-memo.json")
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         folder = self.root / key[:2]
@@ -125,15 +128,15 @@ def reflink_or_copy(source: Path, dest: Path) -> None:
 
     Never a hard link: an edit of ``dest`` in place would then change ``source`` too.
     """
-    import fcntl
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.copy")
     try:
         with open(source, "rb") as src, open(tmp, "wb") as out:
             try:
+                import fcntl
+
                 fcntl.ioctl(out.fileno(), FICLONE, src.fileno())
-            except OSError:  # ext4, tmpfs, other file systems: a plain copy
+            except (ImportError, OSError):  # ext4, tmpfs, other file systems (or no fcntl): a plain copy
                 shutil.copyfileobj(src, out, 1 << 20)
         os.replace(tmp, dest)
     except BaseException:

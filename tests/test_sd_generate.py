@@ -284,6 +284,9 @@ def test_damaged_cache_entry_is_evicted_and_made_again(tiny_model, tiny_pipeline
     data[-20] ^= 0xFF
     edited.write_bytes(bytes(data))
     caplog.set_level(logging.WARNING, logger="synthprobe")
+    dry_run = ImageCache(cache.root, writable=False)
+    assert dry_run.lookup(first.rows[0]["cache_key"]) is None and truncated.exists(), "a dry run evicts nothing"
+    caplog.clear()
     again = run_in_process(records, settings, ImageCache(cache.root), out, tiny_pipeline)
     assert (again.generated, again.cached) == (2, 1)
     assert caplog.text.count("does not match its record") == 2 and str(truncated) in caplog.text
