@@ -549,47 +549,64 @@ def manifest_row(**fields) -> dict:
 
 
 def cnn_hooks_cases():
+    """Each case returns (arguments before SMALL, strings the line must hold)."""
+    def fresh(t, *extra):  # the manifest folder into a new store
+        return [t / "manifest", "--out", t / "acts.zarr", *extra]
+
     def manifest(data):
-        def case(t):
-            return t / "manifest", [write(t / "manifest" / "images.jsonl", data)]
-        return case
+        return lambda t: (fresh(t), [write(t / "manifest" / "images.jsonl", data)])
 
     def rows(*rows):
         return manifest("".join(json.dumps(r) + "\n" for r in rows))
 
-    def image(data):
+    def image(damage):
         def case(t):
-            return t / "manifest", [write(t / "manifest" / "im1.png", data)]
+            damage(t / "manifest" / "im1.png")
+            return fresh(t), [t / "manifest" / "im1.png"]
         return case
 
-    def resumed(damage):
+    def resumed(damage):  # the tree into its damaged store
         def case(t):
             damage(t / "tree.zarr")
-            return t / "tree", [t / "tree.zarr"]
+            return [t / "tree", "--out", t / "tree.zarr"], [t / "tree.zarr"]
         return case
+
+    def folder(make):
+        return lambda t: ([make(t), "--out", t / "acts.zarr"], [make(t)])
+
+    def hash_mismatch(t):
+        rows(manifest_row(sha256="0" * 64))(t)
+        return fresh(t), [t / "manifest" / "im0.png", "sha256 differs"]
 
     def changed_image(t):
         Image.new("RGB", (32, 32), (1, 2, 3)).save(t / "tree" / "frog.n.01" / "a.png")
-        return t / "tree", ["frog.n.01/a.png", "--rebuild"]
+        return [t / "tree", "--out", t / "tree.zarr"], ["frog.n.01/a.png", "--rebuild"]
 
     def weights(t):
-        return t / "manifest", [write(t / "w.pth", BINARY)], ["--weights", t / "w.pth"]
+        return fresh(t, "--weights", write(t / "w.pth", BINARY)), [t / "w.pth"]
 
     def weights_with_code(t):
         import torch
 
         torch.save({"conv1.weight": Path("not a tensor")}, t / "code.pth")  # unpickling it would build an object
-        return t / "manifest", [t / "code.pth", "could run code"], ["--weights", t / "code.pth"]
+        return fresh(t, "--weights", t / "code.pth"), [t / "code.pth", "could run code"]
+
+    def out_under_a_file(t):
+        return [t / "manifest", "--out", a_file(t) / "acts.zarr"], [t / "a-file" / "acts.zarr"]
 
     def not_a_store(t):
         shutil.rmtree(t / "tree.zarr")
         write(t / "tree.zarr" / "notes.txt", "mine")
-        return t / "tree", [t / "tree.zarr", "not an activation store"]
+        return [t / "tree", "--out", t / "tree.zarr"], [t / "tree.zarr", "not an activation store"]
+
+    def replace_with_folder(path):
+        path.unlink()
+        path.mkdir()
 
     return {
-        "folder-missing": lambda t: (t / "none", [t / "none"]),
-        "folder-is-a-file": lambda t: (write(t / "f", "x"), [t / "f"]),
-        "folder-empty": lambda t: ((t / "empty").mkdir() or t / "empty", [t / "empty"]),
+        "folder-missing": folder(lambda t: t / "none"),
+        "folder-is-a-file": folder(lambda t: write(t / "f", "x")),
+        "folder-empty": folder(lambda t: (t / "empty").mkdir(exist_ok=True) or t / "empty"),
         "manifest-empty": manifest(b""),
         "manifest-binary": manifest(BINARY),
         "manifest-latin1": manifest(LATIN1_JSONL),
@@ -600,18 +617,14 @@ def cnn_hooks_cases():
         "manifest-absolute-path": rows(manifest_row(path="/etc/passwd")),
         "manifest-long-id": rows(manifest_row(id=LONG_ID)),
         "manifest-id-with-a-slash": rows(manifest_row(id="a/b")),
-        "manifest-hash-mismatch": lambda t: (rows(manifest_row(sha256="0" * 64))(t)[0], [t / "manifest" / "im0.png",
-                                                                                           "sha256 differs"]),
-        "image-truncated": lambda t: (t / "manifest", [t / "manifest" / "im1.png"],
-                                      truncate(t / "manifest" / "im1.png")),
-        "image-not-an-image": image(b"hello, I am text"),
-        "image-binary": image(BINARY),
-        "image-is-a-folder": lambda t: (t / "manifest", [t / "manifest" / "im1.png"],
-                                        (t / "manifest" / "im1.png").unlink(),
-                                        (t / "manifest" / "im1.png").mkdir()),
+        "manifest-hash-mismatch": hash_mismatch,
+        "image-truncated": image(truncate),
+        "image-not-an-image": image(lambda p: write(p, b"hello, I am text")),
+        "image-binary": image(lambda p: write(p, BINARY)),
+        "image-is-a-folder": image(replace_with_folder),
         "weights-binary": weights,
         "weights-with-code": weights_with_code,
-        "out-under-a-file": lambda t: (t / "manifest", [a_file(t) / "acts.zarr"], ["--out", a_file(t) / "acts.zarr"]),
+        "out-under-a-file": out_under_a_file,
         "out-not-a-store": not_a_store,
         "store-zarr-json-corrupt": resumed(lambda s: truncate(s / "zarr.json")),
         "store-rows-committed-too-large": resumed(lambda s: set_attr(s, rows_committed=9)),
@@ -628,11 +641,8 @@ CNN_HOOKS_CASES = cnn_hooks_cases()
 def test_cnn_hooks(case, image_folders, tmp_path):
     for name in ("manifest", "tree", "tree.zarr"):
         shutil.copytree(image_folders / name, tmp_path / name)
-    images, names, *rest = CNN_HOOKS_CASES[case](tmp_path)
-    extra = rest[0] if rest and isinstance(rest[0], list) else []
-    out = extra[extra.index("--out") + 1] if "--out" in extra else tmp_path / "tree.zarr"
-    extra = [x for x in extra if x != "--out" and x != out]
-    invoke(cnn_hooks.main, [images, "--out", out, *SMALL, *extra], tmp_path, names)
+    args, names = CNN_HOOKS_CASES[case](tmp_path)
+    invoke(cnn_hooks.main, [*SMALL, *args], tmp_path, names)  # args last: their --weights wins
 
 
 def test_cnn_hooks_disk_full_names_the_store(image_folders, tmp_path, monkeypatch):
