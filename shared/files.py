@@ -23,6 +23,13 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
 
 
+def os_reason(exc: OSError) -> str:
+    """An OSError's reason for a one-line message; mkdir's "File exists" means a file is where a folder must be."""
+    if isinstance(exc, FileExistsError) and exc.filename:
+        return f"{exc.filename} is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
 def cache_root() -> Path:
     """The user cache folder; ``SYNTHPROBE_CACHE`` overrides it."""
     env = os.environ.get("SYNTHPROBE_CACHE")
@@ -47,7 +54,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise InputError(f"cannot write {path}: {os_reason(exc)}") from exc
     binary = "b" in mode
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
@@ -184,5 +191,5 @@ def check_writable_dir(path: str | os.PathLike, what: str = "folder", hint: str 
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise InputError(f"cannot write to {what} {path}: {exc.strerror or exc}{hint}") from exc
+        raise InputError(f"cannot write to {what} {path}: {os_reason(exc)}{hint}") from exc
     return path
