@@ -152,16 +152,23 @@ def read_text_column(group, path: Path, name: str, n_rows: int) -> np.ndarray:
 
 
 def check_lengths(group, path: Path, n_rows: int, keys: list[str]) -> None:
-    """Every array must hold at least the committed rows (longer ones hold an interrupted batch)."""
+    """Every array must hold at least the committed rows (longer ones hold an interrupted batch).
+
+    Number arrays must have NaN as their fill value: in a store from before it, a deleted chunk reads as zeros.
+    """
     for key in keys:
         try:
-            length = group[key].shape[0]
+            array = group[key]
+            length = array.shape[0]
         except KeyError:
             raise InputError(f"{path}: {key} is missing; {REBUILD_HINT}") from None
         except (ValueError, TypeError) as exc:  # its zarr.json is damaged
             raise InputError(f"{path / key / 'zarr.json'}: not readable ({error_line(exc)}); {REBUILD_HINT}") from None
         if length < n_rows:
             raise InputError(f"{path}: {key} holds {length} rows but rows_committed is {n_rows}; {REBUILD_HINT}")
+        if array.dtype.kind == "f" and not np.isnan(array.fill_value):
+            raise InputError(f"{path}: {key} comes from an older cnn-hooks, whose deleted chunks read as "
+                             f"{array.fill_value}, not as missing; {REBUILD_HINT}")
 
 
 class StoreWriter:

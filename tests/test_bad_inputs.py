@@ -180,6 +180,10 @@ def store_damage(array: str, shard: str):
         truncate(s / array / "zarr.json")
         return [s / array / "zarr.json"]
 
+    def zero_fill(s, t):  # a store from before NaN fill values
+        edit_json(s / array / "zarr.json", lambda doc: doc.update(fill_value=0.0))
+        return [s, array, "older cnn-hooks"]
+
     def array_gone(s, t):
         shutil.rmtree(s / array)
         return [s, array, "missing"]
@@ -212,6 +216,7 @@ def store_damage(array: str, shard: str):
         "list-zarr-json": store_json("[1, 2]"),
         "corrupt-array-json": array_json,
         "deleted-array": array_gone,
+        "zero-fill-value": zero_fill,
         "no-zarr-json": no_zarr_json,
         "store-is-a-file": file_not_store,
         "missing-store": missing,
