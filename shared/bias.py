@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from .imagenet import hierarchy_indices, imagenet_names, is_imagenet_1k, is_wnid
 from .plots import pyplot, save_png
 from .prompts import BIAS_GROUPS, BiasClass, known_bias_classes, load_bias_class
 from .records import read_prompts
-from .stats import mean_interval, ratio_interval, welch_difference
+from .stats import Estimate, mean_interval, ratio_interval, welch_difference
 from .store import ActivationStore
 from .units import Units, assign_units
 from .wordnet import load_wordnet
@@ -61,7 +61,8 @@ DEFINITIONS = {
     "interval": "group mean: Student t-interval on the unit means (df = units - 1); context reliance: Welch "
                 "t-interval on the unit means of mixed and object-only, with Welch's two-sided p-value; context "
                 "sufficiency: delta-method t-interval on the log ratio of the two means (Welch df), exponentiated. "
-                "No interval for a group with fewer than 2 units",
+                "Means are cut to 0..1 and reliance to -1..1 (where the true values lie). No interval for a group "
+                "with fewer than 2 units",
     "chance": "target classes / classifier classes: the confidence of a classifier that spreads its mass evenly",
     "log_ratio": "natural log of mean confidence over chance (0: at chance; 1: e times chance), comparable "
                  "between classes with different numbers of target classes",
@@ -223,6 +224,11 @@ def unit_sample(means: pd.DataFrame, name: str, group: str, column: str = "confi
     return means.loc[(name, group), column].to_numpy() if (name, group) in means.index else np.zeros(0)
 
 
+def clipped(estimate: Estimate, low: float, high: float) -> Estimate:
+    """The interval cut to the range the true value lies in; coverage stays as it was (NaN stays NaN)."""
+    return replace(estimate, low=float(np.clip(estimate.low, low, high)), high=float(np.clip(estimate.high, low, high)))
+
+
 def group_table(images: pd.DataFrame, classes: list[str], level: float) -> pd.DataFrame:
     """Per class and group: mean of unit means with a t-interval, top-1 accuracy, counts (n=0 allowed)."""
     means = unit_means(images, ["confidence"])
@@ -231,7 +237,7 @@ def group_table(images: pd.DataFrame, classes: list[str], level: float) -> pd.Da
         for group in BIAS_GROUPS:
             sub = images[(images["class"] == name) & (images["group"] == group)]
             sample = unit_sample(means, name, group)
-            estimate = mean_interval(sample, level)
+            estimate = clipped(mean_interval(sample, level), 0.0, 1.0)  # confidences are probabilities
             lines.append({"class": name, "group": group, "n": len(sub), "n_prompts": len(sample),
                           "confidence_mean": estimate.value, "confidence_low": estimate.low,
                           "confidence_high": estimate.high,
@@ -258,7 +264,7 @@ def class_table(images: pd.DataFrame, targets: dict[str, TargetSet], labels: lis
     lines = []
     for name, target in targets.items():
         sample = {g: unit_sample(means, name, g) for g in BIAS_GROUPS}
-        reliance = welch_difference(sample["mixed"], sample["object-only"], level)
+        reliance = clipped(welch_difference(sample["mixed"], sample["object-only"], level), -1.0, 1.0)
         sufficiency = ratio_interval(sample["context-only"], sample["object-only"], level)
         line = {"class": name, "synset": target.synset, "n": int((images["class"] == name).sum()),
                 "n_prompts": sum(len(s) for s in sample.values()),
@@ -269,7 +275,8 @@ def class_table(images: pd.DataFrame, targets: dict[str, TargetSet], labels: lis
             line[f"log_ratio_{group.replace('-', '_')}"] = log_ratio(mean, target.chance)
         for measure, estimate in (("context_reliance", reliance), ("context_sufficiency", sufficiency)):
             line.update({measure: estimate.value, f"{measure}_low": estimate.low, f"{measure}_high": estimate.high})
-        line["context_reliance_p"] = reliance.p_value
+            if measure == "context_reliance":  # the one effect with a test of no effect
+                line["context_reliance_p"] = reliance.p_value
         lines.append(line)
     return pd.DataFrame(lines)
 

@@ -138,13 +138,13 @@ def test_fewer_than_two_units_give_no_interval(function):
 
 
 def test_group_mean_is_the_mean_of_unit_means():
-    """One prompt with 3 images and one with 1: each prompt weighs the same, unlike the image mean."""
-    images = pd.DataFrame({"class": "x", "group": "mixed", "unit": [0, 0, 0, 1],
-                           "confidence": [0.9, 0.9, 0.9, 0.1], "top1_in_target": True})
+    """One prompt with 3 images and two with 1: each prompt weighs the same, unlike the image mean (0.54)."""
+    images = pd.DataFrame({"class": "x", "group": "mixed", "unit": [0, 0, 0, 1, 2],
+                           "confidence": [0.6, 0.6, 0.6, 0.4, 0.5], "top1_in_target": True})
     groups = B.group_table(images, ["x"], 0.95).set_index("group")
     line = groups.loc["mixed"]
-    assert (line["n"], line["n_prompts"]) == (4, 2)
-    expected = mean_interval([0.9, 0.1], 0.95)
+    assert (line["n"], line["n_prompts"]) == (5, 3)
+    expected = mean_interval([0.6, 0.4, 0.5], 0.95)
     assert (line["confidence_mean"], line["confidence_low"], line["confidence_high"]) == pytest.approx(
         (0.5, expected.low, expected.high))
-    assert list(groups["n_prompts"]) == [0, 0, 2] and list(groups.index) == list(BIAS_GROUPS)
+    assert list(groups["n_prompts"]) == [0, 0, 3] and list(groups.index) == list(BIAS_GROUPS)
