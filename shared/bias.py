@@ -252,9 +252,15 @@ def small_group_notes(groups: pd.DataFrame, kind: str) -> list[str]:
             for g in groups.to_dict("records") if g["n_prompts"] < 2]
 
 
-def log_ratio(value: float, chance: float) -> float:
-    """ln(value / chance); NaN where the value is undefined or not positive."""
-    return float(np.log(value / chance)) if value > 0 else float("nan")
+def log_ratio(value, chance):
+    """ln(value / chance), elementwise; NaN where the value is undefined or not positive."""
+    value = np.asarray(value, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(value > 0, np.log(value / chance), np.nan)
+
+
+def interval_columns(measure: str, estimate: Estimate) -> dict:
+    return {measure: estimate.value, f"{measure}_low": estimate.low, f"{measure}_high": estimate.high}
 
 
 def class_table(images: pd.DataFrame, targets: dict[str, TargetSet], labels: list[str], level: float) -> pd.DataFrame:
@@ -272,11 +278,9 @@ def class_table(images: pd.DataFrame, targets: dict[str, TargetSet], labels: lis
                 "target_classes": ";".join(labels[i] for i in target.indices), "chance": target.chance}
         for group in BIAS_GROUPS:
             mean = sample[group].mean() if len(sample[group]) else float("nan")
-            line[f"log_ratio_{group.replace('-', '_')}"] = log_ratio(mean, target.chance)
-        for measure, estimate in (("context_reliance", reliance), ("context_sufficiency", sufficiency)):
-            line.update({measure: estimate.value, f"{measure}_low": estimate.low, f"{measure}_high": estimate.high})
-            if measure == "context_reliance":  # the one effect with a test of no effect
-                line["context_reliance_p"] = reliance.p_value
+            line[f"log_ratio_{group.replace('-', '_')}"] = float(log_ratio(mean, target.chance))
+        line.update(interval_columns("context_reliance", reliance), context_reliance_p=reliance.p_value)
+        line.update(interval_columns("context_sufficiency", sufficiency))
         lines.append(line)
     return pd.DataFrame(lines)
 
@@ -298,7 +302,8 @@ def cross_class_table(matrices: dict[str, pd.DataFrame], targets: dict[str, Targ
     parts = []
     for group, matrix in matrices.items():
         chance = pd.Series({name: targets[name].chance for name in matrix.index})
-        ratios = np.log(matrix.astype(float).div(chance, axis=0)).add_prefix("log_ratio_")
+        ratios = pd.DataFrame(log_ratio(matrix.to_numpy(), chance.to_numpy()[:, None]), index=matrix.index,
+                              columns=[f"log_ratio_{c}" for c in matrix.columns])
         part = pd.concat([matrix, ratios], axis=1).rename_axis("target_class").reset_index()
         parts.append(part.assign(group=group, chance=chance.to_numpy()))
     table = pd.concat(parts, ignore_index=True)
