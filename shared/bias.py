@@ -48,7 +48,7 @@ FILES = {
     "classes": "classes.csv", "cross_class": "cross_class.csv",
 }
 FIGURES = {"groups": "groups.png", "cross_class": "cross_class.png"}
-# What an interval needs from each group, for the note on a group with fewer than two units.
+# The effects whose interval uses each group's units, for the note on a group with fewer than two units.
 DEPENDENT_EFFECTS = {"object-only": "context reliance and sufficiency", "context-only": "context sufficiency",
                      "mixed": "context reliance"}
 DEFINITIONS = {
@@ -329,9 +329,11 @@ def plot_groups(groups: pd.DataFrame, classes: list[str], level: float, kind: st
         above = np.nan_to_num(np.clip(sub["confidence_high"].to_numpy() - mean, 0, None))
         xs = x + (k - (len(BIAS_GROUPS) - 1) / 2) * width
         ax.bar(xs, np.nan_to_num(mean), width, yerr=[below, above], capsize=3, label=group, color=GROUP_COLORS[group])
-        for xi, n in zip(xs, sub["n"]):
+        for xi, n, units, top in zip(xs, sub["n"], sub["n_prompts"], np.nan_to_num(mean)):
             if n == 0:
                 ax.text(xi, 0.02, "n=0", ha="center", va="bottom", rotation=90, fontsize=8)
+            elif units < 2:
+                ax.text(xi, top + 0.02, f"{units} unit: no CI", ha="center", va="bottom", rotation=90, fontsize=8)
     ax.set_xticks(x, classes)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"target probability (mean of {kind} means, {level:.0%} CI)")
