@@ -90,8 +90,8 @@ $(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done $(OUT)/.par
 $(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/.params/stats
 	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed $(STATS_ARGS)
 
-$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/prompts/bias.jsonl $(OUT)/.params/stats
-	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) --bootstrap $(BOOTSTRAP) --seed $(SEED)
+$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/prompts/bias.jsonl
+	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES)
 
 .PHONY: images activations separability bias
 images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
