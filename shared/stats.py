@@ -1,4 +1,4 @@
-"""Statistics shared by the analyses: intervals on unit means and multiple-testing correction.
+"""Statistics shared by the analyses: intervals on unit means.
 
 The interval functions take one value per experimental unit (a prompt's mean
 confidence, say), never raw images: images of one prompt are not independent.
@@ -88,20 +88,3 @@ def ratio_interval(x, y, level: float = 0.95) -> Estimate:
         return Estimate(ratio, ratio, ratio)
     half = stats.t.ppf((1 + level) / 2, welch_df(a, b, len(x), len(y))) * se
     return Estimate(ratio, float(ratio * np.exp(-half)), float(ratio * np.exp(half)))
-
-
-def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values), same shape as the input; NaN stays NaN."""
-    p = np.asarray(p_values, dtype=np.float64)
-    flat = p.ravel()
-    q = np.full_like(flat, np.nan)
-    valid = ~np.isnan(flat)
-    m = int(valid.sum())
-    if m:
-        order = np.argsort(flat[valid])
-        ranked = flat[valid][order] * m / np.arange(1, m + 1)
-        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-        adjusted = np.empty(m)
-        adjusted[order] = np.minimum(ranked, 1.0)
-        q[valid] = adjusted
-    return q.reshape(p.shape)
