@@ -31,6 +31,5 @@ HOOK_BATCH ?= 16
 
 # Analyses
 PERMUTATIONS ?= 1000
-BOOTSTRAP ?= 1000
 # A line shown at the top of the report
 REPORT_NOTICE ?=

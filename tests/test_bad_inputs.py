@@ -321,13 +321,13 @@ def test_bias_report(case, pristine_store, tmp_path):
     store = store_copy(pristine_store, tmp_path)
     outcome = BIAS_CASES[case](store, tmp_path)
     out, names, extra = (tmp_path / "bias", outcome, []) if isinstance(outcome, list) else (*outcome, [])[:3]
-    invoke(bias_report.main, [store, "--out", out, "--classes", "bee,frog", "--mapping", "exact", "--bootstrap", 0,
+    invoke(bias_report.main, [store, "--out", out, "--classes", "bee,frog", "--mapping", "exact",
                               "--silent", *extra], tmp_path, names)
 
 
 def test_bias_report_reads_the_pristine_store(pristine_store, tmp_path):
     result = CliRunner().invoke(bias_report.main, [str(pristine_store), "--out", str(tmp_path / "bias"), "--classes",
-                                                   "bee,frog", "--mapping", "exact", "--bootstrap", 0, "--silent"])
+                                                   "bee,frog", "--mapping", "exact", "--silent"])
     assert result.exit_code == 0, result.output
 
 
@@ -342,7 +342,7 @@ def analyses(pristine_store, tmp_path_factory) -> Path:
     assert runner.invoke(separability.main, [str(pristine_store), "--out", str(root / "sep"), "--permutations", "0",
                                              "--silent"]).exit_code == 0
     assert runner.invoke(bias_report.main, [str(pristine_store), "--out", str(root / "bias"), "--classes", "bee,frog",
-                                            "--mapping", "exact", "--bootstrap", "0", "--silent"]).exit_code == 0
+                                            "--mapping", "exact", "--silent"]).exit_code == 0
     images = root / "images"
     images.mkdir()
     Image.new("RGB", (8, 8), (200, 10, 10)).save(images / "concept-00.png")
