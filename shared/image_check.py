@@ -64,7 +64,8 @@ BACKGROUND_PROMPTS = (
     "a photo of a texture",
 )
 ROWS_PER_WRITE = 256
-SCORE_DECIMALS = 6
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+SCORE_DIGITS = 6  # significant: a leak score of 2e-5 keeps its digits
 
 
 @dataclass(frozen=True)
@@ -224,9 +225,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def folder_digest(folder: Path) -> str:
-    """sha256 over a model folder's files (names and contents), 12 hex digits."""
+    """sha256 over a model folder's weight files (names and contents), 12 hex digits.
+
+    Only the weights: config files carry the transformers version, which would change the identity
+    (and throw away every cached score) on an upgrade that changes nothing.
+    """
     digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
         digest.update(file.relative_to(folder).as_posix().encode("utf-8") + b"\0")
         digest.update(bytes.fromhex(sha256_file(file)))
     return digest.hexdigest()[:12]
@@ -314,7 +319,7 @@ def check_row(image: pd.Series, judge: str, contrast: str, object_score: float, 
 
 def rounded(value: float | None) -> float | None:
     """JSON has no NaN: an undefined score is null."""
-    return None if value is None or math.isnan(value) else round(value, SCORE_DECIMALS)
+    return None if value is None or math.isnan(value) else float(f"{value:.{SCORE_DIGITS}g}")
 
 
 def rethreshold(row: dict, thresholds: Thresholds) -> dict:
