@@ -96,14 +96,18 @@ $(OUT)/acts/%.done: $(OUT)/images/%/images.jsonl $(OUT)/.params/hooks | $(STAMP)
 	$(BIN)/cnn-hooks $(<D) --out $(OUT)/acts/$*.zarr --model $(CNN) --weights $(WEIGHTS) --batch-size $(HOOK_BATCH)
 	touch $@
 
-$(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done $(OUT)/.params/stats
-	$(BIN)/separability $(OUT)/acts/concepts.zarr --out $(@D) --group concept $(STATS_ARGS)
+# The analyses count the image checks' flags and leave out the DROP verdicts (config.mk);
+# CHECKS_ARGS names each rule's second prerequisite, its checks.jsonl.
+$(eval $(call params,drop,$(DROP)))
+CHECKS_ARGS = --checks $(word 2,$^) $(if $(DROP),--drop $(DROP))
+$(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done $(OUT)/checks/concepts/checks.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
+	$(BIN)/separability $(OUT)/acts/concepts.zarr --out $(@D) --group concept $(STATS_ARGS) $(CHECKS_ARGS)
 
-$(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/.params/stats
-	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed $(STATS_ARGS)
+$(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
+	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed $(STATS_ARGS) $(CHECKS_ARGS)
 
-$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/prompts/bias.jsonl $(OUT)/.params/stats
-	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) --bootstrap $(BOOTSTRAP) --seed $(SEED)
+$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/prompts/bias.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
+	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) --bootstrap $(BOOTSTRAP) --seed $(SEED) $(CHECKS_ARGS)
 
 .PHONY: images checks activations separability bias
 images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
@@ -114,7 +118,7 @@ separability: $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias
 bias: $(OUT)/bias/summary.json
 
 ANALYSES := $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias/summary.json $(OUT)/bias/summary.json
-$(OUT)/report.html: $(ANALYSES) $(CHECKS) $(wildcard templates/*.j2)
+$(OUT)/report.html: $(ANALYSES) $(wildcard templates/*.j2)
 	$(BIN)/report --separability $(OUT)/separability/concepts --separability $(OUT)/separability/bias \
 		--bias $(OUT)/bias --images $(OUT)/images/concepts --images $(OUT)/images/bias \
 		$(if $(REPORT_NOTICE),--notice "$(REPORT_NOTICE)") -o $@

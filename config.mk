@@ -36,6 +36,8 @@ JUDGE_WEIGHTS ?= DEFAULT
 MISSING_BELOW ?= 0.1
 LEAKED_ABOVE ?= 0.5
 CHECK_BATCH ?= 32
+# Verdicts whose images the analyses leave out (empty: none, the flags are only counted), e.g. object-missing,object-leaked
+DROP ?=
 
 # Analyses
 PERMUTATIONS ?= 1000

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .files import InputError, atomic_write, begin_outputs
+from .image_check import checked_rows
 from .imagenet import hierarchy_indices, imagenet_names, is_imagenet_1k, is_wnid
 from .plots import pyplot, save_png
 from .prompts import BIAS_GROUPS, BiasClass, known_bias_classes, load_bias_class, record_seed
@@ -374,7 +375,8 @@ def build_summary(parameters: dict, store: ActivationStore, counts: dict, groups
 
 def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[str], *, mapping: str = "hierarchy",
                     prompts_path: str | Path | None = None, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                    top: int = 5, class_dir: Path | None = None, wordnet_dir: str | None = None) -> dict:
+                    top: int = 5, class_dir: Path | None = None, wordnet_dir: str | None = None,
+                    checks: str | Path | None = None, drop: tuple[str, ...] = ()) -> dict:
     """Read the store, write every table, figure and ``summary.json`` (last, so it marks a finished report)."""
     definitions = load_classes(class_names, class_dir)
     store = ActivationStore(store_path)
@@ -385,7 +387,8 @@ def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[s
     texts = {r.id: r.prompt for r in read_prompts(prompts_path)} if prompts_path else {}
     labels = class_labels(store.attrs, logits.shape[1])
     rows = store.rows()
-    images = image_table(rows, softmax(logits), targets, labels, texts, definitions)
+    keep, checked = checked_rows(rows, checks, drop)  # image-check flags: counted, the ``drop`` ones left out
+    images = image_table(rows[keep], softmax(logits)[keep.to_numpy()], targets, labels, texts, definitions)
     if images.empty:
         raise InputError(f"{store_path} holds no object-only, context-only or mixed images of "
                          f"{', '.join(definitions)} (groups found: {', '.join(sorted(set(rows['group']))) or 'none'}); "
@@ -413,6 +416,8 @@ def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[s
                   "bootstrap": n_boot, "level": level, "seed": seed, "top": top,
                   "class_dir": str(class_dir) if class_dir else None}
     summary = build_summary(parameters, store, counts, groups, class_lines, tops, matrices, labels, targets)
+    if checked:
+        summary.update(checks=checked, parameters={**parameters, "checks": str(checks), "drop": list(drop)})
     with atomic_write(out / "summary.json") as handle:
         handle.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     log.info("bias report for %d classes (%d images) written to %s", len(classes), len(images), out)

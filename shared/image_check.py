@@ -201,6 +201,7 @@ def load_clip(source: str):
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # the stage has its own bar, on a terminal only
+    transformers_logging.set_verbosity_error()  # one warning per caption cut at 77 tokens; docs/methods.md says so
     try:
         model = CLIPModel.from_pretrained(source)
         processor = CLIPProcessor.from_pretrained(source)
@@ -489,3 +490,38 @@ def build_summary(folder: ImageFolder, judge, contrast: str, rows: list[dict], k
         "files": {"checks": CHECKS_FILE},
         "versions": library_versions("torch", "torchvision", "timm", "transformers"),
     }
+
+
+# ---- the analyses' use of a checks file ------------------------------------------------------
+
+
+def checked_rows(rows: pd.DataFrame, checks_path: str | Path | None, drop: tuple[str, ...]) -> tuple[pd.Series, dict | None]:
+    """Which store rows an analysis keeps (a boolean mask on ``rows``) and the counts for its summary.json.
+
+    An image is dropped when any judge gave it a verdict in ``drop``; with no
+    checks file every row is kept. The counts per synset and group say how many
+    images each flag verdict marked (dropped or not) and how many were dropped.
+    """
+    if checks_path is None:
+        if drop:
+            raise InputError("--drop needs --checks CHECKS.jsonl (the image-check output)")
+        return pd.Series(True, index=rows.index), None
+    checks = pd.DataFrame(read_checks(checks_path), columns=["id", "judge", "verdict"])
+    ids = set(rows["id"])
+    if not ids & set(checks["id"]):
+        raise InputError(f"{checks_path} holds checks of other images (none of its ids is among the "
+                         f"{len(rows)} images of the store)")
+    flagged = {verdict: set(checks.loc[checks["verdict"] == verdict, "id"]) for verdict in FLAGS}
+    dropped = set().union(*(flagged[v] for v in drop))
+    keep = ~rows["id"].isin(dropped)
+    unchecked = int((~rows["id"].isin(set(checks["id"]))).sum())
+    if unchecked:
+        log.warning("%d of %d images have no check in %s; they are kept", unchecked, len(rows), checks_path)
+    table = rows.assign(**{v: rows["id"].isin(flagged[v]) for v in FLAGS}, dropped=~keep,
+                        checked=rows["id"].isin(set(checks["id"])))
+    counts = [{"synset": synset, "group": group, "n": len(part), "checked": int(part["checked"].sum()),
+               **{v: int(part[v].sum()) for v in FLAGS}, "dropped": int(part["dropped"].sum())}
+              for (synset, group), part in table.groupby(["synset", "group"], sort=True)]
+    summary = {"file": str(checks_path), "judges": sorted(set(checks["judge"])), "drop": list(drop),
+               "n_unchecked": unchecked, "n_dropped": int((~keep).sum()), "counts": counts}
+    return keep, summary

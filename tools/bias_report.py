@@ -8,7 +8,7 @@ import click
 
 from synthprobe.bias import MAPPINGS, run_bias_report
 from synthprobe.cli import comma_list, run_guarded, seed_option, silent_option
-from synthprobe.options import wordnet_dir_option
+from synthprobe.options import checks_options, wordnet_dir_option
 from synthprobe.prompts import DEFAULT_BIAS_CLASSES
 
 
@@ -29,11 +29,13 @@ from synthprobe.prompts import DEFAULT_BIAS_CLASSES
 @click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
               help="Confidence level of the intervals.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Top prompts per class across groups.")
+@checks_options
 @seed_option()
 @wordnet_dir_option
 @silent_option
 @run_guarded
-def main(store, out, classes, class_dir, mapping, prompts_path, n_boot, level, top, seed, wordnet_dir, silent):
+def main(store, out, classes, class_dir, mapping, prompts_path, n_boot, level, top, checks, drop, seed, wordnet_dir,
+         silent):
     """Classifier confidence on object-only, context-only and mixed images of chosen classes.
 
     STORE is the activation store cnn-hooks made (with a classifier, so it
@@ -43,9 +45,11 @@ def main(store, out, classes, class_dir, mapping, prompts_path, n_boot, level, t
     Example:
         bias-report out/acts/bias.zarr --out out/bias --classes bee,frog --seed 0
         bias-report acts.zarr --out bias/ --mapping exact --prompts bias.jsonl --bootstrap 2000
+        bias-report acts.zarr --out bias/ --checks checks/checks.jsonl --drop object-missing,object-leaked
     """
     run_bias_report(store, out, comma_list(classes), mapping=mapping, prompts_path=prompts_path, n_boot=n_boot,
-                    level=level, seed=seed, top=top, class_dir=class_dir, wordnet_dir=wordnet_dir)
+                    level=level, seed=seed, top=top, class_dir=class_dir, wordnet_dir=wordnet_dir, checks=checks,
+                    drop=drop)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import click
 from synthprobe import separability as S
 from synthprobe.cli import comma_list, progress, run_guarded, seed_option, silent_option
 from synthprobe.files import InputError, check_writable_dir
+from synthprobe.options import checks_options
 from synthprobe.separation import FDR_METHODS
 from synthprobe.store import ActivationStore
 from synthprobe.units import UNITS
@@ -52,11 +53,12 @@ DEFAULTS = S.Params()
 @click.option("--fdr", type=click.Choice(FDR_METHODS), default=DEFAULTS.fdr, show_default=True,
               help="Multiple-testing correction over all (layer, synset, channel) tests: Benjamini-Hochberg, or "
                    "Benjamini-Yekutieli (valid under any dependence between channels).")
+@checks_options
 @seed_option()
 @silent_option
 @run_guarded
 def main(store, out_dir, group, layers, pool, unit, top_layers, top_synsets, top_neurons, top_images, permutations,
-         sample, dims, folds, alpha, fdr, seed, silent):
+         sample, dims, folds, alpha, fdr, checks, drop, seed, silent):
     """Measure how well each layer of an activation STORE separates synsets.
 
     Writes layers.csv, synset_max_activation.csv, top_synsets.csv,
@@ -68,6 +70,7 @@ def main(store, out_dir, group, layers, pool, unit, top_layers, top_synsets, top
         separability out/acts/concepts.zarr --out out/separability/concepts
         separability acts.zarr --out sep/ --group object-only,mixed --layers 'layer4.*' --permutations 200
         separability photos.zarr --out sep/ --unit image        # every image its own unit
+        separability acts.zarr --out sep/ --checks checks/checks.jsonl --drop object-missing
     """
     groups, patterns = tuple(comma_list(group)), tuple(comma_list(layers))
     if not groups:
@@ -75,7 +78,7 @@ def main(store, out_dir, group, layers, pool, unit, top_layers, top_synsets, top
     params = S.Params(groups=groups, layers=patterns or ("*",), pool=pool, top_layers=top_layers,
                       top_synsets=top_synsets, top_neurons=top_neurons, top_images=top_images,
                       unit=unit, permutations=permutations, sample=sample, dims=dims, folds=folds, alpha=alpha,
-                      fdr=fdr, seed=seed)
+                      fdr=fdr, seed=seed, checks=checks, drop=drop)
     activations = ActivationStore(store)
     if pool not in activations.pools:
         raise InputError(f"--pool {pool} is not in the store; it has: {', '.join(activations.pools)}")
