@@ -213,7 +213,9 @@ def load_clip(source: str):
 
 def features(output):
     """The projected embeddings: transformers 4 returns a tensor, 5 an output whose pooler_output holds them."""
-    return output if hasattr(output, "norm") else output.pooler_output
+    import torch
+
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 def unit_rows(x):
@@ -390,14 +392,17 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: RunSet
     if todo:
         log.info("%s: %d images to score with %s (%d already scored)", images, len(todo), judge.identity, reused)
         todo_rows = pd.DataFrame(todo).reset_index(drop=True)
-        for image, (object_score, context_score) in score_images(judge, folder, todo_rows, targets, wn, settings):
-            target = targets[image["synset"]]
-            note = unscored_note(target) if math.isnan(object_score) else ""
-            done[image["id"]] = check_row(image, judge.identity, contrast, object_score, context_score,
-                                          settings.thresholds, note)
-            if (len(done) - reused) % settings.rows_per_write == 0:
-                save()
-    save()
+        try:
+            for image, (object_score, context_score) in score_images(judge, folder, todo_rows, targets, wn, settings):
+                note = unscored_note(targets[image["synset"]]) if math.isnan(object_score) else ""
+                done[image["id"]] = check_row(image, judge.identity, contrast, object_score, context_score,
+                                              settings.thresholds, note)
+                if (len(done) - reused) % settings.rows_per_write == 0:  # a hard kill loses at most this many
+                    save()
+        finally:
+            save()  # an interrupt or an error keeps every score made so far
+    else:
+        save()
     summary = build_summary(folder, judge, contrast, [done[i] for i in rows["id"]], kept, settings)
     with atomic_write(out / SUMMARY_FILE) as handle:
         handle.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

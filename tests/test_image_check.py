@@ -304,3 +304,16 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
     result = CliRunner().invoke(bias_report, [str(tmp_path / "acts.zarr"), "--out", str(tmp_path / "b"),
                                               "--checks", checks_file, "--drop", "object-gone"])
     fails_with(result, "object-gone is not a flag verdict")
+
+
+@pytest.mark.cuda
+def test_judges_batch_on_the_gpu_and_agree_with_the_cpu(tmp_path, tiny_clip, wn):
+    images = write_bias_folder(tmp_path / "images")
+    for name, judge in (("clip", f"clip:{tiny_clip}"), ("resnet", "resnet18")):
+        scores = {}
+        for device in ("cpu", "cuda"):
+            out = tmp_path / f"{name}-{device}"
+            C.run_image_check(images, out, C.parse_judge(judge, "none"), clip_settings(device=device))
+            scores[device] = [r["object_score"] for r in read_rows(out)]
+        # Half precision on the GPU moves softmax probabilities by well under 0.03 on these tiny models.
+        np.testing.assert_allclose(scores["cuda"], scores["cpu"], atol=0.03)
