@@ -125,7 +125,8 @@ def wordnet_synset(wn, name: str):
 
 
 def parse_judge(spec: str, weights: str):
-    """A judge from its command-line spec; nothing is loaded until it has images to score."""
+    """A judge from its command-line spec. CLIP loads nothing until it has images to score; a classifier is
+    built at once, since its weights name the judge."""
     if spec.startswith(CLIP_PREFIX):
         source = spec[len(CLIP_PREFIX):]
         if not source:

@@ -85,8 +85,9 @@ def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_p
             logits = model(**inputs).logits_per_image[0].double().numpy()
         object_p = C.softmax(logits[:len(captions)])[0]
         context_p = C.softmax(logits)[len(captions):].sum()
-        assert row["object_score"] == pytest.approx(object_p, abs=2e-3)
-        assert row["context_score"] == pytest.approx(context_p, abs=2e-3)
+        # Within the resampling difference of PIL's resize in transformers and torchvision's.
+        assert row["object_score"] == pytest.approx(object_p, rel=2e-3)
+        assert row["context_score"] == pytest.approx(context_p, rel=2e-3)
         assert row["verdict"] == C.verdict(row["group"], row["object_score"], C.Thresholds())
     summary = json.loads((tmp_path / "checks" / C.SUMMARY_FILE).read_text())
     assert summary["n_images"] == 12 and sum(summary["verdicts"].values()) == 12
