@@ -57,7 +57,7 @@ prompts: $(OUT)/prompts/concepts.jsonl $(OUT)/prompts/bias.jsonl
 CACHE_ARG := $(if $(IMAGE_CACHE),--cache $(IMAGE_CACHE))
 $(eval $(call params,generate,$(GEN_MODEL) $(STEPS) $(GUIDANCE) $(SIZE) $(QUANTIZE)))
 $(eval $(call params,hooks,$(CNN) $(WEIGHTS)))
-$(eval $(call params,stats,$(PERMUTATIONS) $(BOOTSTRAP) $(SEED)))
+$(eval $(call params,stats,$(PERMUTATIONS) $(SEED)))
 
 # A run with failed records still writes images.jsonl (the failed rows hold the errors); ageing it
 # makes the next make retry them (finished images come from the cache).
@@ -106,8 +106,8 @@ $(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done $(OUT)/chec
 $(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
 	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed $(STATS_ARGS) $(CHECKS_ARGS)
 
-$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/prompts/bias.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
-	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) --bootstrap $(BOOTSTRAP) --seed $(SEED) $(CHECKS_ARGS)
+$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/prompts/bias.jsonl $(OUT)/.params/drop
+	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) $(CHECKS_ARGS)
 
 .PHONY: images checks activations separability bias
 images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
@@ -136,7 +136,7 @@ all: preflight
 # The whole pipeline offline on toy models: a tiny random SD3, a tiny random CLIP judge and an untrained ResNet-50.
 DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS=none JUDGE=clip:$(TINY_CLIP) \
 	SYNSETS=dog.n.01,cat.n.01,car.n.01,apple.n.01,chair.n.01,tree.n.01 PER_SYNSET=4 \
-	BIAS_CLASSES=bee,frog,guitar PER_GROUP=2 SEEDS_PER_PROMPT=2 PERMUTATIONS=200 BOOTSTRAP=200 \
+	BIAS_CLASSES=bee,frog,guitar PER_GROUP=2 SEEDS_PER_PROMPT=2 PERMUTATIONS=200 \
 	REPORT_NOTICE="Demo run on toy models (a tiny random Stable Diffusion 3 and an untrained ResNet-50): it shows that the pipeline works, not what ResNet-50 learned."
 demo: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
 	$(MAKE) report $(DEMO)

@@ -41,6 +41,5 @@ DROP ?=
 
 # Analyses
 PERMUTATIONS ?= 1000
-BOOTSTRAP ?= 1000
 # A line shown at the top of the report
 REPORT_NOTICE ?=

@@ -281,7 +281,7 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
 
     def bias_ids(out, *extra):
         ok(CliRunner().invoke(bias_report, [str(tmp_path / "acts.zarr"), "--out", str(out), "--classes", "bee,frog",
-                                            "--bootstrap", "0", "--silent", *extra]))
+                                            "--silent", *extra]))
         return set(pd.read_csv(out / "images.csv")["id"]), json.loads((out / "summary.json").read_text())
 
     everything, plain = bias_ids(tmp_path / "bias-all")

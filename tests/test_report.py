@@ -112,8 +112,7 @@ def test_whole_chain_in_chromium(tmp_path, wn):
                "--weights", "none", "--batch-size", 8, "--workers", 0, "--silent")
     stats = ["--permutations", 20]
     invoke(separability.main, tmp_path / "concepts.zarr", "--out", tmp_path / "sep", "--group", "concept", *stats)
-    invoke(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog",
-           "--bootstrap", 20, "--prompts", bias)
+    invoke(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog")
     html = tmp_path / "report.html"
     invoke(report.main, "--separability", tmp_path / "sep", "--bias", tmp_path / "biasout",
            "--images", tmp_path / "images" / "concepts", "--images", tmp_path / "images" / "bias",
@@ -135,6 +134,7 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         assert len(widths) > 10 and min(widths) > 0
         assert page.evaluate("window.__pwned") is None
         assert HOSTILE_PROMPT in page.inner_text("section#galleries")  # shown as text, not run
+        assert "the prompt: the images of one (synset, prompt text) are one unit" in page.inner_text("section#methods")
         # Clicking a column header sorts its table.
         page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
         for table in (page.locator("section#separability table.sortable").first,
