@@ -30,8 +30,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from scipy.special import softmax
 
 from . import library_versions
 from .cli import progress
@@ -221,11 +221,6 @@ def features(output):
 
 def unit_rows(x):
     return x / x.norm(dim=-1, keepdim=True)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
 
 
 def folder_digest(folder: Path) -> str:
