@@ -16,7 +16,7 @@ help:
 	@echo "make all      the whole study with the real models (see config.mk)"
 	@echo "make demo     the whole pipeline offline on tiny models"
 	@echo "make test     install what is needed and run the test suite"
-	@echo "make prompts  stage 1 only; also: images, activations, separability, bias, report"
+	@echo "make prompts  stage 1 only; also: images, checks, activations, separability, bias, report"
 
 # Debian packages the tools need (root only; skipped where already present).
 system-deps:
@@ -71,8 +71,20 @@ TINY_SD3 := models/tiny-sd3
 $(TINY_SD3)/model_index.json: shared/tiny_models.py | $(STAMP)
 	$(BIN)/python -m synthprobe.tiny_models $(@D)
 
+# A tiny random CLIP (about 250 kB) for the image check of the offline demo.
+TINY_CLIP := models/tiny-clip
+$(TINY_CLIP)/config.json: shared/tiny_models.py | $(STAMP)
+	$(BIN)/python -m synthprobe.tiny_models --clip $(@D)
+
 .PHONY: tiny-models
-tiny-models: $(TINY_SD3)/model_index.json
+tiny-models: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
+
+# image-check scores only images its checks.jsonl lacks; a failed run ages the file so make retries.
+$(eval $(call params,checks,$(JUDGE) $(JUDGE_WEIGHTS) $(MISSING_BELOW) $(LEAKED_ABOVE)))
+$(OUT)/checks/%/checks.jsonl: $(OUT)/images/%/images.jsonl $(OUT)/.params/checks | $(STAMP)
+	$(BIN)/image-check $(<D) --out $(@D) --judge $(JUDGE) --weights $(JUDGE_WEIGHTS) \
+		--missing-below $(MISSING_BELOW) --leaked-above $(LEAKED_ABOVE) --batch-size $(CHECK_BATCH) \
+		|| { touch -c -d @0 $@ 2>/dev/null; exit 1; }
 
 # cnn-hooks resumes an unfinished store and refuses one made with another model or images:
 # new images or a new CNN or WEIGHTS start a new store, an interrupted run resumes.
@@ -84,17 +96,23 @@ $(OUT)/acts/%.done: $(OUT)/images/%/images.jsonl $(OUT)/.params/hooks | $(STAMP)
 	$(BIN)/cnn-hooks $(<D) --out $(OUT)/acts/$*.zarr --model $(CNN) --weights $(WEIGHTS) --batch-size $(HOOK_BATCH)
 	touch $@
 
-$(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done $(OUT)/.params/stats
-	$(BIN)/separability $(OUT)/acts/concepts.zarr --out $(@D) --group concept $(STATS_ARGS)
+# The analyses count the image checks' flags and leave out the DROP verdicts (config.mk);
+# CHECKS_ARGS names each rule's second prerequisite, its checks.jsonl.
+$(eval $(call params,drop,$(DROP)))
+CHECKS_ARGS = --checks $(word 2,$^) $(if $(DROP),--drop $(DROP))
+$(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done $(OUT)/checks/concepts/checks.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
+	$(BIN)/separability $(OUT)/acts/concepts.zarr --out $(@D) --group concept $(STATS_ARGS) $(CHECKS_ARGS)
 
-$(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/.params/stats
-	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed $(STATS_ARGS)
+$(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
+	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed $(STATS_ARGS) $(CHECKS_ARGS)
 
-$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/prompts/bias.jsonl
-	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES)
+$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/prompts/bias.jsonl $(OUT)/.params/drop
+	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) $(CHECKS_ARGS)
 
-.PHONY: images activations separability bias
+.PHONY: images checks activations separability bias
 images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
+CHECKS := $(OUT)/checks/concepts/checks.jsonl $(OUT)/checks/bias/checks.jsonl
+checks: $(CHECKS)
 activations: $(OUT)/acts/concepts.done $(OUT)/acts/bias.done
 separability: $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias/summary.json
 bias: $(OUT)/bias/summary.json
@@ -115,11 +133,11 @@ preflight: | $(STAMP)
 all: preflight
 	$(MAKE) report
 
-# The whole pipeline offline on toy models: a tiny random SD3 and an untrained ResNet-50.
-DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS=none \
+# The whole pipeline offline on toy models: a tiny random SD3, a tiny random CLIP judge and an untrained ResNet-50.
+DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS=none JUDGE=clip:$(TINY_CLIP) \
 	SYNSETS=dog.n.01,cat.n.01,car.n.01,apple.n.01,chair.n.01,tree.n.01 PER_SYNSET=4 \
 	BIAS_CLASSES=bee,frog,guitar PER_GROUP=2 SEEDS_PER_PROMPT=2 PERMUTATIONS=200 \
 	REPORT_NOTICE="Demo run on toy models (a tiny random Stable Diffusion 3 and an untrained ResNet-50): it shows that the pipeline works, not what ResNet-50 learned."
-demo: $(TINY_SD3)/model_index.json
+demo: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
 	$(MAKE) report $(DEMO)
 	@echo "Open out/demo/report.html"

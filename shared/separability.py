@@ -29,6 +29,7 @@ import pandas as pd
 from . import __version__
 from .cli import select_by_globs
 from .files import InputError, atomic_write, begin_outputs
+from .image_check import checked_rows
 from .plots import pyplot, save_png
 from .separation import FDR_METHODS, MEASURES, RIDGE_ALPHA, Design, channel_selectivity, q_values, scale_free_tests
 from .units import assign_units
@@ -53,6 +54,8 @@ class Params:
     alpha: float = 0.05
     fdr: str = "bh"
     seed: int = 0
+    checks: str | None = None  # an image-check checks.jsonl: its flags are counted, ``drop`` ones left out
+    drop: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- row and layer choice
@@ -222,11 +225,14 @@ class Result:
     n_sample: int
     n_tests: int           # (layer, synset, channel) tests in the selectivity family
     notes: list[str]
+    checks: dict | None = None  # image-check counts per synset and group, when the analysis read a checks file
 
 
 def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
     """Run every measure over the chosen layers of ``store`` (an ActivationStore)."""
-    chosen = select_rows(store.rows(), params.groups)
+    rows = store.rows()
+    keep, checks = checked_rows(rows, params.checks, params.drop)
+    chosen = select_rows(rows[keep], params.groups)
     store_rows = chosen.index.to_numpy()
     synsets, codes = np.unique(chosen["synset"].to_numpy(), return_inverse=True)
     counts = np.bincount(codes, minlength=len(synsets))
@@ -286,7 +292,7 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
                   top_synsets=top_synsets_table(table, synset_max, params.top_layers, params.top_synsets),
                   top_neurons=pd.DataFrame(neuron_rows), top_images=pd.DataFrame(image_rows), selective=selective,
                   synset_counts={str(s): int(n) for s, n in zip(synsets, counts)}, units=units.summary(),
-                  n_sample=len(design.codes), n_tests=n_tests, notes=notes)
+                  n_sample=len(design.codes), n_tests=n_tests, notes=notes, checks=checks)
 
 
 def selectivity_candidates(selectivity: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
@@ -398,6 +404,7 @@ def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
         "best_layers": {"probe_accuracy": best("probe_accuracy"), "fisher": best("fisher"),
                         "silhouette": best("silhouette")},
         "notes": result.notes,
+        **({"checks": result.checks} if result.checks else {}),
         "tables": {key: {"file": name, "rows": len(frames[key]), "description": text}
                    for key, (name, text) in TABLES.items()},
         "figures": dict(FIGURES),
