@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-synthprobe
 CONCEPT_SOURCE := $(if $(SYNSETS),--synsets $(SYNSETS),$(if $(CORE_WORDNET),--core-wordnet $(CORE_WORDNET)))
-STATS_ARGS = --permutations $(PERMUTATIONS) --bootstrap $(BOOTSTRAP) --seed $(SEED)
+STATS_ARGS = --permutations $(PERMUTATIONS) --seed $(SEED)
 
 .PHONY: help setup system-deps test prompts FORCE
 .DEFAULT_GOAL := help
@@ -16,7 +16,7 @@ help:
 	@echo "make all      the whole study with the real models (see config.mk)"
 	@echo "make demo     the whole pipeline offline on tiny models"
 	@echo "make test     install what is needed and run the test suite"
-	@echo "make prompts  stage 1 only; also: images, activations, separability, bias, report"
+	@echo "make prompts  stage 1 only; also: images, checks, activations, separability, bias, report"
 
 # Debian packages the tools and tests need: installed as root, else the apt command to run.
 system-deps:
@@ -55,7 +55,7 @@ prompts: $(OUT)/prompts/concepts.jsonl $(OUT)/prompts/bias.jsonl
 # ---- stages after the prompts ------------------------------------------------
 CACHE_ARG := $(if $(IMAGE_CACHE),--cache $(IMAGE_CACHE))
 $(eval $(call params,generate,$(GEN_MODEL) $(STEPS) $(GUIDANCE) $(SIZE) $(QUANTIZE)))
-$(eval $(call params,stats,$(PERMUTATIONS) $(BOOTSTRAP) $(SEED)))
+$(eval $(call params,stats,$(PERMUTATIONS) $(SEED)))
 
 # A run with failed records still writes images.jsonl (the failed rows hold the errors); ageing it
 # makes the next make retry them (finished images come from the cache).
@@ -69,8 +69,20 @@ TINY_SD3 := models/tiny-sd3
 $(TINY_SD3)/model_index.json: shared/tiny_models.py | $(STAMP)
 	$(BIN)/python -m synthprobe.tiny_models $(@D)
 
+# A tiny random CLIP (about 250 kB) for the image check of the offline demo.
+TINY_CLIP := models/tiny-clip
+$(TINY_CLIP)/config.json: shared/tiny_models.py | $(STAMP)
+	$(BIN)/python -m synthprobe.tiny_models --clip $(@D)
+
 .PHONY: tiny-models
-tiny-models: $(TINY_SD3)/model_index.json
+tiny-models: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
+
+# image-check scores only images its checks.jsonl lacks; a failed run ages the file so make retries.
+$(eval $(call params,checks,$(JUDGE) $(JUDGE_WEIGHTS) $(MISSING_BELOW) $(LEAKED_ABOVE)))
+$(OUT)/checks/%/checks.jsonl: $(OUT)/images/%/images.jsonl $(OUT)/.params/checks | $(STAMP)
+	$(BIN)/image-check $(<D) --out $(@D) --judge $(JUDGE) --weights $(JUDGE_WEIGHTS) \
+		--missing-below $(MISSING_BELOW) --leaked-above $(LEAKED_ABOVE) --batch-size $(CHECK_BATCH) \
+		|| { touch -c -d @0 $@ 2>/dev/null; exit 1; }
 
 # Each classifier of CNNS (a model name, or MODEL=WEIGHTS for its own weights; else WEIGHTS) gets its
 # stores and analyses under $(OUT)/<model, ':' as '-'>/. cnn-hooks resumes an unfinished store and refuses
@@ -79,6 +91,11 @@ tiny-models: $(TINY_SD3)/model_index.json
 classifier_model = $(firstword $(subst =, ,$(1)))
 classifier_weights = $(or $(word 2,$(subst =, ,$(1))),$(WEIGHTS))
 classifier_dir = $(OUT)/$(subst :,-,$(call classifier_model,$(1)))
+
+# The analyses count the image checks' flags and leave out the DROP verdicts (config.mk);
+# CHECKS_ARGS names each rule's second prerequisite, its checks.jsonl.
+$(eval $(call params,drop,$(DROP)))
+CHECKS_ARGS = --checks $(word 2,$^) $(if $(DROP),--drop $(DROP))
 
 define classifier
 $(1)/acts/%.done: $(OUT)/images/%/images.jsonl $(1)/.params | $(STAMP)
@@ -91,14 +108,14 @@ $(1)/acts/%.done: $(OUT)/images/%/images.jsonl $(1)/.params | $(STAMP)
 $(1)/.params: FORCE
 	@mkdir -p $$(@D); echo '$(2) $(3)' | cmp -s - $$@ || echo '$(2) $(3)' > $$@
 
-$(1)/separability/concepts/summary.json: $(1)/acts/concepts.done $(OUT)/.params/stats
-	$(BIN)/separability $(1)/acts/concepts.zarr --out $$(@D) --group concept $(STATS_ARGS)
+$(1)/separability/concepts/summary.json: $(1)/acts/concepts.done $(OUT)/checks/concepts/checks.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
+	$(BIN)/separability $(1)/acts/concepts.zarr --out $$(@D) --group concept $(STATS_ARGS) $$(CHECKS_ARGS)
 
-$(1)/separability/bias/summary.json: $(1)/acts/bias.done $(OUT)/.params/stats
-	$(BIN)/separability $(1)/acts/bias.zarr --out $$(@D) --group object-only,mixed $(STATS_ARGS)
+$(1)/separability/bias/summary.json: $(1)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
+	$(BIN)/separability $(1)/acts/bias.zarr --out $$(@D) --group object-only,mixed $(STATS_ARGS) $$(CHECKS_ARGS)
 
-$(1)/bias/summary.json: $(1)/acts/bias.done $(OUT)/prompts/bias.jsonl $(OUT)/.params/stats
-	$(BIN)/bias-report $(1)/acts/bias.zarr --out $$(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) --bootstrap $(BOOTSTRAP) --seed $(SEED)
+$(1)/bias/summary.json: $(1)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/prompts/bias.jsonl $(OUT)/.params/drop
+	$(BIN)/bias-report $(1)/acts/bias.zarr --out $$(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) $$(CHECKS_ARGS)
 
 ACTIVATIONS += $(1)/acts/concepts.done $(1)/acts/bias.done
 SEPARABILITY += $(1)/separability/concepts/summary.json $(1)/separability/bias/summary.json
@@ -107,8 +124,10 @@ REPORT_INPUTS += --separability $(1)/separability/concepts --separability $(1)/s
 endef
 $(foreach c,$(CNNS),$(eval $(call classifier,$(call classifier_dir,$(c)),$(call classifier_model,$(c)),$(call classifier_weights,$(c)))))
 
-.PHONY: images activations separability bias
+.PHONY: images checks activations separability bias
 images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
+CHECKS := $(OUT)/checks/concepts/checks.jsonl $(OUT)/checks/bias/checks.jsonl
+checks: $(CHECKS)
 activations: $(ACTIVATIONS)
 separability: $(SEPARABILITY)
 bias: $(BIAS)
@@ -127,11 +146,11 @@ preflight: | $(STAMP)
 all: preflight
 	$(MAKE) report
 
-# The whole pipeline offline on toy models: a tiny random SD3 and an untrained ResNet-50.
-DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS=none \
+# The whole pipeline offline on toy models: a tiny random SD3, a tiny random CLIP judge and an untrained ResNet-50.
+DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS=none JUDGE=clip:$(TINY_CLIP) \
 	SYNSETS=dog.n.01,cat.n.01,car.n.01,apple.n.01,chair.n.01,tree.n.01 PER_SYNSET=4 \
-	BIAS_CLASSES=bee,frog,guitar PER_GROUP=2 SEEDS_PER_PROMPT=2 PERMUTATIONS=200 BOOTSTRAP=200 \
+	BIAS_CLASSES=bee,frog,guitar PER_GROUP=2 SEEDS_PER_PROMPT=2 PERMUTATIONS=200 \
 	REPORT_NOTICE="Demo run on toy models (a tiny random Stable Diffusion 3 and an untrained ResNet-50): it shows that the pipeline works, not what ResNet-50 learned."
-demo: $(TINY_SD3)/model_index.json
+demo: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
 	@$(MAKE) --no-print-directory -s report $(DEMO)
 	@echo "Open out/demo/report.html"

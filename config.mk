@@ -30,8 +30,17 @@ CNNS ?= resnet50
 WEIGHTS ?= DEFAULT
 HOOK_BATCH ?= 16
 
+# Image check (image-check): the judge (clip:<hub id or folder>, a torchvision name, or timm:<name>),
+# its weights (classifier judges), and the verdict thresholds (docs/methods.md)
+JUDGE ?= clip:openai/clip-vit-large-patch14
+JUDGE_WEIGHTS ?= DEFAULT
+MISSING_BELOW ?= 0.1
+LEAKED_ABOVE ?= 0.5
+CHECK_BATCH ?= 32
+# Verdicts whose images the analyses leave out (empty: none, the flags are only counted), e.g. object-missing,object-leaked
+DROP ?=
+
 # Analyses
 PERMUTATIONS ?= 1000
-BOOTSTRAP ?= 1000
 # A line shown at the top of the report
 REPORT_NOTICE ?=

@@ -11,7 +11,7 @@ are its own. Memory must not grow with the row count; time should grow at most
 linearly (the resampling part is bounded by --sample and does not grow).
 
     python bench/bench_separability.py                       # 2,000 and 20,000 rows
-    python bench/bench_separability.py --rows 500,5000 --permutations 200 --bootstrap 200
+    python bench/bench_separability.py --rows 500,5000 --permutations 200
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def resnet50_hook_channels(which: str) -> dict[str, int]:
 
 
 def build(path: Path, n_rows: int, channels: dict[str, int], n_synsets: int, seed: int) -> None:
-    """Rectified Gaussian activations with a small per-synset shift on every channel."""
+    """Rectified Gaussian activations with a small per-synset shift on every channel; four images a prompt."""
     from synthprobe.store import StoreWriter
 
     rng = np.random.default_rng(seed)
@@ -62,6 +62,8 @@ def build(path: Path, n_rows: int, channels: dict[str, int], n_synsets: int, see
                              "synset": [f"synset{c:03d}.n.01" for c in codes], "group": "concept",
                              "target": [f"synset{c:03d}.n.01" for c in codes],
                              "path": [f"images/{i:06d}.png" for i in range(start, start + len(codes))],
+                             # four seeds per prompt text, as `wn-prompts --seeds-per-prompt 4` makes them
+                             "prompt": [f"prompt {i // n_synsets // 4}" for i in range(start, start + len(codes))],
                              "status": "ok"})
         hooks = {name: {"mean": np.maximum(rng.standard_normal((len(codes), c), dtype=np.float32) + shifts[name][codes],
                                            0)} for name, c in channels.items()}
@@ -69,14 +71,14 @@ def build(path: Path, n_rows: int, channels: dict[str, int], n_synsets: int, see
     writer.finish()
 
 
-def measure(store: str, out: str, permutations: int, bootstrap: int) -> None:
+def measure(store: str, out: str, permutations: int) -> None:
     """Run in the child: one analysis, then print time and memory as JSON."""
     from synthprobe import separability as S
     from synthprobe.store import ActivationStore
 
     tracemalloc.start()
     started = time.perf_counter()
-    params = S.Params(permutations=permutations, bootstrap=bootstrap)
+    params = S.Params(permutations=permutations)
     activations = ActivationStore(store)
     S.write_outputs(S.analyse(activations, params), params, activations, out)
     seconds = time.perf_counter() - started
@@ -100,17 +102,16 @@ def main() -> None:
     parser.add_argument("--layers", choices=("blocks", "all"), default="blocks")
     parser.add_argument("--synsets", type=int, default=20)
     parser.add_argument("--permutations", type=int, default=1000)
-    parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--workdir", default=None, help="Where to build the stores (default: a temp folder).")
     parser.add_argument("--measure", nargs=2, metavar=("STORE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        measure(*args.measure, args.permutations, args.bootstrap)
+        measure(*args.measure, args.permutations)
         return
 
     channels = resnet50_hook_channels(args.layers)
     print(f"ResNet-50 hook points: {len(channels)} ({args.layers}), {sum(channels.values())} channels a row; "
-          f"{args.synsets} synsets, {args.permutations} permutations, {args.bootstrap} bootstrap resamples")
+          f"{args.synsets} synsets, {args.permutations} permutations")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         results = []
         for n_rows in [int(r) for r in args.rows.split(",")]:
@@ -119,7 +120,7 @@ def main() -> None:
             build(store, n_rows, channels, args.synsets, seed=0)
             built = time.perf_counter() - started
             child = subprocess.run([sys.executable, __file__, "--measure", str(store), str(Path(tmp) / f"out-{n_rows}"),
-                                    "--permutations", str(args.permutations), "--bootstrap", str(args.bootstrap)],
+                                    "--permutations", str(args.permutations)],
                                    capture_output=True, text=True, check=True)
             result = {"rows": n_rows, "build_s": built, **json.loads(child.stdout.strip().splitlines()[-1])}
             results.append(result)

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from typing import Callable, Iterable, TypeVar
 
 import click
 
-from .files import InputError
+from .files import InputError, error_line
 
 T = TypeVar("T")
 log = logging.getLogger("synthprobe")
 
 
 def run_guarded(func: Callable) -> Callable:
-    """Turn the library's InputError (and a few OS errors) into one-line click errors."""
+    """Turn the library's InputError (and OS, decoding and JSON errors) into one-line click errors.
+
+    Readers name the file in their own InputError; the fallbacks here keep any error they miss to one line.
+    Path options leave existence and file-or-folder checks to the readers: click's own checks print
+    three lines (usage, hint, error).
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -27,6 +33,10 @@ def run_guarded(func: Callable) -> Callable:
         except OSError as exc:  # disk full, permissions, a vanished file: say which file
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+        except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, zarr's checksum mismatch, ...
+            if not isinstance(exc, (UnicodeDecodeError, json.JSONDecodeError)) and "checksum" not in str(exc):
+                raise
+            raise click.ClickException(error_line(exc)) from None
         except RuntimeError as exc:
             if type(exc).__name__ != "OutOfMemoryError":  # torch's CUDA OOM, without importing torch here
                 raise

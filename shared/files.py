@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import sys
 import tempfile
@@ -22,6 +23,13 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
 
 
+def os_reason(exc: OSError) -> str:
+    """An OSError's reason for a one-line message; mkdir's "File exists" means a file is where a folder must be."""
+    if isinstance(exc, FileExistsError) and exc.filename:
+        return f"{exc.filename} is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
 def cache_root() -> Path:
     """The user cache folder; ``SYNTHPROBE_CACHE`` overrides it."""
     env = os.environ.get("SYNTHPROBE_CACHE")
@@ -32,35 +40,55 @@ def cache_root() -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8",
+                 mode_bits: int = 0o644) -> Iterator[IO]:
     """Write to a temp file beside ``path`` and rename it into place on success.
 
     A crash or an exception leaves either the old file or none, never a
     half-written one that looks complete.
     """
     path = Path(path)
+    if path.is_dir():  # else the rename fails naming the temp file
+        raise InputError(f"cannot write {path}: it is a folder; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise InputError(f"cannot write {path}: {os_reason(exc)}") from exc
     binary = "b" in mode
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode_bits)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write (disk full) names no file
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_write(path, "wb") as handle:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode_bits: int = 0o644) -> None:
+    with atomic_write(path, "wb", mode_bits=mode_bits) as handle:
         handle.write(data)
+
+
+def read_json(path: str | os.PathLike):
+    """A JSON file's value; an unreadable, non-UTF-8 or invalid file is one line naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (a binary file?)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
 @contextlib.contextmanager
@@ -96,6 +124,53 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+class Sha256Memo:
+    """sha256 of files, remembered by (inode, size, mtime) so that a rerun reads only files that changed.
+
+    Kept in a JSON file (``None``: in memory only). Losing it, or a concurrent process's save winning,
+    only means hashing again.
+    """
+
+    def __init__(self, file: Path | None = None):
+        self.file = file
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        if file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                loaded = json.loads(file.read_text(encoding="utf-8"))
+                self.entries = loaded if isinstance(loaded, dict) else {}
+
+    @staticmethod
+    def stamp(path: str | os.PathLike) -> list[int]:
+        stat = os.stat(path)
+        return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+    def sha256(self, path: str | os.PathLike) -> str:
+        stamp = self.stamp(path)
+        entry = self.entries.get(str(path))
+        if isinstance(entry, list) and entry[:3] == stamp:
+            return entry[3]
+        digest = sha256_file(path)
+        self.remember(path, digest, stamp)
+        return digest
+
+    def remember(self, path: str | os.PathLike, digest: str, stamp: list[int] | None = None) -> None:
+        """Record the hash of a file just written or read; ``stamp`` taken before reading it, if it was read."""
+        self.entries[str(path)] = [*(stamp or self.stamp(path)), digest]
+        self.changed = True
+
+    def forget(self, path: str | os.PathLike) -> None:
+        self.changed |= self.entries.pop(str(path), None) is not None
+
+    def save(self) -> None:
+        if self.file is None or not self.changed:
+            return
+        with contextlib.suppress(OSError, InputError):  # a read-only place just means hashing again next time
+            with atomic_write(self.file) as handle:
+                json.dump(self.entries, handle, separators=(",", ":"))
+            self.changed = False
+
+
 def begin_outputs(folder: str | os.PathLike, *markers: str) -> Path:
     """Make ``folder`` writable and remove its completion markers before a stage rewrites it.
 
@@ -116,5 +191,5 @@ def check_writable_dir(path: str | os.PathLike, what: str = "folder", hint: str 
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise InputError(f"cannot write to {what} {path}: {exc.strerror or exc}{hint}") from exc
+        raise InputError(f"cannot write to {what} {path}: {os_reason(exc)}{hint}") from exc
     return path

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .cli import progress
-from .files import InputError, atomic_write, error_line, sha256_file
-from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json, link_or_copy
+from .files import InputError, atomic_write, error_line, read_json, sha256_file
+from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json
 from .quiet import quiet_loaded_libraries
 from .records import PromptRecord
 
@@ -175,7 +175,7 @@ def read_model_json(source: ModelSource, filename: str, download: bool = True) -
     """A small JSON file of the pipeline (local folder, hub cache, else hub); None if absent or unreachable."""
     if source.is_local:
         path = source.folder / filename
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return read_config(path) if path.is_file() else None
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
@@ -194,7 +194,14 @@ def read_model_json(source: ModelSource, filename: str, download: bool = True) -
             if message and not isinstance(exc, LocalEntryNotFoundError):
                 raise InputError(message) from None
             return None
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return read_config(Path(path))
+
+
+def read_config(path: Path) -> dict:
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a model config (a JSON object)")
+    return config
 
 
 def required_multiple(source: ModelSource) -> int:
@@ -491,7 +498,7 @@ def save_image(planned: Planned, image, settings: Settings, cache: ImageCache, o
             "model": settings.source.name,
             "synthprobe": canonical_json({"cache_key": planned.key, "params": settings.params()})}
     planned.entry = cache.store(planned.key, png_bytes(to_uint8(image), text), planned.fields)
-    link_or_copy(planned.entry.png, out_dir / f"{record.id}.png")
+    cache.export(planned.entry, out_dir / f"{record.id}.png")
 
 
 def long_prompt_note(pipe, records: list[PromptRecord]) -> str | None:
@@ -564,12 +571,13 @@ def run_generation(records: list[PromptRecord], settings: Settings, cache: Image
             row = {**base, "status": "failed", "error": errors.get(p.key, "no image was produced"),
                    "cache_key": p.key, "params": params}
         else:
-            link_or_copy(p.entry.png, target)
+            cache.export(p.entry, target)
             if p.key in missing_keys:
                 result.generated += 1
             else:
                 result.cached += 1
             row = {**base, "path": target.name, "sha256": p.entry.sha256, "status": "ok", "cache_key": p.key, "params": params}
         result.rows.append(row)
+    cache.save_memo()
     return result
 

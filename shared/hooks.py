@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import logging
 import math
 import os
+import pickle
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 
 from . import library_versions
 from .cli import progress, select_by_globs
-from .files import InputError, error_line, sha256_file
+from .files import InputError, Sha256Memo, cache_root, error_line, sha256_file
 from .images import ImageFolder, decode_rgb
 from .store import ROWS_PER_WRITE, StoreWriter
 
@@ -230,6 +232,9 @@ def read_state_dict(path: str) -> dict:
             state = load_file(str(file))
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message runs to a page of advice about weights_only=False
+        raise InputError(f"cannot read {file} as a state dict: it is not a torch file, or it holds objects other "
+                         "than tensors, which are not loaded (weights_only) since they could run code") from None
     except Exception as exc:
         raise InputError(f"cannot read {file} as a state dict ({error_line(exc)})") from None
     return _unwrap_state_dict(state, file)
@@ -396,11 +401,11 @@ def find_aliases(module: torch.nn.Module, points: list[HookPoint], preprocessing
 
 def recorded_aliases(store: Path) -> dict[str, str] | None:
     """The aliases an existing store was made with ({} for a store made before aliases), None without a store."""
-    if not (store / "zarr.json").is_file():
+    try:
+        attrs = json.loads((store / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
+    except (OSError, ValueError):  # no store yet, or one StoreWriter reports on
         return None
-    from .store import ActivationStore
-
-    return dict(ActivationStore(store).attrs.get("hook_aliases", {}))
+    return dict(attrs.get("hook_aliases", {}))
 
 
 def column_slices(points: list[HookPoint]) -> dict[str, slice]:
@@ -519,7 +524,7 @@ class ImageDataset(torch.utils.data.Dataset):
             return self.preprocessing.to_uint8(decode_rgb(data)), digest, ""
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             blank = torch.zeros(3, self.preprocessing.crop, self.preprocessing.crop, dtype=torch.uint8)
-            return blank, digest, f"{type(exc).__name__}: {exc}"
+            return blank, digest, error_line(exc)
 
 
 @dataclass
@@ -533,6 +538,7 @@ class RunSettings:
     workers: int = 0
     skip_bad: bool = False
     rows_per_write: int = ROWS_PER_WRITE
+    rebuild: bool = False  # delete the store first
     silent: bool = False
     class_names: list[str] | None = None  # for a head other than ImageNet-1k's (default class_0, class_1, ...)
 
@@ -571,17 +577,18 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
     device = resolve_device(settings.device)
     precision = settings.precision or default_precision(device)
     points, n_classes = discover_hook_points(network.module, network.preprocessing)
-    aliases = recorded_aliases(out)  # a store keeps the aliases it was made with
+    aliases = None if settings.rebuild else recorded_aliases(out)  # a store keeps the aliases it was made with
     if aliases is None:
         aliases = find_aliases(network.module, points, network.preprocessing, settings.pools)
     points = select_hook_points(points, settings.layers, aliases)
     kept = {alias: canonical for alias, canonical in aliases.items() if canonical in {p.name for p in points}}
     writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder, settings.class_names, kept),
                          {p.name: p.channels for p in points}, settings.pools, settings.dtype, n_classes,
-                         rows_per_write=settings.rows_per_write)
+                         rows_per_write=settings.rows_per_write, rebuild=settings.rebuild)
+    memo = source_memo(folder)
     stored = writer.committed_rows(("id", "sha256", "status"))
     done = stored[stored["status"] != "failed"]
-    check_unchanged(folder, done, out)
+    check_unchanged(folder, done, out, memo)
     # Rows that failed (--skip-bad) are tried again and written over in place when they decode now.
     retry = {row_id: index for index, row_id in stored["id"][stored["status"] == "failed"].items()}
     todo = folder.rows[~folder.rows["id"].isin(set(done["id"]))].reset_index(drop=True)
@@ -592,25 +599,49 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
         log.info("%s: %d images to run (%d already in the store%s), %d hook points, %s on %s", out, len(todo), len(done),
                  f", {retried} failed before" if retried else "", len(points), precision, device)
         module = network.module.to(device, memory_format=torch.channels_last)
-        failed = _run_batches(todo, folder, module, network.preprocessing, points, writer, device, precision, settings,
-                              retry)
+        try:
+            failed = _run_batches(todo, folder, module, network.preprocessing, points, writer, device, precision,
+                                  settings, memo, retry)
+        finally:
+            memo.save()
     writer.finish()
     return RunResult(len(todo), failed, len(folder.rows) - len(todo), time.perf_counter() - started)
 
 
-def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path) -> None:
-    """Refuse a manifest whose images differ from those already in the store under the same ids."""
-    both = folder.rows.merge(stored, on="id", suffixes=("", "_stored"))
+def source_memo(folder: ImageFolder) -> Sha256Memo:
+    """The file hashes of an ImageFolder tree, remembered per folder in the user cache."""
+    name = hashlib.sha256(str(folder.root.resolve()).encode("utf-8")).hexdigest()[:16]
+    return Sha256Memo(cache_root() / "sha256-memo" / f"{name}.json")
+
+
+def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: Sha256Memo) -> None:
+    """Refuse images that differ from those already in the store under the same ids.
+
+    A manifest lists every image's sha256; the files of an ImageFolder tree are hashed here, reading
+    only those whose size or mtime changed since they were last hashed.
+    """
+    if stored.empty:
+        return
+    current = folder.rows
+    if folder.layout == "imagefolder":
+        current = current[current["id"].isin(set(stored["id"]))]
+        current = current.assign(sha256=[memo.sha256(folder.file(p).resolve()) for p in current["path"]])
+        memo.save()
+    both = current.merge(stored, on="id", suffixes=("", "_stored"))
     changed = both[(both["sha256"] != "") & (both["sha256_stored"] != "") & (both["sha256"] != both["sha256_stored"])]
     if len(changed):
-        raise InputError(f"{len(changed)} images of {folder.root} changed since {out} recorded them (first: id "
-                         f"{changed['id'].iloc[0]!r}); write to a new store or delete this one")
+        names = ", ".join(changed["path"].iloc[:3]) + (", ..." if len(changed) > 3 else "")
+        raise InputError(f"{len(changed)} images of {folder.root} changed since {out} recorded them ({names}); "
+                         "rerun with --rebuild to start the store again, or write to a new store")
 
 
 def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing: Preprocessing,
                  points: list[HookPoint], writer: StoreWriter, device: torch.device, precision: str,
-                 settings: RunSettings, retry: dict[str, int]) -> int:
-    dataset = ImageDataset([folder.file(p) for p in todo["path"]], list(todo["sha256"]), preprocessing)
+                 settings: RunSettings, memo: Sha256Memo, retry: dict[str, int]) -> int:
+    files = [folder.file(p).resolve() for p in todo["path"]]
+    # Stamps taken before the workers read the files: a file changed in between is hashed again next time.
+    stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
+    dataset = ImageDataset(files, list(todo["sha256"]), preprocessing)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.workers,
                                          pin_memory=device.type == "cuda")
     normalize = preprocessing.normalizer(device)
@@ -622,6 +653,9 @@ def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing:
         for images, digests, errors in loader:
             rows = todo.iloc[start:start + len(images)].copy()
             rows["sha256"] = digests
+            for i, digest in enumerate(digests):
+                if digest and stamps[start + i]:
+                    memo.remember(files[start + i], digest, stamps[start + i])
             start += len(images)
             bad = [i for i, error in enumerate(errors) if error]
             if bad and not settings.skip_bad:

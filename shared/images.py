@@ -17,18 +17,19 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
 
 from .files import InputError, open_input, sha256_file
-from .records import GROUPS, ID_PATTERN, parse_jsonl, safe_id
+from .records import GROUPS, ID_PATTERN, ID_RULE, brief_text, parse_jsonl, safe_id
 
 MANIFEST = "images.jsonl"
 SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-ROW_COLUMNS = ("id", "synset", "group", "target", "path", "sha256")  # sha256 from the manifest, else ""
+# sha256 from the manifest, else ""; prompt and template (the prompt unit of the analyses) "" for a plain tree.
+ROW_COLUMNS = ("id", "synset", "group", "target", "path", "sha256", "prompt", "template")
 ALPHA_BACKGROUND = (255, 255, 255)
 
 
@@ -59,7 +60,8 @@ def read_image_folder(folder: str | os.PathLike) -> ImageFolder:
         digest = hashlib.sha256("\n".join(r["path"] for r in rows).encode("utf-8")).hexdigest()
         layout = "imagefolder"
     if not rows:
-        raise InputError(f"{root}: no images (no 'ok' rows in its manifest, or no DIR/<synset>/*.png|jpg files)")
+        where = ", ".join(map(str, manifests)) or root
+        raise InputError(f"{where}: no images (no 'ok' rows in a manifest, or no DIR/<synset>/*.png|jpg files)")
     table = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     duplicated = table["id"][table["id"].duplicated()]
     if len(duplicated):
@@ -76,6 +78,8 @@ def read_manifest(manifest: Path) -> list[dict]:
         for lineno, data in parse_jsonl(handle, str(manifest)):
             try:
                 row = manifest_row(data)
+                if row is not None:
+                    check_inside(row["path"])
             except ValueError as exc:
                 raise InputError(f"{manifest}:{lineno}: {exc}") from None
             if row is not None:
@@ -99,12 +103,21 @@ def manifest_row(data: object) -> dict | None:
         "target": data.get("target") or data["synset"],
         "path": data["path"],
         "sha256": data.get("sha256") or "",
+        "prompt": data.get("prompt") or "",
+        "template": data.get("template") or "",
     }
     if not isinstance(row["id"], str) or not ID_PATTERN.match(row["id"]):
-        raise ValueError(f"id {row['id']!r} may only hold letters, digits, '.', '_' and '-'")
+        raise ValueError(f"id {brief_text(str(row['id']))} {ID_RULE}")
     if row["group"] not in GROUPS:
         raise ValueError(f"group {row['group']!r} is not one of {', '.join(GROUPS)}")
     return row
+
+
+def check_inside(relative: str) -> None:
+    """A manifest path must name a file inside the image folder: relative, without '..'."""
+    path = PurePosixPath(relative.replace("\\", "/"))
+    if path.is_absolute() or PureWindowsPath(relative).drive or ".." in path.parts:
+        raise ValueError(f"path {brief_text(relative)} leaves the image folder; paths are relative to it, without '..'")
 
 
 def scan_tree(root: Path) -> list[dict]:
@@ -114,7 +127,8 @@ def scan_tree(root: Path) -> list[dict]:
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
                 relative = file.relative_to(root).as_posix()
                 rows.append({"id": safe_id(relative), "synset": class_dir.name, "group": "concept",
-                             "target": class_dir.name, "path": relative, "sha256": ""})
+                             "target": class_dir.name, "path": relative, "sha256": "",
+                             "prompt": "", "template": ""})
     return rows
 
 
@@ -125,9 +139,13 @@ def load_rgb(path: str | os.PathLike):
 
 def decode_rgb(data: bytes):
     """Decode image bytes into an 8-bit RGB PIL image; PIL's errors propagate (OSError and friends)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(data)) as image:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:  # its message names the BytesIO object, not the file
+        raise ValueError("not an image format PIL can read") from None
+    with image:
         image.load()  # decode now, so a truncated file fails here and not later
         return to_rgb(image)
 

@@ -106,6 +106,9 @@ class BiasClass:
     synset: str
     imagenet_classes: tuple[str, ...]
     prompts: dict[str, tuple[str, ...]]
+    # Synsets whose classifier classes also count as this class's targets (with their hyponyms under
+    # --mapping hierarchy): WordNet files warplane beside airplane, not under it.
+    extra_synsets: tuple[str, ...] = ()
 
 
 def bias_class_dir() -> Path:
@@ -124,7 +127,11 @@ def load_bias_class(name: str, folder: Path | None = None) -> BiasClass:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         prompts = {group: tuple(doc["prompts"][group]) for group in BIAS_GROUPS}
-        bias_class = BiasClass(doc["name"], doc["synset"], tuple(doc.get("imagenet_classes", ())), prompts)
+        extra_synsets = doc.get("extra_synsets", [])
+        if not isinstance(extra_synsets, list) or not all(isinstance(x, str) for x in extra_synsets):
+            raise TypeError("extra_synsets: a list of synset names")
+        bias_class = BiasClass(doc["name"], doc["synset"], tuple(doc.get("imagenet_classes", ())), prompts,
+                               tuple(extra_synsets))
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a bias class definition (missing or bad {exc})") from None
     for group, texts in prompts.items():

@@ -17,7 +17,9 @@ from .files import InputError, open_input, open_output
 
 PROMPT_SCHEMA = 1
 GROUPS = ("concept", "object-only", "context-only", "mixed")
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+MAX_ID_LENGTH = 200  # ids name files; most file systems allow 255 bytes per name
+ID_PATTERN = re.compile(rf"^[A-Za-z0-9._-]{{1,{MAX_ID_LENGTH}}}$")
+ID_RULE = f"may only hold letters, digits, '.', '_' and '-', at most {MAX_ID_LENGTH} of them"
 SYNSET_PATTERN = re.compile(r"^.+\.[nvasr]\.\d{2,}$")
 
 
@@ -43,6 +45,11 @@ REQUIRED = {"id": str, "synset": str, "lemma": str, "group": str, "target": str,
 OPTIONAL = {"negative_prompt": str, "template": str}
 
 
+def brief_text(text: str, limit: int = 60) -> str:
+    """A value for a one-line message, cut to ``limit`` characters."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def safe_id(text: str) -> str:
     """Turn any text into a string usable as a record id and a file name."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
@@ -65,7 +72,7 @@ def validate_prompt(data: object) -> PromptRecord:
         if data.get(name) is not None and not isinstance(data[name], kind):
             raise ValueError(f"field {name!r} must be {kind.__name__}, got {data[name]!r}")
     if not ID_PATTERN.match(data["id"]):
-        raise ValueError(f"id {data['id']!r} may only hold letters, digits, '.', '_' and '-'")
+        raise ValueError(f"id {brief_text(data['id'])} {ID_RULE}")
     if data["group"] not in GROUPS:
         raise ValueError(f"group {data['group']!r} is not one of {', '.join(GROUPS)}")
     for name in ("synset", "target"):
@@ -80,13 +87,19 @@ def validate_prompt(data: object) -> PromptRecord:
 
 def parse_jsonl(handle: IO[str], source: str) -> Iterator[tuple[int, dict]]:
     """Yield (line number, decoded object) for each non-blank line, naming file:line on bad JSON."""
-    for lineno, line in enumerate(handle, 1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{source}:{lineno}: not valid JSON ({exc.msg})") from None
+    lineno = 0
+    try:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{source}:{lineno}: not valid JSON ({exc.msg})") from None
+            yield lineno, data
+    except UnicodeDecodeError:  # decoding runs ahead of the lines, so the line number is approximate
+        where = f" after line {lineno}" if lineno else ""
+        raise InputError(f"{source}: not UTF-8 text{where} (a binary file?)") from None
 
 
 def read_prompts(path: str | os.PathLike) -> list[PromptRecord]:

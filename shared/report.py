@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .compare import bias_tables, classifier_name, compared, depth_figures
-from .files import InputError, open_input, open_output
+from .files import InputError, error_line, open_input, open_output, read_json
 from .images import MANIFEST, SHARD_MANIFESTS, load_rgb, read_image_folder
 from .records import parse_jsonl
 from .store import grouped_aliases
@@ -141,8 +141,10 @@ def read_table(folder: Path, key: str, file: str, description: str = "") -> Tabl
     path = folder / file
     try:
         frame = pd.read_csv(path, keep_default_na=True)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"cannot read table {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read table {path}: not UTF-8 text (a binary file?)") from None
+    except (OSError, ValueError) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise InputError(f"cannot read table {path}: {error_line(exc)}") from None
     rows = [[format_cell(v) for v in row] for row in frame.itertuples(index=False, name=None)]
     return Table(key, file, description, [str(c) for c in frame.columns], rows, path)
 
@@ -151,26 +153,29 @@ def load_analysis(folder: str | Path) -> Analysis:
     """An analysis folder: summary.json names its tables and figures."""
     folder = Path(folder)
     summary_path = folder / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{folder} is not an analysis folder (no summary.json); run separability or bias-report first") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{summary_path}: not a readable summary ({exc})") from None
+    if not summary_path.is_file():
+        raise InputError(f"{folder} is not an analysis folder (no summary.json); run separability or bias-report first")
+    summary = read_json(summary_path)
+    if not isinstance(summary, dict):
+        raise InputError(f"{summary_path}: not a summary (a JSON object); rerun separability or bias-report")
     # separability lists {key: {file, description}} under "tables", bias-report {key: file} under "files".
     declared = summary.get("tables") or summary.get("files") or {p.stem: p.name for p in sorted(folder.glob("*.csv"))}
     tables = {}
-    for key, entry in declared.items():
-        file, description = (entry["file"], entry.get("description", "")) if isinstance(entry, dict) else (entry, "")
-        tables[key] = read_table(folder, key, file, description)
-        if key in TOP_LAYER_TABLES and summary.get("top_layers") and "layer" in tables[key].columns:
-            tables[key] = tables[key].only_layers(summary["top_layers"])
     figures = {}
-    for name, file in (summary.get("figures") or {}).items():
-        path = folder / file
-        if not path.is_file():
-            raise InputError(f"{summary_path} names the figure {file}, which is missing")
-        figures[name] = figure_uri(path.read_bytes())
+    try:
+        for key, entry in declared.items():
+            file, description = (entry["file"], entry.get("description", "")) if isinstance(entry, dict) else (entry, "")
+            tables[key] = read_table(folder, key, file, description)
+            if key in TOP_LAYER_TABLES and summary.get("top_layers") and "layer" in tables[key].columns:
+                tables[key] = tables[key].only_layers(summary["top_layers"])
+        for name, file in (summary.get("figures") or {}).items():
+            path = folder / file
+            if not path.is_file():
+                raise InputError(f"{summary_path} names the figure {file}, which is missing")
+            figures[name] = figure_uri(path.read_bytes())
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise InputError(f"{summary_path}: its tables or figures are not as written by separability or bias-report "
+                         f"({error_line(exc)})") from None
     return Analysis(folder, summary, tables, figures)
 
 
@@ -246,7 +251,10 @@ def run_summaries(image_dirs: list[Path]) -> list[dict]:
     for folder in image_dirs:
         path = Path(folder) / "run.json"
         if path.is_file():
-            runs.append({"folder": str(folder), **json.loads(path.read_text(encoding="utf-8"))})
+            run = read_json(path)
+            if not isinstance(run, dict):
+                raise InputError(f"{path}: not a run summary (a JSON object); rerun sd-generate")
+            runs.append({"folder": str(folder), **run})
     return runs
 
 
@@ -335,6 +343,17 @@ def link_full_tables(tables: list[Table], output: str | Path) -> None:
         table.href = f"{files_dir.name}/{'-'.join(table.source.resolve().relative_to(common).parts)}"
 
 
+def store_warnings(analyses: list[Analysis]) -> list[str]:
+    """The warnings a reader left in its summary (an unfinished store analysed with --allow-incomplete)."""
+    notes = []
+    for analysis in analyses:
+        store = analysis.summary.get("store", {})
+        warning = store.get("warning") or store.get("attrs", {}).get("warning")  # bias-report nests the attrs
+        if warning:
+            notes.append(f"{analysis.folder}: {warning}.")
+    return notes
+
+
 def build_context(separability_dirs: list[Path], bias_dirs: list[Path], image_dirs: list[Path],
                   title: str = "synthprobe report", notice: str | None = None) -> dict:
     separability = [load_analysis(d) for d in separability_dirs]
@@ -350,7 +369,7 @@ def build_context(separability_dirs: list[Path], bias_dirs: list[Path], image_di
     return {
         "tables": shown_tables(analyses, per_class),
         "title": title,
-        "notices": ([notice] if notice else []) + toy_warnings(analyses),
+        "notices": ([notice] if notice else []) + toy_warnings(analyses) + store_warnings(analyses),
         "separability": [{"analysis": a, "top_channels": channels, "aliases": hook_aliases(a),
                           "classifier": classifier_name(a)} for a, channels in zip(separability, top_channels)],
         "biases": [{"analysis": bias, "classes": classes, "class_keys": {key for tables in classes.values() for key in tables},

@@ -1,44 +1,90 @@
-"""Statistics shared by the analyses: bootstrap intervals and multiple-testing correction."""
+"""Statistics shared by the analyses: intervals on unit means.
+
+The interval functions take one value per experimental unit (a prompt's mean
+confidence, say), never raw images: images of one prompt are not independent.
+Their coverage on simulated prompt-level data is measured in
+tests/test_bias_stats.py.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
+
+NAN = float("nan")
 
 
-def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Callable[..., float], n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """Percentile bootstrap of ``statistic(*samples)``, resampling each sample independently.
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with a two-sided interval (NaN where undefined) and, for a test, its p-value."""
 
-    Returns (estimate, low, high); the interval is (nan, nan) when a sample is
-    too small to resample (fewer than two values) or ``n_boot`` is 0.
+    value: float
+    low: float = NAN
+    high: float = NAN
+    p_value: float = NAN
+
+
+def _sample(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def mean_interval(values, level: float = 0.95) -> Estimate:
+    """Mean with a Student t-interval (df = n - 1); no interval below two values."""
+    x = _sample(values)
+    if len(x) == 0:
+        return Estimate(NAN)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return Estimate(mean)
+    half = stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return Estimate(mean, mean - half, mean + half)
+
+
+def welch_df(a: float, b: float, n_a: int, n_b: int) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of two variance terms ``a`` and ``b``."""
+    return (a + b) ** 2 / (a**2 / (n_a - 1) + b**2 / (n_b - 1))
+
+
+def welch_difference(x, y, level: float = 0.95) -> Estimate:
+    """mean(x) - mean(y) with Welch's t-interval and two-sided p-value (scipy's ttest_ind, equal_var=False)."""
+    x, y = _sample(x), _sample(y)
+    if not (len(x) and len(y)):
+        return Estimate(NAN)
+    difference = float(x.mean() - y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return Estimate(difference)
+    a, b = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = np.sqrt(a + b)
+    if se == 0:  # every unit mean identical in both groups: the difference is exact
+        return Estimate(difference, difference, difference, float(difference == 0))
+    df = welch_df(a, b, len(x), len(y))
+    half = stats.t.ppf((1 + level) / 2, df) * se
+    p = 2 * stats.t.sf(abs(difference) / se, df)
+    return Estimate(difference, difference - half, difference + half, float(p))
+
+
+def ratio_interval(x, y, level: float = 0.95) -> Estimate:
+    """mean(x) / mean(y) with a delta-method t-interval on the log ratio (Welch df), exponentiated.
+
+    The log ratio's variance is var(x)/(n_x mean(x)^2) + var(y)/(n_y mean(y)^2);
+    the interval is asymmetric around the ratio and never below zero. Needs
+    positive means (confidences are softmax masses, so they are).
     """
-    samples = [np.asarray(s, dtype=np.float64) for s in samples]
-    estimate = float(statistic(*samples)) if all(len(s) for s in samples) else float("nan")
-    if n_boot <= 0 or any(len(s) < 2 for s in samples):
-        return estimate, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    draws = np.empty(n_boot)
-    for b in range(n_boot):
-        draws[b] = statistic(*(s[rng.integers(0, len(s), len(s))] for s in samples))
-    alpha = (1 - level) / 2
-    low, high = np.nanquantile(draws, [alpha, 1 - alpha])
-    return estimate, float(low), float(high)
-
-
-def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values), same shape as the input; NaN stays NaN."""
-    p = np.asarray(p_values, dtype=np.float64)
-    flat = p.ravel()
-    q = np.full_like(flat, np.nan)
-    valid = ~np.isnan(flat)
-    m = int(valid.sum())
-    if m:
-        order = np.argsort(flat[valid])
-        ranked = flat[valid][order] * m / np.arange(1, m + 1)
-        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-        adjusted = np.empty(m)
-        adjusted[order] = np.minimum(ranked, 1.0)
-        q[valid] = adjusted
-    return q.reshape(p.shape)
+    x, y = _sample(x), _sample(y)
+    if not (len(x) and len(y)):
+        return Estimate(NAN)
+    mean_x, mean_y = x.mean(), y.mean()
+    if mean_x <= 0 or mean_y <= 0:
+        return Estimate(float(mean_x / mean_y) if mean_y > 0 else NAN)
+    ratio = float(mean_x / mean_y)
+    if len(x) < 2 or len(y) < 2:
+        return Estimate(ratio)
+    a = x.var(ddof=1) / (len(x) * mean_x**2)
+    b = y.var(ddof=1) / (len(y) * mean_y**2)
+    se = np.sqrt(a + b)
+    if se == 0:
+        return Estimate(ratio, ratio, ratio)
+    half = stats.t.ppf((1 + level) / 2, welch_df(a, b, len(x), len(y))) * se
+    return Estimate(ratio, float(ratio * np.exp(-half)), float(ratio * np.exp(half)))

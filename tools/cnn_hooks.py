@@ -57,12 +57,14 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
               help="Record undecodable images as failed rows (NaN values) and go on; a rerun tries them again.")
 @click.option("--class-names", type=click.Path(dir_okay=False), default=None,
               help="A file with one name per classifier output, for a head other than ImageNet-1k's (default class_0, class_1, ...).")
+@click.option("--rebuild", is_flag=True,
+              help="Delete the store at --out and start it again (after a damaged store or changed images).")
 @click.option("--rows-per-write", type=click.IntRange(min=1), default=ROWS_PER_WRITE, show_default=True,
               help="Rows gathered before each write and commit; a kill loses at most this many.")
 @silent_option
 @run_guarded
 def main(images, out, model, weights, layers, list_layers, pool, dtype, precision, device, batch_size, workers,
-         image_size, skip_bad, class_names, rows_per_write, silent):
+         image_size, skip_bad, class_names, rebuild, rows_per_write, silent):
     """Record the pooled response of every hook point of a CNN to every image in IMAGES.
 
     IMAGES is an image folder with images.jsonl (from sd-generate) or an
@@ -86,7 +88,7 @@ def main(images, out, model, weights, layers, list_layers, pool, dtype, precisio
     settings = H.RunSettings(layers=patterns, pools=POOL_CHOICES[pool], dtype=dtype,
                              precision=None if precision == "auto" else precision, device=device, batch_size=batch_size,
                              workers=default_workers() if workers is None else workers, skip_bad=skip_bad,
-                             rows_per_write=rows_per_write, silent=silent,
+                             rows_per_write=rows_per_write, rebuild=rebuild, silent=silent,
                              class_names=read_class_names(class_names) if class_names else None)
     result = H.run_hooks(folder, Path(out), network, settings)
     if result.written == 0:

@@ -13,11 +13,11 @@ log = logging.getLogger("synthprobe")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--separability", "separability_dirs", multiple=True, type=click.Path(file_okay=False),
+@click.option("--separability", "separability_dirs", multiple=True, type=click.Path(),
               help="A separability output folder (repeatable).")
-@click.option("--bias", "bias_dirs", multiple=True, type=click.Path(file_okay=False),
+@click.option("--bias", "bias_dirs", multiple=True, type=click.Path(),
               help="A bias-report output folder (repeatable: one per classifier).")
-@click.option("--images", "image_dirs", multiple=True, type=click.Path(file_okay=False),
+@click.option("--images", "image_dirs", multiple=True, type=click.Path(),
               help="An image folder for galleries and thumbnails (repeatable).")
 @click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
 @click.option("--notice", default=None, help="A line shown at the top of the report (e.g. that the models are toys).")

@@ -48,7 +48,7 @@ def print_dry_run(planned: list[G.Planned]) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
 @click.argument("prompts", metavar="PROMPTS.jsonl|-")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output image folder.")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output image folder.")
 @click.option("--model", default=G.DEFAULT_MODEL, show_default=True, help="Hugging Face model id or a local pipeline folder.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) [default: main].")
 @click.option("--steps", type=click.IntRange(min=1), default=28, show_default=True, help="Denoising steps.")
@@ -61,7 +61,7 @@ def print_dry_run(planned: list[G.Planned]) -> None:
 @click.option("--quantize", type=click.Choice(["auto", "4bit", "8bit", "none"]), default="auto", show_default=True,
               help="bitsandbytes quantization of the transformer; auto: 4-bit NF4 on CUDA, none elsewhere.")
 @click.option("--offload", is_flag=True, help="Model CPU offload, for GPUs with little memory.")
-@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--cache", "cache_dir", type=click.Path(), default=None,
               help="Image cache folder [default: $SYNTHPROBE_CACHE/images, else ~/.cache/synthprobe/images].")
 @click.option("--shard", default=None, metavar="K/N", help="Only the records of shard K of N (by a hash of the id).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records (after --shard).")
@@ -86,7 +86,7 @@ def main(prompts, out_dir, model, revision, steps, guidance, size, batch_size, d
     started = time.perf_counter()
     shard_spec = G.parse_shard(shard)
     records = G.select_records(read_prompts(prompts), shard_spec, limit)
-    cache = ImageCache(cache_dir or default_image_cache())
+    cache = ImageCache(cache_dir or default_image_cache(), writable=not dry_run)
     settings = G.resolve_settings(model=model, revision=revision, steps=steps, guidance=guidance, size=size,
                                   batch_size=batch_size, device=device, dtype=dtype, quantize=quantize,
                                   offload=offload, cache=cache, dry_run=dry_run)

@@ -9,7 +9,10 @@ import click
 from synthprobe import separability as S
 from synthprobe.cli import comma_list, progress, run_guarded, seed_option, silent_option
 from synthprobe.files import InputError, check_writable_dir
+from synthprobe.options import checks_options
+from synthprobe.separation import FDR_METHODS
 from synthprobe.store import ActivationStore
+from synthprobe.units import UNITS
 
 log = logging.getLogger("synthprobe")
 count = click.IntRange(min=0)
@@ -19,8 +22,8 @@ DEFAULTS = S.Params()
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
-@click.argument("store", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.argument("store", type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder.")
 @click.option("--group", default="concept", show_default=True,
               help="Rows to analyse by their group (comma list); ImageFolder rows are 'concept'.")
 @click.option("--layers", default="*", show_default=True, help="Hook points to analyse (comma list of globs).")
@@ -34,10 +37,11 @@ DEFAULTS = S.Params()
               help="Most active channels per layer.")
 @click.option("--top-images", type=positive, default=DEFAULTS.top_images, show_default=True,
               help="Images listed per top channel.")
+@click.option("--unit", type=click.Choice(UNITS), default=None,
+              help="Experimental unit: the images of one (synset, prompt text), or each image. Default: prompt "
+                   "where the store has prompt texts, else image (with a warning).")
 @click.option("--permutations", type=count, default=DEFAULTS.permutations, show_default=True,
-              help="Label permutations for p-values (0: none).")
-@click.option("--bootstrap", type=count, default=DEFAULTS.bootstrap, show_default=True,
-              help="Bootstrap resamples for 95% intervals (0: none).")
+              help="Label permutations over units for p-values (0: none).")
 @click.option("--sample", type=click.IntRange(min=4), default=DEFAULTS.sample, show_default=True,
               help="Rows (at most) for the scale-free measures and selectivity; more are subsampled by synset.")
 @click.option("--dims", type=positive, default=DEFAULTS.dims, show_default=True,
@@ -46,11 +50,17 @@ DEFAULTS = S.Params()
               help="Linear-probe cross-validation folds.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULTS.alpha,
               show_default=True, help="False-discovery rate for concept-selective channels.")
+@click.option("--fdr", type=click.Choice(FDR_METHODS), default=DEFAULTS.fdr, show_default=True,
+              help="Multiple-testing correction over all (layer, synset, channel) tests: Benjamini-Hochberg, or "
+                   "Benjamini-Yekutieli (valid under any dependence between channels).")
+@click.option("--allow-incomplete", is_flag=True,
+              help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).")
+@checks_options
 @seed_option()
 @silent_option
 @run_guarded
-def main(store, out_dir, group, layers, pool, top_layers, top_synsets, top_neurons, top_images, permutations,
-         bootstrap, sample, dims, folds, alpha, seed, silent):
+def main(store, out_dir, group, layers, pool, unit, top_layers, top_synsets, top_neurons, top_images, permutations,
+         sample, dims, folds, alpha, fdr, allow_incomplete, checks, drop, seed, silent):
     """Measure how well each layer of an activation STORE separates synsets.
 
     Writes layers.csv, synset_max_activation.csv, top_synsets.csv,
@@ -61,23 +71,25 @@ def main(store, out_dir, group, layers, pool, top_layers, top_synsets, top_neuro
     Example:
         separability out/acts/concepts.zarr --out out/separability/concepts
         separability acts.zarr --out sep/ --group object-only,mixed --layers 'layer4.*' --permutations 200
+        separability photos.zarr --out sep/ --unit image        # every image its own unit
+        separability acts.zarr --out sep/ --checks checks/checks.jsonl --drop object-missing
     """
     groups, patterns = tuple(comma_list(group)), tuple(comma_list(layers))
     if not groups:
         raise InputError("--group is empty; give one group or a comma list, e.g. concept")
     params = S.Params(groups=groups, layers=patterns or ("*",), pool=pool, top_layers=top_layers,
                       top_synsets=top_synsets, top_neurons=top_neurons, top_images=top_images,
-                      permutations=permutations, bootstrap=bootstrap, sample=sample, dims=dims, folds=folds,
-                      alpha=alpha, seed=seed)
-    activations = ActivationStore(store)
+                      unit=unit, permutations=permutations, sample=sample, dims=dims, folds=folds, alpha=alpha,
+                      fdr=fdr, seed=seed, checks=checks, drop=drop)
+    activations = ActivationStore(store, allow_incomplete)
     if pool not in activations.pools:
         raise InputError(f"--pool {pool} is not in the store; it has: {', '.join(activations.pools)}")
     check_writable_dir(out_dir)
     result = S.analyse(activations, params, progress=lambda items, **kw: progress(items, silent=silent, **kw))
     summary = S.write_outputs(result, params, activations, out_dir)
-    log.info("%d layers, %d images of %d synsets; top layers by centroid distance: %s; wrote %s",
-             len(summary["layers"]), summary["n_images"], summary["n_synsets"], ", ".join(summary["top_layers"]),
-             out_dir)
+    log.info("%d layers, %d images in %d %s units of %d synsets; top layers by centroid distance: %s; wrote %s",
+             len(summary["layers"]), summary["n_images"], summary["n_units"], summary["unit"], summary["n_synsets"],
+             ", ".join(summary["top_layers"]), out_dir)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ def read_synset_names(value: str) -> list[str]:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise InputError(f"cannot read synset list {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text (a binary file?)") from None
         return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
     return comma_list(value)
 
@@ -45,7 +47,7 @@ def main():
 @click.option("--per-synset", type=click.IntRange(min=1), default=10, show_default=True, help="Prompts (images) per synset.")
 @click.option("--exclude", default=",".join(f"{c}" for c in P.DEFAULT_BIAS_CLASSES), show_default=True,
               help="Synsets or bias class names to leave out (comma list; '' for none).")
-@click.option("--templates", "templates_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--templates", "templates_path", type=click.Path(), default=None,
               help="Template JSON file (default: the bundled photographic templates).")
 @click.option("-o", "--output", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
 @seed_option()
