@@ -34,6 +34,7 @@ import pandas as pd
 from scipy.special import softmax
 
 from . import library_versions
+from .check_rates import RATES_FILE, flag_rates
 from .cli import progress
 from .files import InputError, atomic_write, begin_outputs, error_line, sha256_file
 from .imagenet import N_IMAGENET_CLASSES, hierarchy_indices, is_wnid, wnid_synset
@@ -399,7 +400,11 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: RunSet
             save()  # an interrupt or an error keeps every score made so far
     else:
         save()
-    summary = build_summary(folder, judge, contrast, [done[i] for i in rows["id"]], kept, settings)
+    judged = [done[i] for i in rows["id"]]
+    rates = flag_rates(pd.DataFrame(judged, columns=["id", "synset", "group", "verdict"]), folder.rows)
+    with atomic_write(out / RATES_FILE) as handle:
+        rates.to_csv(handle, index=False, float_format="%.6g", lineterminator="\n")
+    summary = build_summary(folder, judge, contrast, judged, kept, settings)
     with atomic_write(out / SUMMARY_FILE) as handle:
         handle.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return CheckResult(len(todo), reused, summary)
@@ -488,7 +493,10 @@ def build_summary(folder: ImageFolder, judge, contrast: str, rows: list[dict], k
         "verdicts": {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS},
         "groups": groups,
         "counts": count_table(rows),
-        "files": {"checks": CHECKS_FILE},
+        "files": {"checks": CHECKS_FILE, "rates": RATES_FILE},
+        "rates": "share of scored images flagged per synset and group (object-leaked for context-only, "
+                 "object-missing otherwise) with a 95% interval over prompt units (Wilson on the design-effect "
+                 "sample size)",
         "versions": library_versions("torch", "torchvision", "timm", "transformers"),
     }
 

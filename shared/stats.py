@@ -88,3 +88,29 @@ def ratio_interval(x, y, level: float = 0.95) -> Estimate:
         return Estimate(ratio, ratio, ratio)
     half = stats.t.ppf((1 + level) / 2, welch_df(a, b, len(x), len(y))) * se
     return Estimate(ratio, float(ratio * np.exp(-half)), float(ratio * np.exp(half)))
+
+
+def clustered_proportion(flagged, sizes, level: float = 0.95) -> Estimate:
+    """The share of flagged images, sum(flagged) / sum(sizes), over units of ``sizes`` images each
+    ``flagged`` of which are flagged, with a Wilson interval on the design-effect sample size.
+
+    Images of one unit are correlated, so the binomial variance p(1-p)/n is replaced
+    by the units' ratio-estimator variance, which sets an effective sample size
+    n_eff = p(1-p) / variance (at most n); Wilson's score interval on (p, n_eff) with
+    Student's t (df = units - 1) in place of z stays inside 0..1 and keeps a width at
+    p = 0. No interval below two units.
+    """
+    x, n = _sample(flagged), _sample(sizes)
+    total = n.sum()
+    if len(n) == 0 or total == 0:
+        return Estimate(NAN)
+    p = float(x.sum() / total)
+    if len(n) < 2:
+        return Estimate(p)
+    variance = len(n) / (len(n) - 1) * ((x - p * n) ** 2).sum() / total**2
+    n_eff = total if variance <= 0 or p in (0.0, 1.0) else min(total, max(p * (1 - p) / variance, 1.0))
+    q = stats.t.ppf((1 + level) / 2, len(n) - 1)
+    c = q * q / n_eff
+    centre = (p + c / 2) / (1 + c)
+    half = q * np.sqrt(p * (1 - p) / n_eff + c / (4 * n_eff)) / (1 + c)
+    return Estimate(p, max(0.0, float(centre - half)), min(1.0, float(centre + half)))

@@ -16,11 +16,13 @@ from PIL import Image
 from test_cnn_hooks import fails_with, ok, smooth_image
 
 from synthprobe import image_check as C
+from synthprobe.check_rates import flag_rates
 from synthprobe.files import InputError
 from synthprobe.hooks import build_network
 from synthprobe.images import load_rgb
 from synthprobe.imagenet import hierarchy_indices
 from synthprobe.prompts import load_bias_class
+from synthprobe.stats import clustered_proportion
 from synthprobe.tiny_models import save_tiny_clip
 from synthprobe.tools.image_check import main
 
@@ -148,6 +150,11 @@ def test_thresholds_change_exactly_the_rows_that_cross_them_and_score_nothing(tm
     summary = json.loads((out / C.SUMMARY_FILE).read_text())
     assert summary["thresholds"] == {"missing_below": missing_below, "leaked_above": leaked_above}
     assert summary["verdicts"]["object-leaked"] == 2
+    rates = pd.read_csv(out / summary["files"]["rates"])  # follow the new flags, per synset and group
+    assert rates["n_flagged"].sum() == 6 and set(rates["flag"]) == {"object-leaked", "object-missing"}
+    leaked = rates[rates["flag"] == "object-leaked"]
+    assert (leaked["group"] == "context-only").all()
+    assert np.allclose(rates["rate"], rates["n_flagged"] / rates["n"])
 
 
 class CountingJudge:
@@ -318,3 +325,49 @@ def test_judges_batch_on_the_gpu_and_agree_with_the_cpu(tmp_path, tiny_clip, wn)
             scores[device] = [r["object_score"] for r in read_rows(out)]
         # Half precision on the GPU moves softmax probabilities by well under 0.03 on these tiny models.
         np.testing.assert_allclose(scores["cuda"], scores["cpu"], atol=0.03)
+
+
+# ---- leak and miss rates: units and calibration ------------------------------------------------
+
+
+def test_flag_rates_count_prompt_units():
+    images = pd.DataFrame({"id": ["a0", "a1", "b0", "c0", "c1", "d0"], "synset": ["bee.n.01"] * 6,
+                           "prompt": ["p1", "p1", "p2", "c1", "c1", "c2"]})
+    checks = pd.DataFrame({"id": images["id"], "synset": "bee.n.01",
+                           "group": ["object-only"] * 3 + ["context-only"] * 3,
+                           "verdict": ["object-missing", "ok", "ok", "object-leaked", "object-leaked", "unscored"]})
+    rates = flag_rates(checks, images).set_index("group")
+    assert rates.loc["object-only", ["flag", "n", "n_units", "n_flagged"]].tolist() == ["object-missing", 3, 2, 1]
+    assert rates.loc["context-only", ["flag", "n", "n_units", "n_flagged"]].tolist() == ["object-leaked", 2, 1, 2]
+    assert rates.loc["object-only", "rate"] == pytest.approx(1 / 3)
+    assert 0 <= rates.loc["object-only", "rate_low"] < 1 / 3 < rates.loc["object-only", "rate_high"] <= 1
+    assert np.isnan(rates.loc["context-only", "rate_low"])  # one unit: no interval
+
+
+def clustered_flags(rng, rate: float, concentration: float):
+    """5-10 prompts of 2-4 images; each prompt's own flag rate ~ Beta(mean ``rate``)."""
+    k = rng.integers(5, 11)
+    sizes = rng.integers(2, 5, size=k)
+    prompt_rates = rng.beta(rate * concentration, (1 - rate) * concentration, size=k)
+    return rng.binomial(sizes, prompt_rates), sizes
+
+
+def wilson_over_images(flagged, sizes, z=1.959964):
+    """What treating images as independent gives: Wilson's interval on all images."""
+    n, p = sizes.sum(), flagged.sum() / sizes.sum()
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.2, 0.5])
+def test_flag_rate_intervals_cover_with_correlated_images(rate):
+    rng = np.random.default_rng(int(rate * 100))
+    ours, naive = [], []
+    for _ in range(400):
+        flagged, sizes = clustered_flags(rng, rate, concentration=2.0)
+        estimate = clustered_proportion(flagged, sizes)
+        ours.append(estimate.low <= rate <= estimate.high)
+        low, high = wilson_over_images(flagged, sizes)
+        naive.append(low <= rate <= high)
+    assert 0.9 <= np.mean(ours) <= 0.995, np.mean(ours)
+    assert np.mean(naive) < 0.9, np.mean(naive)  # the check can fail: images of a prompt are not independent
