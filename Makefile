@@ -132,9 +132,9 @@ activations: $(ACTIVATIONS)
 separability: $(SEPARABILITY)
 bias: $(BIAS)
 
-$(OUT)/report.html: $(SEPARABILITY) $(BIAS) $(wildcard templates/*.j2)
+$(OUT)/report.html: $(SEPARABILITY) $(BIAS) $(CHECKS) $(wildcard templates/*.j2)
 	$(BIN)/report $(REPORT_INPUTS) --images $(OUT)/images/concepts --images $(OUT)/images/bias \
-		$(if $(REPORT_NOTICE),--notice "$(REPORT_NOTICE)") -o $@
+		$(foreach c,$(CHECKS),--checks $(dir $(c))) $(if $(REPORT_NOTICE),--notice "$(REPORT_NOTICE)") -o $@
 
 .PHONY: report all preflight demo
 report: $(OUT)/report.html

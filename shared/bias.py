@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.special import softmax
 
 from .files import InputError, atomic_write, begin_outputs
-from .image_check import checked_rows
+from .image_check import checked_rows, flagged_ids
 from .imagenet import hierarchy_indices, imagenet_names, is_imagenet_1k, is_wnid
 from .plots import pyplot, save_png
 from .prompts import BIAS_GROUPS, BiasClass, known_bias_classes, load_bias_class
@@ -490,6 +490,10 @@ def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[s
     prompts = prompt_table(images, classes)
     tops = top_prompts(prompts, classes, top)
     groups = group_table(images, classes, level)
+    if checks:  # every group with and without the images the checks flagged (those --drop left in)
+        unflagged = group_table(images[~images["id"].isin(flagged_ids(checks))], classes, level)
+        columns = ["n", "n_prompts", "confidence_mean", "confidence_low", "confidence_high"]
+        groups = pd.concat([groups, unflagged[columns].add_suffix("_unflagged")], axis=1)
     notes = small_group_notes(groups, units.kind)
     for note in notes:
         log.warning(note)

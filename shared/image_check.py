@@ -493,15 +493,20 @@ def build_summary(folder: ImageFolder, judge, contrast: str, rows: list[dict], k
         "verdicts": {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS},
         "groups": groups,
         "counts": count_table(rows),
-        "files": {"checks": CHECKS_FILE, "rates": RATES_FILE},
-        "rates": "share of scored images flagged per synset and group (object-leaked for context-only, "
-                 "object-missing otherwise) with a 95% interval over prompt units (Wilson on the design-effect "
-                 "sample size)",
+        "files": {"checks": CHECKS_FILE},
+        "tables": {"rates": {"file": RATES_FILE, "description": "share of scored images flagged per synset and group "
+                             "(object-leaked for context-only, object-missing otherwise) with a 95% interval over "
+                             "prompt units (Wilson's on the design-effect sample size)"}},
         "versions": library_versions("torch", "torchvision", "timm", "transformers"),
     }
 
 
 # ---- the analyses' use of a checks file ------------------------------------------------------
+
+
+def flagged_ids(checks_path: str | Path) -> set[str]:
+    """The ids of the images any judge flagged (object-missing or object-leaked)."""
+    return {r["id"] for r in read_checks(checks_path) if r["verdict"] in FLAGS}
 
 
 def checked_rows(rows: pd.DataFrame, checks_path: str | Path | None, drop: tuple[str, ...]) -> tuple[pd.Series, dict | None]:

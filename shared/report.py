@@ -38,6 +38,7 @@ TABLE_RANKING = {"layers": ("distance_rank", False), "selective_channels": ("aur
 # Per-channel tables of separability cover every layer; the report shows their top layers only.
 TOP_LAYER_TABLES = ("top_neurons", "top_images")
 TOP_CHANNELS_SHOWN = 3
+FLAGGED_SHOWN = 60  # flagged images shown per image-check folder
 
 
 @dataclass
@@ -354,14 +355,28 @@ def store_warnings(analyses: list[Analysis]) -> list[str]:
     return notes
 
 
+def flagged_images(checks: Analysis, thumbnails: Thumbnails | None, limit: int = FLAGGED_SHOWN) -> list[dict]:
+    """The images an image-check folder flagged, with their verdict and score, as thumbnails."""
+    from .image_check import FLAGS, read_checks
+
+    if thumbnails is None:
+        return []
+    flagged = [r for r in read_checks(checks.folder / checks.summary.get("files", {}).get("checks", "checks.jsonl"))
+               if r.get("verdict") in FLAGS]
+    return [{"id": r["id"], "thumb": thumbnails.thumb(r["id"], r.get("path")),
+             "caption": f"{r['synset']} · {r['group']}: {r['verdict']} (object score {r.get('object_score')})"}
+            for r in flagged[:limit]]
+
+
 def build_context(separability_dirs: list[Path], bias_dirs: list[Path], image_dirs: list[Path],
-                  title: str = "synthprobe report", notice: str | None = None) -> dict:
+                  check_dirs: list[Path] = (), title: str = "synthprobe report", notice: str | None = None) -> dict:
     separability = [load_analysis(d) for d in separability_dirs]
     biases = [load_analysis(d) for d in bias_dirs]
+    checks = [load_analysis(d) for d in check_dirs]
     if not separability and not biases:
         raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
     thumbnails = Thumbnails(image_dirs) if image_dirs else None
-    analyses = separability + biases
+    analyses = separability + biases + checks
     per_class = [bias_class_tables(bias) for bias in biases]
     top_channels = [top_channel_images(a, thumbnails) for a in separability]  # from the whole top_images table
     comparison = {"figures": depth_figures(separability) if compared(separability) else {},
@@ -375,6 +390,7 @@ def build_context(separability_dirs: list[Path], bias_dirs: list[Path], image_di
         "biases": [{"analysis": bias, "classes": classes, "class_keys": {key for tables in classes.values() for key in tables},
                     "classifier": classifier_name(bias)} for bias, classes in zip(biases, per_class)],
         "comparison": comparison,
+        "checks": [{"analysis": a, "flagged": flagged_images(a, thumbnails)} for a in checks],
         "galleries": thumbnails.galleries() if thumbnails else [],
         "thumbnails": thumbnails.uris if thumbnails else {},
         "runs": run_summaries(image_dirs),

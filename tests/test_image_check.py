@@ -295,6 +295,16 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
     counted, summary = bias_ids(tmp_path / "bias-counted", "--checks", checks_file)
     assert counted == everything and len(everything) == 12 and "checks" not in plain
     assert summary["checks"]["n_dropped"] == 0 and sum(c["object-leaked"] for c in summary["checks"]["counts"]) == 1
+    # Every group with and without the flagged images, side by side.
+    groups = pd.read_csv(tmp_path / "bias-counted" / "groups.csv")
+    images_table = pd.read_csv(tmp_path / "bias-counted" / "images.csv")
+    assert (groups["n"] - groups["n_unflagged"]).sum() == 2
+    for line in groups.itertuples():
+        clean = images_table[(images_table["class"] == line[1]) & (images_table["group"] == line.group)
+                             & ~images_table["id"].isin(set(flagged.values()))]
+        assert line.n_unflagged == len(clean)
+        assert line.confidence_mean_unflagged == pytest.approx(clean.groupby("unit")["confidence"].mean().mean(), rel=1e-5)
+    assert "n_unflagged" not in pd.read_csv(tmp_path / "bias-all" / "groups.csv")
     kept, summary = bias_ids(tmp_path / "bias-drop", "--checks", checks_file, "--drop", "object-missing,object-leaked")
     assert kept == everything - set(flagged.values())
     assert summary["checks"]["n_dropped"] == 2 and summary["parameters"]["drop"] == list(C.FLAGS)

@@ -58,7 +58,18 @@ def fixed_inputs(tmp_path):
     (bias / "summary.json").write_text(json.dumps({"tool": "bias-report", "files": {"prompts": "prompts.csv"},
                                                    "store": {"attrs": {"model": "resnet50", "weights": "none"}},
                                                    "figures": {}, "definitions": {"confidence": "softmax mass"}}))
-    return {"separability_dirs": [sep], "bias_dirs": [bias], "image_dirs": [images]}
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    (checks / "rates.csv").write_text("synset,group,flag,n,n_units,n_flagged,rate,rate_low,rate_high\n"
+                                      "bee.n.01,mixed,object-missing,1,1,1,1,,\n")
+    (checks / "checks.jsonl").write_text(json.dumps({
+        "schema": 1, "id": "bias-bee-mixed-00-s00", "judge": "clip:tiny", "synset": "bee.n.01", "group": "mixed",
+        "path": "bias-bee-mixed-00-s00.png", "object_score": 0.02, "verdict": "object-missing"}) + "\n")
+    (checks / "summary.json").write_text(json.dumps({
+        "tool": "image-check", "judge": "clip:tiny", "thresholds": {"missing_below": 0.1, "leaked_above": 0.5},
+        "n_images": 1, "files": {"checks": "checks.jsonl"},
+        "tables": {"rates": {"file": "rates.csv", "description": "flag rates"}}}))
+    return {"separability_dirs": [sep], "bias_dirs": [bias], "image_dirs": [images], "check_dirs": [checks]}
 
 
 def test_template_golden(fixed_inputs, golden, tmp_path):
@@ -75,6 +86,9 @@ def test_text_is_escaped(fixed_inputs):
     assert "<li><b>layer1</b> = layer1.1.relu_1, layer1.1</li>" in html
     assert "2 images of 2 synsets in 2 image units (the unit of every test)" in html
     assert '<div class="notice">old store: each image is its own unit</div>' in html
+    checks = html[html.index('<section id="checks">'):html.index('<section id="separability">')]
+    assert "Judge <b>clip:tiny</b>; object-missing below 0.1" in checks and "object-missing" in checks
+    assert "bee.n.01 · mixed: object-missing (object score 0.02)" in checks  # the flagged image, as a thumbnail
 
 
 def test_missing_summary_is_one_clear_error(tmp_path):

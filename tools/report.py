@@ -19,13 +19,15 @@ log = logging.getLogger("synthprobe")
               help="A bias-report output folder (repeatable: one per classifier).")
 @click.option("--images", "image_dirs", multiple=True, type=click.Path(),
               help="An image folder for galleries and thumbnails (repeatable).")
+@click.option("--checks", "check_dirs", multiple=True, type=click.Path(),
+              help="An image-check output folder: leak and miss rates, flagged images (repeatable).")
 @click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
 @click.option("--notice", default=None, help="A line shown at the top of the report (e.g. that the models are toys).")
 @click.option("-o", "--output", default="report.html", show_default=True, help="The HTML file to write.")
 @silent_option
 @run_guarded
 @click.version_option(package_name="synthprobe")
-def main(separability_dirs, bias_dirs, image_dirs, title, notice, output, silent):
+def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, output, silent):
     """Assemble one HTML report (figures and thumbnails embedded) from analysis folders.
 
     Analyses of several classifiers (one folder set each) are also compared side by side.
@@ -33,12 +35,14 @@ def main(separability_dirs, bias_dirs, image_dirs, title, notice, output, silent
     \b
     Example:
         report --separability out/separability/concepts --separability out/separability/bias \\
-               --bias out/bias --images out/images/concepts --images out/images/bias -o out/report.html
+               --bias out/bias --images out/images/concepts --images out/images/bias \\
+               --checks out/checks/bias -o out/report.html
     """
     from pathlib import Path
 
     path = write_report(output, separability_dirs=[Path(d) for d in separability_dirs],
                         bias_dirs=[Path(d) for d in bias_dirs], image_dirs=[Path(d) for d in image_dirs],
+                        check_dirs=[Path(d) for d in check_dirs],
                         title=title, notice=notice)
     log.info("wrote %s", path)
 
