@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import click
@@ -46,7 +45,8 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader processes that decode images (default: half the CPU cores, at most 8).")
+              help="DataLoader processes that decode images (default: all CPU cores but one with a GPU, "
+                   "half of them, at most 8, without).")
 @click.option("--image-size", type=click.IntRange(min=16), default=None,
               help="Crop size instead of the weights' own (the resize keeps its ratio to the crop).")
 @click.option("--skip-bad", is_flag=True, help="Record undecodable images as failed rows (NaN values) and go on.")
@@ -80,7 +80,7 @@ def main(images, out, model, weights, layers, list_layers, pool, dtype, precisio
     network = H.build_network(model, weights, image_size)
     settings = H.RunSettings(layers=patterns, pools=POOL_CHOICES[pool], dtype=dtype,
                              precision=None if precision == "auto" else precision, device=device, batch_size=batch_size,
-                             workers=default_workers() if workers is None else workers, skip_bad=skip_bad,
+                             workers=workers, skip_bad=skip_bad,
                              rows_per_write=rows_per_write, rebuild=rebuild, silent=silent)
     result = H.run_hooks(folder, Path(out), network, settings)
     if result.written == 0:
@@ -88,10 +88,6 @@ def main(images, out, model, weights, layers, list_layers, pool, dtype, precisio
         return
     log.info("wrote %d rows (%d failed) to %s in %.1f s, %.1f images/s", result.written, result.failed, out,
              result.seconds, result.written / max(result.seconds, 1e-9))
-
-
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 if __name__ == "__main__":
