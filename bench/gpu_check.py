@@ -72,6 +72,7 @@ class Step:
     status: str  # PASS, FAIL or SKIP
     figure: str
     data: dict = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -237,6 +238,7 @@ def bench_hooks(ctx: Context, device: str, sizes: dict) -> tuple[str, dict]:
 
 
 def run_step(steps: list[Step], name: str, action: Callable[[], tuple[str, dict]], skip: str | None = None) -> None:
+    started = time.perf_counter()
     if skip:
         step = Step(name, "SKIP", skip)
     else:
@@ -248,6 +250,7 @@ def run_step(steps: list[Step], name: str, action: Callable[[], tuple[str, dict]
         except Exception as exc:  # a step's crash is its FAIL line; the traceback goes to stderr for the record
             traceback.print_exc()
             step = Step(name, "FAIL", error_line(exc))
+    step.seconds = round(time.perf_counter() - started, 1)
     steps.append(step)
     print(f"{step.status} {step.name}: {step.figure}", flush=True)
 

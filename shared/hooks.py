@@ -40,6 +40,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TIMM_PREFIX = "timm:"
 RANDOM_INIT_SEED = 0  # --weights none is random but reproducible
 COLOR_HANDLING = "8-bit RGB; grayscale repeated, alpha over white, 16-bit scaled to 8-bit"
+DECODING = "JPEG at the smallest DCT scale keeping both sides >= resize (PIL draft); other formats in full"
 
 
 # ---- preprocessing ---------------------------------------------------------------------------
@@ -58,7 +59,7 @@ class Preprocessing:
 
     def attrs(self) -> dict:
         return {"resize": self.resize, "crop": self.crop, "interpolation": self.interpolation, "mean": list(self.mean),
-                "std": list(self.std), "color": COLOR_HANDLING, "source": self.source}
+                "std": list(self.std), "color": COLOR_HANDLING, "decode": DECODING, "source": self.source}
 
     def with_crop(self, crop: int) -> Preprocessing:
         """Another input size, keeping the ratio of resize to crop."""
@@ -454,7 +455,7 @@ class ImageDataset(torch.utils.data.Dataset):
             digest = hashlib.sha256(data).hexdigest()
             if self.expected[index] and digest != self.expected[index]:
                 raise ValueError("the file's sha256 differs from the one in the manifest")
-            return self.preprocessing.to_uint8(decode_rgb(data)), digest, ""
+            return self.preprocessing.to_uint8(decode_rgb(data, self.preprocessing.resize)), digest, ""
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             blank = torch.zeros(3, self.preprocessing.crop, self.preprocessing.crop, dtype=torch.uint8)
             return blank, digest, error_line(exc)

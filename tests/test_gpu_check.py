@@ -1,0 +1,42 @@
+"""bench/gpu_check.py, the one command for a lent GPU, must not rot where there is none: its CPU path runs here."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+CUDA_STEPS = {"generate-cuda-nf4", "generate-cuda-bf16", "generate-cuda-offload", "cnn-hooks-cuda-bf16", "pytest-cuda"}
+
+
+@pytest.mark.slow
+def test_quick_run_passes_the_cpu_steps_and_writes_the_json(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if re.match(r"(PASS|FAIL|SKIP) ", line)]
+    result = json.loads(out.read_text())
+    steps = {step["name"]: step for step in result["steps"]}
+    assert [f"{s['status']} {s['name']}: {s['figure']}" for s in result["steps"]] == lines
+    cuda = torch.cuda.is_available()
+    assert result["cuda"] is cuda and result["device"] and {"torch", "diffusers", "bitsandbytes"} <= set(result["versions"])
+    for name, step in steps.items():
+        expected = "SKIP" if name in CUDA_STEPS and not cuda else "PASS"
+        assert step["status"] == expected, (name, step["figure"])
+    device = "cuda" if cuda else "cpu"
+    if not cuda:
+        assert done.stdout.splitlines()[0].startswith("No CUDA GPU here")
+    assert steps["cnn-hooks-cpu-default"]["data"]["min_cosine"] >= 0.999
+    generation = steps[f"bench-sd-generate-{device}"]["data"]
+    assert set(generation) == {"batch_1", "batch_4"} and all(v["ratio"] > 0 for v in generation.values())
+    hooks = steps[f"bench-cnn-hooks-{device}"]["data"]
+    assert hooks["ceiling_images_per_s"] == min(hooks["bare_images_per_s"],
+                                                hooks["workers"] * hooks["decode_images_per_s"])
+    assert 0 < hooks["end_to_end_over_ceiling"] and hooks["store"]["float16"]["bytes_per_image"] > 0
