@@ -170,10 +170,7 @@ def hooks_store(ctx: Context, label: str, device: str, precision: str | None) ->
     """cnn-hooks' library path on the photos; the store path is kept for comparisons. Returns the precision used."""
     store = ctx.work / f"acts-{label}.zarr"
     settings = H.RunSettings(pools=("mean", "max"), precision=precision, device=device, workers=None, silent=True)
-    try:
-        H.run_hooks(read_image_folder(ctx.images), store, ctx.classifier, settings)
-    finally:
-        ctx.classifier.module.cpu()  # run_hooks moves the model; the next step starts from the CPU
+    H.run_hooks(read_image_folder(ctx.images), store, ctx.classifier, settings)
     ctx.stores[label] = store
     return ActivationStore(store).attrs["precision"]
 

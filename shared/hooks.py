@@ -329,9 +329,11 @@ def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) 
 
     handles = [m.register_forward_hook(lambda mod, i, o, name=name: record(name, mod, i, o))
                for name, m in module.named_modules() if name]
+    # On the module's device: run_hooks leaves the model where it ran, and a second run starts here.
+    device = next(module.parameters(), torch.zeros(0)).device
     try:
         with torch.no_grad():
-            output = module(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop))
+            output = module(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop, device=device))
     finally:
         for handle in handles:
             handle.remove()

@@ -238,6 +238,17 @@ def test_cuda_precisions_match_cpu_fp32(tree):
         assert_close_per_hook_point(reference, pooled_batch(network, images, precision, "cuda"))
 
 
+@pytest.mark.cuda
+def test_cuda_runs_twice_with_one_network(tree, tmp_path):
+    """run_hooks leaves the model on the GPU; the next run's hook point discovery must run there too."""
+    network = H.build_network("resnet18", "none", image_size=32)
+    settings = H.RunSettings(device="cuda", workers=None, silent=True)
+    folder = read_image_folder(tree)
+    for name in ("first.zarr", "second.zarr"):
+        assert H.run_hooks(folder, tmp_path / name, network, settings).written == len(folder.rows)
+    assert ActivationStore(tmp_path / "second.zarr").attrs["precision"] == "bf16"
+
+
 def test_default_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(H, "cpu_has_fast_bf16", lambda: True)
     assert H.default_precision(torch.device("cpu")) == "bf16"
