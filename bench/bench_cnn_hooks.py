@@ -209,8 +209,8 @@ def run(images: int = 64, size: int = 1024, batch_size: int = 16, workers: int |
                                                                      precision), device))
             whole, first_half = end_to_end(repeat, folder), end_to_end(repeat, half)
             rates["whole_run"].append(images / whole)
-            if whole > first_half:  # else a burst of load hit the shorter run: no marginal figure this time
-                marginal = (images - len(half.rows)) / (whole - first_half)
+            marginal = (images - len(half.rows)) / (whole - first_half) if whole > first_half else 0.0
+            if marginal >= images / whole:  # else load hit one run more than the other: fixed costs would be < 0
                 rates["end_to_end"].append(marginal)
                 fixed.append(whole - images / marginal)
             if naive:

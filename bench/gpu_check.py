@@ -51,13 +51,14 @@ from synthprobe.tiny_models import save_tiny_sd3  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 MIN_COSINE = 0.999
 GENERATION = {"steps": 4, "guidance": 3.5, "size": "64", "batch_size": 4}
-# Sizes: a CUDA run must finish in under 5 minutes on 16 cores; --quick is a smoke test (ResNet-18: a store
-# of ResNet-50's 182 hook points takes seconds to create on a CPU).
+# Sizes: a CUDA run must finish in under 5 minutes on 16 cores, a CPU one in about 2 (the benchmark scripts
+# measure the CPU in earnest); --quick is a smoke test (ResNet-18: a store of ResNet-50's 182 hook points
+# takes seconds to create on a CPU).
 SIZES = {
     "cuda": {"classifier": "resnet50", "sd": {"images": 32, "size": 64, "steps": 4, "repeats": 3},
              "hooks": {"images": 512, "size": 1024, "batch_size": 16, "repeats": 2}},
-    "cpu": {"classifier": "resnet50", "sd": {"images": 16, "size": 64, "steps": 4, "repeats": 3},
-            "hooks": {"images": 64, "size": 1024, "batch_size": 16, "repeats": 2}},
+    "cpu": {"classifier": "resnet50", "sd": {"images": 8, "size": 64, "steps": 4, "repeats": 2},
+            "hooks": {"images": 32, "size": 1024, "batch_size": 16, "repeats": 1, "naive": False}},
     "quick": {"classifier": "resnet18", "sd": {"images": 4, "size": 32, "steps": 2, "repeats": 1},
               "hooks": {"images": 4, "size": 256, "batch_size": 2, "repeats": 1, "model": "resnet18", "naive": False,
                         "image_size": 64}},
