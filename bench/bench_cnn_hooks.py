@@ -165,9 +165,8 @@ def run(images: int = 64, size: int = 1024, batch_size: int = 16, workers: int |
     naive_model = copy.deepcopy(network.module).to(device)
     fast_model = copy.deepcopy(network.module).to(device, memory_format=torch.channels_last)
     figures: dict = {"model": model, "crop": network.preprocessing.crop, "hook_points": len(points), "images": images,
-                     "size": size,
-                     "batch_size": batch_size, "workers": workers, "precision": precision, "device": str(device),
-                     "torch_threads": torch.get_num_threads()}
+                     "size": size, "batch_size": batch_size, "workers": workers, "precision": precision,
+                     "device": str(device), "torch_threads": torch.get_num_threads()}
     print(f"{model} at {network.preprocessing.crop} px, {len(points)} hook points, {images} PNGs of {size} px, "
           f"batch {batch_size}, {precision} on {device}, "
           f"{torch.get_num_threads()} torch threads, {workers} decode workers", flush=True)
