@@ -16,13 +16,12 @@ help:
 	@echo "make all      the whole study with the real models (see config.mk)"
 	@echo "make demo     the whole pipeline offline on tiny models"
 	@echo "make test     install what is needed and run the test suite"
-	@echo "make prompts  stage 1 only; also: images, activations, separability, bias, report"
+	@echo "make prompts  stage 1 only; also: images, checks, activations, separability, bias, report"
 	@echo "make gpu-check  every CUDA path on tiny local models, then the benchmarks (bench/results/)"
 
-# Debian packages the tools need (root only; skipped where already present).
+# Debian packages the tools and tests need: installed as root, else the apt command to run.
 system-deps:
-	@if [ ! -f /usr/share/wordnet/data.noun ] && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && apt-get install -y -qq wordnet-base; fi
+	@PYTHON=$(PYTHON) scripts/system-deps
 
 $(STAMP): pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,7 +56,6 @@ prompts: $(OUT)/prompts/concepts.jsonl $(OUT)/prompts/bias.jsonl
 # ---- stages after the prompts ------------------------------------------------
 CACHE_ARG := $(if $(IMAGE_CACHE),--cache $(IMAGE_CACHE))
 $(eval $(call params,generate,$(GEN_MODEL) $(STEPS) $(GUIDANCE) $(SIZE) $(QUANTIZE)))
-$(eval $(call params,hooks,$(CNN) $(WEIGHTS)))
 $(eval $(call params,stats,$(PERMUTATIONS) $(SEED)))
 
 # A run with failed records still writes images.jsonl (the failed rows hold the errors); ageing it
@@ -72,38 +70,71 @@ TINY_SD3 := models/tiny-sd3
 $(TINY_SD3)/model_index.json: shared/tiny_models.py | $(STAMP)
 	$(BIN)/python -m synthprobe.tiny_models $(@D)
 
+# A tiny random CLIP (about 250 kB) for the image check of the offline demo.
+TINY_CLIP := models/tiny-clip
+$(TINY_CLIP)/config.json: shared/tiny_models.py | $(STAMP)
+	$(BIN)/python -m synthprobe.tiny_models --clip $(@D)
+
 .PHONY: tiny-models
-tiny-models: $(TINY_SD3)/model_index.json
+tiny-models: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
 
-# cnn-hooks resumes an unfinished store and refuses one made with another model or images:
-# new images or a new CNN or WEIGHTS start a new store, an interrupted run resumes.
-# .done is written on success.
-$(OUT)/acts/%.done: $(OUT)/images/%/images.jsonl $(OUT)/.params/hooks | $(STAMP)
-	@mkdir -p $(OUT)/acts; cat $(OUT)/.params/hooks $< | cksum > $(OUT)/acts/$*.params.new
-	@cmp -s $(OUT)/acts/$*.params.new $(OUT)/acts/$*.params || rm -rf $(OUT)/acts/$*.zarr
-	mv $(OUT)/acts/$*.params.new $(OUT)/acts/$*.params
-	$(BIN)/cnn-hooks $(<D) --out $(OUT)/acts/$*.zarr --model $(CNN) --weights $(WEIGHTS) --batch-size $(HOOK_BATCH)
-	touch $@
+# image-check scores only images its checks.jsonl lacks; a failed run ages the file so make retries.
+$(eval $(call params,checks,$(JUDGE) $(JUDGE_WEIGHTS) $(MISSING_BELOW) $(LEAKED_ABOVE)))
+$(OUT)/checks/%/checks.jsonl: $(OUT)/images/%/images.jsonl $(OUT)/.params/checks | $(STAMP)
+	$(BIN)/image-check $(<D) --out $(@D) --judge $(JUDGE) --weights $(JUDGE_WEIGHTS) \
+		--missing-below $(MISSING_BELOW) --leaked-above $(LEAKED_ABOVE) --batch-size $(CHECK_BATCH) \
+		|| { touch -c -d @0 $@ 2>/dev/null; exit 1; }
 
-$(OUT)/separability/concepts/summary.json: $(OUT)/acts/concepts.done $(OUT)/.params/stats
-	$(BIN)/separability $(OUT)/acts/concepts.zarr --out $(@D) --group concept $(STATS_ARGS)
+# Each classifier of CNNS (a model name, or MODEL=WEIGHTS for its own weights; else WEIGHTS) gets its
+# stores and analyses under $(OUT)/<model, ':' as '-'>/. cnn-hooks resumes an unfinished store and refuses
+# one made with another model or images: new images or new weights start that classifier's store anew,
+# an interrupted run resumes, and the other classifiers' stores stay. .done is written on success.
+classifier_model = $(firstword $(subst =, ,$(1)))
+classifier_weights = $(or $(word 2,$(subst =, ,$(1))),$(WEIGHTS))
+classifier_dir = $(OUT)/$(subst :,-,$(call classifier_model,$(1)))
 
-$(OUT)/separability/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/.params/stats
-	$(BIN)/separability $(OUT)/acts/bias.zarr --out $(@D) --group object-only,mixed $(STATS_ARGS)
+# The analyses count the image checks' flags and leave out the DROP verdicts (config.mk);
+# CHECKS_ARGS names each rule's second prerequisite, its checks.jsonl.
+$(eval $(call params,drop,$(DROP)))
+CHECKS_ARGS = --checks $(word 2,$^) $(if $(DROP),--drop $(DROP))
 
-$(OUT)/bias/summary.json: $(OUT)/acts/bias.done $(OUT)/prompts/bias.jsonl
-	$(BIN)/bias-report $(OUT)/acts/bias.zarr --out $(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES)
+define classifier
+$(1)/acts/%.done: $(OUT)/images/%/images.jsonl $(1)/.params | $(STAMP)
+	@mkdir -p $$(@D); cat $(1)/.params $$< | cksum > $$(@D)/$$*.params.new
+	@cmp -s $$(@D)/$$*.params.new $$(@D)/$$*.params || rm -rf $$(@D)/$$*.zarr
+	@mv $$(@D)/$$*.params.new $$(@D)/$$*.params
+	$(BIN)/cnn-hooks $$(<D) --out $$(@D)/$$*.zarr --model $(2) --weights $(3) --batch-size $(HOOK_BATCH)
+	@touch $$@
 
-.PHONY: images activations separability bias
+$(1)/.params: FORCE
+	@mkdir -p $$(@D); echo '$(2) $(3)' | cmp -s - $$@ || echo '$(2) $(3)' > $$@
+
+$(1)/separability/concepts/summary.json: $(1)/acts/concepts.done $(OUT)/checks/concepts/checks.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
+	$(BIN)/separability $(1)/acts/concepts.zarr --out $$(@D) --group concept $(STATS_ARGS) $$(CHECKS_ARGS)
+
+$(1)/separability/bias/summary.json: $(1)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/.params/stats $(OUT)/.params/drop
+	$(BIN)/separability $(1)/acts/bias.zarr --out $$(@D) --group object-only,mixed $(STATS_ARGS) $$(CHECKS_ARGS)
+
+$(1)/bias/summary.json: $(1)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/prompts/bias.jsonl $(OUT)/.params/drop
+	$(BIN)/bias-report $(1)/acts/bias.zarr --out $$(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) $$(CHECKS_ARGS)
+
+ACTIVATIONS += $(1)/acts/concepts.done $(1)/acts/bias.done
+SEPARABILITY += $(1)/separability/concepts/summary.json $(1)/separability/bias/summary.json
+BIAS += $(1)/bias/summary.json
+REPORT_INPUTS += --separability $(1)/separability/concepts --separability $(1)/separability/bias --bias $(1)/bias
+endef
+$(foreach c,$(CNNS),$(eval $(call classifier,$(call classifier_dir,$(c)),$(call classifier_model,$(c)),$(call classifier_weights,$(c)))))
+
+.PHONY: images checks activations separability bias
 images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
-activations: $(OUT)/acts/concepts.done $(OUT)/acts/bias.done
-separability: $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias/summary.json
-bias: $(OUT)/bias/summary.json
+CHECKS := $(OUT)/checks/concepts/checks.jsonl $(OUT)/checks/bias/checks.jsonl
+checks: $(CHECKS)
+activations: $(ACTIVATIONS)
+separability: $(SEPARABILITY)
+bias: $(BIAS)
 
-ANALYSES := $(OUT)/separability/concepts/summary.json $(OUT)/separability/bias/summary.json $(OUT)/bias/summary.json
-$(OUT)/report.html: $(ANALYSES) $(wildcard templates/*.j2)
-	$(BIN)/report --separability $(OUT)/separability/concepts --separability $(OUT)/separability/bias \
-		--bias $(OUT)/bias --images $(OUT)/images/concepts --images $(OUT)/images/bias \
+$(OUT)/report.html: $(SEPARABILITY) $(BIAS) $(wildcard templates/*.j2)
+	$(BIN)/report $(REPORT_INPUTS) --images $(OUT)/images/concepts --images $(OUT)/images/bias \
 		$(if $(REPORT_NOTICE),--notice "$(REPORT_NOTICE)") -o $@
 
 .PHONY: report all preflight demo
@@ -111,18 +142,18 @@ report: $(OUT)/report.html
 
 # Stops at once, saying what to do, when the generator or the CNN weights cannot be had.
 preflight: | $(STAMP)
-	$(BIN)/python -m synthprobe.preflight --generator $(GEN_MODEL) --cnn $(CNN) --weights $(WEIGHTS)
+	$(foreach c,$(CNNS),$(BIN)/python -m synthprobe.preflight --generator $(GEN_MODEL) --cnn $(call classifier_model,$(c)) --weights $(call classifier_weights,$(c)) &&) true
 
 all: preflight
 	$(MAKE) report
 
-# The whole pipeline offline on toy models: a tiny random SD3 and an untrained ResNet-50.
-DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS=none \
+# The whole pipeline offline on toy models: a tiny random SD3, a tiny random CLIP judge and an untrained ResNet-50.
+DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS=none JUDGE=clip:$(TINY_CLIP) \
 	SYNSETS=dog.n.01,cat.n.01,car.n.01,apple.n.01,chair.n.01,tree.n.01 PER_SYNSET=4 \
 	BIAS_CLASSES=bee,frog,guitar PER_GROUP=2 SEEDS_PER_PROMPT=2 PERMUTATIONS=200 \
 	REPORT_NOTICE="Demo run on toy models (a tiny random Stable Diffusion 3 and an untrained ResNet-50): it shows that the pipeline works, not what ResNet-50 learned."
-demo: $(TINY_SD3)/model_index.json
-	$(MAKE) report $(DEMO)
+demo: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
+	@$(MAKE) --no-print-directory -s report $(DEMO)
 	@echo "Open out/demo/report.html"
 
 # Every CUDA path on tiny models built here, then the benchmarks; no network. Without CUDA: the CPU parts.

@@ -3,7 +3,7 @@
 OUT ?= out
 # Image cache shared by every run (empty: ~/.cache/synthprobe/images, or $$SYNTHPROBE_CACHE/images)
 IMAGE_CACHE ?=
-# Local Core WordNet file (empty: download from Princeton once, then cached)
+# Core WordNet list, a file or URL (empty: the copy bundled in data/)
 CORE_WORDNET ?=
 SEED ?= 0
 
@@ -24,10 +24,21 @@ SIZE ?= 1024
 GEN_BATCH ?= 1
 QUANTIZE ?= auto
 
-# Classifier
-CNN ?= resnet50
+# Classifiers, side by side: torchvision names or timm:<name>, each optionally =WEIGHTS (a local file);
+# the others take WEIGHTS. Each gets $(OUT)/<name>/; e.g. CNNS = resnet50 timm:efficientnet_lite0=lite0.pth
+CNNS ?= resnet50
 WEIGHTS ?= DEFAULT
 HOOK_BATCH ?= 16
+
+# Image check (image-check): the judge (clip:<hub id or folder>, a torchvision name, or timm:<name>),
+# its weights (classifier judges), and the verdict thresholds (docs/methods.md)
+JUDGE ?= clip:openai/clip-vit-large-patch14
+JUDGE_WEIGHTS ?= DEFAULT
+MISSING_BELOW ?= 0.1
+LEAKED_ABOVE ?= 0.5
+CHECK_BATCH ?= 32
+# Verdicts whose images the analyses leave out (empty: none, the flags are only counted), e.g. object-missing,object-leaked
+DROP ?=
 
 # Analyses
 PERMUTATIONS ?= 1000

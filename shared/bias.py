@@ -24,6 +24,7 @@ import pandas as pd
 from scipy.special import softmax
 
 from .files import InputError, atomic_write, begin_outputs
+from .image_check import checked_rows
 from .imagenet import hierarchy_indices, imagenet_names, is_imagenet_1k, is_wnid
 from .plots import pyplot, save_png
 from .prompts import BIAS_GROUPS, BiasClass, known_bias_classes, load_bias_class
@@ -453,7 +454,8 @@ def build_summary(parameters: dict, store: ActivationStore, counts: dict, units:
 def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[str], *, mapping: str = "hierarchy",
                     unit: str | None = None, prompts_path: str | Path | None = None, level: float = 0.95,
                     top: int = 5, class_dir: Path | None = None, wordnet_dir: str | None = None,
-                    allow_incomplete: bool = False) -> dict:
+                    allow_incomplete: bool = False, checks: str | Path | None = None,
+                    drop: tuple[str, ...] = ()) -> dict:
     """Read the store, write every table, figure and ``summary.json`` (last, so it marks a finished report).
 
     ``unit`` None: prompt units where the store has prompt texts, else image units (shared/units.py).
@@ -467,7 +469,8 @@ def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[s
     texts = {r.id: r.prompt for r in read_prompts(prompts_path)} if prompts_path else {}
     labels = class_labels(store.attrs, logits.shape[1])
     rows = store.rows()
-    keep = usable(rows, targets)
+    not_dropped, checked = checked_rows(rows, checks, drop)  # image-check flags: counted, the ``drop`` ones left out
+    keep = usable(rows, targets) & not_dropped.to_numpy()
     if not keep.any():
         raise InputError(f"{store_path} holds no object-only, context-only or mixed images of "
                          f"{', '.join(definitions)} (groups found: {', '.join(sorted(set(rows['group']))) or 'none'}); "
@@ -503,6 +506,8 @@ def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[s
                   "class_dir": str(class_dir) if class_dir else None}
     summary = build_summary(parameters, store, counts, units, notes, groups, class_lines, tops, matrices, labels,
                             targets)
+    if checked:
+        summary.update(checks=checked, parameters={**parameters, "checks": str(checks), "drop": list(drop)})
     with atomic_write(out / "summary.json") as handle:
         handle.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     log.info("bias report for %d classes (%d images) written to %s", len(classes), len(images), out)

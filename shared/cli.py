@@ -50,13 +50,17 @@ def run_guarded(func: Callable) -> Callable:
 
 
 def silent_option(func: Callable) -> Callable:
-    """``--silent``: no progress bar and no info log lines."""
+    """``--silent``: no progress bar and no info log lines (and only errors from diffusers, transformers, bitsandbytes)."""
 
     def callback(ctx, param, value):
+        from .quiet import quiet_libraries
+
         logging.basicConfig(format="%(message)s", level=logging.WARNING if value else logging.INFO)
+        quiet_libraries(silent=value)
         return value
 
-    return click.option("--silent", is_flag=True, help="No progress bar and no log lines.", callback=callback)(func)
+    return click.option("--silent", is_flag=True, callback=callback,
+                        help="No progress bar and no log lines; libraries report errors only.")(func)
 
 
 def seed_option(default: int = 0) -> Callable:

@@ -1,6 +1,7 @@
 """Core WordNet: the ~5,000 most used word senses, as published by Princeton.
 
-Line format: ``POS [sense_key] [lemma] gloss words`` (CRLF endings). Lines
+A copy ships in the package (data/core-wordnet.txt, licence notice beside it),
+so the prompt stage works offline; a path or URL can replace it. Line format: ``POS [sense_key] [lemma] gloss words`` (CRLF endings). Lines
 whose sense key WordNet does not know are reported, not fatal.
 """
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
+import hashlib
 import urllib.request
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from .files import InputError, atomic_write_bytes, cache_root
@@ -39,9 +42,19 @@ class CoreResolution:
         return f"{len(self.unresolved)} Core WordNet lines did not resolve to a synset (e.g. {shown})"
 
 
+def core_wordnet_file(source: str | None) -> Path:
+    """The bundled list when SOURCE is None, a download for an http(s) URL, else the local path."""
+    if source is None:
+        return Path(str(resources.files("synthprobe.data") / "core-wordnet.txt"))
+    if source.startswith(("http://", "https://")):
+        return fetch_core_wordnet(source)
+    return Path(source)
+
+
 def fetch_core_wordnet(url: str = CORE_WORDNET_URL, cache_dir: Path | None = None, timeout: float = 30) -> Path:
-    """Download the list once into the cache; later calls read the cached copy."""
-    target = (cache_dir or cache_root()) / "core-wordnet.txt"
+    """Download the list once into the cache (one file per URL); later calls read the cached copy."""
+    url_hash = hashlib.sha256(url.encode()).hexdigest()[:16]
+    target = (cache_dir or cache_root()) / f"core-wordnet-{url_hash}.txt"
     if target.is_file():
         return target
     log.info("Downloading Core WordNet from %s", url)
@@ -50,7 +63,7 @@ def fetch_core_wordnet(url: str = CORE_WORDNET_URL, cache_dir: Path | None = Non
             data = response.read()
     except OSError as exc:
         raise InputError(
-            f"cannot download Core WordNet from {url} ({exc}); download it elsewhere and pass --core-wordnet PATH"
+            f"cannot download Core WordNet from {url} ({exc}); leave out --core-wordnet to use the bundled copy, or pass a local PATH"
         ) from None
     atomic_write_bytes(target, data)
     return target

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from typing import Callable, Iterator
 from .cli import progress
 from .files import InputError, atomic_write, error_line, read_json, sha256_file
 from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json
+from .quiet import quiet_loaded_libraries
 from .records import PromptRecord
 
 log = logging.getLogger("synthprobe")
@@ -291,19 +293,58 @@ class Settings:
         }
 
 
-def resolve_settings(*, model: str, revision: str | None, steps: int, guidance: float, size: str, batch_size: int,
-                     device: str, dtype: str, quantize: str, offload: bool, cache: ImageCache,
-                     dry_run: bool = False) -> Settings:
-    """Check every option and read the model's small config files; never loads weights."""
-    width, height = parse_size(size)
-    source = resolve_model_source(model, revision)
-    check_size(width, height, required_multiple(source), source)
-    scheduler = scheduler_spec(source)
-    device = resolve_device(device)
+def model_record_file(cache: ImageCache, model: str, revision: str | None) -> Path:
+    """Where the image cache keeps what the cache keys need of a model, by its name and revision as given."""
+    name = canonical_json([os.path.normpath(os.path.expanduser(model)), revision])
+    return cache.root / f"model-{hashlib.sha256(name.encode()).hexdigest()[:32]}.json"  # beside, not among, the entries
+
+
+def resolve_model(model: str, revision: str | None, width: int, height: int, cache: ImageCache,
+                  dry_run: bool) -> tuple[ModelSource, dict | None, dict]:
+    """The model's source, scheduler and identity (the cache key's part), with the size checked.
+
+    Read from the model (its small config files, a local folder's file hashes) and recorded in the
+    image cache; where the model cannot be had (no folder, no Hugging Face cache, no network) the
+    record stands in, so a run whose images are all cached needs nothing of the model.
+    """
+    record_file = model_record_file(cache, model, revision)
+    try:
+        source = resolve_model_source(model, revision)
+        multiple = required_multiple(source)
+        check_size(width, height, multiple, source)
+        scheduler = scheduler_spec(source)
+    except InputError as exc:
+        try:
+            record = json.loads(record_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise exc from None
+        source = ModelSource(record["name"], record["revision"], Path(record["folder"]) if record["folder"] else None)
+        check_size(width, height, record["multiple"], source)
+        log.info("%s cannot be read here; the image cache's record of it serves for the images cached", model)
+        return source, record["scheduler"], record["identity"]
     if source.is_local:
         identity = {"local_sha256": local_model_digest(source.folder, cache.root / "model-digests.json", not dry_run)}
     else:
         identity = {"hub": source.name, "revision": source.revision}
+    record = {"name": source.name, "revision": source.revision, "folder": str(source.folder) if source.folder else None,
+              "multiple": multiple, "scheduler": scheduler, "identity": identity}
+    if not dry_run:
+        try:  # a read-only cache can still serve a run that has the model
+            if not record_file.is_file() or json.loads(record_file.read_text(encoding="utf-8")) != record:
+                with atomic_write(record_file) as handle:
+                    json.dump(record, handle, indent=1)
+        except (OSError, ValueError, InputError):
+            pass
+    return source, scheduler, identity
+
+
+def resolve_settings(*, model: str, revision: str | None, steps: int, guidance: float, size: str, batch_size: int,
+                     device: str, dtype: str, quantize: str, offload: bool, cache: ImageCache,
+                     dry_run: bool = False) -> Settings:
+    """Check every option and read the model's small config files (or the cache's record of them); never loads weights."""
+    width, height = parse_size(size)
+    source, scheduler, identity = resolve_model(model, revision, width, height, cache, dry_run)
+    device = resolve_device(device)
     return Settings(source, steps, float(guidance), width, height, batch_size, device, resolve_dtype(dtype, device),
                     resolve_quantization(quantize, device), offload, scheduler, identity)
 
@@ -325,7 +366,10 @@ def load_pipeline(settings: Settings):
     import torch
     from diffusers import DiffusionPipeline, PipelineQuantizationConfig
 
+    quiet_loaded_libraries()
     source = settings.source
+    if source.is_local and not source.folder.is_dir():
+        raise InputError(f"model folder {source.folder} does not exist; without it only images already cached can be had")
     torch_dtype = getattr(torch, settings.dtype)
     index = read_model_json(source, "model_index.json") or {}
     # Components saved as [null, null] (SD3 without T5) must be passed as None again, or loading fails.
@@ -457,12 +501,30 @@ def save_image(planned: Planned, image, settings: Settings, cache: ImageCache, o
     cache.export(planned.entry, out_dir / f"{record.id}.png")
 
 
+def long_prompt_note(pipe, records: list[PromptRecord]) -> str | None:
+    """One line for the prompts longer than the CLIP tokenizer's limit (diffusers warns per batch and encoder)."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is None or not callable(tokenizer):
+        return None
+    limit = tokenizer.model_max_length
+    texts = {r.prompt for r in records} | {r.negative_prompt for r in records if r.negative_prompt}
+    long = sum(len(tokenizer(text, verbose=False).input_ids) > limit for text in texts)
+    if not long:
+        return None
+    rest = "T5 gets the whole prompt" if getattr(pipe, "text_encoder_3", None) is not None else "the rest is cut off"
+    prompts = "1 prompt exceeds" if long == 1 else f"{long} prompts exceed"
+    return f"{prompts} the CLIP text encoders' {limit} tokens; {rest}"
+
+
 def generate_missing(missing: list[Planned], settings: Settings, cache: ImageCache, out_dir: Path,
                      build_pipeline: Callable[[Settings], object], silent: bool) -> dict[str, str]:
     """Generate, cache and link every missing image; return errors by cache key."""
     errors: dict[str, str] = {}
     unique = list({p.key: p for p in missing}.values())  # records sharing a key are made once
     pipe = build_pipeline(settings)
+    note = long_prompt_note(pipe, [p.record for p in unique])
+    if note:
+        log.warning("%s", note)
     bar = progress(None, total=len(unique), desc="generating", unit="img", silent=silent)
     # PNG encoding and the cache's fsyncs run in a writer thread while the next batch is denoised;
     # at most two batches wait there, and leaving the block (even on Ctrl-C) finishes them.

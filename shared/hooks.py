@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import logging
 import math
 import os
@@ -117,15 +118,21 @@ class Network:
 
 
 def build_network(name: str, weights: str = "DEFAULT", image_size: int | None = None) -> Network:
-    """A model in eval mode on the CPU with its preprocessing; ``weights`` is DEFAULT, none, an enum name or a file."""
+    """A model in eval mode on the CPU with its preprocessing; ``weights`` is DEFAULT, none, an enum name or a file.
+
+    A file's classifier head may have any number of classes: the model is built with the file's count.
+    """
+    state = read_state_dict(weights) if weights_kind(weights) == "file" else None
     if name.startswith(TIMM_PREFIX):
-        module, identity, preprocessing = _timm_model(name[len(TIMM_PREFIX):], weights)
+        module, identity, preprocessing = _timm_model(name[len(TIMM_PREFIX):], weights, state)
     else:
-        module, identity, preprocessing = _torchvision_model(name, weights)
+        module, identity, preprocessing = _torchvision_model(name, weights, state)
     source = None
-    if identity is None:  # a local file
+    if state is not None:
         source = str(Path(weights).resolve())
-        identity = load_weights_file(module, weights, name)
+        check_state_dict(module, state, Path(weights), name)
+        module.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked may be absent
+        identity = f"sha256:{sha256_file(weights)}"
     if image_size is not None:
         preprocessing = preprocessing.with_crop(image_size)
     module.eval().requires_grad_(False)
@@ -140,7 +147,7 @@ def weights_kind(weights: str) -> str:
     return "file" if looks_like_file or Path(weights).exists() else "named"
 
 
-def _torchvision_model(name: str, weights: str):
+def _torchvision_model(name: str, weights: str, state: dict | None):
     import torchvision.models as tvm
 
     known = tvm.list_models(module=tvm)
@@ -150,7 +157,12 @@ def _torchvision_model(name: str, weights: str):
     kind = weights_kind(weights)
     if kind in ("none", "file"):
         torch.manual_seed(RANDOM_INIT_SEED)
-        return tvm.get_model(name, weights=None), "none" if kind == "none" else None, torchvision_preprocessing(enum.DEFAULT)
+        module = tvm.get_model(name, weights=None)
+        classes = state_dict_classes(module, state)
+        if classes is not None:
+            torch.manual_seed(RANDOM_INIT_SEED)
+            module = tvm.get_model(name, weights=None, num_classes=classes)
+        return module, "none" if kind == "none" else None, torchvision_preprocessing(enum.DEFAULT)
     chosen = enum.DEFAULT if kind == "default" else enum.__members__.get(weights)
     if chosen is None:
         raise InputError(f"--weights {weights}: not DEFAULT, none, a file, or one of {name}'s weights "
@@ -163,7 +175,7 @@ def _torchvision_model(name: str, weights: str):
     return module, chosen.name, torchvision_preprocessing(chosen)
 
 
-def _timm_model(name: str, weights: str):
+def _timm_model(name: str, weights: str, state: dict | None):
     import timm
 
     if not timm.is_model(name):
@@ -180,6 +192,10 @@ def _timm_model(name: str, weights: str):
             raise
         raise InputError(f"cannot fetch the pretrained weights for timm:{name} ({type(exc).__name__}: {exc}); "
                          "with no internet, pass a local state-dict file to --weights") from None
+    classes = state_dict_classes(module, state)
+    if classes is not None:
+        torch.manual_seed(RANDOM_INIT_SEED)
+        module = timm.create_model(name, pretrained=False, num_classes=classes)
     if pretrained:
         identity = f"timm:{module.pretrained_cfg.get('architecture', name)}.{module.pretrained_cfg.get('tag') or 'default'}"
     else:
@@ -194,8 +210,19 @@ def unknown_model_message(name: str, known: list[str], kind: str, prefix: str = 
     return f"unknown {kind} {prefix + name!r}{hint}{other}"
 
 
-def load_weights_file(module: torch.nn.Module, path: str, model_name: str) -> str:
-    """Load a state dict (.safetensors, or .pth read with weights_only) into ``module``; return 'sha256:<hex>'."""
+def state_dict_classes(module: torch.nn.Module, state: dict | None) -> int | None:
+    """The class count of the state dict's classifier head (the model's last Linear) where it differs from the model's."""
+    linears = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+    if state is None or not linears:
+        return None
+    head = state.get(f"{linears[-1]}.weight")
+    if head is None or head.dim() != 2 or head.shape[0] == module.get_submodule(linears[-1]).out_features:
+        return None
+    return int(head.shape[0])
+
+
+def read_state_dict(path: str) -> dict:
+    """A state dict from .safetensors, or from .pth read with weights_only, unwrapped from training checkpoints."""
     file = Path(path)
     if not file.is_file():
         raise InputError(f"--weights {path}: no such file (expected DEFAULT, none, or a .pth/.safetensors state dict)")
@@ -211,10 +238,7 @@ def load_weights_file(module: torch.nn.Module, path: str, model_name: str) -> st
                          "than tensors, which are not loaded (weights_only) since they could run code") from None
     except Exception as exc:
         raise InputError(f"cannot read {file} as a state dict ({error_line(exc)})") from None
-    state = _unwrap_state_dict(state, file)
-    check_state_dict(module, state, file, model_name)
-    module.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked may be absent
-    return f"sha256:{sha256_file(file)}"
+    return _unwrap_state_dict(state, file)
 
 
 def _unwrap_state_dict(state, file: Path) -> dict:
@@ -300,11 +324,11 @@ class HookPoint:
     name: str  # "layer4.2.relu_2"
     module: str  # "layer4.2.relu"
     call: int  # 2: the third call of that module in one forward
-    shape: tuple[int, ...]  # output shape without the batch dimension
+    shape: tuple[int, ...]  # output shape without the batch dimension: (C, H, W), (tokens, C) or (C,)
 
     @property
     def channels(self) -> int:
-        return self.shape[0]
+        return self.shape[-1] if len(self.shape) == 2 else self.shape[0]
 
 
 def point_name(module: str, call: int) -> str:
@@ -312,8 +336,8 @@ def point_name(module: str, call: int) -> str:
 
 
 def is_poolable(output) -> bool:
-    """(N, C, H, W) feature maps and (N, C) vectors; anything else (tuples, token sequences) is no hook point."""
-    return isinstance(output, torch.Tensor) and output.dim() in (2, 4) and output.is_floating_point()
+    """(N, C, H, W) feature maps, (N, tokens, C) token sequences (ViTs) and (N, C) vectors; tuples are no hook point."""
+    return isinstance(output, torch.Tensor) and output.dim() in (2, 3, 4) and output.is_floating_point()
 
 
 def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) -> tuple[list[HookPoint], int | None]:
@@ -329,11 +353,9 @@ def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) 
 
     handles = [m.register_forward_hook(lambda mod, i, o, name=name: record(name, mod, i, o))
                for name, m in module.named_modules() if name]
-    # On the module's device: run_hooks leaves the model where it ran, and a second run starts here.
-    device = next(module.parameters(), torch.zeros(0)).device
     try:
         with torch.no_grad():
-            output = module(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop, device=device))
+            output = module(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop))
     finally:
         for handle in handles:
             handle.remove()
@@ -341,10 +363,61 @@ def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) 
     return points, n_classes
 
 
-def select_hook_points(points: list[HookPoint], patterns: list[str]) -> list[HookPoint]:
-    """The points matching any glob, in forward order; a pattern that matches nothing is an error."""
-    chosen = set(select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
+def select_hook_points(points: list[HookPoint], patterns: list[str], aliases: dict[str, str] | None = None) -> list[HookPoint]:
+    """The points matching any glob, in forward order; a pattern that matches nothing is an error.
+
+    With ``aliases`` ({alias: canonical}) only canonical points are returned: an alias selects its canonical.
+    """
+    aliases = aliases or {}
+    chosen = {aliases.get(name, name) for name in select_by_globs([p.name for p in points], patterns,
+                                                                   more=" (see --list-layers)")}
     return [p for p in points if p.name in chosen]
+
+
+# Pooled values this close are one tensor computed twice (a mean over a 7x7 map by another kernel differs
+# by ~1e-7); BatchNorm at its initial statistics scales by 1/sqrt(1 + 1e-5), 5e-6 away, and stays apart.
+ALIAS_RTOL = 1e-6
+
+
+def find_aliases(module: torch.nn.Module, points: list[HookPoint], preprocessing: Preprocessing,
+                 pools: tuple[str, ...] = ("mean",)) -> dict[str, str]:
+    """Hook points whose pooled outputs equal another's (the same tensor, or a view or mean of one): {alias: canonical}.
+
+    Compared on a fixed noise batch in fp32, so every run on a store finds the same aliases whatever its images
+    are. A group's canonical is its shortest name, then the first in forward order: ``layer4`` for
+    ``layer4.2.relu_2``, ``layer4.2``, ``layer4`` and ``avgpool`` in ResNet-50. Constant outputs alias nothing.
+    """
+    noise = torch.randn(2, 3, preprocessing.crop, preprocessing.crop, generator=torch.Generator().manual_seed(0))
+    with PoolingHooks(module, points, pools) as hooks, torch.no_grad():
+        module(noise)
+        pooled = hooks.take()
+    columns = column_slices(points)
+    groups: list[tuple[np.ndarray, list[HookPoint]]] = []  # (values, members in forward order)
+    for point in points:
+        values = np.concatenate([pooled[pool][:, columns[point.name]] for pool in pools], axis=1)
+        if np.ptp(values) == 0:
+            continue
+        scale = np.abs(values).max()
+        group = next((members for first, members in groups if first.shape == values.shape
+                      and np.allclose(values, first, rtol=ALIAS_RTOL, atol=ALIAS_RTOL * scale)), None)
+        if group is None:
+            groups.append((values, [point]))
+        else:
+            group.append(point)
+    aliases = {}
+    for _, members in groups:
+        canonical = min(members, key=lambda p: len(p.name)).name
+        aliases.update({p.name: canonical for p in members if p.name != canonical})
+    return aliases
+
+
+def recorded_aliases(store: Path) -> dict[str, str] | None:
+    """The aliases an existing store was made with ({} for a store made before aliases), None without a store."""
+    try:
+        attrs = json.loads((store / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
+    except (OSError, ValueError):  # no store yet, or one StoreWriter reports on
+        return None
+    return dict(attrs.get("hook_aliases", {}))
 
 
 def column_slices(points: list[HookPoint]) -> dict[str, slice]:
@@ -354,7 +427,7 @@ def column_slices(points: list[HookPoint]) -> dict[str, slice]:
 
 
 def pool_output(output: torch.Tensor, pools: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Spatial mean and/or max of one output, as fp32 (N, C).
+    """Spatial mean and/or max of one output, as fp32 (N, C); a token sequence is pooled over its tokens.
 
     On channels-last maps the mean is ``avg_pool2d`` over the whole map: its CPU and CUDA kernels
     accumulate in fp32 and run 10-40x faster than ``mean(dim=(2, 3), dtype=float32)`` on bf16, at the
@@ -364,6 +437,9 @@ def pool_output(output: torch.Tensor, pools: tuple[str, ...]) -> dict[str, torch
     if output.dim() == 2:
         vector = output.float()
         return {pool: vector for pool in pools}
+    if output.dim() == 3:  # (N, tokens, C), class token included
+        return {pool: (output.mean(dim=1, dtype=torch.float32) if pool == "mean" else output.amax(dim=1).float())
+                for pool in pools}
     pooled = {}
     if "mean" in pools:
         if output.is_contiguous(memory_format=torch.channels_last):
@@ -476,6 +552,7 @@ class RunSettings:
     rows_per_write: int = ROWS_PER_WRITE
     rebuild: bool = False  # delete the store first
     silent: bool = False
+    class_names: list[str] | None = None  # for a head other than ImageNet-1k's (default class_0, class_1, ...)
 
 
 @dataclass
@@ -486,17 +563,24 @@ class RunResult:
     seconds: float
 
 
-def store_attrs(network: Network, precision: str, n_classes: int | None, folder: ImageFolder) -> dict:
+def store_attrs(network: Network, precision: str, n_classes: int | None, folder: ImageFolder,
+                class_names: list[str] | None = None, aliases: dict[str, str] | None = None) -> dict:
     from .imagenet import N_IMAGENET_CLASSES, imagenet_names, imagenet_wnids
 
     attrs = {"model": network.name, "weights": network.weights, "weights_source": network.weights_source,
              "preprocessing": network.preprocessing.attrs(), "precision": precision,
              "source_folder": str(folder.root.resolve()), "source_layout": folder.layout,
-             "source_sha256": folder.source_sha256,
+             "source_sha256": folder.source_sha256, "hook_aliases": aliases or {},
              "versions": library_versions("torch", "torchvision", "timm", "zarr", "numpy", "pillow")}
-    if n_classes == N_IMAGENET_CLASSES:  # torchvision's classifiers and timm's default heads: ImageNet-1k order
+    if class_names is not None:
+        if len(class_names) != n_classes:
+            raise InputError(f"--class-names gives {len(class_names)} names; {network.name}'s head has {n_classes} classes")
+        attrs["class_names"] = list(class_names)
+    elif n_classes == N_IMAGENET_CLASSES:  # torchvision's classifiers and timm's default heads: ImageNet-1k order
         attrs["classes"] = list(imagenet_wnids())
         attrs["class_names"] = list(imagenet_names())
+    elif n_classes:
+        attrs["class_names"] = [f"class_{i}" for i in range(n_classes)]
     return attrs
 
 
@@ -504,25 +588,34 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
     """Append every image of ``folder`` that ``out`` does not hold yet; resumable at any moment."""
     device = resolve_device(settings.device)
     precision = settings.precision or default_precision(device)
+    # Discovery and aliases run on the CPU in fp32; an earlier run may have left the model on a GPU.
+    network.module.cpu()
     points, n_classes = discover_hook_points(network.module, network.preprocessing)
-    points = select_hook_points(points, settings.layers)
-    writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder), {p.name: p.channels for p in points},
-                         settings.pools, settings.dtype, n_classes, rows_per_write=settings.rows_per_write,
-                         rebuild=settings.rebuild)
+    aliases = None if settings.rebuild else recorded_aliases(out)  # a store keeps the aliases it was made with
+    if aliases is None:
+        aliases = find_aliases(network.module, points, network.preprocessing, settings.pools)
+    points = select_hook_points(points, settings.layers, aliases)
+    kept = {alias: canonical for alias, canonical in aliases.items() if canonical in {p.name for p in points}}
+    writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder, settings.class_names, kept),
+                         {p.name: p.channels for p in points}, settings.pools, settings.dtype, n_classes,
+                         rows_per_write=settings.rows_per_write, rebuild=settings.rebuild)
     memo = source_memo(folder)
-    stored = writer.committed_rows()
-    check_unchanged(folder, stored, out, memo)
-    done = set(stored["id"])
-    todo = folder.rows[~folder.rows["id"].isin(done)].reset_index(drop=True)
+    stored = writer.committed_rows(("id", "sha256", "status"))
+    done = stored[stored["status"] != "failed"]
+    check_unchanged(folder, done, out, memo)
+    # Rows that failed (--skip-bad) are tried again and written over in place when they decode now.
+    retry = {row_id: index for index, row_id in stored["id"][stored["status"] == "failed"].items()}
+    todo = folder.rows[~folder.rows["id"].isin(set(done["id"]))].reset_index(drop=True)
     started = time.perf_counter()
     failed = 0
     if len(todo):
-        log.info("%s: %d images to run (%d already in the store), %d hook points, %s on %s", out, len(todo), len(done),
-                 len(points), precision, device)
+        retried = todo["id"].isin(retry).sum()
+        log.info("%s: %d images to run (%d already in the store%s), %d hook points, %s on %s", out, len(todo), len(done),
+                 f", {retried} failed before" if retried else "", len(points), precision, device)
         module = network.module.to(device, memory_format=torch.channels_last)
         try:
             failed = _run_batches(todo, folder, module, network.preprocessing, points, writer, device, precision,
-                                  settings, memo)
+                                  settings, memo, retry)
         finally:
             memo.save()
     writer.finish()
@@ -558,7 +651,7 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: 
 
 def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing: Preprocessing,
                  points: list[HookPoint], writer: StoreWriter, device: torch.device, precision: str,
-                 settings: RunSettings, memo: Sha256Memo) -> int:
+                 settings: RunSettings, memo: Sha256Memo, retry: dict[str, int]) -> int:
     files = [folder.file(p).resolve() for p in todo["path"]]
     # Stamps taken before the workers read the files: a file changed in between is hashed again next time.
     stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
@@ -569,7 +662,7 @@ def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing:
     normalize = preprocessing.normalizer(device)
     failed = 0
     bar = progress(None, total=len(todo), desc="cnn-hooks", unit="img", silent=settings.silent)
-    with (WriteBuffer(writer, points, settings.pools) as buffer, PoolingHooks(module, points, settings.pools) as hooks,
+    with (WriteBuffer(writer, points, settings.pools, retry) as buffer, PoolingHooks(module, points, settings.pools) as hooks,
           torch.no_grad(), autocast(device, precision)):
         start = 0
         for images, digests, errors in loader:
@@ -607,9 +700,10 @@ class WriteBuffer:
     overlap the forward on a GPU); at most one write is in flight, and commits keep their order.
     """
 
-    def __init__(self, writer: StoreWriter, points: list[HookPoint], pools: tuple[str, ...]):
+    def __init__(self, writer: StoreWriter, points: list[HookPoint], pools: tuple[str, ...], retry: dict[str, int]):
         self.writer = writer
         self.pools = pools
+        self.retry = retry  # id -> store row of a failed row being retried
         self.columns = column_slices(points)
         self.batches: list[tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray | None]] = []
         self.rows = 0
@@ -642,7 +736,20 @@ class WriteBuffer:
         hooks = {name: {pool: blocks[pool][:, columns] for pool in self.pools} for name, columns in self.columns.items()}
         self.batches, self.rows = [], 0
         self.wait()
-        self.pending = self.thread.submit(self.writer.append, rows, hooks, logits)
+        self.pending = self.thread.submit(self.write, rows, hooks, logits)
+
+    def write(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None) -> None:
+        """Retried rows over their failed ones, the rest appended."""
+        over = rows["id"].isin(self.retry).to_numpy()
+        if over.any():
+            self.writer.overwrite(rows["id"][over].map(self.retry).to_numpy(), rows[over],
+                                  {h: {p: v[over] for p, v in pooled.items()} for h, pooled in hooks.items()},
+                                  None if logits is None else logits[over])
+        if not over.all():
+            new = ~over
+            self.writer.append(rows[new].reset_index(drop=True),
+                               {h: {p: v[new] for p, v in pooled.items()} for h, pooled in hooks.items()},
+                               None if logits is None else logits[new])
 
     def wait(self) -> None:
         if self.pending is not None:

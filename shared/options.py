@@ -10,3 +10,26 @@ wordnet_dir_option = click.option(
     default=None,
     help="A WordNet 3.0 dict folder (default: nltk's corpus, else /usr/share/wordnet).",
 )
+
+
+
+
+def _drop_verdicts(ctx, param, value: str) -> tuple[str, ...]:
+    from .cli import comma_list
+    from .image_check import FLAGS
+
+    verdicts = tuple(dict.fromkeys(comma_list(value)))
+    unknown = [v for v in verdicts if v not in FLAGS]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} is not a flag verdict; choose from {', '.join(FLAGS)}")
+    return verdicts
+
+
+def checks_options(func):
+    """``--checks`` and ``--drop``: leave out the images an image-check flagged (default: drop none, count them)."""
+    func = click.option("--drop", default="", callback=_drop_verdicts,
+                        help="Comma list of image-check verdicts whose images to leave out: object-missing, "
+                             "object-leaked (default: none; the flags are only counted).")(func)
+    return click.option("--checks", type=click.Path(dir_okay=False, exists=True), default=None,
+                        help="checks.jsonl from image-check: flagged images are counted in summary.json, "
+                             "and dropped with --drop.")(func)

@@ -29,6 +29,7 @@ import pandas as pd
 from . import __version__
 from .cli import select_by_globs
 from .files import InputError, atomic_write, begin_outputs
+from .image_check import checked_rows
 from .plots import pyplot, save_png
 from .separation import FDR_METHODS, MEASURES, RIDGE_ALPHA, Design, channel_selectivity, q_values, scale_free_tests
 from .units import assign_units
@@ -53,6 +54,8 @@ class Params:
     alpha: float = 0.05
     fdr: str = "bh"
     seed: int = 0
+    checks: str | None = None  # an image-check checks.jsonl: its flags are counted, ``drop`` ones left out
+    drop: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- row and layer choice
@@ -71,10 +74,14 @@ def select_rows(rows: pd.DataFrame, groups: tuple[str, ...]) -> pd.DataFrame:
     return chosen
 
 
-def select_layers(hook_points: list[str], patterns: tuple[str, ...]) -> list[str]:
-    """Hook points matching any glob, in the store's depth order."""
+def select_layers(hook_points: list[str], patterns: tuple[str, ...], aliases: dict[str, str] | None = None) -> list[str]:
+    """Hook points matching any glob, in the store's depth order; an alias ({alias: canonical}) selects its
+    canonical hook point, which the store holds once."""
+    aliases = aliases or {}
     shown = ", ".join(hook_points[:8]) + (" ..." if len(hook_points) > 8 else "")
-    return select_by_globs(hook_points, patterns, more=f"; the store has: {shown or 'none'}")
+    matched = select_by_globs(hook_points + list(aliases), patterns, more=f"; the store has: {shown or 'none'}")
+    chosen = {aliases.get(name, name) for name in matched}
+    return [hook for hook in hook_points if hook in chosen]
 
 
 def unit_sample(codes: np.ndarray, units: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -222,17 +229,21 @@ class Result:
     n_sample: int
     n_tests: int           # (layer, synset, channel) tests in the selectivity family
     notes: list[str]
+    checks: dict | None = None  # image-check counts per synset and group, when the analysis read a checks file
 
 
 def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
     """Run every measure over the chosen layers of ``store`` (an ActivationStore)."""
-    chosen = select_rows(store.rows(), params.groups)
+    rows = store.rows()
+    keep, checks = checked_rows(rows, params.checks, params.drop)
+    chosen = select_rows(rows[keep], params.groups)
     store_rows = chosen.index.to_numpy()
     synsets, codes = np.unique(chosen["synset"].to_numpy(), return_inverse=True)
     counts = np.bincount(codes, minlength=len(synsets))
     units = assign_units(chosen, params.unit, source=str(store.path))
     row_ids, paths = chosen["id"].to_numpy(), chosen["path"].to_numpy()
-    layers = select_layers(store.hook_points, params.layers)
+    layers = select_layers(store.hook_points, params.layers, store.attrs.get("hook_aliases"))
+    aliases = store.aliases()
     sample_positions = unit_sample(codes, units.codes, params.sample, params.seed)
     design = Design.of(codes[sample_positions], units.codes[sample_positions], len(synsets))
     notes = [f"synset {s} has one image: its standard deviations are undefined (NaN)" for s in synsets[counts == 1]]
@@ -268,7 +279,8 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
         z, explained = reduce_sample(scan.sample, params.dims)
         tests = scale_free_tests(z, scan.sample, design, params.permutations, params.folds, params.dims, params.seed)
         tested.append(selectivity_candidates(channel_selectivity(scan.sample, design), params.alpha))
-        row = {"layer": hook, "depth": depth, "channels": centroids.shape[1], "n_images": len(codes),
+        row = {"layer": hook, "aliases": ";".join(aliases.get(hook, [])), "depth": depth,
+               "channels": centroids.shape[1], "n_images": len(codes),
                "n_units": units.n_units, "avg_centroid_distance": avg_centroid_distance(centroids)}
         for m in MEASURES:
             row[m if m != "probe" else "probe_accuracy"] = tests.estimates[m]
@@ -278,7 +290,7 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
         layer_rows.append(row)
 
     table = pd.DataFrame(layer_rows)
-    table.insert(6, "distance_rank", table["avg_centroid_distance"].rank(ascending=False, method="first").astype(int))
+    table.insert(7, "distance_rank", table["avg_centroid_distance"].rank(ascending=False, method="first").astype(int))
     selective, per_layer, n_tests = selective_channels(layers, tested, synsets, design, params.alpha, params.fdr)
     table["n_selective_channels"] = per_layer
     synset_max = pd.DataFrame(max_rows)
@@ -286,7 +298,7 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
                   top_synsets=top_synsets_table(table, synset_max, params.top_layers, params.top_synsets),
                   top_neurons=pd.DataFrame(neuron_rows), top_images=pd.DataFrame(image_rows), selective=selective,
                   synset_counts={str(s): int(n) for s, n in zip(synsets, counts)}, units=units.summary(),
-                  n_sample=len(design.codes), n_tests=n_tests, notes=notes)
+                  n_sample=len(design.codes), n_tests=n_tests, notes=notes, checks=checks)
 
 
 def selectivity_candidates(selectivity: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
@@ -346,7 +358,8 @@ def top_synsets_table(layers: pd.DataFrame, synset_max: pd.DataFrame, n_layers: 
 SUMMARY_SCHEMA = 2  # 2: prompt units, no bootstrap intervals, one selectivity family
 FIGURES = {"heatmap": "max_activation_heatmap.png", "depth": "separability_by_depth.png"}
 TABLES = {
-    "layers": ("layers.csv", "one row per layer in depth order: metric 2 (avg_centroid_distance, distance_rank) "
+    "layers": ("layers.csv", "one row per distinct tensor in depth order (aliases: other hook points with the "
+               "same values, stored once): metric 2 (avg_centroid_distance, distance_rank) "
                "and the scale-free measures (Fisher ratio, cosine silhouette, cross-validated probe accuracy beside "
                "chance) with one-sided permutation p-values that move synset labels between units"),
     "synset_max_activation": ("synset_max_activation.csv", "metric 1: the largest channel value of each synset's "
@@ -398,6 +411,7 @@ def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
         "best_layers": {"probe_accuracy": best("probe_accuracy"), "fisher": best("fisher"),
                         "silhouette": best("silhouette")},
         "notes": result.notes,
+        **({"checks": result.checks} if result.checks else {}),
         "tables": {key: {"file": name, "rows": len(frames[key]), "description": text}
                    for key, (name, text) in TABLES.items()},
         "figures": dict(FIGURES),

@@ -257,6 +257,22 @@ class StoreWriter:
 
     def append(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None = None) -> None:
         """Append one batch: row table, logits and every hook's pooled values; then commit."""
+        try:
+            _append_all(self._row_values(rows, hooks, logits))
+        except OSError as exc:  # a full disk: zarr's error names a temp file or none
+            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self.group.attrs["rows_committed"] = self.rows_committed + len(rows)
+
+    def overwrite(self, index: np.ndarray, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]],
+                  logits: np.ndarray | None = None) -> None:
+        """Write rows over committed ones at ``index`` (failed rows retried); the status goes last, so a kill
+        leaves those rows failed."""
+        status = self.group["rows/status"].path
+        for array, values in sorted(self._row_values(rows, hooks, logits), key=lambda pair: pair[0].path == status):
+            array.oindex[np.asarray(index)] = values
+
+    def _row_values(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None) -> list:
+        """(array, values) for every array of the store, for one batch of rows."""
         n = len(rows)
         pairs = []
         for name in self.row_fields:
@@ -268,14 +284,18 @@ class StoreWriter:
             for pool in self.pools:
                 array = self.group[f"hooks/{hook}/{pool}"]
                 pairs.append((array, np.asarray(hooks[hook][pool], dtype=array.dtype)))
-        try:
-            _append_all(pairs)
-        except OSError as exc:  # a full disk: zarr's error names a temp file or none
-            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        self.group.attrs["rows_committed"] = self.rows_committed + n
+        return pairs
 
     def finish(self, **attrs) -> None:
         self.group.attrs.update({**attrs, "complete": True})
+
+
+def grouped_aliases(aliases: dict[str, str]) -> dict[str, list[str]]:
+    """``attrs["hook_aliases"]`` ({alias: canonical}) as {canonical: [aliases]}."""
+    grouped: dict[str, list[str]] = {}
+    for alias, canonical in aliases.items():
+        grouped.setdefault(canonical, []).append(alias)
+    return grouped
 
 
 @dataclass
@@ -319,6 +339,10 @@ class ActivationStore:
     @property
     def hook_points(self) -> list[str]:
         return list(self.attrs.get("hook_points", []))
+
+    def aliases(self) -> dict[str, list[str]]:
+        """{canonical: [aliases]}: hook points cnn-hooks found equal to a stored one, in forward order."""
+        return grouped_aliases(self.attrs.get("hook_aliases", {}))
 
     @property
     def pools(self) -> list[str]:

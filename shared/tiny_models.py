@@ -4,7 +4,9 @@ The component sizes follow diffusers' own SD3 fast tests, except that the VAE
 has two blocks and the transformer patch size is 2, so that sizes must be a
 multiple of 4 as with the real model's 16 (the size check has something to
 reject). The weights are random but seeded: the same call gives the same
-files and the same pixels. Usage: ``python -m synthprobe.tiny_models DIR``.
+files and the same pixels. Usage: ``python -m synthprobe.tiny_models DIR``;
+``python -m synthprobe.tiny_models --clip DIR`` writes the tiny CLIP judge of
+``image-check`` instead.
 """
 
 from __future__ import annotations
@@ -73,7 +75,40 @@ def save_tiny_sd3(folder: str | Path) -> Path:
     return folder
 
 
+def build_tiny_clip():
+    """A CLIPModel (32 px images, patch 8, two layers per tower) and its CLIPProcessor, seeded random weights."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = tiny_clip_tokenizer()
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    text = dict(bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"), eos_token_id=end, pad_token_id=end,
+                hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                  num_hidden_layers=2)
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model, CLIPProcessor(image_processor=images, tokenizer=tokenizer)
+
+
+def save_tiny_clip(folder: str | Path) -> Path:
+    """Write the tiny CLIP model and processor to ``folder`` (about 300 kB) with save_pretrained."""
+    folder = Path(folder)
+    model, processor = build_tiny_clip()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m synthprobe.tiny_models DIR")
-    print(save_tiny_sd3(sys.argv[1]))
+    from .quiet import quiet_libraries
+
+    quiet_libraries(silent=True)  # diffusers' notes on the absent T5 and its save bars
+    if len(sys.argv) == 3 and sys.argv[1] == "--clip":
+        print(save_tiny_clip(sys.argv[2]))
+    elif len(sys.argv) == 2:
+        print(save_tiny_sd3(sys.argv[1]))
+    else:
+        sys.exit("usage: python -m synthprobe.tiny_models [--clip] DIR")

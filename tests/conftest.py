@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CORE_WORDNET = SHARED_DATA / "core-wordnet.txt"
 
 
 def pytest_addoption(parser):
@@ -59,9 +57,10 @@ def wn(hermetic_cache):
 
 @pytest.fixture(scope="session")
 def core_wordnet_path():
-    if not CORE_WORDNET.is_file():
-        pytest.fail(f"reference data missing: {CORE_WORDNET}")
-    return CORE_WORDNET
+    """The copy bundled in the package (tests never read outside the repository)."""
+    from synthprobe.core_wordnet import core_wordnet_file
+
+    return core_wordnet_file(None)
 
 
 class Golden:

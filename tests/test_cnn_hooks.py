@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import logging
 import os
 import signal
@@ -154,8 +155,37 @@ def test_list_layers_prints_names_channels_shapes():
     assert len(lines) == 75  # 60 module calls + 8 blocks + 4 stages + 3 downsample containers
     assert lines[0] == "conv1\t64\t64x32x32" and lines[-1] == "fc\t1000\t1000"
     result = ok(run_cli("--list-layers", "--model", "resnet18", "--image-size", "64", "--layers", "layer2.*.relu_1,avgpool"))
-    assert result.output.splitlines() == ["layer2.0.relu_1\t128\t128x8x8", "layer2.1.relu_1\t128\t128x8x8",
-                                          "avgpool\t512\t512x1x1"]
+    assert result.output.splitlines() == ["layer2.0.relu_1\t128\t128x8x8\t= layer2.0",
+                                          "layer2.1.relu_1\t128\t128x8x8\t= layer2", "avgpool\t512\t512x1x1\t= layer4"]
+
+
+def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, tree):
+    network = H.build_network("resnet50", "none", image_size=64)
+    points, _ = H.discover_hook_points(network.module, network.preprocessing)
+    aliases = H.find_aliases(network.module, points, network.preprocessing)
+    # The issue's example: one tensor under four names (avgpool is its mean); conv and BatchNorm stay apart.
+    assert {a for a, c in aliases.items() if c == "layer4"} == {"layer4.2.relu_2", "layer4.2", "avgpool"}
+    assert "layer1.0.bn1" not in aliases and "layer1.0.conv1" not in aliases
+    out = tmp_path / "a.zarr"
+    ok(run_cli(tree, "--out", out, *SMALL, "--layers", "layer4*,avgpool,fc"))
+    store = ActivationStore(out)
+    assert store.hook_points == ["layer4.0.conv1", "layer4.0.bn1", "layer4.0.relu", "layer4.0.conv2", "layer4.0.bn2",
+                                 "layer4.0.downsample.0", "layer4.0.downsample", "layer4.0", "layer4.1.conv1",
+                                 "layer4.1.bn1", "layer4.1.relu", "layer4.1.conv2", "layer4.1.bn2", "layer4", "fc"]
+    assert store.attrs["hook_aliases"]["avgpool"] == "layer4"
+    assert store.aliases()["layer4"] == ["layer4.1.relu_1", "layer4.1", "avgpool"]
+    # Selecting only an alias selects its canonical, whose values are the alias's: avgpool's output.
+    ok(run_cli(tree, "--out", tmp_path / "b.zarr", *SMALL, "--layers", "avgpool", "--precision", "fp32"))
+    selected = ActivationStore(tmp_path / "b.zarr")
+    assert selected.hook_points == ["layer4"]
+    resnet18 = H.build_network("resnet18", "none", image_size=64)
+    images = torch.stack([resnet18.preprocessing.to_uint8(load_rgb(tree / p)) for p in selected.rows()["path"]])
+    with torch.no_grad():
+        x = resnet18.preprocessing.normalizer(torch.device("cpu"))(images)
+        avgpool = torch.nn.Sequential(*list(resnet18.module.children())[:-1])(x).flatten(1)
+    np.testing.assert_allclose(selected.read_layer("layer4"), avgpool.numpy(), rtol=1e-4, atol=1e-6)
+    # A resumed store keeps the aliases it was made with.
+    ok(run_cli(tree, "--out", out, *SMALL, "--layers", "layer4*,avgpool,fc"))
 
 
 # ---- pooled values ---------------------------------------------------------------------------
@@ -176,15 +206,18 @@ def test_pooled_values_equal_a_manual_computation(tree, small_store):
     nodes = ["conv1", "layer1.0.relu", "layer1.0.relu_1", "layer3.1.conv2", "layer4.1.relu_1", "avgpool", "fc"]
     with torch.no_grad():
         maps = create_feature_extractor(model, nodes)(image)
+    aliases = store.attrs["hook_aliases"]
     for node in nodes:
         full = maps[node].double()
         mean = full.mean(dim=(2, 3)) if full.dim() == 4 else full
         peak = full.amax(dim=(2, 3)) if full.dim() == 4 else full
-        # Stored as float16: compare at its resolution.
-        np.testing.assert_allclose(store.read_layer(node, "mean")[index], mean[0].numpy(), rtol=2e-3, atol=2e-4)
-        np.testing.assert_allclose(store.read_layer(node, "max")[index], peak[0].numpy(), rtol=2e-3, atol=2e-4)
-    # The stage output is the last block's output; BatchNorm is pooled before ReLU(inplace=True) overwrites it.
-    np.testing.assert_array_equal(store.read_layer("layer4", "mean"), store.read_layer("layer4.1.relu_1", "mean"))
+        # Stored as float16: compare at its resolution. An alias is stored as its canonical.
+        stored = aliases.get(node, node)
+        np.testing.assert_allclose(store.read_layer(stored, "mean")[index], mean[0].numpy(), rtol=2e-3, atol=2e-4)
+        np.testing.assert_allclose(store.read_layer(stored, "max")[index], peak[0].numpy(), rtol=2e-3, atol=2e-4)
+    # The stage output is the last block's output; avgpool's max over one pixel is no layer4 max, so no alias.
+    assert aliases["layer4.1.relu_1"] == "layer4" and "avgpool" in store.hook_points
+    # BatchNorm is pooled before ReLU(inplace=True) overwrites it.
     bn, relu = (store.read_layer(name, "max") for name in ("layer1.0.bn1", "layer1.0.relu"))
     np.testing.assert_array_equal(relu, np.maximum(bn, 0))
     assert (store.read_layer("layer1.0.bn1", "mean") < store.read_layer("layer1.0.relu", "mean")).any()
@@ -279,7 +312,8 @@ def test_store_layout_dtype_chunks_and_attrs(small_store, tree):
     assert attrs["source_layout"] == "imagefolder" and len(attrs["source_sha256"]) == 64
     assert {"torch", "torchvision", "timm", "zarr", "synthprobe"} <= set(attrs["versions"])
     assert len(attrs["classes"]) == 1000 and attrs["classes"][309] == "n02206856" and attrs["class_names"][309] == "bee"
-    assert store.hook_points[:4] == ["conv1", "bn1", "relu", "maxpool"] and len(store.hook_points) == 75
+    assert store.hook_points[:4] == ["conv1", "bn1", "relu", "maxpool"]
+    assert len(store.hook_points) == 75 - len(attrs["hook_aliases"]) == 60  # each distinct tensor once
     group = zarr.open_group(str(small_store), mode="r")
     for hook in store.hook_points:
         for pool in ("mean", "max"):
@@ -306,9 +340,9 @@ def test_xarray_opens_every_group(small_store):
     import xarray as xr
 
     store = ActivationStore(small_store)
-    layer = xr.open_zarr(small_store, group="hooks/layer3.1.relu_1", consolidated=False)
+    layer = xr.open_zarr(small_store, group="hooks/layer3.1.relu", consolidated=False)
     assert layer["mean"].dims == ("image", "channel") and layer["mean"].shape == (6, 256)
-    np.testing.assert_array_equal(layer["max"].values, store.read_layer("layer3.1.relu_1", "max"))
+    np.testing.assert_array_equal(layer["max"].values, store.read_layer("layer3.1.relu", "max"))
     rows = xr.open_zarr(small_store, group="rows", consolidated=False)
     assert [str(v) for v in rows["id"].values] == list(store.rows()["id"])
     logits = xr.open_zarr(small_store, group="logits", consolidated=False)["logits"]
@@ -336,7 +370,9 @@ def test_golden_store(tmp_path, golden):
                "--precision", "fp32", "--layers", "conv1,layer2.*,layer4,fc", "--workers", "0", "--silent"))
     golden.check("cnn_hooks/store_summary.txt", store_summary(out).replace(str(tmp_path), "TMP"))
     store = ActivationStore(out)
-    values = {hook: np.round(store.read_layer(hook)[:, :4], 6).tolist() for hook in ("conv1", "layer2.1.relu_1", "layer4")}
+    aliases = store.attrs["hook_aliases"]  # layer2.1.relu_1 is stored once, as layer2
+    values = {hook: np.round(store.read_layer(aliases.get(hook, hook))[:, :4], 6).tolist()
+              for hook in ("conv1", "layer2.1.relu_1", "layer4")}
     values["logits"] = np.round(store.logits()[:, :4], 6).tolist()
     path = REPO / "tests" / "golden" / "cnn_hooks" / "values.json"
     if golden.regen:
@@ -375,7 +411,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference.zarr"
     ok(run_cli(*args, "--out", reference))
     got, want = store_arrays(killed), store_arrays(reference)
-    assert got.keys() == want.keys() and len(want) == 9 + 1 + 19  # row table, logits, hook points
+    assert got.keys() == want.keys() and len(want) == 9 + 1 + 19 - 4  # row table, logits, hook points less aliases
     for name in want:
         assert got[name].shape[0] == 42, name
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
@@ -414,7 +450,7 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     write_manifest(folder, [manifest_row("a", "im0.png", sha256=sha[3]), b])
     fails_with(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"), "1 images of", "changed since", "(im0.png)",
                "--rebuild")
-    line = fails_with(run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 75 names, 'conv1' ... 'fc')")
+    line = fails_with(run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 73 names, 'conv1' ... 'fc')")
     assert len(line) < 300
 
 
@@ -470,7 +506,8 @@ def test_timm_model_with_its_own_preprocessing_and_a_safetensors_file(tmp_path, 
     store = ActivationStore(out)
     assert store.attrs["model"] == "timm:efficientnet_lite0" and store.attrs["weights"].startswith("sha256:")
     assert store.attrs["preprocessing"]["source"].startswith("timm efficientnet_lite0")
-    assert "blocks.6" in store.hook_points and "blocks" in store.hook_points and store.channels("conv_head") == 1280
+    assert store.attrs["hook_aliases"]["blocks.6"] == "blocks" and "blocks.5" in store.hook_points
+    assert store.channels("conv_head") == 1280
     assert store.attrs["classes"][0] == "n01440764"
     preprocessing = H.build_network("timm:efficientnet_lite0", "none", 64).preprocessing
     image = preprocessing.to_uint8(load_rgb(tree / store.rows()["path"][0])).unsqueeze(0)
@@ -581,13 +618,14 @@ def test_layers_pattern_matching_nothing_fails(tmp_path, tree):
 
 
 def test_weights_file_that_does_not_fit_names_the_keys(tmp_path, tree):
-    state = torchvision.models.resnet18(num_classes=10).state_dict()
+    state = torchvision.models.resnet18(num_classes=10).state_dict()  # a 10-class head fits: the model follows it
     state["extra.weight"] = torch.zeros(1)
     del state["layer1.0.conv1.weight"]
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
     torch.save(state, tmp_path / "bad.pth")
     fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "bad.pth"),
                "does not fit resnet18", "missing keys: layer1.0.conv1.weight", "unexpected keys: extra.weight",
-               "fc.weight (10, 512) vs (1000, 512)")
+               "conv1.weight (64, 3, 3, 3) vs (64, 3, 7, 7)")
     torch.save(torchvision.models.resnet18(), tmp_path / "pickled_module.pth")  # not a state dict: weights_only refuses
     fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "pickled_module.pth"),
                "cannot read", "as a state dict")
@@ -641,3 +679,72 @@ def test_bad_folders_and_manifests(tmp_path):
     write_manifest(folder, [manifest_row("a", "a.png"), manifest_row("a", "b.png")])
     fails_with(run_cli(folder, "--out", tmp_path / "a.zarr", *SMALL), "two images share the id 'a'", "a.png, b.png")
     fails_with(run_cli(folder, *SMALL), "give IMAGES and --out")
+
+
+def test_skip_bad_rows_are_retried_on_a_rerun(tmp_path, folder_with_truncated_png, tree):
+    out = tmp_path / "a.zarr"
+    args = [*SMALL, "--batch-size", "2", "--skip-bad", "--layers", "layer4,fc"]
+    ok(run_cli(folder_with_truncated_png, "--out", out, *args))
+    before = ActivationStore(out).rows()
+    bad = before.index[before["status"] == "failed"][0]
+    shutil.copyfile(tree / "frog.n.01" / "img 00.png", folder_with_truncated_png / "frog.n.01" / "img 00.png")
+    ok(run_cli(folder_with_truncated_png, "--out", out, *args))
+    store = ActivationStore(out)
+    rows = store.rows()
+    assert len(rows) == 3 and (rows["status"] == "ok").all() and rows["id"].tolist() == before["id"].tolist()
+    assert rows["sha256"][bad] and rows["sha256"].tolist()[:bad] == before["sha256"].tolist()[:bad]
+    fresh = tmp_path / "fresh.zarr"
+    ok(run_cli(folder_with_truncated_png, "--out", fresh, *args))
+    np.testing.assert_array_equal(store.read_layer("layer4"), ActivationStore(fresh).read_layer("layer4"))
+    np.testing.assert_array_equal(store.logits(), ActivationStore(fresh).logits())
+
+
+@pytest.mark.parametrize("model", ["resnet18", "timm:resnet18"])
+def test_weights_file_with_a_head_of_any_size(tmp_path, tree, model):
+    import timm
+
+    torch.manual_seed(4)
+    reference = (timm.create_model("resnet18", num_classes=7) if model.startswith("timm:")
+                 else torchvision.models.resnet18(num_classes=7))
+    torch.save(reference.state_dict(), tmp_path / "seven.pth")
+    out = tmp_path / "seven.zarr"
+    ok(run_cli(tree, "--out", out, "--model", model, "--weights", tmp_path / "seven.pth", "--image-size", "64",
+               "--workers", "0", "--layers", "fc", "--silent"))
+    store = ActivationStore(out)
+    assert store.logits().shape == (6, 7) and store.attrs["class_names"] == [f"class_{i}" for i in range(7)]
+    np.testing.assert_allclose(store.read_layer("fc"), store.logits(), rtol=1e-5)
+    (tmp_path / "names.txt").write_text("".join(f"kind {i}\n" for i in range(7)))
+    ok(run_cli(tree, "--out", tmp_path / "named.zarr", "--model", model, "--weights", tmp_path / "seven.pth",
+               "--image-size", "64", "--workers", "0", "--layers", "fc", "--class-names", tmp_path / "names.txt", "--silent"))
+    assert ActivationStore(tmp_path / "named.zarr").attrs["class_names"][6] == "kind 6"
+
+
+@pytest.mark.parametrize("model", ["timm:test_vit", "timm:test_convnext", "timm:resnet18.a1_in1k", "timm:mobilevitv2_050"])
+def test_list_layers_for_timm_names(model):
+    """Transformers, ConvNeXt, a name with a pretrained tag, a hybrid: listed without weights."""
+    lines = ok(run_cli("--list-layers", "--model", model)).output.strip().splitlines()
+    names = [line.split("\t")[0] for line in lines]
+    assert len(lines) > 10 and len(set(names)) == len(names)
+    assert all(line.split("\t")[1].isdigit() for line in lines)
+    assert any("\t= " in line for line in lines)  # every one of these has aliases (e.g. an Identity)
+
+
+def test_vit_token_outputs_are_pooled_over_tokens(tmp_path, tree):
+    import timm
+
+    out = tmp_path / "vit.zarr"
+    ok(run_cli(tree, "--out", out, "--model", "timm:test_vit", "--weights", "none", "--precision", "fp32",
+               "--layers", "blocks.0,norm", "--workers", "0", "--silent"))
+    store = ActivationStore(out)
+    network = H.build_network("timm:test_vit", "none")
+    torch.manual_seed(H.RANDOM_INIT_SEED)
+    reference = timm.create_model("test_vit", pretrained=False).eval()
+    images = torch.stack([network.preprocessing.to_uint8(load_rgb(tree / p)) for p in store.rows()["path"]])
+    outputs = {}
+    for name in ("blocks.0", "norm"):
+        reference.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, o))
+    with torch.no_grad():
+        reference(network.preprocessing.normalizer(torch.device("cpu"))(images))
+    for name in ("blocks.0", "norm"):
+        assert outputs[name].dim() == 3 and store.channels(name) == outputs[name].shape[2]
+        np.testing.assert_allclose(store.read_layer(name), outputs[name].mean(dim=1).numpy(), rtol=1e-4, atol=1e-5)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from synthprobe.files import InputError
-from synthprobe.report import build_context, render, write_report
+from synthprobe.report import TABLE_ROWS_SHOWN, build_context, render, write_report
 from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
 from synthprobe.tiny_models import save_tiny_sd3
 
@@ -45,7 +47,8 @@ def fixed_inputs(tmp_path):
     (sep / "summary.json").write_text(json.dumps({
         "tool": "separability", "n_images": 2, "n_synsets": 2, "unit": "image", "n_units": 2,
         "unit_note": "old store: each image is its own unit", "top_layers": ["layer1"],
-        "parameters": {"seed": 0}, "store": {"model": "resnet50", "weights": "none"},
+        "parameters": {"seed": 0}, "store": {"model": "resnet50", "weights": "none",
+                                             "hook_aliases": {"layer1.1.relu_1": "layer1", "layer1.1": "layer1"}},
         "tables": {"layers": {"file": "layers.csv", "description": "per layer"},
                    "top_images": {"file": "top_images.csv", "description": "top images"}},
         "figures": {"heatmap": "heatmap.png"}}))
@@ -53,8 +56,9 @@ def fixed_inputs(tmp_path):
     bias.mkdir()
     (bias / "prompts.csv").write_text(f'class,group,prompt,confidence_mean\nbee,mixed,"{HOSTILE_PROMPT.replace(chr(34), 2 * chr(34))}",0.5\n')
     (bias / "summary.json").write_text(json.dumps({"tool": "bias-report", "files": {"prompts": "prompts.csv"},
+                                                   "store": {"attrs": {"model": "resnet50", "weights": "none"}},
                                                    "figures": {}, "definitions": {"confidence": "softmax mass"}}))
-    return {"separability_dirs": [sep], "bias_dir": bias, "image_dirs": [images]}
+    return {"separability_dirs": [sep], "bias_dirs": [bias], "image_dirs": [images]}
 
 
 def test_template_golden(fixed_inputs, golden, tmp_path):
@@ -67,6 +71,8 @@ def test_text_is_escaped(fixed_inputs):
     assert "<script>window.__pwned" not in html
     assert "a &lt;script&gt;window.__pwned = 1&lt;/script&gt; cat &amp; " in html
     assert "random weights" in html  # weights "none" is called out
+    assert "Top layers by average centroid distance: layer1 (= layer1.1.relu_1, layer1.1)." in html
+    assert "<li><b>layer1</b> = layer1.1.relu_1, layer1.1</li>" in html
     assert "2 images of 2 synsets in 2 image units (the unit of every test)" in html
     assert '<div class="notice">old store: each image is its own unit</div>' in html
 
@@ -79,7 +85,7 @@ def test_missing_summary_is_one_clear_error(tmp_path):
 
 def test_nothing_to_report(tmp_path):
     with pytest.raises(InputError, match="nothing to report"):
-        write_report(tmp_path / "r.html", separability_dirs=[], bias_dir=None, image_dirs=[])
+        write_report(tmp_path / "r.html", separability_dirs=[], bias_dirs=[], image_dirs=[])
 
 
 def invoke(main, *args):
@@ -93,7 +99,7 @@ def test_whole_chain_in_chromium(tmp_path, wn):
     """prompts -> images -> activations -> analyses -> report, then the page in headless Chromium."""
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is missing (.ci/run installs it)"
+    assert chromium, "Debian's chromium is missing (make test installs it as root)"
     model = save_tiny_sd3(tmp_path / "tiny-sd3")
     gen = ["--model", model, "--steps", 2, "--size", 32, "--quantize", "none", "--cache", tmp_path / "cache", "--silent"]
 
@@ -149,3 +155,96 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
         browser.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_path):
+    sep = fixed_inputs["separability_dirs"][0]
+    aurocs = np.random.default_rng(0).uniform(0.5, 1, 1000)
+    pd.DataFrame({"layer": "layer1", "channel": np.arange(1000), "synset": "cat.n.01", "auroc": aurocs}).to_csv(
+        sep / "selective_channels.csv", index=False)
+    summary = json.loads((sep / "summary.json").read_text())
+    summary["tables"]["selective_channels"] = {"file": "selective_channels.csv"}
+    (sep / "summary.json").write_text(json.dumps(summary))
+    html_path = tmp_path / "out" / "report.html"
+    html_path.parent.mkdir()
+    write_report(html_path, **fixed_inputs)
+    html = html_path.read_text()
+    assert f"Shown: the {TABLE_ROWS_SHOWN} rows with the largest auroc ({TABLE_ROWS_SHOWN} of 1000)" in html
+    assert '<a href="report_files/sep-selective_channels.csv">' in html
+    copied = tmp_path / "out" / "report_files" / "sep-selective_channels.csv"
+    assert copied.read_bytes() == (sep / "selective_channels.csv").read_bytes()
+    shown = [float(v) for v in re.findall(r"<tr><td>layer1</td><td>\d+</td><td>cat.n.01</td><td>([\d.]+)</td>", html)]
+    assert len(shown) == TABLE_ROWS_SHOWN and min(shown) >= float(f"{np.sort(aurocs)[-TABLE_ROWS_SHOWN]:.4g}")
+    # Tables that fit are whole and linked to nothing; stdout names the original CSV.
+    assert "report_files/sep-layers.csv" not in html
+    assert (sep / "selective_channels.csv").resolve().as_uri() in invoke(
+        report.main, "--separability", sep, "-o", "-").output
+
+
+@pytest.mark.slow
+def test_report_of_250_hook_points_stays_under_5_mb(tmp_path):
+    """A real separability analysis of a 250-hook-point store (58,000 selective channels): the report stays small."""
+    from test_separability import build_store
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    layers = {}
+    for i in range(250):
+        means = rng.normal(0, 1, (3, (64, 128, 256, 512)[i % 4]))
+        layers[f"block{i // 10}.layer{i % 10}"] = means[labels] + rng.normal(0, 0.7, (60, means.shape[1]))
+    store = build_store(tmp_path / "acts.zarr", layers, [("ant.n.01", "bee.n.01", "cat.n.01")[k] for k in labels], batch=30)
+    invoke(separability.main, store, "--out", tmp_path / "sep", "--permutations", 5, "--silent")
+    assert len(pd.read_csv(tmp_path / "sep" / "selective_channels.csv")) > 10_000
+    html = tmp_path / "report.html"
+    invoke(report.main, "--separability", tmp_path / "sep", "-o", html, "--silent")
+    assert html.stat().st_size < 5_000_000
+    linked = re.findall(r'<a href="(report_files/[^"]+)">', html.read_text())
+    assert "report_files/sep-selective_channels.csv" in linked
+    assert all((tmp_path / link).is_file() for link in linked)
+
+
+def test_galleries_share_a_thumbnail_budget(tmp_path):
+    from synthprobe.report import Thumbnails
+
+    for synset in range(10):
+        for image in range(3):
+            write_png(tmp_path / f"s{synset}.n.01" / f"{image}.png", 10 * synset + image)
+    thumbnails = Thumbnails([tmp_path])
+    assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=100)] == [3] * 10
+    assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=25)] == [2] * 10
+    assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=4)] == [1] * 4
+
+
+def classifier_analyses(root: Path, model: str, scale: float) -> tuple[Path, Path]:
+    """A separability and a bias-report folder as the stages write them for one classifier."""
+    sep, bias = root / model / "separability", root / model / "bias"
+    sep.mkdir(parents=True)
+    bias.mkdir(parents=True)
+    depth = np.arange(5)
+    pd.DataFrame({"layer": [f"l{d}" for d in depth], "depth": depth, "probe_accuracy": scale * (depth + 1) / 5,
+                  "fisher": scale * (depth + 1.0), "silhouette": scale * depth / 10}).to_csv(sep / "layers.csv", index=False)
+    (sep / "summary.json").write_text(json.dumps({"tool": "separability", "store": {"model": model, "weights": "w"},
+                                                  "tables": {"layers": {"file": "layers.csv"}}, "figures": {}}))
+    pd.DataFrame({"class": ["bee", "bee", "frog"], "group": ["object-only", "mixed", "mixed"],
+                  "confidence_mean": [0.5 * scale, 0.7 * scale, 0.2 * scale]}).to_csv(bias / "groups.csv", index=False)
+    pd.DataFrame({"class": ["bee", "frog"], "context_reliance": [0.2 * scale, -0.1 * scale],
+                  "context_sufficiency": [0.1, 0.3]}).to_csv(bias / "classes.csv", index=False)
+    (bias / "summary.json").write_text(json.dumps({"tool": "bias-report", "store": {"attrs": {"model": model}},
+                                                   "files": {"groups": "groups.csv", "classes": "classes.csv"}}))
+    return sep, bias
+
+
+def test_classifiers_side_by_side(tmp_path):
+    first, second = classifier_analyses(tmp_path, "resnet50", 1.0), classifier_analyses(tmp_path, "timm:efficientnet_lite0", 0.5)
+    context = build_context([first[0], second[0]], [first[1], second[1]], [])
+    figures, tables = context["comparison"]["figures"], context["comparison"]["tables"]
+    assert list(figures) == ["linear-probe accuracy", "silhouette (cosine)", "Fisher ratio (log)"]
+    groups, classes = tables
+    assert groups.columns == ["class", "group", "resnet50", "timm:efficientnet_lite0"]
+    assert groups.rows[1] == ["bee", "mixed", "0.7", "0.35"]
+    assert classes.columns[:3] == ["class", "resnet50 context reliance", "resnet50 context sufficiency"]
+    assert classes.rows[1][1] == "-0.1" and classes.rows[1][3] == "-0.05"
+    html = render(context)
+    assert '<section id="classifiers">' in html and html.count('by relative depth"') == 3
+    # One classifier: nothing to compare.
+    assert build_context([first[0]], [first[1]], [])["comparison"] == {"figures": {}, "tables": []}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import threading
@@ -582,3 +584,61 @@ def test_cuda_auto_quantizes_4bit_and_is_deterministic(tiny_model, tmp_path):
     for row in first.rows:
         difference = np.abs(pixels(tmp_path / "a" / row["path"]) - pixels(tmp_path / "b" / by_id[row["id"]]["path"])).max()
         assert difference <= 2, row["id"]
+
+
+def test_log_is_short_and_sums_up_long_prompts(tiny_model, prompts, tmp_path):
+    """Off a terminal: no progress bars, no per-batch library warnings; one line for the prompts CLIP truncates."""
+    long = "a photo of a bee " + "with many yellow stripes " * 30
+    records = make_records(3)
+    records[0] = dataclasses.replace(records[0], prompt=long)
+    records[1] = dataclasses.replace(records[1], prompt=long + "and wings")
+    command = [sys.executable, "-m", "synthprobe.tools.sd_generate", str(prompts(records)), "--model", str(tiny_model),
+               "--size", "32", "--steps", "2", "--quantize", "none"]
+    note = "2 prompts exceed the CLIP text encoders' 77 tokens; the rest is cut off"
+    for extra, expected in (([], ["loading", note, "3 records"]), (["--silent"], [note])):
+        name = "silent" if extra else "default"
+        result = subprocess.run(command + ["--out", str(tmp_path / name), "--cache", str(tmp_path / f"cache-{name}"), *extra],
+                                env=subprocess_env(), capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == len(expected) and all(line.startswith(start) for line, start in zip(lines, expected)), lines
+
+
+def test_a_cached_run_needs_nothing_of_a_local_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
+    model = tmp_path / "models" / "tiny-sd3"
+    shutil.copytree(tiny_model, model)
+    cache = tmp_path / "cache"
+    path = prompts(make_records(3))
+    real_load = G.load_pipeline
+    monkeypatch.setattr(G, "load_pipeline", lambda settings: tiny_pipeline)
+    cli([path, "--out", tmp_path / "first", "--model", model, "--cache", cache, *FAST])
+    shutil.rmtree(model)  # the cache travels to a machine without the model
+    monkeypatch.setattr(G, "load_pipeline", real_load)
+    cli([path, "--out", tmp_path / "again", "--model", model, "--cache", cache, *FAST])
+    assert [r["status"] for r in read_rows(tmp_path / "again" / "images.jsonl")] == ["ok"] * 3
+    assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
+    # A record that is not cached needs the model, and says so.
+    result = cli([prompts(make_records(4)), "--out", tmp_path / "more", "--model", model, "--cache", cache, *FAST],
+                 expect_exit=1)
+    assert f"model folder {model} does not exist" in result.output
+
+
+def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
+    hub_id = "someone/tiny-sd3"
+    cache = tmp_path / "cache"
+    path = prompts(make_records(3))
+    # The first run reads the configs from the hub (here: the tiny model's files) and loads the pipeline.
+    real_read = G.read_model_json
+    monkeypatch.setattr(G, "read_model_json", lambda source, name, download=True: real_read(
+        G.ModelSource(str(tiny_model), None, tiny_model), name))
+    monkeypatch.setattr(G, "load_pipeline", lambda settings: tiny_pipeline)
+    cli([path, "--out", tmp_path / "first", "--model", hub_id, "--cache", cache, *FAST])
+    # Then no config, no Hugging Face cache (the fixture's is empty and offline), no weights.
+    monkeypatch.setattr(G, "read_model_json", real_read)
+    monkeypatch.setattr(G, "load_pipeline", lambda settings: pytest.fail("the model was loaded"))
+    cli([path, "--out", tmp_path / "again", "--model", hub_id, "--cache", cache, *FAST])
+    assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
+    # Without a record, the same offline run stops saying what to do.
+    result = cli([path, "--out", tmp_path / "other", "--model", hub_id, "--cache", tmp_path / "empty-cache", *FAST],
+                 expect_exit=1)
+    assert "not in the local Hugging Face cache" in result.output

@@ -23,7 +23,8 @@ from synthprobe.tools.separability import main
 ATTRS = {"model": "resnet50", "weights": "test", "preprocessing": "resize 224"}
 
 
-def build_store(path, layers: dict[str, np.ndarray], synsets, groups=None, status=None, batch=7, prompts=None):
+def build_store(path, layers: dict[str, np.ndarray], synsets, groups=None, status=None, batch=7, prompts=None,
+                aliases=None):
     """A store whose rows are ``synsets`` (one per image); tiny chunks so that every layer spans several.
 
     Without ``prompts`` every image is its own unit (empty prompt texts, as for ImageFolder rows).
@@ -35,7 +36,8 @@ def build_store(path, layers: dict[str, np.ndarray], synsets, groups=None, statu
         "group": list(groups) if groups is not None else ["concept"] * n, "target": list(synsets),
         "path": [f"images/{s}/{i:03d}.png" for i, s in enumerate(synsets)],
         "status": list(status) if status is not None else ["ok"] * n})
-    writer = StoreWriter(path, attrs=ATTRS, hook_channels={k: v.shape[1] for k, v in layers.items()},
+    writer = StoreWriter(path, attrs={**ATTRS, "hook_aliases": aliases or {}},
+                         hook_channels={k: v.shape[1] for k, v in layers.items()},
                          pools=("mean",), min_chunk_bytes=64)
     for start in range(0, n, batch):
         writer.append(rows.iloc[start:start + batch],
@@ -134,6 +136,19 @@ def test_images_of_one_prompt_move_together(tmp_path):
     assert by_image["fisher_p"] == pytest.approx(1 / 200) and by_image["probe_p"] < 0.01
     assert by_prompt["fisher_p"] > 0.05 and by_prompt["probe_p"] > 0.05
     assert by_prompt["fisher"] == pytest.approx(by_image["fisher"])  # the statistic is over images either way
+
+
+def test_aliases_are_one_row_and_select_their_canonical(tmp_path):
+    """cnn-hooks stores one tensor once; its other names are listed beside it, and selecting one selects it."""
+    rng = np.random.default_rng(8)
+    store = build_store(tmp_path / "a.zarr", {"layer4": rng.normal(size=(8, 3)), "fc": rng.normal(size=(8, 2))},
+                        ["a.n.01", "b.n.01"] * 4, aliases={"layer4.2": "layer4", "layer4.2.relu_2": "layer4"})
+    table = S.analyse(ActivationStore(store), S.Params(permutations=0)).layers
+    assert table["layer"].tolist() == ["layer4", "fc"]
+    assert sorted(table["aliases"].iloc[0].split(";")) == ["layer4.2", "layer4.2.relu_2"]
+    assert table["aliases"].iloc[1] == ""
+    chosen = S.analyse(ActivationStore(store), S.Params(permutations=0, layers=("layer4.2.relu_2",))).layers
+    assert chosen["layer"].tolist() == ["layer4"]
 
 
 def test_original_metrics_match_direct_numpy(tmp_path):

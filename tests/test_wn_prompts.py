@@ -62,6 +62,45 @@ def test_concepts_on_full_core_wordnet(wn, core_wordnet_path):
     assert len({r["template"] for r in records}) >= 6
 
 
+def test_concepts_default_to_the_bundled_core_wordnet(wn, core_wordnet_path):
+    assert core_wordnet_path.is_relative_to(Path(P.__file__).resolve().parents[1])
+    notice = " ".join((core_wordnet_path.parent / "core-wordnet.LICENSE").read_text().split())
+    assert "WordNet 3.0 Copyright 2006 by Princeton University" in notice
+    args = ("concepts", "--n-synsets", 5, "--per-synset", 1)
+    assert run(*args).stdout == run(*args, "--core-wordnet", core_wordnet_path).stdout
+
+
+def test_core_wordnet_url_is_downloaded_once(wn, tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            body = SMALL_CORE.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SYNTHPROBE_CACHE", str(tmp_path / "cache"))
+    url = f"http://127.0.0.1:{server.server_port}/core-wordnet.txt"
+    try:
+        args = ("concepts", "--n-synsets", 2, "--per-synset", 1)
+        first = run(*args, "--core-wordnet", url).stdout
+        assert first == run(*args, "--core-wordnet", url).stdout == run(*args, "--core-wordnet", SMALL_CORE).stdout
+    finally:
+        server.shutdown()
+    assert requests == ["/core-wordnet.txt"]
+
+
 def test_core_wordnet_resolution_counts(wn, core_wordnet_path):
     entries = parse_core_wordnet(core_wordnet_path)
     resolution = resolve_entries(wn, entries)

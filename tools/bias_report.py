@@ -8,7 +8,7 @@ import click
 
 from synthprobe.bias import MAPPINGS, run_bias_report
 from synthprobe.cli import comma_list, run_guarded, silent_option
-from synthprobe.options import wordnet_dir_option
+from synthprobe.options import checks_options, wordnet_dir_option
 from synthprobe.prompts import DEFAULT_BIAS_CLASSES
 from synthprobe.units import UNITS
 
@@ -34,10 +34,12 @@ from synthprobe.units import UNITS
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Top prompts per class across groups.")
 @click.option("--allow-incomplete", is_flag=True,
               help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).")
+@checks_options
 @wordnet_dir_option
 @silent_option
 @run_guarded
-def main(store, out, classes, class_dir, mapping, unit, prompts_path, level, top, allow_incomplete, wordnet_dir, silent):
+def main(store, out, classes, class_dir, mapping, unit, prompts_path, level, top, allow_incomplete, checks, drop,
+         wordnet_dir, silent):
     """Classifier confidence on object-only, context-only and mixed images of chosen classes.
 
     STORE is the activation store cnn-hooks made (with a classifier, so it
@@ -47,10 +49,11 @@ def main(store, out, classes, class_dir, mapping, unit, prompts_path, level, top
     Example:
         bias-report out/acts/bias.zarr --out out/bias --classes bee,frog
         bias-report acts.zarr --out bias/ --mapping exact --unit image --level 0.9
+        bias-report acts.zarr --out bias/ --checks checks/checks.jsonl --drop object-missing,object-leaked
     """
     run_bias_report(store, out, comma_list(classes), mapping=mapping, unit=unit, prompts_path=prompts_path,
                     level=level, top=top, class_dir=class_dir, wordnet_dir=wordnet_dir,
-                    allow_incomplete=allow_incomplete)
+                    allow_incomplete=allow_incomplete, checks=checks, drop=drop)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,14 @@ POOL_CHOICES = {"mean": ("mean",), "max": ("max",), "both": ("mean", "max")}
 
 
 def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list[str]:
-    """One line per hook point: name, channels, output shape. Weights do not change layers, so none are loaded."""
+    """One line per hook point: name, channels, output shape, and '= canonical' for an alias (stored once, as its
+    canonical). Weights do not change layers, so none are loaded."""
     network = H.build_network(model, "none", image_size)
     points, _ = H.discover_hook_points(network.module, network.preprocessing)
-    return [f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}" for p in H.select_hook_points(points, patterns)]
+    aliases = H.find_aliases(network.module, points, network.preprocessing)
+    chosen = set(H.select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
+    return [f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}" + (f"\t= {aliases[p.name]}" if p.name in aliases else "")
+            for p in points if p.name in chosen]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,7 +53,10 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
                    "half of them, at most 8, without).")
 @click.option("--image-size", type=click.IntRange(min=16), default=None,
               help="Crop size instead of the weights' own (the resize keeps its ratio to the crop).")
-@click.option("--skip-bad", is_flag=True, help="Record undecodable images as failed rows (NaN values) and go on.")
+@click.option("--skip-bad", is_flag=True,
+              help="Record undecodable images as failed rows (NaN values) and go on; a rerun tries them again.")
+@click.option("--class-names", type=click.Path(dir_okay=False), default=None,
+              help="A file with one name per classifier output, for a head other than ImageNet-1k's (default class_0, class_1, ...).")
 @click.option("--rebuild", is_flag=True,
               help="Delete the store at --out and start it again (after a damaged store or changed images).")
 @click.option("--rows-per-write", type=click.IntRange(min=1), default=ROWS_PER_WRITE, show_default=True,
@@ -57,7 +64,7 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
 @silent_option
 @run_guarded
 def main(images, out, model, weights, layers, list_layers, pool, dtype, precision, device, batch_size, workers,
-         image_size, skip_bad, rebuild, rows_per_write, silent):
+         image_size, skip_bad, class_names, rebuild, rows_per_write, silent):
     """Record the pooled response of every hook point of a CNN to every image in IMAGES.
 
     IMAGES is an image folder with images.jsonl (from sd-generate) or an
@@ -81,13 +88,21 @@ def main(images, out, model, weights, layers, list_layers, pool, dtype, precisio
     settings = H.RunSettings(layers=patterns, pools=POOL_CHOICES[pool], dtype=dtype,
                              precision=None if precision == "auto" else precision, device=device, batch_size=batch_size,
                              workers=workers, skip_bad=skip_bad,
-                             rows_per_write=rows_per_write, rebuild=rebuild, silent=silent)
+                             rows_per_write=rows_per_write, rebuild=rebuild, silent=silent,
+                             class_names=read_class_names(class_names) if class_names else None)
     result = H.run_hooks(folder, Path(out), network, settings)
     if result.written == 0:
         log.info("%s already holds all %d images of %s", out, result.skipped, images)
         return
     log.info("wrote %d rows (%d failed) to %s in %.1f s, %.1f images/s", result.written, result.failed, out,
              result.seconds, result.written / max(result.seconds, 1e-9))
+
+
+def read_class_names(path: str) -> list[str]:
+    try:
+        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise InputError(f"cannot read --class-names {path}: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ log = logging.getLogger("synthprobe")
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--separability", "separability_dirs", multiple=True, type=click.Path(),
               help="A separability output folder (repeatable).")
-@click.option("--bias", "bias_dir", type=click.Path(), default=None, help="A bias-report output folder.")
+@click.option("--bias", "bias_dirs", multiple=True, type=click.Path(),
+              help="A bias-report output folder (repeatable: one per classifier).")
 @click.option("--images", "image_dirs", multiple=True, type=click.Path(),
               help="An image folder for galleries and thumbnails (repeatable).")
 @click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
@@ -24,8 +25,10 @@ log = logging.getLogger("synthprobe")
 @silent_option
 @run_guarded
 @click.version_option(package_name="synthprobe")
-def main(separability_dirs, bias_dir, image_dirs, title, notice, output, silent):
+def main(separability_dirs, bias_dirs, image_dirs, title, notice, output, silent):
     """Assemble one HTML report (figures and thumbnails embedded) from analysis folders.
+
+    Analyses of several classifiers (one folder set each) are also compared side by side.
 
     \b
     Example:
@@ -35,7 +38,7 @@ def main(separability_dirs, bias_dir, image_dirs, title, notice, output, silent)
     from pathlib import Path
 
     path = write_report(output, separability_dirs=[Path(d) for d in separability_dirs],
-                        bias_dir=Path(bias_dir) if bias_dir else None, image_dirs=[Path(d) for d in image_dirs],
+                        bias_dirs=[Path(d) for d in bias_dirs], image_dirs=[Path(d) for d in image_dirs],
                         title=title, notice=notice)
     log.info("wrote %s", path)
 

@@ -9,6 +9,7 @@ import click
 from synthprobe import separability as S
 from synthprobe.cli import comma_list, progress, run_guarded, seed_option, silent_option
 from synthprobe.files import InputError, check_writable_dir
+from synthprobe.options import checks_options
 from synthprobe.separation import FDR_METHODS
 from synthprobe.store import ActivationStore
 from synthprobe.units import UNITS
@@ -54,11 +55,12 @@ DEFAULTS = S.Params()
                    "Benjamini-Yekutieli (valid under any dependence between channels).")
 @click.option("--allow-incomplete", is_flag=True,
               help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).")
+@checks_options
 @seed_option()
 @silent_option
 @run_guarded
 def main(store, out_dir, group, layers, pool, unit, top_layers, top_synsets, top_neurons, top_images, permutations,
-         sample, dims, folds, alpha, fdr, allow_incomplete, seed, silent):
+         sample, dims, folds, alpha, fdr, allow_incomplete, checks, drop, seed, silent):
     """Measure how well each layer of an activation STORE separates synsets.
 
     Writes layers.csv, synset_max_activation.csv, top_synsets.csv,
@@ -70,6 +72,7 @@ def main(store, out_dir, group, layers, pool, unit, top_layers, top_synsets, top
         separability out/acts/concepts.zarr --out out/separability/concepts
         separability acts.zarr --out sep/ --group object-only,mixed --layers 'layer4.*' --permutations 200
         separability photos.zarr --out sep/ --unit image        # every image its own unit
+        separability acts.zarr --out sep/ --checks checks/checks.jsonl --drop object-missing
     """
     groups, patterns = tuple(comma_list(group)), tuple(comma_list(layers))
     if not groups:
@@ -77,7 +80,7 @@ def main(store, out_dir, group, layers, pool, unit, top_layers, top_synsets, top
     params = S.Params(groups=groups, layers=patterns or ("*",), pool=pool, top_layers=top_layers,
                       top_synsets=top_synsets, top_neurons=top_neurons, top_images=top_images,
                       unit=unit, permutations=permutations, sample=sample, dims=dims, folds=folds, alpha=alpha,
-                      fdr=fdr, seed=seed)
+                      fdr=fdr, seed=seed, checks=checks, drop=drop)
     activations = ActivationStore(store, allow_incomplete)
     if pool not in activations.pools:
         raise InputError(f"--pool {pool} is not in the store; it has: {', '.join(activations.pools)}")

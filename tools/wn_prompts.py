@@ -9,7 +9,7 @@ import click
 
 from synthprobe import prompts as P
 from synthprobe.cli import comma_list, run_guarded, seed_option, silent_option
-from synthprobe.core_wordnet import fetch_core_wordnet, parse_core_wordnet, resolve_entries
+from synthprobe.core_wordnet import core_wordnet_file, parse_core_wordnet, resolve_entries
 from synthprobe.files import InputError
 from synthprobe.options import wordnet_dir_option
 from synthprobe.records import write_prompts
@@ -39,8 +39,8 @@ def main():
 
 
 @main.command()
-@click.option("--core-wordnet", "core_path", type=click.Path(), default=None,
-              help="Local Core WordNet file (default: download from Princeton once, then cached).")
+@click.option("--core-wordnet", "core_source", metavar="PATH|URL", default=None,
+              help="Core WordNet list: a file, or a URL downloaded once into the cache (default: the bundled copy).")
 @click.option("--synsets", default=None, help="Explicit synsets instead of Core WordNet: 'dog.n.01,cat.n.01' or @FILE.")
 @click.option("--n-synsets", type=click.IntRange(min=1), default=10, show_default=True, help="How many Core WordNet synsets to sample (not applied to --synsets).")
 @click.option("--all-synsets", is_flag=True, help="Keep every picturable synset (ignores --n-synsets).")
@@ -54,28 +54,28 @@ def main():
 @wordnet_dir_option
 @silent_option
 @run_guarded
-def concepts(core_path, synsets, n_synsets, all_synsets, per_synset, exclude, templates_path, output, seed, wordnet_dir, silent):
+def concepts(core_source, synsets, n_synsets, all_synsets, per_synset, exclude, templates_path, output, seed, wordnet_dir, silent):
     """Concept prompts for picturable Core WordNet nouns (or for --synsets).
 
     \b
     Example:
-        wn-prompts concepts --core-wordnet core-wordnet.txt --n-synsets 10 --per-synset 10 -o prompts.jsonl
+        wn-prompts concepts --n-synsets 10 --per-synset 10 -o prompts.jsonl
         wn-prompts concepts --synsets dog.n.01,cat.n.01 --per-synset 3 | sd-generate - --out images/
     """
     wn = load_wordnet(wordnet_dir)
-    records = make_concept_records(wn, core_path, synsets, None if all_synsets else n_synsets, per_synset,
+    records = make_concept_records(wn, core_source, synsets, None if all_synsets else n_synsets, per_synset,
                                    comma_list(exclude), templates_path, seed)
     count = write_prompts(output, records)
     log.info("wrote %d concept prompts for %d synsets to %s", count, len({r.synset for r in records}), output)
 
 
-def make_concept_records(wn, core_path, synsets, n_synsets, per_synset, exclude, templates_path, seed):
+def make_concept_records(wn, core_source, synsets, n_synsets, per_synset, exclude, templates_path, seed):
     excluded = resolve_exclusions(wn, exclude)
     if synsets:
         candidates = [get_synset(wn, name) for name in read_synset_names(synsets)]
         chosen = [s for s in candidates if s.name() not in excluded]
     else:
-        entries = parse_core_wordnet(core_path or fetch_core_wordnet())
+        entries = parse_core_wordnet(core_wordnet_file(core_source))
         resolution = resolve_entries(wn, entries)
         if resolution.unresolved:
             log.warning("%s", resolution.report())
