@@ -273,7 +273,7 @@ def test_cuda_precisions_match_cpu_fp32(tree):
 
 @pytest.mark.cuda
 def test_cuda_runs_twice_with_one_network(tree, tmp_path):
-    """run_hooks leaves the model on the GPU; the next run's hook point discovery must run there too."""
+    """run_hooks leaves the model on the GPU; the next run must still find hook points and aliases (on the CPU)."""
     network = H.build_network("resnet18", "none", image_size=32)
     settings = H.RunSettings(device="cuda", workers=None, silent=True)
     folder = read_image_folder(tree)
