@@ -17,6 +17,7 @@ help:
 	@echo "make demo     the whole pipeline offline on tiny models"
 	@echo "make test     install what is needed and run the test suite"
 	@echo "make prompts  stage 1 only; also: images, checks, activations, separability, bias, report"
+	@echo "make gpu-check  every CUDA path on tiny local models, then the benchmarks (bench/results/)"
 
 # Debian packages the tools and tests need: installed as root, else the apt command to run.
 system-deps:
@@ -154,3 +155,8 @@ DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS
 demo: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
 	@$(MAKE) --no-print-directory -s report $(DEMO)
 	@echo "Open out/demo/report.html"
+
+# Every CUDA path on tiny models built here, then the benchmarks; no network. Without CUDA: the CPU parts.
+.PHONY: gpu-check
+gpu-check: | $(STAMP)
+	$(BIN)/python bench/gpu_check.py

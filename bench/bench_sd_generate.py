@@ -4,7 +4,8 @@ Prints (a) seconds per record for a fully cached 10,000-record rerun of the
 real command (a subprocess, Python start-up included), and (b) the ratio of
 sd-generate's throughput to a bare diffusers loop (pipe(...) then
 image.save()) on the same loaded pipeline, prompts and seeds, in the same run
-(target >= 0.9). Usage: python bench/bench_sd_generate.py [--records 10000]
+at batch sizes 1 and 4 (target >= 0.9 on the CPU, >= 0.95 on a GPU).
+Usage: python bench/bench_sd_generate.py [--records 10000] [--device cuda]
 """
 
 from __future__ import annotations
@@ -54,58 +55,85 @@ def cached_rerun(work: Path, model: Path, count: int) -> float:
     return seconds
 
 
-def bare_loop(pipe, batch: list[PromptRecord], out: Path, size: int, steps: int) -> None:
-    for start in range(0, len(batch), 4):
-        chunk = batch[start:start + 4]
+def bare_loop(pipe, batch: list[PromptRecord], out: Path, size: int, steps: int, batch_size: int) -> None:
+    for start in range(0, len(batch), batch_size):
+        chunk = batch[start:start + batch_size]
         images = pipe(prompt=[r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=3.5, width=size,
                       height=size, generator=[torch.Generator("cpu").manual_seed(r.seed) for r in chunk]).images
         for record, image in zip(chunk, images):
             image.save(out / f"{record.id}.png")
 
 
-def throughput_ratio(work: Path, model: Path, count: int, size: int, steps: int, repeats: int) -> tuple[tuple, tuple]:
+def timed_run(function, device: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``function()``, waiting for the GPU's queue to drain."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    function()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def throughput_ratio(work: Path, model: Path, count: int, size: int, steps: int, repeats: int, batch_size: int,
+                     device: str = "cpu") -> tuple[tuple, tuple]:
     """Best-of-``repeats`` (wall, CPU) seconds of the bare loop and of sd-generate (empty cache each time)."""
     batch = records(count)
     settings = G.resolve_settings(model=str(model), revision=None, steps=steps, guidance=3.5, size=str(size),
-                                  batch_size=4, device="cpu", dtype="auto", quantize="none", offload=False,
+                                  batch_size=batch_size, device=device, dtype="auto", quantize="none", offload=False,
                                   cache=ImageCache(work / "unused"))
     pipe = G.load_pipeline(settings)
-    bare_loop(pipe, batch[:4], Path(tempfile.mkdtemp(dir=work)), size, steps)  # warm-up
+    bare_loop(pipe, batch[:batch_size], Path(tempfile.mkdtemp(dir=work)), size, steps, batch_size)  # warm-up
     bare, ours = [], []
+
+    def generate(out: Path) -> None:
+        result = G.run_generation(batch, settings, ImageCache(Path(tempfile.mkdtemp(dir=work))), out,
+                                  build_pipeline=lambda s: pipe, silent=True)
+        assert result.generated == count, result.summary()
+
     for repeat in range(repeats):  # alternate which goes first: the machine's load drifts
         for contender in ("bare", "ours") if repeat % 2 == 0 else ("ours", "bare"):
             out = Path(tempfile.mkdtemp(dir=work))
-            start, start_cpu = time.perf_counter(), time.process_time()
             if contender == "bare":
-                bare_loop(pipe, batch, out, size, steps)
-                bare.append((time.perf_counter() - start, time.process_time() - start_cpu))
+                bare.append(timed_run(lambda: bare_loop(pipe, batch, out, size, steps, batch_size), device))
             else:
-                result = G.run_generation(batch, settings, ImageCache(Path(tempfile.mkdtemp(dir=work))), out,
-                                          build_pipeline=lambda s: pipe, silent=True)
-                ours.append((time.perf_counter() - start, time.process_time() - start_cpu))
-                assert result.generated == count
+                ours.append(timed_run(lambda: generate(out), device))
     return tuple(map(min, zip(*bare))), tuple(map(min, zip(*ours)))
+
+
+def run(work: Path, model: Path, images: int = 96, size: int = 64, steps: int = 4, repeats: int = 5,
+        batch_sizes: tuple[int, ...] = (1, 4), device: str = "cpu") -> dict:
+    """sd-generate against the bare loop at each batch size; prints one line each."""
+    figures = {}
+    for batch_size in batch_sizes:
+        (bare, bare_cpu), (ours, ours_cpu) = throughput_ratio(work, model, images, size, steps, repeats, batch_size,
+                                                              device)
+        figures[f"batch_{batch_size}"] = {"bare_images_per_s": images / bare, "sd_generate_images_per_s": images / ours,
+                                          "ratio": bare / ours, "ratio_by_cpu_time": bare_cpu / ours_cpu}
+        print(f"batch {batch_size}: {images} images {size}px {steps} steps on {device}, best of {repeats}: bare diffusers "
+              f"loop {images / bare:.2f} img/s, sd-generate {images / ours:.2f} img/s, ratio {bare / ours:.3f} "
+              f"(target >= 0.9 on the CPU, 0.95 on a GPU); by CPU time {bare_cpu / ours_cpu:.3f}", flush=True)
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=10_000, help="records in the cached rerun")
+    parser.add_argument("--records", type=int, default=10_000, help="records in the cached rerun (0: skip it)")
     parser.add_argument("--images", type=int, default=96, help="images per throughput run")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bfloat16 there, as sd-generate's auto dtype)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["SYNTHPROBE_CACHE"] = str(work / "home-cache")
         model = save_tiny_sd3(work / "tiny-sd3")
-        seconds = cached_rerun(work, model, args.records)
-        print(f"(a) fully cached rerun of {args.records} records: {seconds:.2f} s, "
-              f"{seconds / args.records * 1000:.3f} ms per record (command start-up included)")
-        (bare, bare_cpu), (ours, ours_cpu) = throughput_ratio(work, model, args.images, args.size, args.steps, args.repeats)
-        print(f"(b) {args.images} images {args.size}px {args.steps} steps, batch 4, torch threads {torch.get_num_threads()}, "
-              f"best of {args.repeats}: bare diffusers loop {args.images / bare:.2f} img/s, sd-generate {args.images / ours:.2f} img/s, "
-              f"ratio {bare / ours:.3f} (target >= 0.9); by CPU time {bare_cpu / ours_cpu:.3f}; load average {os.getloadavg()[0]:.1f}")
+        if args.records:
+            seconds = cached_rerun(work, model, args.records)
+            print(f"(a) fully cached rerun of {args.records} records: {seconds:.2f} s, "
+                  f"{seconds / args.records * 1000:.3f} ms per record (command start-up included)")
+        print(f"(b) sd-generate vs a bare diffusers loop, torch threads {torch.get_num_threads()}:")
+        run(work, model, args.images, args.size, args.steps, args.repeats, device=args.device)
+        print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -137,8 +137,13 @@ def load_rgb(path: str | os.PathLike):
     return decode_rgb(Path(path).read_bytes())
 
 
-def decode_rgb(data: bytes):
-    """Decode image bytes into an 8-bit RGB PIL image; PIL's errors propagate (OSError and friends)."""
+def decode_rgb(data: bytes, min_side: int | None = None):
+    """Decode image bytes into an 8-bit RGB PIL image; PIL's errors propagate (OSError and friends).
+
+    With ``min_side`` a JPEG is decoded at the smallest DCT scale (1/2, 1/4 or 1/8) that keeps both sides
+    >= ``min_side`` (PIL's draft), 2-3x faster for photos much larger than that. PNG and the other formats
+    have no reduced decoding and are decoded in full.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -146,6 +151,8 @@ def decode_rgb(data: bytes):
     except UnidentifiedImageError:  # its message names the BytesIO object, not the file
         raise ValueError("not an image format PIL can read") from None
     with image:
+        if min_side and image.format == "JPEG":
+            image.draft(image.mode, (min_side, min_side))
         image.load()  # decode now, so a truncated file fails here and not later
         return to_rgb(image)
 

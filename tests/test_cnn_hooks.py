@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from synthprobe import hooks as H
-from synthprobe.images import load_rgb, read_image_folder
+from synthprobe.images import decode_rgb, load_rgb, read_image_folder
 from synthprobe.store import MIN_CHUNK_BYTES, ActivationStore
 from synthprobe.tools.cnn_hooks import main
 
@@ -271,11 +271,29 @@ def test_cuda_precisions_match_cpu_fp32(tree):
         assert_close_per_hook_point(reference, pooled_batch(network, images, precision, "cuda"))
 
 
+@pytest.mark.cuda
+def test_cuda_runs_twice_with_one_network(tree, tmp_path):
+    """run_hooks leaves the model on the GPU; the next run must still find hook points and aliases (on the CPU)."""
+    network = H.build_network("resnet18", "none", image_size=32)
+    settings = H.RunSettings(device="cuda", workers=None, silent=True)
+    folder = read_image_folder(tree)
+    for name in ("first.zarr", "second.zarr"):
+        assert H.run_hooks(folder, tmp_path / name, network, settings).written == len(folder.rows)
+    assert ActivationStore(tmp_path / "second.zarr").attrs["precision"] == "bf16"
+
+
 def test_default_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(H, "cpu_has_fast_bf16", lambda: True)
     assert H.default_precision(torch.device("cpu")) == "bf16"
     monkeypatch.setattr(H, "cpu_has_fast_bf16", lambda: False)
     assert H.default_precision(torch.device("cpu")) == "fp32"
+
+
+@pytest.mark.parametrize("cores, cuda, cpu", [(1, 1, 1), (2, 1, 1), (16, 15, 8), (64, 32, 8)])
+def test_decode_workers_fill_the_cores_the_forward_leaves(monkeypatch, cores, cuda, cpu):
+    monkeypatch.setattr(H.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert H.decode_workers(torch.device("cuda")) == cuda
+    assert H.decode_workers(torch.device("cpu")) == cpu
 
 
 # ---- the store -------------------------------------------------------------------------------
@@ -532,6 +550,28 @@ def test_grayscale_rgba_palette_and_16_bit_pngs_are_converted(tmp_path):
     ok(run_cli(tmp_path / "odd", "--out", out, *SMALL, "--layers", "fc"))
     rows = ActivationStore(out).rows()
     assert len(rows) == 5 and (rows["status"] == "ok").all()
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_that_still_covers_the_resize(tmp_path):
+    """PIL's draft: a 1024 px JPEG decodes at 1/4 scale for the 232 px resize, close to the full decode; PNG in full."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:1024, 0:1024] / 1024
+    smooth = np.stack([np.sin(6 * x + c) * np.cos(4 * y - c) for c in range(3)], -1) * 100 + 128
+    photo = Image.fromarray(np.clip(smooth + rng.normal(0, 4, smooth.shape), 0, 255).astype(np.uint8))
+    photo.save(tmp_path / "photo.jpg", quality=90)
+    photo.save(tmp_path / "photo.png")
+    photo.resize((400, 300)).save(tmp_path / "small.jpg", quality=90)
+    preprocessing = H.build_network("resnet50", "none").preprocessing
+    files = [tmp_path / name for name in ("photo.jpg", "photo.png", "small.jpg")]
+    dataset = H.ImageDataset(files, [""] * 3, preprocessing)
+    jpeg = (tmp_path / "photo.jpg").read_bytes()
+    assert preprocessing.resize == 232 and decode_rgb(jpeg, preprocessing.resize).size == (256, 256)
+    assert decode_rgb((tmp_path / "photo.png").read_bytes(), preprocessing.resize).size == (1024, 1024)
+    assert decode_rgb((tmp_path / "small.jpg").read_bytes(), preprocessing.resize).size == (400, 300)  # 1/2 is too small
+    reduced, full = dataset[0][0].float(), preprocessing.to_uint8(load_rgb(files[0])).float()
+    assert reduced.shape == (3, 224, 224) and 0 < (reduced - full).abs().mean() < 1.5
+    assert torch.equal(dataset[1][0], preprocessing.to_uint8(load_rgb(files[1])))
+    assert H.build_network("resnet18", "none").preprocessing.attrs()["decode"] == H.DECODING
 
 
 @pytest.fixture

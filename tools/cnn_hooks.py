@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import click
@@ -50,7 +49,8 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader processes that decode images (default: half the CPU cores, at most 8).")
+              help="DataLoader processes that decode images (default: all CPU cores but one with a GPU, "
+                   "half of them, at most 8, without).")
 @click.option("--image-size", type=click.IntRange(min=16), default=None,
               help="Crop size instead of the weights' own (the resize keeps its ratio to the crop).")
 @click.option("--skip-bad", is_flag=True,
@@ -87,7 +87,7 @@ def main(images, out, model, weights, layers, list_layers, pool, dtype, precisio
     network = H.build_network(model, weights, image_size)
     settings = H.RunSettings(layers=patterns, pools=POOL_CHOICES[pool], dtype=dtype,
                              precision=None if precision == "auto" else precision, device=device, batch_size=batch_size,
-                             workers=default_workers() if workers is None else workers, skip_bad=skip_bad,
+                             workers=workers, skip_bad=skip_bad,
                              rows_per_write=rows_per_write, rebuild=rebuild, silent=silent,
                              class_names=read_class_names(class_names) if class_names else None)
     result = H.run_hooks(folder, Path(out), network, settings)
@@ -103,10 +103,6 @@ def read_class_names(path: str) -> list[str]:
         return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError as exc:
         raise InputError(f"cannot read --class-names {path}: {exc.strerror or exc}") from None
-
-
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,323 @@
+"""Every CUDA path of synthprobe on tiny models built here, then the benchmarks: one command for a lent GPU.
+
+    make gpu-check                      # or: .venv/bin/python bench/gpu_check.py [--quick] [--out FILE]
+
+Each step prints one line ``PASS|FAIL|SKIP name: figure``; the run writes
+bench/results/gpu-<date>.json (device, library versions, every figure).
+Nothing is downloaded: the tiny SD3 pipeline comes from
+synthprobe.tiny_models, the classifier is ResNet-50 with random weights at
+64 px (ResNet-18 with ``--quick``). On CUDA: sd-generate with the transformer in 4-bit NF4
+(bitsandbytes), in bf16, with --offload; cnn-hooks in bf16 channels-last
+against CPU fp32 (cosine >= 0.999 per hook point); the ``cuda``-marked
+tests; then both benchmarks on the GPU. Without CUDA the CUDA steps are
+SKIP and the CPU parts run. Exits 1 if a step failed. ``--quick`` shrinks
+everything to a smoke test (the test suite runs it). Benchmark steps
+pass when they ran; whether a figure meets its aim is in the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the network, even by accident
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import bench_cnn_hooks  # noqa: E402
+import bench_sd_generate  # noqa: E402
+from synthprobe import generate as G  # noqa: E402
+from synthprobe import hooks as H  # noqa: E402
+from synthprobe import library_versions  # noqa: E402
+from synthprobe.files import error_line  # noqa: E402
+from synthprobe.image_cache import ImageCache  # noqa: E402
+from synthprobe.images import read_image_folder  # noqa: E402
+from synthprobe.store import ActivationStore  # noqa: E402
+from synthprobe.tiny_models import save_tiny_sd3  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MIN_COSINE = 0.999
+GENERATION = {"steps": 4, "guidance": 3.5, "size": "64", "batch_size": 4}
+# Sizes: a CUDA run must finish in under 5 minutes on 16 cores, a CPU one in about 2 (the benchmark scripts
+# measure the CPU in earnest); --quick is a smoke test (ResNet-18: a store of ResNet-50's 182 hook points
+# takes seconds to create on a CPU).
+SIZES = {
+    "cuda": {"classifier": "resnet50", "sd": {"images": 32, "size": 64, "steps": 4, "repeats": 3},
+             "hooks": {"images": 512, "size": 1024, "batch_size": 16, "repeats": 2}},
+    "cpu": {"classifier": "resnet50", "sd": {"images": 8, "size": 64, "steps": 4, "repeats": 2},
+            "hooks": {"images": 32, "size": 1024, "batch_size": 16, "repeats": 1, "naive": False}},
+    "quick": {"classifier": "resnet18", "sd": {"images": 4, "size": 32, "steps": 2, "repeats": 1},
+              "hooks": {"images": 4, "size": 256, "batch_size": 2, "repeats": 1, "model": "resnet18", "naive": False,
+                        "image_size": 64}},
+}
+
+
+class CheckFailed(Exception):
+    """A step ran but its result is wrong; the message is the figure."""
+
+
+@dataclass
+class Step:
+    name: str
+    status: str  # PASS, FAIL or SKIP
+    figure: str
+    data: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class Context:
+    """What the steps share: the work folder, the tiny models, and results later steps compare with."""
+
+    work: Path
+    cuda: bool
+    sd3: Path | None = None
+    classifier: H.Network | None = None
+    images: Path | None = None  # a small ImageFolder tree for cnn-hooks
+    pixels: dict[str, np.ndarray] = field(default_factory=dict)  # generated images by step
+    stores: dict[str, Path] = field(default_factory=dict)
+
+
+def check(condition: bool, figure: str) -> None:
+    if not condition:
+        raise CheckFailed(figure)
+
+
+# ---- steps -----------------------------------------------------------------------------------
+
+
+def tiny_models(ctx: Context, classifier: str) -> tuple[str, dict]:
+    ctx.sd3 = save_tiny_sd3(ctx.work / "tiny-sd3")
+    ctx.classifier = H.build_network(classifier, "none", image_size=64)
+    ctx.images = ctx.work / "photos"
+    bench_cnn_hooks.make_images(ctx.images, 8, 256)
+    points, _ = H.discover_hook_points(ctx.classifier.module, ctx.classifier.preprocessing)
+    megabytes = sum(f.stat().st_size for f in ctx.sd3.rglob("*") if f.is_file()) / 1e6
+    return (f"tiny SD3 ({megabytes:.1f} MB), {classifier} random weights at 64 px ({len(points)} hook points), "
+            "8 photo-like PNGs", {"sd3_mb": megabytes, "hook_points": len(points)})
+
+
+def generate(ctx: Context, label: str, device: str, quantize: str = "none", offload: bool = False):
+    """sd-generate's library path on 8 records; keeps the pixels, returns settings, pipeline and seconds."""
+    cache = ImageCache(ctx.work / f"cache-{label}")
+    settings = G.resolve_settings(model=str(ctx.sd3), revision=None, device=device, dtype="auto", quantize=quantize,
+                                  offload=offload, cache=cache, **GENERATION)
+    pipe = G.load_pipeline(settings)
+    records = bench_sd_generate.records(8)
+    out = ctx.work / f"images-{label}"
+    start = time.perf_counter()
+    result = G.run_generation(records, settings, cache, out, build_pipeline=lambda s: pipe, silent=True)
+    seconds = time.perf_counter() - start
+    errors = sorted({str(row.get("error")) for row in result.rows if row["status"] != "ok"})
+    check(result.generated == len(records), f"{result.failed} of {len(records)} images failed: {', '.join(errors)}")
+    ctx.pixels[label] = np.stack([np.asarray(Image.open(out / row["path"]), dtype=np.float64) for row in result.rows])
+    return settings, pipe, seconds
+
+
+def difference(ctx: Context, label: str, reference: str) -> float:
+    """Mean absolute pixel difference (0-255) between two steps' images."""
+    return float(np.abs(ctx.pixels[label] - ctx.pixels[reference]).mean())
+
+
+def generate_cpu_fp32(ctx: Context) -> tuple[str, dict]:
+    settings, _, seconds = generate(ctx, "cpu-fp32", "cpu")
+    check(settings.dtype == "float32", f"dtype {settings.dtype}")
+    return f"8 images 64 px in {seconds:.1f} s (first call included)", {"seconds": seconds}
+
+
+def generate_nf4(ctx: Context) -> tuple[str, dict]:
+    import bitsandbytes as bnb
+
+    settings, pipe, seconds = generate(ctx, "cuda-nf4", "cuda", quantize="4bit")
+    layers = [m for m in pipe.transformer.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    check(bool(layers), "no bitsandbytes Linear4bit layer in the transformer")
+    kinds = {m.weight.quant_type for m in layers}
+    check(kinds == {"nf4"} and settings.dtype == "bfloat16", f"quant types {kinds}, dtype {settings.dtype}")
+    delta = difference(ctx, "cuda-nf4", "cpu-fp32")
+    return (f"{len(layers)} Linear4bit nf4 layers, 8 images in {seconds:.1f} s, mean |diff| vs CPU fp32 "
+            f"{delta:.1f}/255", {"linear4bit_layers": len(layers), "seconds": seconds, "mean_abs_diff": delta})
+
+
+def generate_bf16(ctx: Context) -> tuple[str, dict]:
+    settings, _, seconds = generate(ctx, "cuda-bf16", "cuda")
+    check(settings.dtype == "bfloat16" and settings.quantization == "none", f"{settings.dtype}, {settings.quantization}")
+    delta = difference(ctx, "cuda-bf16", "cpu-fp32")
+    return (f"8 images in {seconds:.1f} s, mean |diff| vs CPU fp32 {delta:.1f}/255",
+            {"seconds": seconds, "mean_abs_diff": delta})
+
+
+def generate_offload(ctx: Context) -> tuple[str, dict]:
+    _, _, seconds = generate(ctx, "cuda-offload", "cuda", offload=True)
+    largest = float(np.abs(ctx.pixels["cuda-offload"] - ctx.pixels["cuda-bf16"]).max())
+    check(largest <= 2, f"pixels differ from bf16 without offload by up to {largest:.0f}/255")
+    return (f"8 images in {seconds:.1f} s, max |diff| vs bf16 without offload {largest:.0f}/255",
+            {"seconds": seconds, "max_abs_diff": largest})
+
+
+def hooks_store(ctx: Context, label: str, device: str, precision: str | None) -> str:
+    """cnn-hooks' library path on the photos; the store path is kept for comparisons. Returns the precision used."""
+    store = ctx.work / f"acts-{label}.zarr"
+    settings = H.RunSettings(pools=("mean", "max"), precision=precision, device=device, workers=None, silent=True)
+    H.run_hooks(read_image_folder(ctx.images), store, ctx.classifier, settings)
+    ctx.stores[label] = store
+    return ActivationStore(store).attrs["precision"]
+
+
+def worst_cosine(reference: Path, other: Path) -> tuple[float, str]:
+    """The smallest per-image cosine between two stores, over every hook point and pooling, and where."""
+    first, second = ActivationStore(reference), ActivationStore(other)
+    worst, where = 2.0, ""  # above any cosine, so the first point sets both
+    for point in first.hook_points:
+        for pool in first.pools:
+            a = first.read_layer(point, pool).astype(np.float64)
+            b = second.read_layer(point, pool).astype(np.float64)
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            both_zero = (np.abs(a).max(1) == 0) & (np.abs(b).max(1) == 0)  # a dead unit agrees with itself
+            cosine = np.where(both_zero, 1.0, (a * b).sum(1) / np.maximum(norms, 1e-300))
+            if cosine.min() < worst:
+                worst, where = float(cosine.min()), f"{point}/{pool}"
+    return worst, where
+
+
+def compare_hooks(ctx: Context, label: str, device: str, precision: str | None) -> tuple[str, dict]:
+    if "cpu-fp32" not in ctx.stores:
+        hooks_store(ctx, "cpu-fp32", "cpu", "fp32")
+    used = hooks_store(ctx, label, device, precision)
+    worst, where = worst_cosine(ctx.stores["cpu-fp32"], ctx.stores[label])
+    figure = f"{used} channels-last vs CPU fp32: min cosine {worst:.5f} ({where}) over every hook point, mean and max"
+    check(worst >= MIN_COSINE, figure + f" < {MIN_COSINE}")
+    return figure, {"precision": used, "min_cosine": worst, "worst_point": where}
+
+
+def cuda_tests() -> tuple[str, dict]:
+    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+    summary = (done.stdout.strip().splitlines() or [""])[-1]
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-2000:])
+    check(done.returncode == 0, f"pytest -m cuda exited {done.returncode}: {summary}")
+    return f"pytest -m cuda: {summary}", {"summary": summary}
+
+
+def aim(value: float | None, target: float) -> str:
+    if value is None:
+        return f"not measured (the machine's load hid it; aim >= {target})"
+    return f"{value:.2f} ({'meets' if value >= target else 'MISSES'} aim >= {target})"
+
+
+def bench_generation(ctx: Context, device: str, sizes: dict) -> tuple[str, dict]:
+    figures = bench_sd_generate.run(ctx.work, ctx.sd3, device=device, **sizes)
+    target = 0.95 if device == "cuda" else 0.9
+    ratios = ", ".join(f"batch {key.split('_')[1]} {aim(value['ratio'], target)}" for key, value in figures.items())
+    return f"sd-generate / bare diffusers loop, images/s: {ratios}", figures
+
+
+def bench_hooks(ctx: Context, device: str, sizes: dict) -> tuple[str, dict]:
+    figures = bench_cnn_hooks.run(device=device, **sizes)
+    bench_cnn_hooks.print_table(figures)
+    store = figures["store"]
+    return (f"end to end {bench_cnn_hooks.number(figures['end_to_end_images_per_s'])} img/s, ceiling "
+            f"{figures['ceiling_images_per_s']:.1f} (bare {figures['bare_images_per_s']:.1f}, {figures['workers']} x "
+            f"decode {figures['decode_images_per_s']:.1f}), end to end / ceiling "
+            f"{aim(figures['end_to_end_over_ceiling'], 0.85)}; store {store['float32']['bytes_per_image'] / 1e3:.0f} kB "
+            f"per image float32, {store['float16']['bytes_per_image'] / 1e3:.0f} kB float16"), figures
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def run_step(steps: list[Step], name: str, action: Callable[[], tuple[str, dict]], skip: str | None = None) -> None:
+    started = time.perf_counter()
+    if skip:
+        step = Step(name, "SKIP", skip)
+    else:
+        try:
+            figure, data = action()
+            step = Step(name, "PASS", figure, data)
+        except CheckFailed as exc:
+            step = Step(name, "FAIL", str(exc))
+        except Exception as exc:  # a step's crash is its FAIL line; the traceback goes to stderr for the record
+            traceback.print_exc()
+            step = Step(name, "FAIL", error_line(exc))
+    step.seconds = round(time.perf_counter() - started, 1)
+    steps.append(step)
+    print(f"{step.status} {step.name}: {step.figure}", flush=True)
+
+
+def device_name(cuda: bool) -> str:
+    if cuda:
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores (no CUDA)"
+
+
+def quiet_libraries() -> None:
+    """diffusers and transformers log progress bars and notices on every load; the step lines are the output."""
+    import diffusers
+    import transformers
+
+    for library in (diffusers, transformers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes for the benchmarks")
+    parser.add_argument("--out", type=Path, help="the JSON file (default: bench/results/gpu-<date>.json)")
+    args = parser.parse_args()
+    quiet_libraries()
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    sizes = SIZES["quick" if args.quick else device]
+    no_cuda = None if cuda else "no CUDA GPU"
+    if not cuda:
+        print("No CUDA GPU here (torch.cuda.is_available() is False): CUDA steps are SKIP, the CPU parts run.")
+    started = time.perf_counter()
+    steps: list[Step] = []
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        os.environ["SYNTHPROBE_CACHE"] = str(Path(tmp) / "synthprobe-cache")  # the user's cache stays untouched
+        ctx = Context(Path(tmp), cuda)
+        run_step(steps, "tiny-models", lambda: tiny_models(ctx, sizes["classifier"]))
+        built = None if ctx.sd3 is not None else "the tiny models were not built"
+        run_step(steps, "generate-cpu-fp32", lambda: generate_cpu_fp32(ctx), built)
+        run_step(steps, "generate-cuda-nf4", lambda: generate_nf4(ctx), no_cuda or built)
+        run_step(steps, "generate-cuda-bf16", lambda: generate_bf16(ctx), no_cuda or built)
+        run_step(steps, "generate-cuda-offload", lambda: generate_offload(ctx), no_cuda or built
+                 or (None if "cuda-bf16" in ctx.pixels else "bf16 generation failed"))
+        run_step(steps, "cnn-hooks-cpu-default", lambda: compare_hooks(ctx, "cpu-default", "cpu", None), built)
+        run_step(steps, "cnn-hooks-cuda-bf16", lambda: compare_hooks(ctx, "cuda-bf16", "cuda", "bf16"), no_cuda or built)
+        run_step(steps, "pytest-cuda", cuda_tests, no_cuda)
+        run_step(steps, f"bench-sd-generate-{device}", lambda: bench_generation(ctx, device, sizes["sd"]), built)
+        run_step(steps, f"bench-cnn-hooks-{device}", lambda: bench_hooks(ctx, device, sizes["hooks"]))
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "device": device_name(cuda), "cuda": cuda,
+        "cuda_version": torch.version.cuda, "quick": args.quick, "seconds": round(time.perf_counter() - started, 1),
+        "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0], "python": platform.python_version(),
+        "versions": library_versions("torch", "torchvision", "diffusers", "transformers", "accelerate", "bitsandbytes",
+                                     "zarr", "numpy", "pillow"),
+        "steps": [asdict(step) for step in steps],
+    }
+    out = args.out or REPO / "bench" / "results" / f"gpu-{datetime.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    failed = [step.name for step in steps if step.status == "FAIL"]
+    print(f"{len(steps) - len(failed)} of {len(steps)} steps passed or skipped in {result['seconds']:.0f} s on "
+          f"{result['device']}; results in {out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
