@@ -30,7 +30,10 @@ $(STAMP): pyproject.toml | system-deps
 
 setup: system-deps $(STAMP)
 
+# The lint and format gate runs first: CI runs make test.
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Each stage's parameters go into a file that changes only when they do, so

@@ -36,6 +36,7 @@ import copy
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +108,12 @@ def naive_forward(module, points: list[H.HookPoint], batches: list[torch.Tensor]
             if (name, call) in wanted and H.is_poolable(output):
                 value = output.float()
                 pooled.append((value.mean(dim=(2, 3)) if value.dim() == 4 else value).cpu().numpy())
+
         return hook
 
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in module.named_modules() if n in {p.module for p in points}]
+    handles = [
+        m.register_forward_hook(hook_for(n)) for n, m in module.named_modules() if n in {p.module for p in points}
+    ]
     try:
         with torch.no_grad():
             for batch in batches:
@@ -136,26 +140,46 @@ def store_writes(source: Path, work: Path) -> dict:
     figures: dict = {"images": len(rows)}
     for dtype in ("float32", "float16"):
         path = work / f"writes-{dtype}.zarr"
-        writer = StoreWriter(path, {"model": "bench"}, channels, ("mean",), dtype,
-                             None if logits is None else logits.shape[1], rows_per_write=len(rows))
+        writer = StoreWriter(
+            path,
+            {"model": "bench"},
+            channels,
+            ("mean",),
+            dtype,
+            None if logits is None else logits.shape[1],
+            rows_per_write=len(rows),
+        )
         before = folder_bytes(path)
-        seconds = timed(lambda: writer.append(rows, values, logits))
+        seconds = timed(partial(writer.append, rows, values, logits))
         writer.finish()
-        figures[dtype] = {"bytes_per_image": (folder_bytes(path) - before) / len(rows),
-                          "ms_per_image": seconds / len(rows) * 1000}
+        figures[dtype] = {
+            "bytes_per_image": (folder_bytes(path) - before) / len(rows),
+            "ms_per_image": seconds / len(rows) * 1000,
+        }
     half = ActivationStore(work / "writes-float16.zarr")
     full = np.concatenate([values[p]["mean"] for p in points], axis=1).astype(np.float64)
     rounded = np.concatenate([half.read_layer(p) for p in points], axis=1).astype(np.float64)
     cosine = (full * rounded).sum(1) / (np.linalg.norm(full, axis=1) * np.linalg.norm(rounded, axis=1))
     normal = np.abs(full) >= np.finfo(np.float16).tiny  # below it float16 keeps fewer digits
-    figures["float16_vs_float32"] = {"max_abs": float(np.abs(rounded - full).max()),
-                                     "max_relative": float((np.abs(rounded - full)[normal] / np.abs(full[normal])).max()),
-                                     "min_cosine": float(cosine.min())}
+    figures["float16_vs_float32"] = {
+        "max_abs": float(np.abs(rounded - full).max()),
+        "max_relative": float((np.abs(rounded - full)[normal] / np.abs(full[normal])).max()),
+        "min_cosine": float(cosine.min()),
+    }
     return figures
 
 
-def run(images: int = 64, size: int = 1024, batch_size: int = 16, workers: int | None = None, repeats: int = 2,
-        model: str = "resnet50", device: str = "auto", naive: bool = True, image_size: int | None = None) -> dict:
+def run(
+    images: int = 64,
+    size: int = 1024,
+    batch_size: int = 16,
+    workers: int | None = None,
+    repeats: int = 2,
+    model: str = "resnet50",
+    device: str = "auto",
+    naive: bool = True,
+    image_size: int | None = None,
+) -> dict:
     """Every figure of the benchmark, measured in one run; prints a line per repeat."""
     network = H.build_network(model, "none", image_size)
     device = H.resolve_device(device)
@@ -164,12 +188,24 @@ def run(images: int = 64, size: int = 1024, batch_size: int = 16, workers: int |
     points, _ = H.discover_hook_points(network.module, network.preprocessing)
     naive_model = copy.deepcopy(network.module).to(device)
     fast_model = copy.deepcopy(network.module).to(device, memory_format=torch.channels_last)
-    figures: dict = {"model": model, "crop": network.preprocessing.crop, "hook_points": len(points), "images": images,
-                     "size": size, "batch_size": batch_size, "workers": workers, "precision": precision,
-                     "device": str(device), "torch_threads": torch.get_num_threads()}
-    print(f"{model} at {network.preprocessing.crop} px, {len(points)} hook points, {images} PNGs of {size} px, "
-          f"batch {batch_size}, {precision} on {device}, "
-          f"{torch.get_num_threads()} torch threads, {workers} decode workers", flush=True)
+    figures: dict = {
+        "model": model,
+        "crop": network.preprocessing.crop,
+        "hook_points": len(points),
+        "images": images,
+        "size": size,
+        "batch_size": batch_size,
+        "workers": workers,
+        "precision": precision,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(
+        f"{model} at {network.preprocessing.crop} px, {len(points)} hook points, {images} PNGs of {size} px, "
+        f"batch {batch_size}, {precision} on {device}, "
+        f"{torch.get_num_threads()} torch threads, {workers} decode workers",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         folder_path = Path(tmp) / "images"
@@ -186,11 +222,18 @@ def run(images: int = 64, size: int = 1024, batch_size: int = 16, workers: int |
         uint8_batches = [b.pin_memory() if device.type == "cuda" else b for b in decoded.split(batch_size)]
         normalize = network.preprocessing.normalizer(device)
         naive_batches = [normalize(b).contiguous() for b in uint8_batches]
-        settings = H.RunSettings(pools=("mean",), precision=precision, device=str(device), batch_size=batch_size,
-                                 workers=workers, silent=True)
+        settings = H.RunSettings(
+            pools=("mean",),
+            precision=precision,
+            device=str(device),
+            batch_size=batch_size,
+            workers=workers,
+            silent=True,
+        )
 
-        half = ImageFolder(folder.root, folder.rows.iloc[:images // 2].reset_index(drop=True), folder.source_sha256,
-                           folder.layout)
+        half = ImageFolder(
+            folder.root, folder.rows.iloc[: images // 2].reset_index(drop=True), folder.source_sha256, folder.layout
+        )
 
         def end_to_end(repeat: int, part: ImageFolder) -> float:
             store = Path(tmp) / f"acts-{repeat}-{len(part.rows)}.zarr"
@@ -204,8 +247,9 @@ def run(images: int = 64, size: int = 1024, batch_size: int = 16, workers: int |
         fixed: list[float] = []
         for repeat in range(repeats):  # interleaved, so a burst of load hits all alike
             rates["decode"].append(len(sample) / timed(lambda: decode_all(sample)))
-            rates["bare"].append(images / timed(lambda: bare_forward(fast_model, uint8_batches, normalize, device,
-                                                                     precision), device))
+            rates["bare"].append(
+                images / timed(lambda: bare_forward(fast_model, uint8_batches, normalize, device, precision), device)
+            )
             whole, first_half = end_to_end(repeat, folder), end_to_end(repeat, half)
             rates["whole_run"].append(images / whole)
             marginal = (images - len(half.rows)) / (whole - first_half) if whole > first_half else 0.0
@@ -213,8 +257,9 @@ def run(images: int = 64, size: int = 1024, batch_size: int = 16, workers: int |
                 rates["end_to_end"].append(marginal)
                 fixed.append(whole - images / marginal)
             if naive:
-                rates["naive"].append(images / timed(lambda: naive_forward(naive_model, points, naive_batches, device),
-                                                     device))
+                rates["naive"].append(
+                    images / timed(lambda: naive_forward(naive_model, points, naive_batches, device), device)
+                )
             print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items() if v), flush=True)
         figures["store"] = store_writes(Path(tmp) / f"acts-0-{images}.zarr", Path(tmp))
 
@@ -238,25 +283,38 @@ def naive_in(figures: dict) -> bool:
 
 
 def print_table(figures: dict) -> None:
-    print(f"\nimages/s, best of the repeats ({figures['device']}, {figures['png_mb']:.2f} MB PNGs of {figures['size']} px):")
+    print(
+        f"\nimages/s, best of the repeats ({figures['device']}, "
+        f"{figures['png_mb']:.2f} MB PNGs of {figures['size']} px):"
+    )
     print(f"  decode+preprocess per worker  {figures['decode_images_per_s']:8.1f}")
     print(f"  bare {figures['precision']} forward           {figures['bare_images_per_s']:8.1f}")
     print(f"  ceiling min(bare, {figures['workers']} x decode) {figures['ceiling_images_per_s']:8.1f}")
     print(f"  end to end, steady (marginal) {number(figures['end_to_end_images_per_s']):>8}")
-    print(f"  end to end, whole run         {figures['whole_run_images_per_s']:8.1f}   "
-          f"(fixed costs {number(figures['fixed_seconds'])} s)")
+    print(
+        f"  end to end, whole run         {figures['whole_run_images_per_s']:8.1f}   "
+        f"(fixed costs {number(figures['fixed_seconds'])} s)"
+    )
     if naive_in(figures):
         print(f"  naive fp32 eager              {figures['naive_images_per_s']:8.1f}")
-    print(f"end to end / ceiling = {number(figures['end_to_end_over_ceiling'], 2)} (target >= 0.85); "
-          f"end to end / bare = {number(figures['end_to_end_over_bare'], 2)}"
-          + (f"; end to end / naive = {number(figures['end_to_end_over_naive'], 2)}" if naive_in(figures) else ""))
+    print(
+        f"end to end / ceiling = {number(figures['end_to_end_over_ceiling'], 2)} (target >= 0.85); "
+        f"end to end / bare = {number(figures['end_to_end_over_bare'], 2)}"
+        + (f"; end to end / naive = {number(figures['end_to_end_over_naive'], 2)}" if naive_in(figures) else "")
+    )
     store = figures["store"]
     print(f"\nstore writes ({store['images']} images, mean pooling, one append):")
     print("  dtype     bytes/image   ms/image   error vs float32")
     error = store["float16_vs_float32"]
     for dtype in ("float32", "float16"):
-        detail = "-" if dtype == "float32" else (f"max abs {error['max_abs']:.2g}, max relative {error['max_relative']:.2g}, "
-                                                 f"min cosine {error['min_cosine']:.6f}")
+        detail = (
+            "-"
+            if dtype == "float32"
+            else (
+                f"max abs {error['max_abs']:.2g}, max relative {error['max_relative']:.2g}, "
+                f"min cosine {error['min_cosine']:.6f}"
+            )
+        )
         print(f"  {dtype}  {store[dtype]['bytes_per_image']:11,.0f}   {store[dtype]['ms_per_image']:8.2f}   {detail}")
 
 
@@ -272,8 +330,19 @@ def main() -> None:
     parser.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive fp32 baseline")
     parser.add_argument("--image-size", type=int, help="crop size instead of the model's own, as cnn-hooks' option")
     args = parser.parse_args()
-    print_table(run(args.images, args.size, args.batch_size, args.workers, args.repeats, args.model, args.device,
-                    args.naive, args.image_size))
+    print_table(
+        run(
+            args.images,
+            args.size,
+            args.batch_size,
+            args.workers,
+            args.repeats,
+            args.model,
+            args.device,
+            args.naive,
+            args.image_size,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,8 +29,18 @@ from synthprobe.tiny_models import save_tiny_sd3
 
 
 def records(count: int) -> list[PromptRecord]:
-    return [PromptRecord(id=f"bee.n.01-{i:05d}", synset="bee.n.01", lemma="bee", group="concept", target="bee.n.01",
-                         prompt=f"a photo of a bee, number {i}", seed=i) for i in range(count)]
+    return [
+        PromptRecord(
+            id=f"bee.n.01-{i:05d}",
+            synset="bee.n.01",
+            lemma="bee",
+            group="concept",
+            target="bee.n.01",
+            prompt=f"a photo of a bee, number {i}",
+            seed=i,
+        )
+        for i in range(count)
+    ]
 
 
 def cached_rerun(work: Path, model: Path, count: int) -> float:
@@ -37,16 +48,45 @@ def cached_rerun(work: Path, model: Path, count: int) -> float:
     cache = ImageCache(work / "cache")
     prompts = work / "many.jsonl"
     write_prompts(prompts, records(count))
-    settings = G.resolve_settings(model=str(model), revision=None, steps=2, guidance=3.5, size="32", batch_size=1,
-                                  device="cpu", dtype="auto", quantize="none", offload=False, cache=cache)
+    settings = G.resolve_settings(
+        model=str(model),
+        revision=None,
+        steps=2,
+        guidance=3.5,
+        size="32",
+        batch_size=1,
+        device="cpu",
+        dtype="auto",
+        quantize="none",
+        offload=False,
+        cache=cache,
+    )
     png = G.png_bytes(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy(), {"prompt": "bench"})
     for record in records(count):
         fields = settings.key_fields(record)
         cache.store(cache_key(fields), png, fields)
-    command = [sys.executable, "-m", "synthprobe.tools.sd_generate", str(prompts), "--out", str(work / "many-out"),
-               "--model", str(model), "--cache", str(cache.root), "--size", "32", "--steps", "2", "--device", "cpu",
-               "--quantize", "none", "--silent"]
-    for attempt in ("first link pass", "rerun"):  # the first run also links the output folder
+    command = [
+        sys.executable,
+        "-m",
+        "synthprobe.tools.sd_generate",
+        str(prompts),
+        "--out",
+        str(work / "many-out"),
+        "--model",
+        str(model),
+        "--cache",
+        str(cache.root),
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--quantize",
+        "none",
+        "--silent",
+    ]
+    for _run in ("first link pass", "rerun"):  # the first run also links the output folder
         start = time.perf_counter()
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - start
@@ -57,9 +97,15 @@ def cached_rerun(work: Path, model: Path, count: int) -> float:
 
 def bare_loop(pipe, batch: list[PromptRecord], out: Path, size: int, steps: int, batch_size: int) -> None:
     for start in range(0, len(batch), batch_size):
-        chunk = batch[start:start + batch_size]
-        images = pipe(prompt=[r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=3.5, width=size,
-                      height=size, generator=[torch.Generator("cpu").manual_seed(r.seed) for r in chunk]).images
+        chunk = batch[start : start + batch_size]
+        images = pipe(
+            prompt=[r.prompt for r in chunk],
+            num_inference_steps=steps,
+            guidance_scale=3.5,
+            width=size,
+            height=size,
+            generator=[torch.Generator("cpu").manual_seed(r.seed) for r in chunk],
+        ).images
         for record, image in zip(chunk, images):
             image.save(out / f"{record.id}.png")
 
@@ -73,44 +119,78 @@ def timed_run(function, device: str) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def throughput_ratio(work: Path, model: Path, count: int, size: int, steps: int, repeats: int, batch_size: int,
-                     device: str = "cpu") -> tuple[tuple, tuple]:
+def throughput_ratio(
+    work: Path, model: Path, count: int, size: int, steps: int, repeats: int, batch_size: int, device: str = "cpu"
+) -> tuple[tuple, tuple]:
     """Best-of-``repeats`` (wall, CPU) seconds of the bare loop and of sd-generate (empty cache each time)."""
     batch = records(count)
-    settings = G.resolve_settings(model=str(model), revision=None, steps=steps, guidance=3.5, size=str(size),
-                                  batch_size=batch_size, device=device, dtype="auto", quantize="none", offload=False,
-                                  cache=ImageCache(work / "unused"))
+    settings = G.resolve_settings(
+        model=str(model),
+        revision=None,
+        steps=steps,
+        guidance=3.5,
+        size=str(size),
+        batch_size=batch_size,
+        device=device,
+        dtype="auto",
+        quantize="none",
+        offload=False,
+        cache=ImageCache(work / "unused"),
+    )
     pipe = G.load_pipeline(settings)
     bare_loop(pipe, batch[:batch_size], Path(tempfile.mkdtemp(dir=work)), size, steps, batch_size)  # warm-up
     bare, ours = [], []
 
     def generate(out: Path) -> None:
-        result = G.run_generation(batch, settings, ImageCache(Path(tempfile.mkdtemp(dir=work))), out,
-                                  build_pipeline=lambda s: pipe, silent=True)
+        result = G.run_generation(
+            batch,
+            settings,
+            ImageCache(Path(tempfile.mkdtemp(dir=work))),
+            out,
+            build_pipeline=lambda s: pipe,
+            silent=True,
+        )
         assert result.generated == count, result.summary()
 
     for repeat in range(repeats):  # alternate which goes first: the machine's load drifts
         for contender in ("bare", "ours") if repeat % 2 == 0 else ("ours", "bare"):
             out = Path(tempfile.mkdtemp(dir=work))
             if contender == "bare":
-                bare.append(timed_run(lambda: bare_loop(pipe, batch, out, size, steps, batch_size), device))
+                bare.append(timed_run(partial(bare_loop, pipe, batch, out, size, steps, batch_size), device))
             else:
-                ours.append(timed_run(lambda: generate(out), device))
+                ours.append(timed_run(partial(generate, out), device))
     return tuple(map(min, zip(*bare))), tuple(map(min, zip(*ours)))
 
 
-def run(work: Path, model: Path, images: int = 96, size: int = 64, steps: int = 4, repeats: int = 5,
-        batch_sizes: tuple[int, ...] = (1, 4), device: str = "cpu") -> dict:
+def run(
+    work: Path,
+    model: Path,
+    images: int = 96,
+    size: int = 64,
+    steps: int = 4,
+    repeats: int = 5,
+    batch_sizes: tuple[int, ...] = (1, 4),
+    device: str = "cpu",
+) -> dict:
     """sd-generate against the bare loop at each batch size; prints one line each."""
     figures = {}
     for batch_size in batch_sizes:
-        (bare, bare_cpu), (ours, ours_cpu) = throughput_ratio(work, model, images, size, steps, repeats, batch_size,
-                                                              device)
-        figures[f"batch_{batch_size}"] = {"bare_images_per_s": images / bare, "sd_generate_images_per_s": images / ours,
-                                          "ratio": bare / ours, "ratio_by_cpu_time": bare_cpu / ours_cpu}
-        print(f"batch {batch_size}: {images} images {size}px {steps} steps on {device}, best of {repeats}: bare diffusers "
-              f"loop {images / bare:.2f} img/s, sd-generate {images / ours:.2f} img/s, ratio {bare / ours:.3f} "
-              f"(target >= 0.9 on the CPU, 0.95 on a GPU); by CPU time {bare_cpu / ours_cpu:.3f}", flush=True)
+        (bare, bare_cpu), (ours, ours_cpu) = throughput_ratio(
+            work, model, images, size, steps, repeats, batch_size, device
+        )
+        figures[f"batch_{batch_size}"] = {
+            "bare_images_per_s": images / bare,
+            "sd_generate_images_per_s": images / ours,
+            "ratio": bare / ours,
+            "ratio_by_cpu_time": bare_cpu / ours_cpu,
+        }
+        print(
+            f"batch {batch_size}: {images} images {size}px {steps} steps on {device}, best of {repeats}: "
+            f"bare diffusers "
+            f"loop {images / bare:.2f} img/s, sd-generate {images / ours:.2f} img/s, ratio {bare / ours:.3f} "
+            f"(target >= 0.9 on the CPU, 0.95 on a GPU); by CPU time {bare_cpu / ours_cpu:.3f}",
+            flush=True,
+        )
     return figures
 
 
@@ -129,8 +209,10 @@ def main() -> None:
         model = save_tiny_sd3(work / "tiny-sd3")
         if args.records:
             seconds = cached_rerun(work, model, args.records)
-            print(f"(a) fully cached rerun of {args.records} records: {seconds:.2f} s, "
-                  f"{seconds / args.records * 1000:.3f} ms per record (command start-up included)")
+            print(
+                f"(a) fully cached rerun of {args.records} records: {seconds:.2f} s, "
+                f"{seconds / args.records * 1000:.3f} ms per record (command start-up included)"
+            )
         print(f"(b) sd-generate vs a bare diffusers loop, torch threads {torch.get_num_threads()}:")
         run(work, model, args.images, args.size, args.steps, args.repeats, device=args.device)
         print(f"load average {os.getloadavg()[0]:.1f}")

@@ -42,8 +42,11 @@ def resnet50_hook_channels(which: str) -> dict[str, int]:
         outputs = create_feature_extractor(model, nodes[1:])(torch.zeros(1, 3, 64, 64))
     channels = {name: int(out.shape[1]) for name, out in outputs.items() if out.ndim == 4}
     if which == "blocks":
-        channels = {name: c for name, c in channels.items()
-                    if name == "relu" or (name.startswith("layer") and name.endswith("relu_2"))}
+        channels = {
+            name: c
+            for name, c in channels.items()
+            if name == "relu" or (name.startswith("layer") and name.endswith("relu_2"))
+        }
     return channels
 
 
@@ -53,20 +56,31 @@ def build(path: Path, n_rows: int, channels: dict[str, int], n_synsets: int, see
 
     rng = np.random.default_rng(seed)
     shifts = {name: rng.normal(scale=0.3, size=(n_synsets, c)).astype(np.float32) for name, c in channels.items()}
-    writer = StoreWriter(path, attrs={"model": "resnet50", "weights": "none", "preprocessing": "synthetic"},
-                         hook_channels=channels, pools=("mean",))
+    writer = StoreWriter(
+        path,
+        attrs={"model": "resnet50", "weights": "none", "preprocessing": "synthetic"},
+        hook_channels=channels,
+        pools=("mean",),
+    )
     batch = 500
     for start in range(0, n_rows, batch):
         codes = np.arange(start, min(start + batch, n_rows)) % n_synsets
-        rows = pd.DataFrame({"id": [f"r{i:06d}" for i in range(start, start + len(codes))],
-                             "synset": [f"synset{c:03d}.n.01" for c in codes], "group": "concept",
-                             "target": [f"synset{c:03d}.n.01" for c in codes],
-                             "path": [f"images/{i:06d}.png" for i in range(start, start + len(codes))],
-                             # four seeds per prompt text, as `wn-prompts --seeds-per-prompt 4` makes them
-                             "prompt": [f"prompt {i // n_synsets // 4}" for i in range(start, start + len(codes))],
-                             "status": "ok"})
-        hooks = {name: {"mean": np.maximum(rng.standard_normal((len(codes), c), dtype=np.float32) + shifts[name][codes],
-                                           0)} for name, c in channels.items()}
+        rows = pd.DataFrame(
+            {
+                "id": [f"r{i:06d}" for i in range(start, start + len(codes))],
+                "synset": [f"synset{c:03d}.n.01" for c in codes],
+                "group": "concept",
+                "target": [f"synset{c:03d}.n.01" for c in codes],
+                "path": [f"images/{i:06d}.png" for i in range(start, start + len(codes))],
+                # four seeds per prompt text, as `wn-prompts --seeds-per-prompt 4` makes them
+                "prompt": [f"prompt {i // n_synsets // 4}" for i in range(start, start + len(codes))],
+                "status": "ok",
+            }
+        )
+        hooks = {
+            name: {"mean": np.maximum(rng.standard_normal((len(codes), c), dtype=np.float32) + shifts[name][codes], 0)}
+            for name, c in channels.items()
+        }
         writer.append(rows, hooks)
     writer.finish()
 
@@ -110,8 +124,10 @@ def main() -> None:
         return
 
     channels = resnet50_hook_channels(args.layers)
-    print(f"ResNet-50 hook points: {len(channels)} ({args.layers}), {sum(channels.values())} channels a row; "
-          f"{args.synsets} synsets, {args.permutations} permutations")
+    print(
+        f"ResNet-50 hook points: {len(channels)} ({args.layers}), {sum(channels.values())} channels a row; "
+        f"{args.synsets} synsets, {args.permutations} permutations"
+    )
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         results = []
         for n_rows in [int(r) for r in args.rows.split(",")]:
@@ -119,19 +135,35 @@ def main() -> None:
             started = time.perf_counter()
             build(store, n_rows, channels, args.synsets, seed=0)
             built = time.perf_counter() - started
-            child = subprocess.run([sys.executable, __file__, "--measure", str(store), str(Path(tmp) / f"out-{n_rows}"),
-                                    "--permutations", str(args.permutations)],
-                                   capture_output=True, text=True, check=True)
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--measure",
+                    str(store),
+                    str(Path(tmp) / f"out-{n_rows}"),
+                    "--permutations",
+                    str(args.permutations),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             result = {"rows": n_rows, "build_s": built, **json.loads(child.stdout.strip().splitlines()[-1])}
             results.append(result)
-            print(f"{n_rows:>7} rows: analysis {result['seconds']:7.1f} s, peak RSS {result['maxrss_mb']:7.1f} MB, "
-                  f"tracemalloc peak {result['traced_peak_mb']:7.1f} MB (store built in {built:.0f} s)", flush=True)
+            print(
+                f"{n_rows:>7} rows: analysis {result['seconds']:7.1f} s, peak RSS {result['maxrss_mb']:7.1f} MB, "
+                f"tracemalloc peak {result['traced_peak_mb']:7.1f} MB (store built in {built:.0f} s)",
+                flush=True,
+            )
         base = results[0]
         for result in results[1:]:
-            print(f"{result['rows']}/{base['rows']} rows ({result['rows'] / base['rows']:.0f}x): "
-                  f"time ratio {result['seconds'] / base['seconds']:.2f}, "
-                  f"peak RSS ratio {result['maxrss_mb'] / base['maxrss_mb']:.2f}, "
-                  f"tracemalloc peak ratio {result['traced_peak_mb'] / base['traced_peak_mb']:.2f}")
+            print(
+                f"{result['rows']}/{base['rows']} rows ({result['rows'] / base['rows']:.0f}x): "
+                f"time ratio {result['seconds'] / base['seconds']:.2f}, "
+                f"peak RSS ratio {result['maxrss_mb'] / base['maxrss_mb']:.2f}, "
+                f"tracemalloc peak ratio {result['traced_peak_mb'] / base['traced_peak_mb']:.2f}"
+            )
 
 
 if __name__ == "__main__":

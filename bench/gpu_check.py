@@ -27,18 +27,18 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the network, even by accident
 
+import bench_cnn_hooks  # noqa: E402
+import bench_sd_generate  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import bench_cnn_hooks  # noqa: E402
-import bench_sd_generate  # noqa: E402
 from synthprobe import generate as G  # noqa: E402
 from synthprobe import hooks as H  # noqa: E402
 from synthprobe import library_versions  # noqa: E402
@@ -55,13 +55,29 @@ GENERATION = {"steps": 4, "guidance": 3.5, "size": "64", "batch_size": 4}
 # measure the CPU in earnest); --quick is a smoke test (ResNet-18: a store of ResNet-50's 182 hook points
 # takes seconds to create on a CPU).
 SIZES = {
-    "cuda": {"classifier": "resnet50", "sd": {"images": 32, "size": 64, "steps": 4, "repeats": 3},
-             "hooks": {"images": 512, "size": 1024, "batch_size": 16, "repeats": 2}},
-    "cpu": {"classifier": "resnet50", "sd": {"images": 8, "size": 64, "steps": 4, "repeats": 2},
-            "hooks": {"images": 32, "size": 1024, "batch_size": 16, "repeats": 1, "naive": False}},
-    "quick": {"classifier": "resnet18", "sd": {"images": 4, "size": 32, "steps": 2, "repeats": 1},
-              "hooks": {"images": 4, "size": 256, "batch_size": 2, "repeats": 1, "model": "resnet18", "naive": False,
-                        "image_size": 64}},
+    "cuda": {
+        "classifier": "resnet50",
+        "sd": {"images": 32, "size": 64, "steps": 4, "repeats": 3},
+        "hooks": {"images": 512, "size": 1024, "batch_size": 16, "repeats": 2},
+    },
+    "cpu": {
+        "classifier": "resnet50",
+        "sd": {"images": 8, "size": 64, "steps": 4, "repeats": 2},
+        "hooks": {"images": 32, "size": 1024, "batch_size": 16, "repeats": 1, "naive": False},
+    },
+    "quick": {
+        "classifier": "resnet18",
+        "sd": {"images": 4, "size": 32, "steps": 2, "repeats": 1},
+        "hooks": {
+            "images": 4,
+            "size": 256,
+            "batch_size": 2,
+            "repeats": 1,
+            "model": "resnet18",
+            "naive": False,
+            "image_size": 64,
+        },
+    },
 }
 
 
@@ -106,15 +122,26 @@ def tiny_models(ctx: Context, classifier: str) -> tuple[str, dict]:
     bench_cnn_hooks.make_images(ctx.images, 8, 256)
     points, _ = H.discover_hook_points(ctx.classifier.module, ctx.classifier.preprocessing)
     megabytes = sum(f.stat().st_size for f in ctx.sd3.rglob("*") if f.is_file()) / 1e6
-    return (f"tiny SD3 ({megabytes:.1f} MB), {classifier} random weights at 64 px ({len(points)} hook points), "
-            "8 photo-like PNGs", {"sd3_mb": megabytes, "hook_points": len(points)})
+    return (
+        f"tiny SD3 ({megabytes:.1f} MB), {classifier} random weights at 64 px ({len(points)} hook points), "
+        "8 photo-like PNGs",
+        {"sd3_mb": megabytes, "hook_points": len(points)},
+    )
 
 
 def generate(ctx: Context, label: str, device: str, quantize: str = "none", offload: bool = False):
     """sd-generate's library path on 8 records; keeps the pixels, returns settings, pipeline and seconds."""
     cache = ImageCache(ctx.work / f"cache-{label}")
-    settings = G.resolve_settings(model=str(ctx.sd3), revision=None, device=device, dtype="auto", quantize=quantize,
-                                  offload=offload, cache=cache, **GENERATION)
+    settings = G.resolve_settings(
+        model=str(ctx.sd3),
+        revision=None,
+        device=device,
+        dtype="auto",
+        quantize=quantize,
+        offload=offload,
+        cache=cache,
+        **GENERATION,
+    )
     pipe = G.load_pipeline(settings)
     records = bench_sd_generate.records(8)
     out = ctx.work / f"images-{label}"
@@ -147,24 +174,32 @@ def generate_nf4(ctx: Context) -> tuple[str, dict]:
     kinds = {m.weight.quant_type for m in layers}
     check(kinds == {"nf4"} and settings.dtype == "bfloat16", f"quant types {kinds}, dtype {settings.dtype}")
     delta = difference(ctx, "cuda-nf4", "cpu-fp32")
-    return (f"{len(layers)} Linear4bit nf4 layers, 8 images in {seconds:.1f} s, mean |diff| vs CPU fp32 "
-            f"{delta:.1f}/255", {"linear4bit_layers": len(layers), "seconds": seconds, "mean_abs_diff": delta})
+    return (
+        f"{len(layers)} Linear4bit nf4 layers, 8 images in {seconds:.1f} s, mean |diff| vs CPU fp32 {delta:.1f}/255",
+        {"linear4bit_layers": len(layers), "seconds": seconds, "mean_abs_diff": delta},
+    )
 
 
 def generate_bf16(ctx: Context) -> tuple[str, dict]:
     settings, _, seconds = generate(ctx, "cuda-bf16", "cuda")
-    check(settings.dtype == "bfloat16" and settings.quantization == "none", f"{settings.dtype}, {settings.quantization}")
+    check(
+        settings.dtype == "bfloat16" and settings.quantization == "none", f"{settings.dtype}, {settings.quantization}"
+    )
     delta = difference(ctx, "cuda-bf16", "cpu-fp32")
-    return (f"8 images in {seconds:.1f} s, mean |diff| vs CPU fp32 {delta:.1f}/255",
-            {"seconds": seconds, "mean_abs_diff": delta})
+    return (
+        f"8 images in {seconds:.1f} s, mean |diff| vs CPU fp32 {delta:.1f}/255",
+        {"seconds": seconds, "mean_abs_diff": delta},
+    )
 
 
 def generate_offload(ctx: Context) -> tuple[str, dict]:
     _, _, seconds = generate(ctx, "cuda-offload", "cuda", offload=True)
     largest = float(np.abs(ctx.pixels["cuda-offload"] - ctx.pixels["cuda-bf16"]).max())
     check(largest <= 2, f"pixels differ from bf16 without offload by up to {largest:.0f}/255")
-    return (f"8 images in {seconds:.1f} s, max |diff| vs bf16 without offload {largest:.0f}/255",
-            {"seconds": seconds, "max_abs_diff": largest})
+    return (
+        f"8 images in {seconds:.1f} s, max |diff| vs bf16 without offload {largest:.0f}/255",
+        {"seconds": seconds, "max_abs_diff": largest},
+    )
 
 
 def hooks_store(ctx: Context, label: str, device: str, precision: str | None) -> str:
@@ -229,11 +264,13 @@ def bench_hooks(ctx: Context, device: str, sizes: dict) -> tuple[str, dict]:
     figures = bench_cnn_hooks.run(device=device, **sizes)
     bench_cnn_hooks.print_table(figures)
     store = figures["store"]
-    return (f"end to end {bench_cnn_hooks.number(figures['end_to_end_images_per_s'])} img/s, ceiling "
-            f"{figures['ceiling_images_per_s']:.1f} (bare {figures['bare_images_per_s']:.1f}, {figures['workers']} x "
-            f"decode {figures['decode_images_per_s']:.1f}), end to end / ceiling "
-            f"{aim(figures['end_to_end_over_ceiling'], 0.85)}; store {store['float32']['bytes_per_image'] / 1e3:.0f} kB "
-            f"per image float32, {store['float16']['bytes_per_image'] / 1e3:.0f} kB float16"), figures
+    return (
+        f"end to end {bench_cnn_hooks.number(figures['end_to_end_images_per_s'])} img/s, ceiling "
+        f"{figures['ceiling_images_per_s']:.1f} (bare {figures['bare_images_per_s']:.1f}, {figures['workers']} x "
+        f"decode {figures['decode_images_per_s']:.1f}), end to end / ceiling "
+        f"{aim(figures['end_to_end_over_ceiling'], 0.85)}; store {store['float32']['bytes_per_image'] / 1e3:.0f} kB "
+        f"per image float32, {store['float16']['bytes_per_image'] / 1e3:.0f} kB float16"
+    ), figures
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -295,27 +332,42 @@ def main() -> int:
         run_step(steps, "generate-cpu-fp32", lambda: generate_cpu_fp32(ctx), built)
         run_step(steps, "generate-cuda-nf4", lambda: generate_nf4(ctx), no_cuda or built)
         run_step(steps, "generate-cuda-bf16", lambda: generate_bf16(ctx), no_cuda or built)
-        run_step(steps, "generate-cuda-offload", lambda: generate_offload(ctx), no_cuda or built
-                 or (None if "cuda-bf16" in ctx.pixels else "bf16 generation failed"))
+        run_step(
+            steps,
+            "generate-cuda-offload",
+            lambda: generate_offload(ctx),
+            no_cuda or built or (None if "cuda-bf16" in ctx.pixels else "bf16 generation failed"),
+        )
         run_step(steps, "cnn-hooks-cpu-default", lambda: compare_hooks(ctx, "cpu-default", "cpu", None), built)
-        run_step(steps, "cnn-hooks-cuda-bf16", lambda: compare_hooks(ctx, "cuda-bf16", "cuda", "bf16"), no_cuda or built)
+        run_step(
+            steps, "cnn-hooks-cuda-bf16", lambda: compare_hooks(ctx, "cuda-bf16", "cuda", "bf16"), no_cuda or built
+        )
         run_step(steps, "pytest-cuda", cuda_tests, no_cuda)
         run_step(steps, f"bench-sd-generate-{device}", lambda: bench_generation(ctx, device, sizes["sd"]), built)
         run_step(steps, f"bench-cnn-hooks-{device}", lambda: bench_hooks(ctx, device, sizes["hooks"]))
     result = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "device": device_name(cuda), "cuda": cuda,
-        "cuda_version": torch.version.cuda, "quick": args.quick, "seconds": round(time.perf_counter() - started, 1),
-        "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0], "python": platform.python_version(),
-        "versions": library_versions("torch", "torchvision", "diffusers", "transformers", "accelerate", "bitsandbytes",
-                                     "zarr", "numpy", "pillow"),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": device_name(cuda),
+        "cuda": cuda,
+        "cuda_version": torch.version.cuda,
+        "quick": args.quick,
+        "seconds": round(time.perf_counter() - started, 1),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "versions": library_versions(
+            "torch", "torchvision", "diffusers", "transformers", "accelerate", "bitsandbytes", "zarr", "numpy", "pillow"
+        ),
         "steps": [asdict(step) for step in steps],
     }
     out = args.out or REPO / "bench" / "results" / f"gpu-{datetime.date.today().isoformat()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     failed = [step.name for step in steps if step.status == "FAIL"]
-    print(f"{len(steps) - len(failed)} of {len(steps)} steps passed or skipped in {result['seconds']:.0f} s on "
-          f"{result['device']}; results in {out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{len(steps) - len(failed)} of {len(steps)} steps passed or skipped in {result['seconds']:.0f} s on "
+        f"{result['device']}; results in {out}" + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -45,30 +45,37 @@ BIAS_ID = re.compile(r"^bias-(?P<cls>.+)-(?P<group>object-only|context-only|mixe
 SEED_SUFFIX = re.compile(r"-s\d+$")
 GROUP_COLORS = {"object-only": "#4c72b0", "context-only": "#dd8452", "mixed": "#55a868"}
 FILES = {
-    "images": "images.csv", "prompts": "prompts.csv", "top_prompts": "top_prompts.csv", "groups": "groups.csv",
-    "classes": "classes.csv", "cross_class": "cross_class.csv",
+    "images": "images.csv",
+    "prompts": "prompts.csv",
+    "top_prompts": "top_prompts.csv",
+    "groups": "groups.csv",
+    "classes": "classes.csv",
+    "cross_class": "cross_class.csv",
 }
 FIGURES = {"groups": "groups.png", "cross_class": "cross_class.png"}
 # The effects whose interval uses each group's units, for the note on a group with fewer than two units.
-DEPENDENT_EFFECTS = {"object-only": "context reliance and sufficiency", "context-only": "context sufficiency",
-                     "mixed": "context reliance"}
+DEPENDENT_EFFECTS = {
+    "object-only": "context reliance and sufficiency",
+    "context-only": "context sufficiency",
+    "mixed": "context reliance",
+}
 DEFINITIONS = {
     "confidence": "target probability: the softmax mass of the class's target set on one image",
     "confidence_mean": "mean over the group's units of each unit's mean confidence (the image mean when every "
-                       "unit has the same number of images)",
+    "unit has the same number of images)",
     "top1_accuracy": "share of images whose top-1 class lies in the class's target set",
     "context_reliance": "mean confidence on mixed images minus mean confidence on object-only images",
     "context_sufficiency": "mean confidence on context-only images over mean confidence on object-only images",
     "interval": "group mean: Student t-interval on the unit means (df = units - 1); context reliance: Welch "
-                "t-interval on the unit means of mixed and object-only, with Welch's two-sided p-value; context "
-                "sufficiency: delta-method t-interval on the log ratio of the two means (Welch df), exponentiated. "
-                "Means are cut to 0..1 and reliance to -1..1 (where the true values lie). No interval for a group "
-                "with fewer than 2 units",
+    "t-interval on the unit means of mixed and object-only, with Welch's two-sided p-value; context "
+    "sufficiency: delta-method t-interval on the log ratio of the two means (Welch df), exponentiated. "
+    "Means are cut to 0..1 and reliance to -1..1 (where the true values lie). No interval for a group "
+    "with fewer than 2 units",
     "chance": "target classes / classifier classes: the confidence of a classifier that spreads its mass evenly",
     "log_ratio": "natural log of mean confidence over chance (0: at chance; 1: e times chance), comparable "
-                 "between classes with different numbers of target classes",
+    "between classes with different numbers of target classes",
     "cross_class": "mean confidence of the target class on the context-only / mixed images of the source class "
-                   "(mean of unit means)",
+    "(mean of unit means)",
 }
 
 
@@ -87,12 +94,15 @@ class TargetSet:
         return len(self.indices) / self.n_classes
 
 
-def resolve_targets(bias_class: BiasClass, mapping: str, model_classes: list[str] | None, n_classes: int,
-                    wn=None) -> TargetSet:
+def resolve_targets(
+    bias_class: BiasClass, mapping: str, model_classes: list[str] | None, n_classes: int, wn=None
+) -> TargetSet:
     if mapping == "hierarchy":
         if not model_classes or not all(is_wnid(c) for c in model_classes):
-            raise InputError("--mapping hierarchy needs an ImageNet classifier, but the store's classes are not "
-                             "ImageNet wnids; use --mapping exact with class indices in the bias class definition")
+            raise InputError(
+                "--mapping hierarchy needs an ImageNet classifier, but the store's classes are not "
+                "ImageNet wnids; use --mapping exact with class indices in the bias class definition"
+            )
         synsets = (bias_class.synset, *bias_class.extra_synsets)
         indices = sorted({i for synset in synsets for i in hierarchy_indices(wn, synset, model_classes)})
     else:
@@ -109,8 +119,10 @@ def exact_indices(bias_class: BiasClass, model_classes: list[str] | None, n_clas
     for entry in bias_class.imagenet_classes:
         if isinstance(entry, int) and not isinstance(entry, bool):
             if not 0 <= entry < n_classes:
-                raise InputError(f"bias class {bias_class.name!r}: class index {entry} is out of range "
-                                 f"(the classifier has {n_classes} classes)")
+                raise InputError(
+                    f"bias class {bias_class.name!r}: class index {entry} is out of range "
+                    f"(the classifier has {n_classes} classes)"
+                )
             indices.add(entry)
         elif entry in position:
             indices.add(position[entry])
@@ -157,8 +169,15 @@ def usable(rows: pd.DataFrame, targets: dict[str, TargetSet]) -> np.ndarray:
     return ((rows["status"] == OK_STATUS) & rows["group"].isin(BIAS_GROUPS) & rows["target"].isin(synsets)).to_numpy()
 
 
-def image_table(used: pd.DataFrame, p: np.ndarray, units: Units, targets: dict[str, TargetSet], labels: list[str],
-                texts: dict[str, str], definitions: dict[str, BiasClass]) -> pd.DataFrame:
+def image_table(
+    used: pd.DataFrame,
+    p: np.ndarray,
+    units: Units,
+    targets: dict[str, TargetSet],
+    labels: list[str],
+    texts: dict[str, str],
+    definitions: dict[str, BiasClass],
+) -> pd.DataFrame:
     """One line per usable image (rows ``used``, probabilities ``p``): its unit, its confidence for every class
     and its top-1 class."""
     used = used.reset_index(drop=True)
@@ -168,13 +187,20 @@ def image_table(used: pd.DataFrame, p: np.ndarray, units: Units, targets: dict[s
     classes = used["target"].map(class_of_synset)
     stored = used["prompt"] if "prompt" in used else [""] * len(used)
     prompts = [prompt_of(i, text, texts, definitions) for i, text in zip(used["id"], stored)]
-    table = pd.DataFrame({
-        "id": used["id"], "class": classes, "group": used["group"], "unit": units.codes,
-        "prompt_id": [pid for pid, _ in prompts], "prompt": [text for _, text in prompts],
-        "confidence": [class_probs[c][i] for i, c in enumerate(classes)],
-        "top1_index": top1, "top1_class": [labels[k] for k in top1],
-        "top1_in_target": [int(k) in targets[c].indices for k, c in zip(top1, classes)],
-    })
+    table = pd.DataFrame(
+        {
+            "id": used["id"],
+            "class": classes,
+            "group": used["group"],
+            "unit": units.codes,
+            "prompt_id": [pid for pid, _ in prompts],
+            "prompt": [text for _, text in prompts],
+            "confidence": [class_probs[c][i] for i, c in enumerate(classes)],
+            "top1_index": top1,
+            "top1_class": [labels[k] for k in top1],
+            "top1_in_target": [int(k) in targets[c].indices for k, c in zip(top1, classes)],
+        }
+    )
     for name, values in class_probs.items():
         table[f"p_{name}"] = values
     return table
@@ -189,16 +215,27 @@ def most_common(values: pd.Series) -> str:
 def ordered(table: pd.DataFrame, classes: list[str], by: list[str], ascending: list[bool]) -> pd.DataFrame:
     """Sort by class in the order asked, group in study order, then ``by``."""
     keys = {"class": {c: i for i, c in enumerate(classes)}, "group": {g: i for i, g in enumerate(BIAS_GROUPS)}}
-    return table.sort_values(["class", "group", *by], ascending=[True, True, *ascending],
-                             key=lambda col: col.map(keys[col.name]) if col.name in keys else col,
-                             kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        ["class", "group", *by],
+        ascending=[True, True, *ascending],
+        key=lambda col: col.map(keys[col.name]) if col.name in keys else col,
+        kind="stable",
+    ).reset_index(drop=True)
 
 
 def prompt_table(images: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """Every prompt with its confidence over its images, ranked within class and group (the study's table)."""
-    table = images.groupby(["class", "group", "prompt_id", "prompt"], sort=False).agg(
-        confidence_mean=("confidence", "mean"), confidence_std=("confidence", "std"), n=("confidence", "size"),
-        top1_accuracy=("top1_in_target", "mean"), top1_class=("top1_class", most_common)).reset_index()
+    table = (
+        images.groupby(["class", "group", "prompt_id", "prompt"], sort=False)
+        .agg(
+            confidence_mean=("confidence", "mean"),
+            confidence_std=("confidence", "std"),
+            n=("confidence", "size"),
+            top1_accuracy=("top1_in_target", "mean"),
+            top1_class=("top1_class", most_common),
+        )
+        .reset_index()
+    )
     table = ordered(table, classes, ["confidence_mean", "prompt_id"], [False, True])
     table.insert(2, "rank", table.groupby(["class", "group"]).cumcount() + 1)
     return table.rename(columns={"prompt_id": "id"})
@@ -208,8 +245,11 @@ def top_prompts(prompts: pd.DataFrame, classes: list[str], k: int) -> pd.DataFra
     """Each class's ``k`` most confident prompts across all groups."""
     rank = {c: i for i, c in enumerate(classes)}
     table = prompts.drop(columns="rank").sort_values(
-        ["class", "confidence_mean", "id"], ascending=[True, False, True], kind="stable",
-        key=lambda col: col.map(rank) if col.name == "class" else col)
+        ["class", "confidence_mean", "id"],
+        ascending=[True, False, True],
+        kind="stable",
+        key=lambda col: col.map(rank) if col.name == "class" else col,
+    )
     table = table.groupby("class", sort=False).head(k).reset_index(drop=True)
     table.insert(1, "rank", table.groupby("class").cumcount() + 1)
     return table
@@ -239,18 +279,29 @@ def group_table(images: pd.DataFrame, classes: list[str], level: float) -> pd.Da
             sub = images[(images["class"] == name) & (images["group"] == group)]
             sample = unit_sample(means, name, group)
             estimate = clipped(mean_interval(sample, level), 0.0, 1.0)  # confidences are probabilities
-            lines.append({"class": name, "group": group, "n": len(sub), "n_prompts": len(sample),
-                          "confidence_mean": estimate.value, "confidence_low": estimate.low,
-                          "confidence_high": estimate.high,
-                          "top1_accuracy": sub["top1_in_target"].mean() if len(sub) else float("nan")})
+            lines.append(
+                {
+                    "class": name,
+                    "group": group,
+                    "n": len(sub),
+                    "n_prompts": len(sample),
+                    "confidence_mean": estimate.value,
+                    "confidence_low": estimate.low,
+                    "confidence_high": estimate.high,
+                    "top1_accuracy": sub["top1_in_target"].mean() if len(sub) else float("nan"),
+                }
+            )
     return pd.DataFrame(lines)
 
 
 def small_group_notes(groups: pd.DataFrame, kind: str) -> list[str]:
     """One note per class and group with fewer than the two units an interval needs."""
-    return [f"{g['class']} {g['group']}: {g['n_prompts']} {kind} unit(s), fewer than the 2 an interval needs: "
-            f"no interval for its mean or for the {DEPENDENT_EFFECTS[g['group']]}"
-            for g in groups.to_dict("records") if g["n_prompts"] < 2]
+    return [
+        f"{g['class']} {g['group']}: {g['n_prompts']} {kind} unit(s), fewer than the 2 an interval needs: "
+        f"no interval for its mean or for the {DEPENDENT_EFFECTS[g['group']]}"
+        for g in groups.to_dict("records")
+        if g["n_prompts"] < 2
+    ]
 
 
 def log_ratio(value, chance):
@@ -273,10 +324,15 @@ def class_table(images: pd.DataFrame, targets: dict[str, TargetSet], labels: lis
         sample = {g: unit_sample(means, name, g) for g in BIAS_GROUPS}
         reliance = clipped(welch_difference(sample["mixed"], sample["object-only"], level), -1.0, 1.0)
         sufficiency = ratio_interval(sample["context-only"], sample["object-only"], level)
-        line = {"class": name, "synset": target.synset, "n": int((images["class"] == name).sum()),
-                "n_prompts": sum(len(s) for s in sample.values()),
-                "target_indices": ";".join(map(str, target.indices)),
-                "target_classes": ";".join(labels[i] for i in target.indices), "chance": target.chance}
+        line = {
+            "class": name,
+            "synset": target.synset,
+            "n": int((images["class"] == name).sum()),
+            "n_prompts": sum(len(s) for s in sample.values()),
+            "target_indices": ";".join(map(str, target.indices)),
+            "target_classes": ";".join(labels[i] for i in target.indices),
+            "chance": target.chance,
+        }
         for group in BIAS_GROUPS:
             mean = sample[group].mean() if len(sample[group]) else float("nan")
             line[f"log_ratio_{group.replace('-', '_')}"] = float(log_ratio(mean, target.chance))
@@ -303,8 +359,11 @@ def cross_class_table(matrices: dict[str, pd.DataFrame], targets: dict[str, Targ
     parts = []
     for group, matrix in matrices.items():
         chance = pd.Series({name: targets[name].chance for name in matrix.index})
-        ratios = pd.DataFrame(log_ratio(matrix.to_numpy(), chance.to_numpy()[:, None]), index=matrix.index,
-                              columns=[f"log_ratio_{c}" for c in matrix.columns])
+        ratios = pd.DataFrame(
+            log_ratio(matrix.to_numpy(), chance.to_numpy()[:, None]),
+            index=matrix.index,
+            columns=[f"log_ratio_{c}" for c in matrix.columns],
+        )
         part = pd.concat([matrix, ratios], axis=1).rename_axis("target_class").reset_index()
         parts.append(part.assign(group=group, chance=chance.to_numpy()))
     table = pd.concat(parts, ignore_index=True)
@@ -361,8 +420,15 @@ def plot_cross_class(matrices: dict[str, pd.DataFrame], path: Path) -> None:
         top = max(float(np.nanmax(values)) if np.isfinite(values).any() else 0.0, 1e-3)
         image = ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=top, cmap="viridis")
         for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, "n=0" if np.isnan(v) else f"{v:.2g}", ha="center", va="center", fontsize=8,
-                    color="black" if np.isnan(v) or v > 0.6 * top else "white")
+            ax.text(
+                j,
+                i,
+                "n=0" if np.isnan(v) else f"{v:.2g}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if np.isnan(v) or v > 0.6 * top else "white",
+            )
         ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
         ax.set_yticks(range(len(classes)), classes)
         ax.set_xlabel("images of class")
@@ -373,6 +439,7 @@ def plot_cross_class(matrices: dict[str, pd.DataFrame], path: Path) -> None:
 
 
 # ---- the whole report --------------------------------------------------------
+
 
 def _number(value) -> float | None:
     """A JSON number with 6 significant digits; NaN becomes null."""
@@ -392,8 +459,10 @@ def load_classes(names: list[str], class_dir: Path | None) -> dict[str, BiasClas
     owner: dict[str, str] = {}
     for name, definition in definitions.items():
         if definition.synset in owner:
-            raise InputError(f"bias classes {owner[definition.synset]!r} and {name!r} share the synset "
-                             f"{definition.synset}; their images cannot be told apart")
+            raise InputError(
+                f"bias classes {owner[definition.synset]!r} and {name!r} share the synset "
+                f"{definition.synset}; their images cannot be told apart"
+            )
         owner[definition.synset] = name
     return definitions
 
@@ -401,13 +470,25 @@ def load_classes(names: list[str], class_dir: Path | None) -> dict[str, BiasClas
 def unit_definition(units: Units) -> str:
     if units.kind == "image":
         return "the image: every image is its own unit" + (f" ({units.note})" if units.note else "")
-    return ("the prompt: the images of one (synset, prompt text) are one unit, since they share the prompt's "
-            "effect; an image without a prompt text is its own unit")
+    return (
+        "the prompt: the images of one (synset, prompt text) are one unit, since they share the prompt's "
+        "effect; an image without a prompt text is its own unit"
+    )
 
 
-def build_summary(parameters: dict, store: ActivationStore, counts: dict, units: Units, notes: list[str],
-                  groups: pd.DataFrame, class_lines: pd.DataFrame, tops: pd.DataFrame,
-                  matrices: dict[str, pd.DataFrame], labels: list[str], targets: dict[str, TargetSet]) -> dict:
+def build_summary(
+    parameters: dict,
+    store: ActivationStore,
+    counts: dict,
+    units: Units,
+    notes: list[str],
+    groups: pd.DataFrame,
+    class_lines: pd.DataFrame,
+    tops: pd.DataFrame,
+    matrices: dict[str, pd.DataFrame],
+    labels: list[str],
+    targets: dict[str, TargetSet],
+) -> dict:
     """Everything the report stage needs, with the definitions of every number."""
     provenance = store.provenance()
     model_classes = store.attrs.get("classes") or []
@@ -417,22 +498,38 @@ def build_summary(parameters: dict, store: ActivationStore, counts: dict, units:
         indices = targets[name].indices
         per_class[name] = {
             "synset": line["synset"],
-            "targets": [{"index": i, "id": model_classes[i] if i < len(model_classes) else None, "name": labels[i]}
-                        for i in indices],
+            "targets": [
+                {"index": i, "id": model_classes[i] if i < len(model_classes) else None, "name": labels[i]}
+                for i in indices
+            ],
             "n": line["n"],
             "n_prompts": line["n_prompts"],
             "chance": _number(line["chance"]),
-            "groups": {g["group"]: {"n": g["n"], "n_prompts": g["n_prompts"],
-                                    "confidence": {k: _number(g[f"confidence_{k}"]) for k in ("mean", "low", "high")},
-                                    "log_ratio": _number(line[f"log_ratio_{g['group'].replace('-', '_')}"]),
-                                    "top1_accuracy": _number(g["top1_accuracy"])}
-                       for g in groups[groups["class"] == name].to_dict("records")},
-            **{m: {"estimate": _number(line[m]), "low": _number(line[f"{m}_low"]), "high": _number(line[f"{m}_high"])}
-               for m in ("context_reliance", "context_sufficiency")},
+            "groups": {
+                g["group"]: {
+                    "n": g["n"],
+                    "n_prompts": g["n_prompts"],
+                    "confidence": {k: _number(g[f"confidence_{k}"]) for k in ("mean", "low", "high")},
+                    "log_ratio": _number(line[f"log_ratio_{g['group'].replace('-', '_')}"]),
+                    "top1_accuracy": _number(g["top1_accuracy"]),
+                }
+                for g in groups[groups["class"] == name].to_dict("records")
+            },
+            **{
+                m: {"estimate": _number(line[m]), "low": _number(line[f"{m}_low"]), "high": _number(line[f"{m}_high"])}
+                for m in ("context_reliance", "context_sufficiency")
+            },
             "context_reliance_p": _number(line["context_reliance_p"]),
-            "top_prompts": [{"id": t["id"], "group": t["group"], "prompt": t["prompt"],
-                             "confidence_mean": _number(t["confidence_mean"]), "n": t["n"]}
-                            for t in tops[tops["class"] == name].to_dict("records")],
+            "top_prompts": [
+                {
+                    "id": t["id"],
+                    "group": t["group"],
+                    "prompt": t["prompt"],
+                    "confidence_mean": _number(t["confidence_mean"]),
+                    "n": t["n"],
+                }
+                for t in tops[tops["class"] == name].to_dict("records")
+            ],
         }
     return {
         "schema": REPORT_SCHEMA,
@@ -444,18 +541,30 @@ def build_summary(parameters: dict, store: ActivationStore, counts: dict, units:
         "definitions": {"unit": unit_definition(units), **DEFINITIONS},
         "groups": list(BIAS_GROUPS),
         "classes": per_class,
-        "cross_class": {g: {t: {s: _number(v) for s, v in row.items()} for t, row in m.iterrows()}
-                        for g, m in matrices.items()},
+        "cross_class": {
+            g: {t: {s: _number(v) for s, v in row.items()} for t, row in m.iterrows()} for g, m in matrices.items()
+        },
         "files": FILES,
         "figures": FIGURES,
     }
 
 
-def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[str], *, mapping: str = "hierarchy",
-                    unit: str | None = None, prompts_path: str | Path | None = None, level: float = 0.95,
-                    top: int = 5, class_dir: Path | None = None, wordnet_dir: str | None = None,
-                    allow_incomplete: bool = False, checks: str | Path | None = None,
-                    drop: tuple[str, ...] = ()) -> dict:
+def run_bias_report(
+    store_path: str | Path,
+    out: str | Path,
+    class_names: list[str],
+    *,
+    mapping: str = "hierarchy",
+    unit: str | None = None,
+    prompts_path: str | Path | None = None,
+    level: float = 0.95,
+    top: int = 5,
+    class_dir: Path | None = None,
+    wordnet_dir: str | None = None,
+    allow_incomplete: bool = False,
+    checks: str | Path | None = None,
+    drop: tuple[str, ...] = (),
+) -> dict:
     """Read the store, write every table, figure and ``summary.json`` (last, so it marks a finished report).
 
     ``unit`` None: prompt units where the store has prompt texts, else image units (shared/units.py).
@@ -472,12 +581,15 @@ def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[s
     not_dropped, checked = checked_rows(rows, checks, drop)  # image-check flags: counted, the ``drop`` ones left out
     keep = usable(rows, targets) & not_dropped.to_numpy()
     if not keep.any():
-        raise InputError(f"{store_path} holds no object-only, context-only or mixed images of "
-                         f"{', '.join(definitions)} (groups found: {', '.join(sorted(set(rows['group']))) or 'none'}); "
-                         "make the store from 'wn-prompts bias' prompts")
+        raise InputError(
+            f"{store_path} holds no object-only, context-only or mixed images of "
+            f"{', '.join(definitions)} (groups found: {', '.join(sorted(set(rows['group']))) or 'none'}); "
+            "make the store from 'wn-prompts bias' prompts"
+        )
     units = assign_units(rows[keep], unit, str(store_path))
-    images = image_table(rows[keep], softmax(logits[keep].astype(np.float64), axis=1), units, targets, labels,
-                         texts, definitions)
+    images = image_table(
+        rows[keep], softmax(logits[keep].astype(np.float64), axis=1), units, targets, labels, texts, definitions
+    )
     log.info("unit: %s (%d units over %d images)", units.kind, units.n_units, len(images))
     classes = list(definitions)
     for name in classes:
@@ -485,8 +597,12 @@ def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[s
             log.warning("class %s has no images in %s", name, store_path)
     out = begin_outputs(out, "summary.json")
     n_failed = int((rows["status"] != OK_STATUS).sum())
-    counts = {"n_rows": len(rows), "n_used": len(images), "n_failed": n_failed,
-              "n_ignored": len(rows) - n_failed - len(images)}
+    counts = {
+        "n_rows": len(rows),
+        "n_used": len(images),
+        "n_failed": n_failed,
+        "n_ignored": len(rows) - n_failed - len(images),
+    }
     prompts = prompt_table(images, classes)
     tops = top_prompts(prompts, classes, top)
     groups = group_table(images, classes, level)
@@ -499,17 +615,30 @@ def run_bias_report(store_path: str | Path, out: str | Path, class_names: list[s
         log.warning(note)
     class_lines = class_table(images, targets, labels, level)
     matrices = cross_class_matrices(images, classes)
-    tables = {"images": images, "prompts": prompts, "top_prompts": tops, "groups": groups, "classes": class_lines,
-              "cross_class": cross_class_table(matrices, targets)}
+    tables = {
+        "images": images,
+        "prompts": prompts,
+        "top_prompts": tops,
+        "groups": groups,
+        "classes": class_lines,
+        "cross_class": cross_class_table(matrices, targets),
+    }
     for key, table in tables.items():
         _write_csv(table, out / FILES[key])
     plot_groups(groups, classes, level, units.kind, out / FIGURES["groups"])
     plot_cross_class(matrices, out / FIGURES["cross_class"])
-    parameters = {"classes": classes, "mapping": mapping, "unit": unit,
-                  "prompts": str(prompts_path) if prompts_path else None, "level": level, "top": top,
-                  "class_dir": str(class_dir) if class_dir else None}
-    summary = build_summary(parameters, store, counts, units, notes, groups, class_lines, tops, matrices, labels,
-                            targets)
+    parameters = {
+        "classes": classes,
+        "mapping": mapping,
+        "unit": unit,
+        "prompts": str(prompts_path) if prompts_path else None,
+        "level": level,
+        "top": top,
+        "class_dir": str(class_dir) if class_dir else None,
+    }
+    summary = build_summary(
+        parameters, store, counts, units, notes, groups, class_lines, tops, matrices, labels, targets
+    )
     if checked:
         summary.update(checks=checked, parameters={**parameters, "checks": str(checks), "drop": list(drop)})
     with atomic_write(out / "summary.json") as handle:

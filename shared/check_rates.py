@@ -36,8 +36,18 @@ def flag_rates(checks: pd.DataFrame, images: pd.DataFrame, level: float = 0.95) 
         flag = flag_of(group)
         per_unit = part.assign(flagged=part["verdict"] == flag).groupby("unit")["flagged"].agg(["sum", "size"])
         estimate = clustered_proportion(per_unit["sum"], per_unit["size"], level)
-        lines.append({"synset": synset, "group": group, "flag": flag, "n": len(part), "n_units": len(per_unit),
-                      "n_flagged": int(per_unit["sum"].sum()), "rate": estimate.value, "rate_low": estimate.low,
-                      "rate_high": estimate.high})
+        lines.append(
+            {
+                "synset": synset,
+                "group": group,
+                "flag": flag,
+                "n": len(part),
+                "n_units": len(per_unit),
+                "n_flagged": int(per_unit["sum"].sum()),
+                "rate": estimate.value,
+                "rate_low": estimate.low,
+                "rate_high": estimate.high,
+            }
+        )
     columns = ["synset", "group", "flag", "n", "n_units", "n_flagged", "rate", "rate_low", "rate_high"]
     return pd.DataFrame(lines, columns=columns)

@@ -6,7 +6,8 @@ import functools
 import json
 import logging
 import sys
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import click
 
@@ -40,8 +41,9 @@ def run_guarded(func: Callable) -> Callable:
         except RuntimeError as exc:
             if type(exc).__name__ != "OutOfMemoryError":  # torch's CUDA OOM, without importing torch here
                 raise
-            raise click.ClickException("out of GPU memory; try a smaller --batch-size"
-                                       " (sd-generate: also --offload or --quantize 4bit)") from None
+            raise click.ClickException(
+                "out of GPU memory; try a smaller --batch-size (sd-generate: also --offload or --quantize 4bit)"
+            ) from None
         except KeyboardInterrupt:
             click.echo("Interrupted; rerun the same command to resume.", err=True)
             sys.exit(130)
@@ -50,7 +52,8 @@ def run_guarded(func: Callable) -> Callable:
 
 
 def silent_option(func: Callable) -> Callable:
-    """``--silent``: no progress bar and no info log lines (and only errors from diffusers, transformers, bitsandbytes)."""
+    """``--silent``: no progress bar and no info log lines (and only errors from diffusers, transformers,
+    bitsandbytes)."""
 
     def callback(ctx, param, value):
         from .quiet import quiet_libraries
@@ -59,8 +62,12 @@ def silent_option(func: Callable) -> Callable:
         quiet_libraries(silent=value)
         return value
 
-    return click.option("--silent", is_flag=True, callback=callback,
-                        help="No progress bar and no log lines; libraries report errors only.")(func)
+    return click.option(
+        "--silent",
+        is_flag=True,
+        callback=callback,
+        help="No progress bar and no log lines; libraries report errors only.",
+    )(func)
 
 
 def seed_option(default: int = 0) -> Callable:

@@ -14,8 +14,11 @@ import pandas as pd
 
 from .plots import pyplot
 
-DEPTH_MEASURES = {"probe_accuracy": "linear-probe accuracy", "silhouette": "silhouette (cosine)",
-                  "fisher": "Fisher ratio (log)"}
+DEPTH_MEASURES = {
+    "probe_accuracy": "linear-probe accuracy",
+    "silhouette": "silhouette (cosine)",
+    "fisher": "Fisher ratio (log)",
+}
 BIAS_MEASURES = {"context_reliance": "context reliance", "context_sufficiency": "context sufficiency"}
 
 
@@ -49,8 +52,13 @@ def depth_figures(separability: list) -> dict[str, str]:
                 continue
             layers = layers.sort_values("depth")
             relative = (layers["depth"].rank(method="first")) / len(layers)
-            ax.plot(relative, layers[measure], marker="o", markersize=2,
-                    label=f"{classifier_name(analysis)} · {analysis.folder.name}")
+            ax.plot(
+                relative,
+                layers[measure],
+                marker="o",
+                markersize=2,
+                label=f"{classifier_name(analysis)} · {analysis.folder.name}",
+            )
             drawn = True
         if not drawn:
             plt.close(fig)
@@ -86,12 +94,23 @@ def bias_tables(biases: list) -> list:
 
     tables = []
     for key, index, columns, description in (
-            ("groups", ["class", "group"], {"confidence_mean": "confidence"},
-             "mean confidence (softmax mass of the class's target set) per class and group, one column per classifier"),
-            ("classes", ["class"], BIAS_MEASURES,
-             "context reliance (mixed minus object-only) and sufficiency (context-only over object-only) per classifier")):
+        (
+            "groups",
+            ["class", "group"],
+            {"confidence_mean": "confidence"},
+            "mean confidence (softmax mass of the class's target set) per class and group, one column per classifier",
+        ),
+        (
+            "classes",
+            ["class"],
+            BIAS_MEASURES,
+            "context reliance (mixed minus object-only) and sufficiency (context-only over object-only) per classifier",
+        ),
+    ):
         frame = side_by_side(key, index, columns)
         if frame is not None:
             rows = [[format_cell(v) for v in row] for row in frame.itertuples(index=False, name=None)]
-            tables.append(Table(f"{key} by classifier", f"{key}.csv", description, [str(c) for c in frame.columns], rows))
+            tables.append(
+                Table(f"{key} by classifier", f"{key}.csv", description, [str(c) for c in frame.columns], rows)
+            )
     return tables

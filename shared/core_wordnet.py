@@ -1,15 +1,16 @@
 """Core WordNet: the ~5,000 most used word senses, as published by Princeton.
 
 A copy ships in the package (data/core-wordnet.txt, licence notice beside it),
-so the prompt stage works offline; a path or URL can replace it. Line format: ``POS [sense_key] [lemma] gloss words`` (CRLF endings). Lines
-whose sense key WordNet does not know are reported, not fatal.
+so the prompt stage works offline; a path or URL can replace it. Line format:
+``POS [sense_key] [lemma] gloss words`` (CRLF endings). Lines whose sense key WordNet
+does not know are reported, not fatal.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-import hashlib
 import urllib.request
 from dataclasses import dataclass
 from importlib import resources
@@ -63,7 +64,8 @@ def fetch_core_wordnet(url: str = CORE_WORDNET_URL, cache_dir: Path | None = Non
             data = response.read()
     except OSError as exc:
         raise InputError(
-            f"cannot download Core WordNet from {url} ({exc}); leave out --core-wordnet to use the bundled copy, or pass a local PATH"
+            f"cannot download Core WordNet from {url} ({exc}); "
+            "leave out --core-wordnet to use the bundled copy, or pass a local PATH"
         ) from None
     atomic_write_bytes(target, data)
     return target
@@ -83,7 +85,9 @@ def parse_core_wordnet(path: str | Path) -> list[CoreEntry]:
             continue
         match = LINE_PATTERN.match(line.strip())
         if not match:
-            raise InputError(f"{path}:{lineno}: not a Core WordNet line ('POS [sense_key] [lemma] gloss'): {line.strip()[:60]!r}")
+            raise InputError(
+                f"{path}:{lineno}: not a Core WordNet line ('POS [sense_key] [lemma] gloss'): {line.strip()[:60]!r}"
+            )
         entries.append(CoreEntry(lineno, match["pos"], match["key"], match["lemma"], match["gloss"].strip()))
     if not entries:
         raise InputError(f"{path}: no Core WordNet entries")

@@ -9,8 +9,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 
 class InputError(Exception):
@@ -40,8 +41,9 @@ def cache_root() -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8",
-                 mode_bits: int = 0o644) -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8", mode_bits: int = 0o644
+) -> Iterator[IO]:
     """Write to a temp file beside ``path`` and rename it into place on success.
 
     A crash or an exception leaves either the old file or none, never a

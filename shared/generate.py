@@ -17,10 +17,10 @@ import logging
 import os
 import re
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .cli import progress
 from .files import InputError, atomic_write, error_line, read_json, sha256_file
@@ -57,7 +57,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         raise InputError(f"--shard {text!r}: expected K/N, such as 0/4")
     index, count = int(match[1]), int(match[2])
     if count < 1 or index >= count:
-        raise InputError(f"--shard {text}: K must be in 0..N-1 and N at least 1 (for N={count}: 0/{count} to {count - 1}/{count})")
+        raise InputError(
+            f"--shard {text}: K must be in 0..N-1 and N at least 1 (for N={count}: 0/{count} to {count - 1}/{count})"
+        )
     return index, count
 
 
@@ -141,22 +143,33 @@ def resolve_model_source(model: str, revision: str | None) -> ModelSource:
     try:
         validate_repo_id(model)
     except ValueError:
-        raise InputError(f"--model {model!r} is neither a local folder nor a Hugging Face model id like {DEFAULT_MODEL}") from None
+        raise InputError(
+            f"--model {model!r} is neither a local folder nor a Hugging Face model id like {DEFAULT_MODEL}"
+        ) from None
     return ModelSource(model, revision or "main")
 
 
 def hub_error_message(exc: BaseException, source: ModelSource) -> str | None:
     """One actionable line for a hub failure anywhere in the exception chain, else None."""
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     name = source.name
     while exc is not None:
         if isinstance(exc, GatedRepoError):
-            return (f"model {name} is gated: accept its licence at https://huggingface.co/{name} "
-                    "and log in with `hf auth login` (or set HF_TOKEN)")
+            return (
+                f"model {name} is gated: accept its licence at https://huggingface.co/{name} "
+                "and log in with `hf auth login` (or set HF_TOKEN)"
+            )
         if isinstance(exc, RepositoryNotFoundError):
-            return (f"model {name} was not found on the Hugging Face hub: check the id; "
-                    "if it is private, log in with `hf auth login`")
+            return (
+                f"model {name} was not found on the Hugging Face hub: check the id; "
+                "if it is private, log in with `hf auth login`"
+            )
         if isinstance(exc, RevisionNotFoundError):
             return f"revision {source.revision!r} of model {name} was not found on the Hugging Face hub"
         if isinstance(exc, LocalEntryNotFoundError):
@@ -166,9 +179,11 @@ def hub_error_message(exc: BaseException, source: ModelSource) -> str | None:
 
 
 def offline_message(source: ModelSource) -> str:
-    return (f"model {source.name} is not in the local Hugging Face cache and the hub cannot be reached: "
-            f"connect once (for a gated model accept its licence at https://huggingface.co/{source.name} "
-            "and run `hf auth login`), or pass a local pipeline folder")
+    return (
+        f"model {source.name} is not in the local Hugging Face cache and the hub cannot be reached: "
+        f"connect once (for a gated model accept its licence at https://huggingface.co/{source.name} "
+        "and run `hf auth login`), or pass a local pipeline folder"
+    )
 
 
 def read_model_json(source: ModelSource, filename: str, download: bool = True) -> dict | None:
@@ -216,8 +231,10 @@ def required_multiple(source: ModelSource) -> int:
 def check_size(width: int, height: int, multiple: int, source: ModelSource) -> None:
     if width % multiple or height % multiple:
         suggestion = f"{max(multiple, width // multiple * multiple)}x{max(multiple, height // multiple * multiple)}"
-        raise InputError(f"--size {width}x{height}: width and height must be multiples of {multiple} "
-                         f"for {source.name} (for example {suggestion})")
+        raise InputError(
+            f"--size {width}x{height}: width and height must be multiples of {multiple} "
+            f"for {source.name} (for example {suggestion})"
+        )
 
 
 def scheduler_spec(source: ModelSource) -> dict | None:
@@ -227,7 +244,10 @@ def scheduler_spec(source: ModelSource) -> dict | None:
         if source.is_local:
             return None
         raise InputError(offline_message(source))
-    return {"class": config.get("_class_name"), "config": {k: v for k, v in sorted(config.items()) if not k.startswith("_")}}
+    return {
+        "class": config.get("_class_name"),
+        "config": {k: v for k, v in sorted(config.items()) if not k.startswith("_")},
+    }
 
 
 def local_model_digest(folder: Path, memo_file: Path, remember: bool = True) -> str:
@@ -235,7 +255,9 @@ def local_model_digest(folder: Path, memo_file: Path, remember: bool = True) -> 
 
     ``remember=False`` reads the memo but never writes it (``--dry-run`` changes nothing).
     """
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts))
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+    )
     stamp = [(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     memo_key = hashlib.sha256(canonical_json([str(folder.resolve()), stamp]).encode()).hexdigest()
     try:
@@ -278,18 +300,32 @@ class Settings:
     def params(self) -> dict:
         """The generation parameters as listed in images.jsonl."""
         return {
-            "model": self.source.name, "revision": self.source.revision, "steps": self.steps, "guidance": self.guidance,
-            "width": self.width, "height": self.height, "scheduler": (self.scheduler or {}).get("class"),
-            "dtype": self.dtype, "quantization": self.quantization,
+            "model": self.source.name,
+            "revision": self.source.revision,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "width": self.width,
+            "height": self.height,
+            "scheduler": (self.scheduler or {}).get("class"),
+            "dtype": self.dtype,
+            "quantization": self.quantization,
         }
 
     def key_fields(self, record: PromptRecord) -> dict:
         """Everything that changes the pixels of this record's image."""
         return {
-            "model": self.model_identity, "prompt": record.prompt, "negative_prompt": record.negative_prompt or "",
-            "seed": record.seed, "width": self.width, "height": self.height, "steps": self.steps,
-            "guidance": self.guidance, "scheduler": self.scheduler, "dtype": self.dtype,
-            "quantization": self.quantization, "device": self.device.split(":")[0],
+            "model": self.model_identity,
+            "prompt": record.prompt,
+            "negative_prompt": record.negative_prompt or "",
+            "seed": record.seed,
+            "width": self.width,
+            "height": self.height,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "scheduler": self.scheduler,
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+            "device": self.device.split(":")[0],
         }
 
 
@@ -299,8 +335,9 @@ def model_record_file(cache: ImageCache, model: str, revision: str | None) -> Pa
     return cache.root / f"model-{hashlib.sha256(name.encode()).hexdigest()[:32]}.json"  # beside, not among, the entries
 
 
-def resolve_model(model: str, revision: str | None, width: int, height: int, cache: ImageCache,
-                  dry_run: bool) -> tuple[ModelSource, dict | None, dict]:
+def resolve_model(
+    model: str, revision: str | None, width: int, height: int, cache: ImageCache, dry_run: bool
+) -> tuple[ModelSource, dict | None, dict]:
     """The model's source, scheduler and identity (the cache key's part), with the size checked.
 
     Read from the model (its small config files, a local folder's file hashes) and recorded in the
@@ -326,8 +363,14 @@ def resolve_model(model: str, revision: str | None, width: int, height: int, cac
         identity = {"local_sha256": local_model_digest(source.folder, cache.root / "model-digests.json", not dry_run)}
     else:
         identity = {"hub": source.name, "revision": source.revision}
-    record = {"name": source.name, "revision": source.revision, "folder": str(source.folder) if source.folder else None,
-              "multiple": multiple, "scheduler": scheduler, "identity": identity}
+    record = {
+        "name": source.name,
+        "revision": source.revision,
+        "folder": str(source.folder) if source.folder else None,
+        "multiple": multiple,
+        "scheduler": scheduler,
+        "identity": identity,
+    }
     if not dry_run:
         try:  # a read-only cache can still serve a run that has the model
             if not record_file.is_file() or json.loads(record_file.read_text(encoding="utf-8")) != record:
@@ -338,15 +381,40 @@ def resolve_model(model: str, revision: str | None, width: int, height: int, cac
     return source, scheduler, identity
 
 
-def resolve_settings(*, model: str, revision: str | None, steps: int, guidance: float, size: str, batch_size: int,
-                     device: str, dtype: str, quantize: str, offload: bool, cache: ImageCache,
-                     dry_run: bool = False) -> Settings:
-    """Check every option and read the model's small config files (or the cache's record of them); never loads weights."""
+def resolve_settings(
+    *,
+    model: str,
+    revision: str | None,
+    steps: int,
+    guidance: float,
+    size: str,
+    batch_size: int,
+    device: str,
+    dtype: str,
+    quantize: str,
+    offload: bool,
+    cache: ImageCache,
+    dry_run: bool = False,
+) -> Settings:
+    """Check every option and read the model's small config files (or the cache's record of them); never loads
+    weights."""
     width, height = parse_size(size)
     source, scheduler, identity = resolve_model(model, revision, width, height, cache, dry_run)
     device = resolve_device(device)
-    return Settings(source, steps, float(guidance), width, height, batch_size, device, resolve_dtype(dtype, device),
-                    resolve_quantization(quantize, device), offload, scheduler, identity)
+    return Settings(
+        source,
+        steps,
+        float(guidance),
+        width,
+        height,
+        batch_size,
+        device,
+        resolve_dtype(dtype, device),
+        resolve_quantization(quantize, device),
+        offload,
+        scheduler,
+        identity,
+    )
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -369,7 +437,9 @@ def load_pipeline(settings: Settings):
     quiet_loaded_libraries()
     source = settings.source
     if source.is_local and not source.folder.is_dir():
-        raise InputError(f"model folder {source.folder} does not exist; without it only images already cached can be had")
+        raise InputError(
+            f"model folder {source.folder} does not exist; without it only images already cached can be had"
+        )
     torch_dtype = getattr(torch, settings.dtype)
     index = read_model_json(source, "model_index.json") or {}
     # Components saved as [null, null] (SD3 without T5) must be passed as None again, or loading fails.
@@ -381,12 +451,17 @@ def load_pipeline(settings: Settings):
         else:
             quant = {"load_in_8bit": True}
         kwargs["quantization_config"] = PipelineQuantizationConfig(
-            quant_backend=f"bitsandbytes_{settings.quantization}", quant_kwargs=quant, components_to_quantize=[denoiser])
+            quant_backend=f"bitsandbytes_{settings.quantization}", quant_kwargs=quant, components_to_quantize=[denoiser]
+        )
     if not source.is_local:
         kwargs["revision"] = source.revision
-    log.info("loading %s (%s, %s, quantization %s)", source.name, settings.device, settings.dtype, settings.quantization)
+    log.info(
+        "loading %s (%s, %s, quantization %s)", source.name, settings.device, settings.dtype, settings.quantization
+    )
     try:
-        pipe = DiffusionPipeline.from_pretrained(str(source.folder or source.name), **{dtype_argument(): torch_dtype}, **kwargs)
+        pipe = DiffusionPipeline.from_pretrained(
+            str(source.folder or source.name), **{dtype_argument(): torch_dtype}, **kwargs
+        )
     except Exception as exc:
         message = hub_error_message(exc, source)
         first_line = (str(exc).strip().splitlines() or [""])[0]
@@ -494,9 +569,13 @@ class RunResult:
 def save_image(planned: Planned, image, settings: Settings, cache: ImageCache, out_dir: Path) -> None:
     """Encode, cache and link one generated image."""
     record = planned.record
-    text = {"prompt": record.prompt, "negative_prompt": record.negative_prompt, "seed": record.seed,
-            "model": settings.source.name,
-            "synthprobe": canonical_json({"cache_key": planned.key, "params": settings.params()})}
+    text = {
+        "prompt": record.prompt,
+        "negative_prompt": record.negative_prompt,
+        "seed": record.seed,
+        "model": settings.source.name,
+        "synthprobe": canonical_json({"cache_key": planned.key, "params": settings.params()}),
+    }
     planned.entry = cache.store(planned.key, png_bytes(to_uint8(image), text), planned.fields)
     cache.export(planned.entry, out_dir / f"{record.id}.png")
 
@@ -516,8 +595,14 @@ def long_prompt_note(pipe, records: list[PromptRecord]) -> str | None:
     return f"{prompts} the CLIP text encoders' {limit} tokens; {rest}"
 
 
-def generate_missing(missing: list[Planned], settings: Settings, cache: ImageCache, out_dir: Path,
-                     build_pipeline: Callable[[Settings], object], silent: bool) -> dict[str, str]:
+def generate_missing(
+    missing: list[Planned],
+    settings: Settings,
+    cache: ImageCache,
+    out_dir: Path,
+    build_pipeline: Callable[[Settings], object],
+    silent: bool,
+) -> dict[str, str]:
     """Generate, cache and link every missing image; return errors by cache key."""
     errors: dict[str, str] = {}
     unique = list({p.key: p for p in missing}.values())  # records sharing a key are made once
@@ -532,7 +617,7 @@ def generate_missing(missing: list[Planned], settings: Settings, cache: ImageCac
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="png-writer") as writer:
             for start in range(0, len(unique), settings.batch_size):
-                for planned, outcome in generate_batch(pipe, unique[start:start + settings.batch_size], settings):
+                for planned, outcome in generate_batch(pipe, unique[start : start + settings.batch_size], settings):
                     if isinstance(outcome, str):
                         errors[planned.key] = outcome
                     else:
@@ -550,8 +635,15 @@ def generate_missing(missing: list[Planned], settings: Settings, cache: ImageCac
     return errors
 
 
-def run_generation(records: list[PromptRecord], settings: Settings, cache: ImageCache, out_dir: Path, *,
-                   build_pipeline: Callable[[Settings], object] = load_pipeline, silent: bool = False) -> RunResult:
+def run_generation(
+    records: list[PromptRecord],
+    settings: Settings,
+    cache: ImageCache,
+    out_dir: Path,
+    *,
+    build_pipeline: Callable[[Settings], object] = load_pipeline,
+    silent: bool = False,
+) -> RunResult:
     """Make sure every record has its image in ``out_dir``; return one row per record, in order."""
     planned = plan(records, settings, cache)
     missing = [p for p in planned if p.entry is None]
@@ -568,16 +660,27 @@ def run_generation(records: list[PromptRecord], settings: Settings, cache: Image
         if p.entry is None:
             target.unlink(missing_ok=True)  # an image from earlier parameters would contradict the row
             result.failed += 1
-            row = {**base, "status": "failed", "error": errors.get(p.key, "no image was produced"),
-                   "cache_key": p.key, "params": params}
+            row = {
+                **base,
+                "status": "failed",
+                "error": errors.get(p.key, "no image was produced"),
+                "cache_key": p.key,
+                "params": params,
+            }
         else:
             cache.export(p.entry, target)
             if p.key in missing_keys:
                 result.generated += 1
             else:
                 result.cached += 1
-            row = {**base, "path": target.name, "sha256": p.entry.sha256, "status": "ok", "cache_key": p.key, "params": params}
+            row = {
+                **base,
+                "path": target.name,
+                "sha256": p.entry.sha256,
+                "status": "ok",
+                "cache_key": p.key,
+                "params": params,
+            }
         result.rows.append(row)
     cache.save_memo()
     return result
-

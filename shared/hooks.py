@@ -19,10 +19,10 @@ import math
 import os
 import pickle
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -59,8 +59,16 @@ class Preprocessing:
     source: str
 
     def attrs(self) -> dict:
-        return {"resize": self.resize, "crop": self.crop, "interpolation": self.interpolation, "mean": list(self.mean),
-                "std": list(self.std), "color": COLOR_HANDLING, "decode": DECODING, "source": self.source}
+        return {
+            "resize": self.resize,
+            "crop": self.crop,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "color": COLOR_HANDLING,
+            "decode": DECODING,
+            "source": self.source,
+        }
 
     def with_crop(self, crop: int) -> Preprocessing:
         """Another input size, keeping the ratio of resize to crop."""
@@ -90,9 +98,14 @@ class Preprocessing:
 
 def torchvision_preprocessing(weights) -> Preprocessing:
     transform = weights.transforms()
-    return Preprocessing(int(transform.resize_size[0]), int(transform.crop_size[0]), transform.interpolation.value,
-                         tuple(float(v) for v in transform.mean), tuple(float(v) for v in transform.std),
-                         f"torchvision {weights}")
+    return Preprocessing(
+        int(transform.resize_size[0]),
+        int(transform.crop_size[0]),
+        transform.interpolation.value,
+        tuple(float(v) for v in transform.mean),
+        tuple(float(v) for v in transform.std),
+        f"torchvision {weights}",
+    )
 
 
 def timm_preprocessing(model, name: str) -> Preprocessing:
@@ -100,9 +113,14 @@ def timm_preprocessing(model, name: str) -> Preprocessing:
 
     config = resolve_data_config({}, model=model)
     crop = int(config["input_size"][-1])
-    return Preprocessing(math.floor(crop / config["crop_pct"]), crop, config["interpolation"],
-                         tuple(float(v) for v in config["mean"]), tuple(float(v) for v in config["std"]),
-                         f"timm {name} data config")
+    return Preprocessing(
+        math.floor(crop / config["crop_pct"]),
+        crop,
+        config["interpolation"],
+        tuple(float(v) for v in config["mean"]),
+        tuple(float(v) for v in config["std"]),
+        f"timm {name} data config",
+    )
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -124,7 +142,7 @@ def build_network(name: str, weights: str = "DEFAULT", image_size: int | None = 
     """
     state = read_state_dict(weights) if weights_kind(weights) == "file" else None
     if name.startswith(TIMM_PREFIX):
-        module, identity, preprocessing = _timm_model(name[len(TIMM_PREFIX):], weights, state)
+        module, identity, preprocessing = _timm_model(name[len(TIMM_PREFIX) :], weights, state)
     else:
         module, identity, preprocessing = _torchvision_model(name, weights, state)
     source = None
@@ -165,13 +183,17 @@ def _torchvision_model(name: str, weights: str, state: dict | None):
         return module, "none" if kind == "none" else None, torchvision_preprocessing(enum.DEFAULT)
     chosen = enum.DEFAULT if kind == "default" else enum.__members__.get(weights)
     if chosen is None:
-        raise InputError(f"--weights {weights}: not DEFAULT, none, a file, or one of {name}'s weights "
-                         f"({', '.join(enum.__members__)})")
+        raise InputError(
+            f"--weights {weights}: not DEFAULT, none, a file, or one of {name}'s weights "
+            f"({', '.join(enum.__members__)})"
+        )
     try:
         module = tvm.get_model(name, weights=chosen)
     except Exception as exc:  # urllib, ssl, hash check: all mean "could not fetch"
-        raise InputError(f"cannot fetch the {chosen} weights for {name} ({type(exc).__name__}: {exc}); "
-                         "with no internet, pass a local state-dict file to --weights") from None
+        raise InputError(
+            f"cannot fetch the {chosen} weights for {name} ({type(exc).__name__}: {exc}); "
+            "with no internet, pass a local state-dict file to --weights"
+        ) from None
     return module, chosen.name, torchvision_preprocessing(chosen)
 
 
@@ -190,14 +212,18 @@ def _timm_model(name: str, weights: str, state: dict | None):
     except Exception as exc:
         if not pretrained:
             raise
-        raise InputError(f"cannot fetch the pretrained weights for timm:{name} ({type(exc).__name__}: {exc}); "
-                         "with no internet, pass a local state-dict file to --weights") from None
+        raise InputError(
+            f"cannot fetch the pretrained weights for timm:{name} ({type(exc).__name__}: {exc}); "
+            "with no internet, pass a local state-dict file to --weights"
+        ) from None
     classes = state_dict_classes(module, state)
     if classes is not None:
         torch.manual_seed(RANDOM_INIT_SEED)
         module = timm.create_model(name, pretrained=False, num_classes=classes)
     if pretrained:
-        identity = f"timm:{module.pretrained_cfg.get('architecture', name)}.{module.pretrained_cfg.get('tag') or 'default'}"
+        identity = (
+            f"timm:{module.pretrained_cfg.get('architecture', name)}.{module.pretrained_cfg.get('tag') or 'default'}"
+        )
     else:
         identity = "none" if kind == "none" else None
     return module, identity, timm_preprocessing(module, name)
@@ -211,7 +237,8 @@ def unknown_model_message(name: str, known: list[str], kind: str, prefix: str = 
 
 
 def state_dict_classes(module: torch.nn.Module, state: dict | None) -> int | None:
-    """The class count of the state dict's classifier head (the model's last Linear) where it differs from the model's."""
+    """The class count of the state dict's classifier head (the model's last Linear) where it differs from the
+    model's."""
     linears = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
     if state is None or not linears:
         return None
@@ -234,8 +261,10 @@ def read_state_dict(path: str) -> dict:
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message runs to a page of advice about weights_only=False
-        raise InputError(f"cannot read {file} as a state dict: it is not a torch file, or it holds objects other "
-                         "than tensors, which are not loaded (weights_only) since they could run code") from None
+        raise InputError(
+            f"cannot read {file} as a state dict: it is not a torch file, or it holds objects other "
+            "than tensors, which are not loaded (weights_only) since they could run code"
+        ) from None
     except Exception as exc:
         raise InputError(f"cannot read {file} as a state dict ({error_line(exc)})") from None
     return _unwrap_state_dict(state, file)
@@ -248,7 +277,7 @@ def _unwrap_state_dict(state, file: Path) -> dict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{file} is not a state dict (a mapping of names to tensors)")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -256,11 +285,20 @@ def check_state_dict(module: torch.nn.Module, state: dict, file: Path, model_nam
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and state[k].shape != v.shape]
-    problems = [f"{label}: {', '.join(keys[:5])}{f' (+{len(keys) - 5} more)' if len(keys) > 5 else ''}"
-                for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                    ("shape mismatch (file vs model)", shapes)) if keys]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{label}: {', '.join(keys[:5])}{f' (+{len(keys) - 5} more)' if len(keys) > 5 else ''}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch (file vs model)", shapes),
+        )
+        if keys
+    ]
     if problems:
         raise InputError(f"{file} does not fit {model_name}: {'; '.join(problems)}")
 
@@ -351,8 +389,11 @@ def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) 
         if is_poolable(output):
             points.append(HookPoint(point_name(name, call), name, call, tuple(output.shape[1:])))
 
-    handles = [m.register_forward_hook(lambda mod, i, o, name=name: record(name, mod, i, o))
-               for name, m in module.named_modules() if name]
+    handles = [
+        m.register_forward_hook(lambda mod, i, o, name=name: record(name, mod, i, o))
+        for name, m in module.named_modules()
+        if name
+    ]
     try:
         with torch.no_grad():
             output = module(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop))
@@ -363,14 +404,18 @@ def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) 
     return points, n_classes
 
 
-def select_hook_points(points: list[HookPoint], patterns: list[str], aliases: dict[str, str] | None = None) -> list[HookPoint]:
+def select_hook_points(
+    points: list[HookPoint], patterns: list[str], aliases: dict[str, str] | None = None
+) -> list[HookPoint]:
     """The points matching any glob, in forward order; a pattern that matches nothing is an error.
 
     With ``aliases`` ({alias: canonical}) only canonical points are returned: an alias selects its canonical.
     """
     aliases = aliases or {}
-    chosen = {aliases.get(name, name) for name in select_by_globs([p.name for p in points], patterns,
-                                                                   more=" (see --list-layers)")}
+    chosen = {
+        aliases.get(name, name)
+        for name in select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)")
+    }
     return [p for p in points if p.name in chosen]
 
 
@@ -379,8 +424,9 @@ def select_hook_points(points: list[HookPoint], patterns: list[str], aliases: di
 ALIAS_RTOL = 1e-6
 
 
-def find_aliases(module: torch.nn.Module, points: list[HookPoint], preprocessing: Preprocessing,
-                 pools: tuple[str, ...] = ("mean",)) -> dict[str, str]:
+def find_aliases(
+    module: torch.nn.Module, points: list[HookPoint], preprocessing: Preprocessing, pools: tuple[str, ...] = ("mean",)
+) -> dict[str, str]:
     """Hook points whose pooled outputs equal another's (the same tensor, or a view or mean of one): {alias: canonical}.
 
     Compared on a fixed noise batch in fp32, so every run on a store finds the same aliases whatever its images
@@ -398,8 +444,14 @@ def find_aliases(module: torch.nn.Module, points: list[HookPoint], preprocessing
         if np.ptp(values) == 0:
             continue
         scale = np.abs(values).max()
-        group = next((members for first, members in groups if first.shape == values.shape
-                      and np.allclose(values, first, rtol=ALIAS_RTOL, atol=ALIAS_RTOL * scale)), None)
+        group = next(
+            (
+                members
+                for first, members in groups
+                if first.shape == values.shape and np.allclose(values, first, rtol=ALIAS_RTOL, atol=ALIAS_RTOL * scale)
+            ),
+            None,
+        )
         if group is None:
             groups.append((values, [point]))
         else:
@@ -438,8 +490,10 @@ def pool_output(output: torch.Tensor, pools: tuple[str, ...]) -> dict[str, torch
         vector = output.float()
         return {pool: vector for pool in pools}
     if output.dim() == 3:  # (N, tokens, C), class token included
-        return {pool: (output.mean(dim=1, dtype=torch.float32) if pool == "mean" else output.amax(dim=1).float())
-                for pool in pools}
+        return {
+            pool: (output.mean(dim=1, dtype=torch.float32) if pool == "mean" else output.amax(dim=1).float())
+            for pool in pools
+        }
     pooled = {}
     if "mean" in pools:
         if output.is_contiguous(memory_format=torch.channels_last):
@@ -506,8 +560,10 @@ class PoolingHooks:
         missing = [p.name for p in self.points if p.name not in self.pooled]
         if missing:
             raise RuntimeError(f"hook points not reached in this forward: {', '.join(missing[:5])}")
-        result = {pool: torch.cat([self.pooled[p.name][pool] for p in self.points], dim=1).cpu().numpy()
-                  for pool in self.pools}
+        result = {
+            pool: torch.cat([self.pooled[p.name][pool] for p in self.points], dim=1).cpu().numpy()
+            for pool in self.pools
+        }
         self._reset()
         return result
 
@@ -516,7 +572,8 @@ class PoolingHooks:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Decoding in DataLoader workers: (uint8 image, sha256 of the file, error or '') per row; a bad file gives zeros."""
+    """Decoding in DataLoader workers: (uint8 image, sha256 of the file, error or '') per row; a bad file gives
+    zeros."""
 
     def __init__(self, files: list[Path], expected_sha256: list[str], preprocessing: Preprocessing):
         self.files = files
@@ -563,18 +620,33 @@ class RunResult:
     seconds: float
 
 
-def store_attrs(network: Network, precision: str, n_classes: int | None, folder: ImageFolder,
-                class_names: list[str] | None = None, aliases: dict[str, str] | None = None) -> dict:
+def store_attrs(
+    network: Network,
+    precision: str,
+    n_classes: int | None,
+    folder: ImageFolder,
+    class_names: list[str] | None = None,
+    aliases: dict[str, str] | None = None,
+) -> dict:
     from .imagenet import N_IMAGENET_CLASSES, imagenet_names, imagenet_wnids
 
-    attrs = {"model": network.name, "weights": network.weights, "weights_source": network.weights_source,
-             "preprocessing": network.preprocessing.attrs(), "precision": precision,
-             "source_folder": str(folder.root.resolve()), "source_layout": folder.layout,
-             "source_sha256": folder.source_sha256, "hook_aliases": aliases or {},
-             "versions": library_versions("torch", "torchvision", "timm", "zarr", "numpy", "pillow")}
+    attrs = {
+        "model": network.name,
+        "weights": network.weights,
+        "weights_source": network.weights_source,
+        "preprocessing": network.preprocessing.attrs(),
+        "precision": precision,
+        "source_folder": str(folder.root.resolve()),
+        "source_layout": folder.layout,
+        "source_sha256": folder.source_sha256,
+        "hook_aliases": aliases or {},
+        "versions": library_versions("torch", "torchvision", "timm", "zarr", "numpy", "pillow"),
+    }
     if class_names is not None:
         if len(class_names) != n_classes:
-            raise InputError(f"--class-names gives {len(class_names)} names; {network.name}'s head has {n_classes} classes")
+            raise InputError(
+                f"--class-names gives {len(class_names)} names; {network.name}'s head has {n_classes} classes"
+            )
         attrs["class_names"] = list(class_names)
     elif n_classes == N_IMAGENET_CLASSES:  # torchvision's classifiers and timm's default heads: ImageNet-1k order
         attrs["classes"] = list(imagenet_wnids())
@@ -596,9 +668,16 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
         aliases = find_aliases(network.module, points, network.preprocessing, settings.pools)
     points = select_hook_points(points, settings.layers, aliases)
     kept = {alias: canonical for alias, canonical in aliases.items() if canonical in {p.name for p in points}}
-    writer = StoreWriter(out, store_attrs(network, precision, n_classes, folder, settings.class_names, kept),
-                         {p.name: p.channels for p in points}, settings.pools, settings.dtype, n_classes,
-                         rows_per_write=settings.rows_per_write, rebuild=settings.rebuild)
+    writer = StoreWriter(
+        out,
+        store_attrs(network, precision, n_classes, folder, settings.class_names, kept),
+        {p.name: p.channels for p in points},
+        settings.pools,
+        settings.dtype,
+        n_classes,
+        rows_per_write=settings.rows_per_write,
+        rebuild=settings.rebuild,
+    )
     memo = source_memo(folder)
     stored = writer.committed_rows(("id", "sha256", "status"))
     done = stored[stored["status"] != "failed"]
@@ -610,12 +689,21 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
     failed = 0
     if len(todo):
         retried = todo["id"].isin(retry).sum()
-        log.info("%s: %d images to run (%d already in the store%s), %d hook points, %s on %s", out, len(todo), len(done),
-                 f", {retried} failed before" if retried else "", len(points), precision, device)
+        log.info(
+            "%s: %d images to run (%d already in the store%s), %d hook points, %s on %s",
+            out,
+            len(todo),
+            len(done),
+            f", {retried} failed before" if retried else "",
+            len(points),
+            precision,
+            device,
+        )
         module = network.module.to(device, memory_format=torch.channels_last)
         try:
-            failed = _run_batches(todo, folder, module, network.preprocessing, points, writer, device, precision,
-                                  settings, memo, retry)
+            failed = _run_batches(
+                todo, folder, module, network.preprocessing, points, writer, device, precision, settings, memo, retry
+            )
         finally:
             memo.save()
     writer.finish()
@@ -645,28 +733,45 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: 
     changed = both[(both["sha256"] != "") & (both["sha256_stored"] != "") & (both["sha256"] != both["sha256_stored"])]
     if len(changed):
         names = ", ".join(changed["path"].iloc[:3]) + (", ..." if len(changed) > 3 else "")
-        raise InputError(f"{len(changed)} images of {folder.root} changed since {out} recorded them ({names}); "
-                         "rerun with --rebuild to start the store again, or write to a new store")
+        raise InputError(
+            f"{len(changed)} images of {folder.root} changed since {out} recorded them ({names}); "
+            "rerun with --rebuild to start the store again, or write to a new store"
+        )
 
 
-def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing: Preprocessing,
-                 points: list[HookPoint], writer: StoreWriter, device: torch.device, precision: str,
-                 settings: RunSettings, memo: Sha256Memo, retry: dict[str, int]) -> int:
+def _run_batches(
+    todo: pd.DataFrame,
+    folder: ImageFolder,
+    module,
+    preprocessing: Preprocessing,
+    points: list[HookPoint],
+    writer: StoreWriter,
+    device: torch.device,
+    precision: str,
+    settings: RunSettings,
+    memo: Sha256Memo,
+    retry: dict[str, int],
+) -> int:
     files = [folder.file(p).resolve() for p in todo["path"]]
     # Stamps taken before the workers read the files: a file changed in between is hashed again next time.
     stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
     dataset = ImageDataset(files, list(todo["sha256"]), preprocessing)
     workers = decode_workers(device) if settings.workers is None else settings.workers
-    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, num_workers=workers,
-                                         pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=settings.batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+    )
     normalize = preprocessing.normalizer(device)
     failed = 0
     bar = progress(None, total=len(todo), desc="cnn-hooks", unit="img", silent=settings.silent)
-    with (WriteBuffer(writer, points, settings.pools, retry) as buffer, PoolingHooks(module, points, settings.pools) as hooks,
-          torch.no_grad(), autocast(device, precision)):
+    with (
+        WriteBuffer(writer, points, settings.pools, retry) as buffer,
+        PoolingHooks(module, points, settings.pools) as hooks,
+        torch.no_grad(),
+        autocast(device, precision),
+    ):
         start = 0
         for images, digests, errors in loader:
-            rows = todo.iloc[start:start + len(images)].copy()
+            rows = todo.iloc[start : start + len(images)].copy()
             rows["sha256"] = digests
             for i, digest in enumerate(digests):
                 if digest and stamps[start + i]:
@@ -674,8 +779,10 @@ def _run_batches(todo: pd.DataFrame, folder: ImageFolder, module, preprocessing:
             start += len(images)
             bad = [i for i, error in enumerate(errors) if error]
             if bad and not settings.skip_bad:
-                raise InputError(f"cannot decode {folder.file(rows['path'].iloc[bad[0]])} ({errors[bad[0]]}); "
-                                 "--skip-bad records such images as failed and goes on")
+                raise InputError(
+                    f"cannot decode {folder.file(rows['path'].iloc[bad[0]])} ({errors[bad[0]]}); "
+                    "--skip-bad records such images as failed and goes on"
+                )
             for i in bad:
                 log.warning("skipped %s: %s", folder.file(rows["path"].iloc[i]), errors[i])
             logits = module(normalize(images))
@@ -733,7 +840,9 @@ class WriteBuffer:
         rows = pd.concat([b[0] for b in self.batches], ignore_index=True)
         blocks = {pool: np.concatenate([b[1][pool] for b in self.batches]) for pool in self.pools}
         logits = None if self.batches[0][2] is None else np.concatenate([b[2] for b in self.batches])
-        hooks = {name: {pool: blocks[pool][:, columns] for pool in self.pools} for name, columns in self.columns.items()}
+        hooks = {
+            name: {pool: blocks[pool][:, columns] for pool in self.pools} for name, columns in self.columns.items()
+        }
         self.batches, self.rows = [], 0
         self.wait()
         self.pending = self.thread.submit(self.write, rows, hooks, logits)
@@ -742,14 +851,19 @@ class WriteBuffer:
         """Retried rows over their failed ones, the rest appended."""
         over = rows["id"].isin(self.retry).to_numpy()
         if over.any():
-            self.writer.overwrite(rows["id"][over].map(self.retry).to_numpy(), rows[over],
-                                  {h: {p: v[over] for p, v in pooled.items()} for h, pooled in hooks.items()},
-                                  None if logits is None else logits[over])
+            self.writer.overwrite(
+                rows["id"][over].map(self.retry).to_numpy(),
+                rows[over],
+                {h: {p: v[over] for p, v in pooled.items()} for h, pooled in hooks.items()},
+                None if logits is None else logits[over],
+            )
         if not over.all():
             new = ~over
-            self.writer.append(rows[new].reset_index(drop=True),
-                               {h: {p: v[new] for p, v in pooled.items()} for h, pooled in hooks.items()},
-                               None if logits is None else logits[new])
+            self.writer.append(
+                rows[new].reset_index(drop=True),
+                {h: {p: v[new] for p, v in pooled.items()} for h, pooled in hooks.items()},
+                None if logits is None else logits[new],
+            )
 
     def wait(self) -> None:
         if self.pending is not None:

@@ -86,8 +86,11 @@ class ImageCache:
         if intact:
             return CacheEntry(key, png, sha)
         if png.exists() or meta.exists():
-            log.warning("image cache: %s does not match its record (edited, truncated or deleted); %s", png,
-                        "evicting it and generating it again" if self.writable else "it would be generated again")
+            log.warning(
+                "image cache: %s does not match its record (edited, truncated or deleted); %s",
+                png,
+                "evicting it and generating it again" if self.writable else "it would be generated again",
+            )
             if self.writable:
                 self.evict(key)
         return None
@@ -104,8 +107,9 @@ class ImageCache:
         atomic_write_bytes(png, png_bytes, mode_bits=0o444)
         self.memo.remember(png, sha)
         with atomic_write(meta) as handle:
-            json.dump({"key": key, "sha256": sha, "size": len(png_bytes), "fields": fields}, handle, indent=1,
-                      sort_keys=True)
+            json.dump(
+                {"key": key, "sha256": sha, "size": len(png_bytes), "fields": fields}, handle, indent=1, sort_keys=True
+            )
         return CacheEntry(key, png, sha)
 
     def export(self, entry: CacheEntry, dest: Path) -> None:

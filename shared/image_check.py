@@ -129,7 +129,7 @@ def parse_judge(spec: str, weights: str):
     """A judge from its command-line spec. CLIP loads nothing until it has images to score; a classifier is
     built at once, since its weights name the judge."""
     if spec.startswith(CLIP_PREFIX):
-        source = spec[len(CLIP_PREFIX):]
+        source = spec[len(CLIP_PREFIX) :]
         if not source:
             raise InputError("--judge clip: needs a hub id or a local folder, e.g. clip:openai/clip-vit-large-patch14")
         return ClipJudge(source)
@@ -176,8 +176,14 @@ class ClipJudge:
             start += len(target.context)
         images = processor.image_processor
         size, crop = images.size, images.crop_size
-        return Preprocessing(int(size.get("shortest_edge", size.get("height"))), int(crop["height"]), "bicubic",
-                             tuple(images.image_mean), tuple(images.image_std), f"CLIP image processor of {self.source}")
+        return Preprocessing(
+            int(size.get("shortest_edge", size.get("height"))),
+            int(crop["height"]),
+            "bicubic",
+            tuple(images.image_mean),
+            tuple(images.image_std),
+            f"CLIP image processor of {self.source}",
+        )
 
     def score(self, pixels, targets: list[Target], groups: list[str]) -> list[tuple[float, float | None]]:
         import torch
@@ -192,7 +198,7 @@ class ClipJudge:
             context_score = None
             if group in BIAS_GROUPS and target.context:
                 columns = self.object_columns + self.context_columns[target.synset]
-                context_score = float(softmax(row[columns])[len(self.object_columns):].sum())
+                context_score = float(softmax(row[columns])[len(self.object_columns) :].sum())
             scores.append((object_score, context_score))
         return scores
 
@@ -208,8 +214,10 @@ def load_clip(source: str):
         model = CLIPModel.from_pretrained(source)
         processor = CLIPProcessor.from_pretrained(source)
     except Exception as exc:  # offline, unknown id, not a CLIP folder: all end in the same advice
-        raise InputError(f"cannot load the CLIP judge {source!r} ({error_line(exc)}); with no internet, give a "
-                         "local folder saved with save_pretrained") from None
+        raise InputError(
+            f"cannot load the CLIP judge {source!r} ({error_line(exc)}); with no internet, give a "
+            "local folder saved with save_pretrained"
+        ) from None
     return model.eval().requires_grad_(False), processor
 
 
@@ -254,11 +262,14 @@ class ClassifierJudge:
 
         self.module = self.network.module.to(device)
         with torch.no_grad():
-            n_classes = self.module(torch.zeros(1, 3, self.network.preprocessing.crop,
-                                                 self.network.preprocessing.crop, device=device)).shape[-1]
+            n_classes = self.module(
+                torch.zeros(1, 3, self.network.preprocessing.crop, self.network.preprocessing.crop, device=device)
+            ).shape[-1]
         if n_classes != N_IMAGENET_CLASSES:
-            raise InputError(f"judge {self.network.name} has {n_classes} classes, not ImageNet-1k's "
-                             f"{N_IMAGENET_CLASSES}; the classifier judge needs an ImageNet classifier")
+            raise InputError(
+                f"judge {self.network.name} has {n_classes} classes, not ImageNet-1k's "
+                f"{N_IMAGENET_CLASSES}; the classifier judge needs an ImageNet classifier"
+            )
         self.indices = {synset: closure_indices(wn, target) for synset, target in targets.items()}
         return self.network.preprocessing
 
@@ -267,8 +278,10 @@ class ClassifierJudge:
 
         with torch.no_grad():
             probabilities = torch.softmax(self.module(pixels).double(), dim=1).cpu().numpy()
-        return [(float(p[self.indices[t.synset]].sum()) if self.indices[t.synset] else math.nan, None)
-                for p, t in zip(probabilities, targets)]
+        return [
+            (float(p[self.indices[t.synset]].sum()) if self.indices[t.synset] else math.nan, None)
+            for p, t in zip(probabilities, targets)
+        ]
 
 
 def closure_indices(wn, target: Target) -> list[int]:
@@ -295,8 +308,14 @@ def read_checks(path: str | Path) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as handle:
         for lineno, row in parse_jsonl(handle, str(path)):
-            if not isinstance(row, dict) or row.get("schema") != CHECKS_SCHEMA or not {"id", "judge", "verdict"} <= row.keys():
-                raise InputError(f"{path}:{lineno}: not an image-check row (schema {CHECKS_SCHEMA}, id, judge, verdict)")
+            if (
+                not isinstance(row, dict)
+                or row.get("schema") != CHECKS_SCHEMA
+                or not {"id", "judge", "verdict"} <= row.keys()
+            ):
+                raise InputError(
+                    f"{path}:{lineno}: not an image-check row (schema {CHECKS_SCHEMA}, id, judge, verdict)"
+                )
             rows.append(row)
     return rows
 
@@ -305,13 +324,31 @@ def cache_key(row: dict) -> tuple:
     return row["judge"], row["sha256"], row["synset"], row["group"], row["contrast"]
 
 
-def check_row(image: pd.Series, judge: str, contrast: str, object_score: float, context_score: float | None,
-              thresholds: Thresholds, note: str = "") -> dict:
-    row = {"schema": CHECKS_SCHEMA, "id": image["id"], "judge": judge, "synset": image["synset"],
-           "group": image["group"], "target": image["target"], "path": image["path"], "sha256": image["sha256"],
-           "object_score": rounded(object_score), "context_score": rounded(context_score),
-           "verdict": verdict(image["group"], object_score, thresholds),
-           "missing_below": thresholds.missing_below, "leaked_above": thresholds.leaked_above, "contrast": contrast}
+def check_row(
+    image: pd.Series,
+    judge: str,
+    contrast: str,
+    object_score: float,
+    context_score: float | None,
+    thresholds: Thresholds,
+    note: str = "",
+) -> dict:
+    row = {
+        "schema": CHECKS_SCHEMA,
+        "id": image["id"],
+        "judge": judge,
+        "synset": image["synset"],
+        "group": image["group"],
+        "target": image["target"],
+        "path": image["path"],
+        "sha256": image["sha256"],
+        "object_score": rounded(object_score),
+        "context_score": rounded(context_score),
+        "verdict": verdict(image["group"], object_score, thresholds),
+        "missing_below": thresholds.missing_below,
+        "leaked_above": thresholds.leaked_above,
+        "contrast": contrast,
+    }
     if note:
         row["note"] = note
     return row
@@ -324,8 +361,12 @@ def rounded(value: float | None) -> float | None:
 
 def rethreshold(row: dict, thresholds: Thresholds) -> dict:
     score = math.nan if row["object_score"] is None else row["object_score"]
-    return {**row, "verdict": verdict(row["group"], score, thresholds),
-            "missing_below": thresholds.missing_below, "leaked_above": thresholds.leaked_above}
+    return {
+        **row,
+        "verdict": verdict(row["group"], score, thresholds),
+        "missing_below": thresholds.missing_below,
+        "leaked_above": thresholds.leaked_above,
+    }
 
 
 def write_checks(path: Path, rows: list[dict]) -> None:
@@ -378,8 +419,9 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: RunSet
         if hit is None:
             todo.append(image)
         else:
-            done[image["id"]] = rethreshold({**hit, "id": image["id"], "path": image["path"],
-                                             "target": image["target"]}, settings.thresholds)
+            done[image["id"]] = rethreshold(
+                {**hit, "id": image["id"], "path": image["path"], "target": image["target"]}, settings.thresholds
+            )
     reused = len(done)
 
     def save():
@@ -392,8 +434,9 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: RunSet
         try:
             for image, (object_score, context_score) in score_images(judge, folder, todo_rows, targets, wn, settings):
                 note = unscored_note(targets[image["synset"]]) if math.isnan(object_score) else ""
-                done[image["id"]] = check_row(image, judge.identity, contrast, object_score, context_score,
-                                              settings.thresholds, note)
+                done[image["id"]] = check_row(
+                    image, judge.identity, contrast, object_score, context_score, settings.thresholds, note
+                )
                 if (len(done) - reused) % settings.rows_per_write == 0:  # a hard kill loses at most this many
                     save()
         finally:
@@ -412,12 +455,14 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: RunSet
 
 def check_same_images(previous: list[dict], folder: ImageFolder, path: Path) -> None:
     if previous and not set(folder.rows["id"]) & {r["id"] for r in previous}:
-        raise InputError(f"{path} holds checks of other images (none of its ids is in {folder.root}); "
-                         "give another --out")
+        raise InputError(
+            f"{path} holds checks of other images (none of its ids is in {folder.root}); give another --out"
+        )
 
 
 def hashed_rows(folder: ImageFolder) -> pd.DataFrame:
-    """The folder's rows with every file's sha256 (the cache key); a file that differs from its manifest stops the run."""
+    """The folder's rows with every file's sha256 (the cache key); a file that differs from its manifest stops the
+    run."""
     rows = folder.rows.copy()
     digests = []
     for path, expected in zip(rows["path"], rows["sha256"]):
@@ -432,8 +477,7 @@ def hashed_rows(folder: ImageFolder) -> pd.DataFrame:
     return rows
 
 
-def score_images(judge, folder: ImageFolder, todo: pd.DataFrame, targets: dict[str, Target], wn,
-                 settings: RunSettings):
+def score_images(judge, folder: ImageFolder, todo: pd.DataFrame, targets: dict[str, Target], wn, settings: RunSettings):
     """Yield (image row, (object score, context score)) in ``todo`` order, decoding in DataLoader workers."""
     import torch
 
@@ -444,14 +488,15 @@ def score_images(judge, folder: ImageFolder, todo: pd.DataFrame, targets: dict[s
     # fp32 on the CPU keeps the scores identical across machines; half precision on the GPU is fast and close.
     precision = default_precision(device) if device.type == "cuda" else "fp32"
     dataset = ImageDataset([folder.file(p) for p in todo["path"]], list(todo["sha256"]), preprocessing)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, num_workers=settings.workers,
-                                         pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=settings.batch_size, num_workers=settings.workers, pin_memory=device.type == "cuda"
+    )
     normalize = preprocessing.normalizer(device)
     bar = progress(None, total=len(todo), desc="image-check", unit="img", silent=settings.silent)
     start = 0
     with autocast(device, precision):
         for pixels, _, errors in loader:
-            batch = todo.iloc[start:start + len(pixels)]
+            batch = todo.iloc[start : start + len(pixels)]
             start += len(pixels)
             bad = next((i for i, error in enumerate(errors) if error), None)
             if bad is not None:
@@ -469,16 +514,20 @@ def count_table(rows: list[dict]) -> list[dict]:
     counts = []
     for (synset, group), part in table.groupby(["synset", "group"], sort=True):
         verdicts = part["verdict"].value_counts()
-        counts.append({"synset": synset, "group": group, "n": len(part),
-                       **{v: int(verdicts.get(v, 0)) for v in VERDICTS}})
+        counts.append(
+            {"synset": synset, "group": group, "n": len(part), **{v: int(verdicts.get(v, 0)) for v in VERDICTS}}
+        )
     return counts
 
 
-def build_summary(folder: ImageFolder, judge, contrast: str, rows: list[dict], kept: list[dict],
-                  settings: RunSettings) -> dict:
+def build_summary(
+    folder: ImageFolder, judge, contrast: str, rows: list[dict], kept: list[dict], settings: RunSettings
+) -> dict:
     by_group = pd.DataFrame(rows, columns=["group", "verdict"])
-    groups = {group: {v: int((part["verdict"] == v).sum()) for v in VERDICTS} | {"n": len(part)}
-              for group, part in by_group.groupby("group", sort=True)}
+    groups = {
+        group: {v: int((part["verdict"] == v).sum()) for v in VERDICTS} | {"n": len(part)}
+        for group, part in by_group.groupby("group", sort=True)
+    }
     return {
         "schema": CHECKS_SCHEMA,
         "tool": "image-check",
@@ -486,17 +535,24 @@ def build_summary(folder: ImageFolder, judge, contrast: str, rows: list[dict], k
         "judges": sorted({judge.identity, *(r["judge"] for r in kept)}),
         "contrast": contrast,
         "background_prompts": list(BACKGROUND_PROMPTS) if isinstance(judge, ClipJudge) else [],
-        "thresholds": {"missing_below": settings.thresholds.missing_below,
-                       "leaked_above": settings.thresholds.leaked_above},
+        "thresholds": {
+            "missing_below": settings.thresholds.missing_below,
+            "leaked_above": settings.thresholds.leaked_above,
+        },
         "source": {"folder": str(folder.root.resolve()), "layout": folder.layout, "sha256": folder.source_sha256},
         "n_images": len(rows),
         "verdicts": {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS},
         "groups": groups,
         "counts": count_table(rows),
         "files": {"checks": CHECKS_FILE},
-        "tables": {"rates": {"file": RATES_FILE, "description": "share of scored images flagged per synset and group "
-                             "(object-leaked for context-only, object-missing otherwise) with a 95% interval over "
-                             "prompt units (Wilson's on the design-effect sample size)"}},
+        "tables": {
+            "rates": {
+                "file": RATES_FILE,
+                "description": "share of scored images flagged per synset and group "
+                "(object-leaked for context-only, object-missing otherwise) with a 95% interval over "
+                "prompt units (Wilson's on the design-effect sample size)",
+            }
+        },
         "versions": library_versions("torch", "torchvision", "timm", "transformers"),
     }
 
@@ -509,7 +565,9 @@ def flagged_ids(checks_path: str | Path) -> set[str]:
     return {r["id"] for r in read_checks(checks_path) if r["verdict"] in FLAGS}
 
 
-def checked_rows(rows: pd.DataFrame, checks_path: str | Path | None, drop: tuple[str, ...]) -> tuple[pd.Series, dict | None]:
+def checked_rows(
+    rows: pd.DataFrame, checks_path: str | Path | None, drop: tuple[str, ...]
+) -> tuple[pd.Series, dict | None]:
     """Which store rows an analysis keeps (a boolean mask on ``rows``) and the counts for its summary.json.
 
     An image is dropped when any judge gave it a verdict in ``drop``; with no
@@ -523,19 +581,35 @@ def checked_rows(rows: pd.DataFrame, checks_path: str | Path | None, drop: tuple
     checks = pd.DataFrame(read_checks(checks_path), columns=["id", "judge", "verdict"])
     ids = set(rows["id"])
     if not ids & set(checks["id"]):
-        raise InputError(f"{checks_path} holds checks of other images (none of its ids is among the "
-                         f"{len(rows)} images of the store)")
+        raise InputError(
+            f"{checks_path} holds checks of other images (none of its ids is among the {len(rows)} images of the store)"
+        )
     flagged = {verdict: set(checks.loc[checks["verdict"] == verdict, "id"]) for verdict in FLAGS}
     dropped = set().union(*(flagged[v] for v in drop))
     keep = ~rows["id"].isin(dropped)
     unchecked = int((~rows["id"].isin(set(checks["id"]))).sum())
     if unchecked:
         log.warning("%d of %d images have no check in %s; they are kept", unchecked, len(rows), checks_path)
-    table = rows.assign(**{v: rows["id"].isin(flagged[v]) for v in FLAGS}, dropped=~keep,
-                        checked=rows["id"].isin(set(checks["id"])))
-    counts = [{"synset": synset, "group": group, "n": len(part), "checked": int(part["checked"].sum()),
-               **{v: int(part[v].sum()) for v in FLAGS}, "dropped": int(part["dropped"].sum())}
-              for (synset, group), part in table.groupby(["synset", "group"], sort=True)]
-    summary = {"file": str(checks_path), "judges": sorted(set(checks["judge"])), "drop": list(drop),
-               "n_unchecked": unchecked, "n_dropped": int((~keep).sum()), "counts": counts}
+    table = rows.assign(
+        **{v: rows["id"].isin(flagged[v]) for v in FLAGS}, dropped=~keep, checked=rows["id"].isin(set(checks["id"]))
+    )
+    counts = [
+        {
+            "synset": synset,
+            "group": group,
+            "n": len(part),
+            "checked": int(part["checked"].sum()),
+            **{v: int(part[v].sum()) for v in FLAGS},
+            "dropped": int(part["dropped"].sum()),
+        }
+        for (synset, group), part in table.groupby(["synset", "group"], sort=True)
+    ]
+    summary = {
+        "file": str(checks_path),
+        "judges": sorted(set(checks["judge"])),
+        "drop": list(drop),
+        "n_unchecked": unchecked,
+        "n_dropped": int((~keep).sum()),
+        "counts": counts,
+    }
     return keep, summary

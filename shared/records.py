@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from .files import InputError, open_input, open_output
 

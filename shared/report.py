@@ -33,8 +33,12 @@ GALLERY_THUMBNAILS = 240  # about 1.5 MB of thumbnails in all; many sets get few
 LONG_TABLE_ROWS = 12  # tables longer than this are collapsed and sortable
 TABLE_ROWS_SHOWN = 200  # longer tables show their top rows and link the full CSV
 # What ranks the rows of a long table, (column, largest first); other tables keep the order of their CSV.
-TABLE_RANKING = {"layers": ("distance_rank", False), "selective_channels": ("auroc", True),
-                 "synset_max_activation": ("max_activation", True), "images": ("confidence", True)}
+TABLE_RANKING = {
+    "layers": ("distance_rank", False),
+    "selective_channels": ("auroc", True),
+    "synset_max_activation": ("max_activation", True),
+    "images": ("confidence", True),
+}
 # Per-channel tables of separability cover every layer; the report shows their top layers only.
 TOP_LAYER_TABLES = ("top_neurons", "top_images")
 TOP_CHANNELS_SHOWN = 3
@@ -61,12 +65,12 @@ class Table:
     def partial(self) -> bool:
         return self.total_rows is not None and self.total_rows > len(self.rows)
 
-    def subset(self, rows: list[list], shown_note: str) -> "Table":
+    def subset(self, rows: list[list], shown_note: str) -> Table:
         total = self.total_rows if self.total_rows is not None else len(self.rows)
         note = f"{self.shown_note}; of those, {shown_note}" if self.shown_note else shown_note
         return Table(self.key, self.file, self.description, self.columns, rows, self.source, total, note)
 
-    def top_rows(self, limit: int = TABLE_ROWS_SHOWN) -> "Table":
+    def top_rows(self, limit: int = TABLE_ROWS_SHOWN) -> Table:
         """At most ``limit`` rows, ranked by TABLE_RANKING where the table has that column."""
         if len(self.rows) <= limit:
             return self
@@ -82,16 +86,18 @@ class Table:
         order = "largest" if largest_first else "smallest"
         return self.subset(sorted(self.rows, key=rank)[:limit], f"the {limit} rows with the {order} {column}")
 
-    def split_by(self, column_name: str) -> dict[str, "Table"]:
+    def split_by(self, column_name: str) -> dict[str, Table]:
         """One table per value of a column (e.g. per bias class), in first-seen order."""
         column = self.columns.index(column_name)
         parts: dict[str, list] = {}
         for row in self.rows:
             parts.setdefault(str(row[column]), []).append(row)
-        return {value: Table(self.key, self.file, self.description, self.columns, rows, self.source)
-                for value, rows in parts.items()}
+        return {
+            value: Table(self.key, self.file, self.description, self.columns, rows, self.source)
+            for value, rows in parts.items()
+        }
 
-    def only_layers(self, layers: list[str]) -> "Table":
+    def only_layers(self, layers: list[str]) -> Table:
         column = self.columns.index("layer")
         return self.subset([row for row in self.rows if row[column] in layers], "the top layers' rows")
 
@@ -165,7 +171,9 @@ def load_analysis(folder: str | Path) -> Analysis:
     figures = {}
     try:
         for key, entry in declared.items():
-            file, description = (entry["file"], entry.get("description", "")) if isinstance(entry, dict) else (entry, "")
+            file, description = (
+                (entry["file"], entry.get("description", "")) if isinstance(entry, dict) else (entry, "")
+            )
             tables[key] = read_table(folder, key, file, description)
             if key in TOP_LAYER_TABLES and summary.get("top_layers") and "layer" in tables[key].columns:
                 tables[key] = tables[key].only_layers(summary["top_layers"])
@@ -175,8 +183,10 @@ def load_analysis(folder: str | Path) -> Analysis:
                 raise InputError(f"{summary_path} names the figure {file}, which is missing")
             figures[name] = figure_uri(path.read_bytes())
     except (AttributeError, KeyError, TypeError) as exc:
-        raise InputError(f"{summary_path}: its tables or figures are not as written by separability or bias-report "
-                         f"({error_line(exc)})") from None
+        raise InputError(
+            f"{summary_path}: its tables or figures are not as written by separability or bias-report "
+            f"({error_line(exc)})"
+        ) from None
     return Analysis(folder, summary, tables, figures)
 
 
@@ -229,9 +239,16 @@ class Thumbnails:
                 title = row.synset if row.group == "concept" else f"{row.target} · {row.group}"
                 members.setdefault(title, []).append(row)
         per_set = max(1, min(per_set, budget // max(1, len(members))))
-        return [Gallery(title, [{"id": row.id, "thumb": self.thumb(row.id), "caption": self.prompts.get(row.id, row.id)}
-                                for row in rows[:per_set]])
-                for title, rows in list(members.items())[:budget]]
+        return [
+            Gallery(
+                title,
+                [
+                    {"id": row.id, "thumb": self.thumb(row.id), "caption": self.prompts.get(row.id, row.id)}
+                    for row in rows[:per_set]
+                ],
+            )
+            for title, rows in list(members.items())[:budget]
+        ]
 
 
 def manifest_prompts(root: Path) -> dict[str, str]:
@@ -269,8 +286,14 @@ def top_channel_images(analysis: Analysis, thumbnails: Thumbnails | None) -> lis
         frame = frame[pd.to_numeric(frame["rank"]) <= TOP_CHANNELS_SHOWN]
     groups = []
     for (layer, channel), rows in frame.groupby(["layer", "channel"], sort=False):
-        images = [{"id": r["id"], "thumb": thumbnails.thumb(str(r["id"]), str(r.get("path", ""))),
-                   "caption": f"{r.get('synset', '')} {r.get('activation', '')}".strip()} for _, r in rows.iterrows()]
+        images = [
+            {
+                "id": r["id"],
+                "thumb": thumbnails.thumb(str(r["id"]), str(r.get("path", ""))),
+                "caption": f"{r.get('synset', '')} {r.get('activation', '')}".strip(),
+            }
+            for _, r in rows.iterrows()
+        ]
         groups.append({"layer": layer, "channel": channel, "images": images})
     return groups
 
@@ -300,8 +323,10 @@ def toy_warnings(analyses: list[Analysis]) -> list[str]:
     for analysis in analyses:
         store = analysis.store
         if str(store.get("weights", "")).lower() == "none":
-            notes.append(f"{analysis.folder}: the classifier {store.get('model', '')} has random weights "
-                         "(--weights none); its numbers show the pipeline works, not what a trained model learned.")
+            notes.append(
+                f"{analysis.folder}: the classifier {store.get('model', '')} has random weights "
+                "(--weights none); its numbers show the pipeline works, not what a trained model learned."
+            )
     return notes
 
 
@@ -361,15 +386,29 @@ def flagged_images(checks: Analysis, thumbnails: Thumbnails | None, limit: int =
 
     if thumbnails is None:
         return []
-    flagged = [r for r in read_checks(checks.folder / checks.summary.get("files", {}).get("checks", "checks.jsonl"))
-               if r.get("verdict") in FLAGS]
-    return [{"id": r["id"], "thumb": thumbnails.thumb(r["id"], r.get("path")),
-             "caption": f"{r['synset']} · {r['group']}: {r['verdict']} (object score {r.get('object_score')})"}
-            for r in flagged[:limit]]
+    flagged = [
+        r
+        for r in read_checks(checks.folder / checks.summary.get("files", {}).get("checks", "checks.jsonl"))
+        if r.get("verdict") in FLAGS
+    ]
+    return [
+        {
+            "id": r["id"],
+            "thumb": thumbnails.thumb(r["id"], r.get("path")),
+            "caption": f"{r['synset']} · {r['group']}: {r['verdict']} (object score {r.get('object_score')})",
+        }
+        for r in flagged[:limit]
+    ]
 
 
-def build_context(separability_dirs: list[Path], bias_dirs: list[Path], image_dirs: list[Path],
-                  check_dirs: list[Path] = (), title: str = "synthprobe report", notice: str | None = None) -> dict:
+def build_context(
+    separability_dirs: list[Path],
+    bias_dirs: list[Path],
+    image_dirs: list[Path],
+    check_dirs: list[Path] = (),
+    title: str = "synthprobe report",
+    notice: str | None = None,
+) -> dict:
     separability = [load_analysis(d) for d in separability_dirs]
     biases = [load_analysis(d) for d in bias_dirs]
     checks = [load_analysis(d) for d in check_dirs]
@@ -379,16 +418,27 @@ def build_context(separability_dirs: list[Path], bias_dirs: list[Path], image_di
     analyses = separability + biases + checks
     per_class = [bias_class_tables(bias) for bias in biases]
     top_channels = [top_channel_images(a, thumbnails) for a in separability]  # from the whole top_images table
-    comparison = {"figures": depth_figures(separability) if compared(separability) else {},
-                  "tables": bias_tables(biases) if compared(biases) else []}  # from the whole CSVs
+    comparison = {
+        "figures": depth_figures(separability) if compared(separability) else {},
+        "tables": bias_tables(biases) if compared(biases) else [],
+    }  # from the whole CSVs
     return {
         "tables": shown_tables(analyses, per_class),
         "title": title,
         "notices": ([notice] if notice else []) + toy_warnings(analyses) + store_warnings(analyses),
-        "separability": [{"analysis": a, "top_channels": channels, "aliases": hook_aliases(a),
-                          "classifier": classifier_name(a)} for a, channels in zip(separability, top_channels)],
-        "biases": [{"analysis": bias, "classes": classes, "class_keys": {key for tables in classes.values() for key in tables},
-                    "classifier": classifier_name(bias)} for bias, classes in zip(biases, per_class)],
+        "separability": [
+            {"analysis": a, "top_channels": channels, "aliases": hook_aliases(a), "classifier": classifier_name(a)}
+            for a, channels in zip(separability, top_channels)
+        ],
+        "biases": [
+            {
+                "analysis": bias,
+                "classes": classes,
+                "class_keys": {key for tables in classes.values() for key in tables},
+                "classifier": classifier_name(bias),
+            }
+            for bias, classes in zip(biases, per_class)
+        ],
         "comparison": comparison,
         "checks": [{"analysis": a, "flagged": flagged_images(a, thumbnails)} for a in checks],
         "galleries": thumbnails.galleries() if thumbnails else [],
@@ -402,9 +452,13 @@ def render(context: dict) -> str:
 
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=FileSystemLoader(str(resources.files("synthprobe.templates"))),
-                      autoescape=select_autoescape(default=True, default_for_string=True),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(resources.files("synthprobe.templates"))),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
     return env.get_template("report.html.j2").render(**context)
 

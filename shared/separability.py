@@ -60,6 +60,7 @@ class Params:
 
 # ---------------------------------------------------------------- row and layer choice
 
+
 def select_rows(rows: pd.DataFrame, groups: tuple[str, ...]) -> pd.DataFrame:
     """Rows with status ok whose group is one of ``groups``; index = row number in the store."""
     known = sorted(set(rows["group"]))
@@ -69,12 +70,16 @@ def select_rows(rows: pd.DataFrame, groups: tuple[str, ...]) -> pd.DataFrame:
     chosen = rows[rows["group"].isin(groups) & (rows["status"] == "ok")]
     n_synsets = chosen["synset"].nunique()
     if n_synsets < 2:
-        raise InputError(f"need at least two synsets to compare, found {n_synsets} among {len(chosen)} ok rows "
-                         f"of group {','.join(groups)}")
+        raise InputError(
+            f"need at least two synsets to compare, found {n_synsets} among {len(chosen)} ok rows "
+            f"of group {','.join(groups)}"
+        )
     return chosen
 
 
-def select_layers(hook_points: list[str], patterns: tuple[str, ...], aliases: dict[str, str] | None = None) -> list[str]:
+def select_layers(
+    hook_points: list[str], patterns: tuple[str, ...], aliases: dict[str, str] | None = None
+) -> list[str]:
     """Hook points matching any glob, in the store's depth order; an alias ({alias: canonical}) selects its
     canonical hook point, which the store holds once."""
     aliases = aliases or {}
@@ -85,7 +90,8 @@ def select_layers(hook_points: list[str], patterns: tuple[str, ...], aliases: di
 
 
 def unit_sample(codes: np.ndarray, units: np.ndarray, cap: int, seed: int) -> np.ndarray:
-    """Positions of about ``cap`` rows made of whole units, each synset in proportion (at least 2 units where it has them)."""
+    """Positions of about ``cap`` rows made of whole units, each synset in proportion (at least 2 units where it
+    has them)."""
     if len(codes) <= cap:
         return np.arange(len(codes))
     rng = np.random.default_rng(seed)
@@ -102,15 +108,16 @@ def unit_sample(codes: np.ndarray, units: np.ndarray, cap: int, seed: int) -> np
 
 # ---------------------------------------------------------------- one pass over a layer
 
+
 @dataclass
 class LayerScan:
-    counts: np.ndarray          # (K,) images per synset
-    sums: np.ndarray            # (K, C)
-    sq_dev: np.ndarray          # (K, C) sum of squared deviations from ``shift``
-    shift: np.ndarray           # (C,) a per-channel offset that keeps the sums of squares well conditioned
-    top_values: np.ndarray      # (m, C) the m largest values of each channel, descending
-    top_positions: np.ndarray   # (m, C) their positions among the selected rows
-    sample: np.ndarray          # (n_sample, C) the analysis sample's rows
+    counts: np.ndarray  # (K,) images per synset
+    sums: np.ndarray  # (K, C)
+    sq_dev: np.ndarray  # (K, C) sum of squared deviations from ``shift``
+    shift: np.ndarray  # (C,) a per-channel offset that keeps the sums of squares well conditioned
+    top_values: np.ndarray  # (m, C) the m largest values of each channel, descending
+    top_positions: np.ndarray  # (m, C) their positions among the selected rows
+    sample: np.ndarray  # (n_sample, C) the analysis sample's rows
 
     @property
     def centroids(self) -> np.ndarray:
@@ -126,8 +133,17 @@ class LayerScan:
         return np.sqrt(var)
 
 
-def scan_layer(store, hook: str, pool: str, store_rows: np.ndarray, codes: np.ndarray, n_synsets: int,
-               sample_positions: np.ndarray, top_m: int, row_ids: np.ndarray) -> LayerScan:
+def scan_layer(
+    store,
+    hook: str,
+    pool: str,
+    store_rows: np.ndarray,
+    codes: np.ndarray,
+    n_synsets: int,
+    sample_positions: np.ndarray,
+    top_m: int,
+    row_ids: np.ndarray,
+) -> LayerScan:
     """Read one layer chunk by chunk and keep only per-synset statistics, top rows and the sample."""
     channels = store.channels(hook, pool)
     counts = np.bincount(codes, minlength=n_synsets).astype(np.float64)
@@ -160,11 +176,19 @@ def scan_layer(store, hook: str, pool: str, store_rows: np.ndarray, codes: np.nd
         wanted = in_sample[positions] >= 0
         sample[in_sample[positions[wanted]]] = block[wanted]
     order = np.lexsort((top_positions, -top_values), axis=0)
-    return LayerScan(counts, sums, sq_dev, shift, np.take_along_axis(top_values, order, axis=0),
-                     np.take_along_axis(top_positions, order, axis=0), sample)
+    return LayerScan(
+        counts,
+        sums,
+        sq_dev,
+        shift,
+        np.take_along_axis(top_values, order, axis=0),
+        np.take_along_axis(top_positions, order, axis=0),
+        sample,
+    )
 
 
 # ---------------------------------------------------------------- the original study's metrics (1-4)
+
 
 def max_activation(centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Metric 1: each synset's largest centroid value, and the channel holding it."""
@@ -188,6 +212,7 @@ def top_channels(centroids: np.ndarray, n: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- scale-free measures (6-7)
+
 
 def reduce_sample(sample: np.ndarray, dims: int) -> tuple[np.ndarray, float]:
     """The sample centred and, if wider than ``dims``, projected on its top principal axes.
@@ -216,6 +241,7 @@ def reduce_sample(sample: np.ndarray, dims: int) -> tuple[np.ndarray, float]:
 
 # ---------------------------------------------------------------- the whole analysis
 
+
 @dataclass
 class Result:
     layers: pd.DataFrame
@@ -225,9 +251,9 @@ class Result:
     top_images: pd.DataFrame
     selective: pd.DataFrame
     synset_counts: dict[str, int]
-    units: dict            # unit kind, number of units, and why image units were used if they were
+    units: dict  # unit kind, number of units, and why image units were used if they were
     n_sample: int
-    n_tests: int           # (layer, synset, channel) tests in the selectivity family
+    n_tests: int  # (layer, synset, channel) tests in the selectivity family
     notes: list[str]
     checks: dict | None = None  # image-check counts per synset and group, when the analysis read a checks file
 
@@ -251,42 +277,80 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
         notes.append(units.note)
     few_units = synsets[design.units_per_synset() < 2]
     if len(few_units):
-        note = (f"fewer than two {units.kind} units in the sample for {', '.join(few_units)}: the linear probe is "
-                "undefined (NaN) and permutations run over all units")
+        note = (
+            f"fewer than two {units.kind} units in the sample for {', '.join(few_units)}: the linear probe is "
+            "undefined (NaN) and permutations run over all units"
+        )
         log.warning(note)
         notes.append(note)
 
     layer_rows, max_rows, neuron_rows, image_rows, tested = [], [], [], [], []
     for depth, hook in enumerate(progress(layers, desc="layers", unit="layer")):
-        scan = scan_layer(store, hook, params.pool, store_rows, codes, len(synsets), sample_positions,
-                          params.top_images, row_ids)
+        scan = scan_layer(
+            store, hook, params.pool, store_rows, codes, len(synsets), sample_positions, params.top_images, row_ids
+        )
         centroids = scan.centroids
         peak, peak_channel = max_activation(centroids)
-        max_rows += [{"layer": hook, "synset": s, "max_activation": float(v), "n_images": int(n), "channel": int(c)}
-                     for s, v, n, c in zip(synsets, peak, counts, peak_channel)]
+        max_rows += [
+            {"layer": hook, "synset": s, "max_activation": float(v), "n_images": int(n), "channel": int(c)}
+            for s, v, n, c in zip(synsets, peak, counts, peak_channel)
+        ]
         std = scan.channel_std()
         for rank, channel in enumerate(top_channels(centroids, params.top_neurons), 1):
-            neuron_rows += [{"layer": hook, "rank": rank, "channel": int(channel),
-                             "max_centroid": float(centroids[:, channel].max()), "synset": s,
-                             "mean": float(centroids[j, channel]), "std": float(std[j, channel]),
-                             "n_images": int(counts[j])} for j, s in enumerate(synsets)]
+            neuron_rows += [
+                {
+                    "layer": hook,
+                    "rank": rank,
+                    "channel": int(channel),
+                    "max_centroid": float(centroids[:, channel].max()),
+                    "synset": s,
+                    "mean": float(centroids[j, channel]),
+                    "std": float(std[j, channel]),
+                    "n_images": int(counts[j]),
+                }
+                for j, s in enumerate(synsets)
+            ]
             for image_rank, (value, position) in enumerate(
-                    zip(scan.top_values[:, channel], scan.top_positions[:, channel]), 1):
-                image_rows.append({"layer": hook, "rank": rank, "channel": int(channel), "image_rank": image_rank,
-                                   "id": row_ids[position], "path": paths[position],
-                                   "synset": synsets[codes[position]], "activation": float(value)})
+                zip(scan.top_values[:, channel], scan.top_positions[:, channel]), 1
+            ):
+                image_rows.append(
+                    {
+                        "layer": hook,
+                        "rank": rank,
+                        "channel": int(channel),
+                        "image_rank": image_rank,
+                        "id": row_ids[position],
+                        "path": paths[position],
+                        "synset": synsets[codes[position]],
+                        "activation": float(value),
+                    }
+                )
 
         z, explained = reduce_sample(scan.sample, params.dims)
         tests = scale_free_tests(z, scan.sample, design, params.permutations, params.folds, params.dims, params.seed)
         tested.append(selectivity_candidates(channel_selectivity(scan.sample, design), params.alpha))
-        row = {"layer": hook, "aliases": ";".join(aliases.get(hook, [])), "depth": depth,
-               "channels": centroids.shape[1], "n_images": len(codes),
-               "n_units": units.n_units, "avg_centroid_distance": avg_centroid_distance(centroids)}
+        row = {
+            "layer": hook,
+            "aliases": ";".join(aliases.get(hook, [])),
+            "depth": depth,
+            "channels": centroids.shape[1],
+            "n_images": len(codes),
+            "n_units": units.n_units,
+            "avg_centroid_distance": avg_centroid_distance(centroids),
+        }
         for m in MEASURES:
             row[m if m != "probe" else "probe_accuracy"] = tests.estimates[m]
             row[f"{m}_p"] = tests.p_values[m]
-        row.update({"probe_chance": tests.chance, "probe_folds": tests.probe_folds, "n_sample": len(design.codes),
-                    "n_sample_units": design.n_units, "dims": z.shape[1], "explained_variance": explained})
+        row.update(
+            {
+                "probe_chance": tests.chance,
+                "probe_folds": tests.probe_folds,
+                "n_sample": len(design.codes),
+                "n_sample_units": design.n_units,
+                "dims": z.shape[1],
+                "explained_variance": explained,
+            }
+        )
         layer_rows.append(row)
 
     table = pd.DataFrame(layer_rows)
@@ -294,11 +358,20 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
     selective, per_layer, n_tests = selective_channels(layers, tested, synsets, design, params.alpha, params.fdr)
     table["n_selective_channels"] = per_layer
     synset_max = pd.DataFrame(max_rows)
-    return Result(layers=table, synset_max=synset_max,
-                  top_synsets=top_synsets_table(table, synset_max, params.top_layers, params.top_synsets),
-                  top_neurons=pd.DataFrame(neuron_rows), top_images=pd.DataFrame(image_rows), selective=selective,
-                  synset_counts={str(s): int(n) for s, n in zip(synsets, counts)}, units=units.summary(),
-                  n_sample=len(design.codes), n_tests=n_tests, notes=notes, checks=checks)
+    return Result(
+        layers=table,
+        synset_max=synset_max,
+        top_synsets=top_synsets_table(table, synset_max, params.top_layers, params.top_synsets),
+        top_neurons=pd.DataFrame(neuron_rows),
+        top_images=pd.DataFrame(image_rows),
+        selective=selective,
+        synset_counts={str(s): int(n) for s, n in zip(synsets, counts)},
+        units=units.summary(),
+        n_sample=len(design.codes),
+        n_tests=n_tests,
+        notes=notes,
+        checks=checks,
+    )
 
 
 def selectivity_candidates(selectivity: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
@@ -306,13 +379,18 @@ def selectivity_candidates(selectivity: dict[str, np.ndarray], alpha: float) -> 
     many-synset run), and the other figures only where p < alpha, since a q-value is never below its p-value."""
     p = selectivity["p_value"]
     synset_index, channel_index = np.nonzero(p < alpha)
-    return {"p_value": p.astype(np.float32), "synset": synset_index, "channel": channel_index,
-            **{key: selectivity[key][synset_index, channel_index] for key in ("auroc", "d_prime")},
-            "candidate_p": p[synset_index, channel_index]}
+    return {
+        "p_value": p.astype(np.float32),
+        "synset": synset_index,
+        "channel": channel_index,
+        **{key: selectivity[key][synset_index, channel_index] for key in ("auroc", "d_prime")},
+        "candidate_p": p[synset_index, channel_index],
+    }
 
 
-def selective_channels(layers: list[str], tested: list[dict], synsets: np.ndarray, design: Design, alpha: float,
-                       fdr: str) -> tuple[pd.DataFrame, list[int], int]:
+def selective_channels(
+    layers: list[str], tested: list[dict], synsets: np.ndarray, design: Design, alpha: float, fdr: str
+) -> tuple[pd.DataFrame, list[int], int]:
     """The (layer, synset, channel) tests with q-value below ``alpha``, corrected as one family over every
     layer, synset and channel; per layer the number of channels selective for some synset; the family's size."""
     if fdr not in FDR_METHODS:
@@ -322,18 +400,29 @@ def selective_channels(layers: list[str], tested: list[dict], synsets: np.ndarra
     parts, per_layer, start = [], [], 0
     n_synset_units = design.units_per_synset()
     for hook, t in zip(layers, tested):
-        q = q_flat[start:start + t["p_value"].size].reshape(t["p_value"].shape)[t["synset"], t["channel"]]
+        q = q_flat[start : start + t["p_value"].size].reshape(t["p_value"].shape)[t["synset"], t["channel"]]
         start += t["p_value"].size
         keep = q < alpha
         synset_index, channel_index = t["synset"][keep], t["channel"][keep]
         per_layer.append(len(np.unique(channel_index)))
-        parts.append(pd.DataFrame({
-            "layer": hook, "channel": channel_index, "synset": synsets[synset_index], "auroc": t["auroc"][keep],
-            "d_prime": t["d_prime"][keep], "p_value": t["candidate_p"][keep], "q_value": q[keep],
-            "n_units_synset": n_synset_units[synset_index],
-            "n_units_rest": design.n_units - n_synset_units[synset_index]}))
-    selective = pd.concat(parts, ignore_index=True).sort_values(["layer", "channel", "synset"], kind="stable",
-                                                                 key=lambda c: c.map(layers.index) if c.name == "layer" else c)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "layer": hook,
+                    "channel": channel_index,
+                    "synset": synsets[synset_index],
+                    "auroc": t["auroc"][keep],
+                    "d_prime": t["d_prime"][keep],
+                    "p_value": t["candidate_p"][keep],
+                    "q_value": q[keep],
+                    "n_units_synset": n_synset_units[synset_index],
+                    "n_units_rest": design.n_units - n_synset_units[synset_index],
+                }
+            )
+        )
+    selective = pd.concat(parts, ignore_index=True).sort_values(
+        ["layer", "channel", "synset"], kind="stable", key=lambda c: c.map(layers.index) if c.name == "layer" else c
+    )
     return selective.reset_index(drop=True), per_layer, int(np.count_nonzero(~np.isnan(flat)))
 
 
@@ -346,8 +435,11 @@ def top_synsets_table(layers: pd.DataFrame, synset_max: pd.DataFrame, n_layers: 
     """Metric 3: for each top layer, its synsets with the highest max activation."""
     parts = []
     for layer_rank, layer in enumerate(top_layers(layers, n_layers), 1):
-        rows = synset_max[synset_max["layer"] == layer].sort_values(["max_activation", "synset"],
-                                                                    ascending=[False, True]).head(n_synsets)
+        rows = (
+            synset_max[synset_max["layer"] == layer]
+            .sort_values(["max_activation", "synset"], ascending=[False, True])
+            .head(n_synsets)
+        )
         parts.append(rows.assign(layer_rank=layer_rank, rank=range(1, len(rows) + 1)))
     columns = ["layer_rank", "layer", "rank", "synset", "max_activation", "n_images"]
     return pd.concat(parts, ignore_index=True)[columns]
@@ -358,29 +450,48 @@ def top_synsets_table(layers: pd.DataFrame, synset_max: pd.DataFrame, n_layers: 
 SUMMARY_SCHEMA = 2  # 2: prompt units, no bootstrap intervals, one selectivity family
 FIGURES = {"heatmap": "max_activation_heatmap.png", "depth": "separability_by_depth.png"}
 TABLES = {
-    "layers": ("layers.csv", "one row per distinct tensor in depth order (aliases: other hook points with the "
-               "same values, stored once): metric 2 (avg_centroid_distance, distance_rank) "
-               "and the scale-free measures (Fisher ratio, cosine silhouette, cross-validated probe accuracy beside "
-               "chance) with one-sided permutation p-values that move synset labels between units"),
-    "synset_max_activation": ("synset_max_activation.csv", "metric 1: the largest channel value of each synset's "
-                              "centroid per layer, the images it averages and that channel"),
-    "top_synsets": ("top_synsets.csv", "metric 3: per top layer (by distance), the synsets with the highest "
-                    "max activation"),
-    "top_neurons": ("top_neurons.csv", "metric 4: per layer, the channels with the highest centroid value, each "
-                    "synset's mean, standard deviation (ddof 1) and image count"),
+    "layers": (
+        "layers.csv",
+        "one row per distinct tensor in depth order (aliases: other hook points with the "
+        "same values, stored once): metric 2 (avg_centroid_distance, distance_rank) "
+        "and the scale-free measures (Fisher ratio, cosine silhouette, cross-validated probe accuracy beside "
+        "chance) with one-sided permutation p-values that move synset labels between units",
+    ),
+    "synset_max_activation": (
+        "synset_max_activation.csv",
+        "metric 1: the largest channel value of each synset's "
+        "centroid per layer, the images it averages and that channel",
+    ),
+    "top_synsets": (
+        "top_synsets.csv",
+        "metric 3: per top layer (by distance), the synsets with the highest max activation",
+    ),
+    "top_neurons": (
+        "top_neurons.csv",
+        "metric 4: per layer, the channels with the highest centroid value, each "
+        "synset's mean, standard deviation (ddof 1) and image count",
+    ),
     "top_images": ("top_images.csv", "metric 4: the images (row id, path) that activate each top channel most"),
-    "selective_channels": ("selective_channels.csv", "(layer, channel, synset) whose unit means are higher for the "
-                           "synset than for the other units (one-sided Mann-Whitney), with q below alpha; q-values "
-                           "are corrected over one family: every layer, synset and channel of this analysis"),
+    "selective_channels": (
+        "selective_channels.csv",
+        "(layer, channel, synset) whose unit means are higher for the "
+        "synset than for the other units (one-sided Mann-Whitney), with q below alpha; q-values "
+        "are corrected over one family: every layer, synset and channel of this analysis",
+    ),
 }
 
 
 def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
     """Write the tables, the figures and, last, summary.json (the stage's completion marker)."""
     out = begin_outputs(out_dir, "summary.json")
-    frames = {"layers": result.layers, "synset_max_activation": result.synset_max, "top_synsets": result.top_synsets,
-              "top_neurons": result.top_neurons, "top_images": result.top_images,
-              "selective_channels": result.selective}
+    frames = {
+        "layers": result.layers,
+        "synset_max_activation": result.synset_max,
+        "top_synsets": result.top_synsets,
+        "top_neurons": result.top_neurons,
+        "top_images": result.top_images,
+        "selective_channels": result.selective,
+    }
     for key, frame in frames.items():
         with atomic_write(out / TABLES[key][0]) as handle:
             frame.to_csv(handle, index=False, float_format="%.6g", lineterminator="\n")
@@ -395,25 +506,34 @@ def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
         "schema": SUMMARY_SCHEMA,
         "tool": "separability",
         "version": __version__,
-        "parameters": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()},
-                       "ridge_alpha": RIDGE_ALPHA},
-        "store": {"path": str(store.path), **store.provenance(),
-                  "n_hook_points": len(store.hook_points)},
+        "parameters": {
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()},
+            "ridge_alpha": RIDGE_ALPHA,
+        },
+        "store": {"path": str(store.path), **store.provenance(), "n_hook_points": len(store.hook_points)},
         "n_images": int(sum(result.synset_counts.values())),
         "n_synsets": len(result.synset_counts),
         "synsets": result.synset_counts,
         **result.units,
         "n_sample": result.n_sample,
-        "selectivity_family": {"tests": result.n_tests, "correction": params.fdr, "alpha": params.alpha,
-                               "scope": "every (layer, synset, channel) of this analysis"},
+        "selectivity_family": {
+            "tests": result.n_tests,
+            "correction": params.fdr,
+            "alpha": params.alpha,
+            "scope": "every (layer, synset, channel) of this analysis",
+        },
         "layers": result.layers["layer"].tolist(),
         "top_layers": top_layers(result.layers, params.top_layers),
-        "best_layers": {"probe_accuracy": best("probe_accuracy"), "fisher": best("fisher"),
-                        "silhouette": best("silhouette")},
+        "best_layers": {
+            "probe_accuracy": best("probe_accuracy"),
+            "fisher": best("fisher"),
+            "silhouette": best("silhouette"),
+        },
         "notes": result.notes,
         **({"checks": result.checks} if result.checks else {}),
-        "tables": {key: {"file": name, "rows": len(frames[key]), "description": text}
-                   for key, (name, text) in TABLES.items()},
+        "tables": {
+            key: {"file": name, "rows": len(frames[key]), "description": text} for key, (name, text) in TABLES.items()
+        },
         "figures": dict(FIGURES),
     }
     with atomic_write(out / "summary.json") as handle:
@@ -452,19 +572,35 @@ def plot_depth(layers: pd.DataFrame, path, alpha: float = 0.05) -> None:
     raw centroid distance."""
     plt = pyplot()
 
-    panels = [("fisher", "fisher_p", "Fisher ratio (log)"), ("silhouette", "silhouette_p", "silhouette (cosine)"),
-              ("probe_accuracy", "probe_p", "linear-probe accuracy"),
-              ("avg_centroid_distance", None, "avg centroid distance (raw)")]
+    panels = [
+        ("fisher", "fisher_p", "Fisher ratio (log)"),
+        ("silhouette", "silhouette_p", "silhouette (cosine)"),
+        ("probe_accuracy", "probe_p", "linear-probe accuracy"),
+        ("avg_centroid_distance", None, "avg centroid distance (raw)"),
+    ]
     depth = layers["depth"].to_numpy()
     fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(max(8, 0.12 * len(depth) + 4), 11))
     for ax, (column, p_column, label) in zip(axes, panels):
         ax.plot(depth, layers[column], color="C0" if p_column else "C3", linewidth=1)
         if p_column:
             significant = (layers[p_column] <= alpha).to_numpy()
-            ax.plot(depth[significant], layers[column][significant], "o", markersize=4, color="C0",
-                    label=f"p <= {alpha:g} (permutation over units)")
-            ax.plot(depth[~significant], layers[column][~significant], "o", markersize=4, markerfacecolor="white",
-                    color="C0", label=f"p > {alpha:g}")
+            ax.plot(
+                depth[significant],
+                layers[column][significant],
+                "o",
+                markersize=4,
+                color="C0",
+                label=f"p <= {alpha:g} (permutation over units)",
+            )
+            ax.plot(
+                depth[~significant],
+                layers[column][~significant],
+                "o",
+                markersize=4,
+                markerfacecolor="white",
+                color="C0",
+                label=f"p > {alpha:g}",
+            )
         if column == "fisher" and (layers[column] > 0).any():
             ax.set_yscale("log")
         if column == "probe_accuracy":

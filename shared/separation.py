@@ -37,13 +37,13 @@ NULL_DIRECTION_RTOL = 1e-9  # principal axes with eigenvalue below this fraction
 class Design:
     """Who is who in the analysis sample."""
 
-    codes: np.ndarray        # (n,) synset index of each row
-    units: np.ndarray        # (n,) unit index of each row, 0 .. U-1
-    unit_codes: np.ndarray   # (U,) synset index of each unit
+    codes: np.ndarray  # (n,) synset index of each row
+    units: np.ndarray  # (n,) unit index of each row, 0 .. U-1
+    unit_codes: np.ndarray  # (U,) synset index of each unit
     n_synsets: int
 
     @classmethod
-    def of(cls, codes: np.ndarray, units: np.ndarray, n_synsets: int | None = None) -> "Design":
+    def of(cls, codes: np.ndarray, units: np.ndarray, n_synsets: int | None = None) -> Design:
         """Renumber ``units`` 0 .. U-1 and check that each unit lies in one synset."""
         _, units = np.unique(units, return_inverse=True)
         unit_codes = np.zeros(units.max() + 1, dtype=np.int64)
@@ -73,6 +73,7 @@ class Design:
 
 # ---------------------------------------------------------------- permutations over units
 
+
 def block_permutations(unit_labels: np.ndarray, blocks: np.ndarray, count: int, rng) -> np.ndarray:
     """(count, U) relabellings of the units: each permutes the labels among the units of one block."""
     order = np.argsort(blocks, kind="stable")
@@ -82,7 +83,9 @@ def block_permutations(unit_labels: np.ndarray, blocks: np.ndarray, count: int, 
     return labels
 
 
-def permutation_p(observed: float, null: np.ndarray, observed_tie: float = 0.0, null_tie: np.ndarray | None = None) -> float:
+def permutation_p(
+    observed: float, null: np.ndarray, observed_tie: float = 0.0, null_tie: np.ndarray | None = None
+) -> float:
     """One-sided permutation p-value, (1 + at least as large) / (1 + permutations); NaN if undefined.
 
     ``null_tie`` breaks ties of a discrete statistic (the probe's accuracy) by a
@@ -99,6 +102,7 @@ def permutation_p(observed: float, null: np.ndarray, observed_tie: float = 0.0, 
 
 
 # ---------------------------------------------------------------- Fisher ratio and silhouette from sums
+
 
 def unit_vectors(z: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(z, axis=1, keepdims=True)
@@ -145,6 +149,7 @@ def silhouette_from_sums(unit: np.ndarray, unit_sums: np.ndarray, labels: np.nda
 
 # ---------------------------------------------------------------- the linear probe
 
+
 @dataclass
 class Probe:
     """Grouped, stratified k-fold cross-validation of a ridge classifier, for many labellings at once.
@@ -159,14 +164,14 @@ class Probe:
     operator's rows.
     """
 
-    folds: list[tuple[np.ndarray, np.ndarray]]   # (train rows, test rows)
-    fold_of_unit: np.ndarray                     # (U,) fold that tests each unit
-    operators: list[np.ndarray]                  # per fold: (n_train, k_f) ridge operator, transposed
-    test_scores: list[np.ndarray]                # per fold: (n_test, k_f) test rows on the fold's axes
-    widths: list[int]                            # k_f per fold
+    folds: list[tuple[np.ndarray, np.ndarray]]  # (train rows, test rows)
+    fold_of_unit: np.ndarray  # (U,) fold that tests each unit
+    operators: list[np.ndarray]  # per fold: (n_train, k_f) ridge operator, transposed
+    test_scores: list[np.ndarray]  # per fold: (n_test, k_f) test rows on the fold's axes
+    widths: list[int]  # k_f per fold
 
     @classmethod
-    def build(cls, x: np.ndarray, design: Design, n_folds: int, dims: int, seed: int) -> "Probe | None":
+    def build(cls, x: np.ndarray, design: Design, n_folds: int, dims: int, seed: int) -> Probe | None:
         """None when a synset has fewer than two units (no grouped fold can hold it out and train on it)."""
         from sklearn.model_selection import StratifiedGroupKFold
 
@@ -180,7 +185,7 @@ class Probe:
         for f, (train, test) in enumerate(folds):
             fold_of_unit[design.units[test]] = f
             train_scores, scores, variances = principal_scores(x[train], x[test], dims)
-            operators.append((train_scores / (variances + RIDGE_ALPHA)))  # (Z'Z + aI)^-1 Z' with Z'Z = diag(var)
+            operators.append(train_scores / (variances + RIDGE_ALPHA))  # (Z'Z + aI)^-1 Z' with Z'Z = diag(var)
             test_scores.append(scores)
         return cls(folds, fold_of_unit, operators, test_scores, [op.shape[1] for op in operators])
 
@@ -201,7 +206,7 @@ class Probe:
         margins = np.zeros(labels.shape)
         start = 0
         for (train, test), scores, width in zip(self.folds, self.test_scores, self.widths):
-            weights = np.ascontiguousarray(sums[..., start:start + width])  # (R, K, k_f)
+            weights = np.ascontiguousarray(sums[..., start : start + width])  # (R, K, k_f)
             intercept = sums[..., start + width] / len(train)  # mean of the one-hot labels; the scores are centred
             start += width + 1
             r, k = intercept.shape
@@ -239,17 +244,19 @@ def principal_scores(train: np.ndarray, test: np.ndarray, dims: int) -> tuple[np
 
 # ---------------------------------------------------------------- all three with their tests
 
+
 @dataclass
 class LayerTests:
     estimates: dict[str, float]
     p_values: dict[str, float]
     chance: float
-    probe_folds: int        # 0 when the probe is undefined
+    probe_folds: int  # 0 when the probe is undefined
     permutations_within: str  # what the permutations were restricted to
 
 
-def scale_free_tests(z: np.ndarray, x: np.ndarray, design: Design, permutations: int, n_folds: int, dims: int,
-                     seed: int) -> LayerTests:
+def scale_free_tests(
+    z: np.ndarray, x: np.ndarray, design: Design, permutations: int, n_folds: int, dims: int, seed: int
+) -> LayerTests:
     """Fisher ratio and cosine silhouette of ``z`` (n, d) (the centred, reduced sample), the probe on ``x``
     (n, channels) (the raw sample), and their permutation p-values over units.
 
@@ -269,10 +276,12 @@ def scale_free_tests(z: np.ndarray, x: np.ndarray, design: Design, permutations:
         sums = (onehot @ per_unit).reshape(r, k, -1)
         counts = sums[..., 2 * d]
         labels = unit_labels[:, design.units]
-        hits, margins = probe.hits(sums[..., 2 * d + 1:], labels) if probe else (np.full(labels.shape, np.nan),) * 2
-        return {"fisher": fisher_from_sums(sums[..., :d], total_sq, counts),
-                "silhouette": silhouette_from_sums(unit, np.ascontiguousarray(sums[..., d:2 * d]), labels, counts),
-                "probe": hits.mean(axis=1)}, margins.mean(axis=1)
+        hits, margins = probe.hits(sums[..., 2 * d + 1 :], labels) if probe else (np.full(labels.shape, np.nan),) * 2
+        return {
+            "fisher": fisher_from_sums(sums[..., :d], total_sq, counts),
+            "silhouette": silhouette_from_sums(unit, np.ascontiguousarray(sums[..., d : 2 * d]), labels, counts),
+            "probe": hits.mean(axis=1),
+        }, margins.mean(axis=1)
 
     observed, observed_margin = statistics(design.unit_codes[None, :])
     estimates = {m: float(observed[m][0]) for m in MEASURES}
@@ -289,8 +298,13 @@ def scale_free_tests(z: np.ndarray, x: np.ndarray, design: Design, permutations:
     p_values = {m: permutation_p(estimates[m], null[m]) for m in MEASURES if m != "probe"}
     p_values["probe"] = permutation_p(estimates["probe"], null["probe"], float(observed_margin[0]), null["margin"])
     counts = np.bincount(design.codes, minlength=k)
-    return LayerTests(estimates, p_values, chance=float(counts.max() / n), probe_folds=len(probe.folds) if probe else 0,
-                      permutations_within="cross-validation folds" if probe else "all units")
+    return LayerTests(
+        estimates,
+        p_values,
+        chance=float(counts.max() / n),
+        probe_folds=len(probe.folds) if probe else 0,
+        permutations_within="cross-validation folds" if probe else "all units",
+    )
 
 
 # ---------------------------------------------------------------- per-channel selectivity on unit means

@@ -26,9 +26,9 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -114,8 +114,9 @@ def open_store_group(path: Path, mode: str):
     try:
         return zarr.open_group(str(path), mode=mode)
     except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and zarr's metadata errors are ValueErrors
-        raise InputError(f"{path / 'zarr.json'}: not a readable activation store ({error_line(exc)}); "
-                         f"{REBUILD_HINT}") from None
+        raise InputError(
+            f"{path / 'zarr.json'}: not a readable activation store ({error_line(exc)}); {REBUILD_HINT}"
+        ) from None
 
 
 def row_span(rows: np.ndarray) -> str:
@@ -134,7 +135,9 @@ def read_rows(array, path: Path, start: int, stop: int) -> np.ndarray:
         return np.asarray(array[start:stop])
     except (ValueError, RuntimeError, IndexError) as exc:
         reason = "a chunk fails its checksum: truncated or edited?" if "checksum" in str(exc) else error_line(exc)
-        raise InputError(f"{path}: {array.path} rows {start}-{stop - 1} are damaged ({reason}); {REBUILD_HINT}") from None
+        raise InputError(
+            f"{path}: {array.path} rows {start}-{stop - 1} are damaged ({reason}); {REBUILD_HINT}"
+        ) from None
 
 
 def read_text_column(group, path: Path, name: str, n_rows: int) -> np.ndarray:
@@ -146,8 +149,9 @@ def read_text_column(group, path: Path, name: str, n_rows: int) -> np.ndarray:
     if name in ("id", "status"):  # never empty, so an older store's "" fill is caught too
         missing |= values == ""
     if missing.any():
-        raise InputError(f"{path}: {key} {row_span(np.flatnonzero(missing))} are missing (chunk deleted?); "
-                         f"{REBUILD_HINT}")
+        raise InputError(
+            f"{path}: {key} {row_span(np.flatnonzero(missing))} are missing (chunk deleted?); {REBUILD_HINT}"
+        )
     return values
 
 
@@ -167,16 +171,27 @@ def check_lengths(group, path: Path, n_rows: int, keys: list[str]) -> None:
         if length < n_rows:
             raise InputError(f"{path}: {key} holds {length} rows but rows_committed is {n_rows}; {REBUILD_HINT}")
         if array.dtype.kind == "f" and not np.isnan(array.fill_value):
-            raise InputError(f"{path}: {key} comes from an older cnn-hooks, whose deleted chunks read as "
-                             f"{array.fill_value}, not as missing; {REBUILD_HINT}")
+            raise InputError(
+                f"{path}: {key} comes from an older cnn-hooks, whose deleted chunks read as "
+                f"{array.fill_value}, not as missing; {REBUILD_HINT}"
+            )
 
 
 class StoreWriter:
     """Create or reopen a store and append batches of rows to it."""
 
-    def __init__(self, path: str | Path, attrs: dict, hook_channels: dict[str, int], pools: tuple[str, ...],
-                 dtype: str = "float32", n_classes: int | None = None, min_chunk_bytes: int = MIN_CHUNK_BYTES,
-                 rows_per_write: int = ROWS_PER_WRITE, rebuild: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        attrs: dict,
+        hook_channels: dict[str, int],
+        pools: tuple[str, ...],
+        dtype: str = "float32",
+        n_classes: int | None = None,
+        min_chunk_bytes: int = MIN_CHUNK_BYTES,
+        rows_per_write: int = ROWS_PER_WRITE,
+        rebuild: bool = False,
+    ):
         import zarr
 
         self.path = Path(path)
@@ -192,8 +207,9 @@ class StoreWriter:
             self._check_compatible(identity)
             n_rows = committed_count(self.group.attrs, self.path)
             # An array shorter than the committed rows lost data; growing it back would make fill-value rows.
-            check_lengths(self.group, self.path, n_rows,
-                          array_keys(self.group, self.hook_channels, self.pools, self.row_fields))
+            check_lengths(
+                self.group, self.path, n_rows, array_keys(self.group, self.hook_channels, self.pools, self.row_fields)
+            )
             self._truncate(n_rows)
             # Provenance that may change between runs (source manifest, versions) follows the latest run.
             self.group.attrs.update({**_normalized(identity), "complete": False})
@@ -204,23 +220,45 @@ class StoreWriter:
         self.group.attrs.update({"schema": STORE_SCHEMA, **identity, "rows_committed": 0, "complete": False})
         rows = self.group.require_group("rows")
         for name in ROW_FIELDS:
-            rows.create_array(name, shape=(0,), dtype=str, chunks=(8192,), fill_value=FILL_TEXT,
-                              compressors=_compressors(), dimension_names=("image",))
+            rows.create_array(
+                name,
+                shape=(0,),
+                dtype=str,
+                chunks=(8192,),
+                fill_value=FILL_TEXT,
+                compressors=_compressors(),
+                dimension_names=("image",),
+            )
         if n_classes:
-            self._create(self.group.require_group("logits"), "logits", n_classes, "float32", ("image", "class"),
-                         min_chunk_bytes, rows_per_write)
+            self._create(
+                self.group.require_group("logits"),
+                "logits",
+                n_classes,
+                "float32",
+                ("image", "class"),
+                min_chunk_bytes,
+                rows_per_write,
+            )
         for hook, channels in self.hook_channels.items():
             group = self.group.require_group(f"hooks/{hook}")
             for pool in self.pools:
                 self._create(group, pool, channels, dtype, ("image", "channel"), min_chunk_bytes, rows_per_write)
 
     @staticmethod
-    def _create(group, name: str, width: int, dtype: str, dims: tuple[str, str], min_chunk_bytes: int,
-                rows_per_write: int) -> None:
+    def _create(
+        group, name: str, width: int, dtype: str, dims: tuple[str, str], min_chunk_bytes: int, rows_per_write: int
+    ) -> None:
         chunk = rows_per_chunk(width, np.dtype(dtype).itemsize, min_chunk_bytes)
-        group.create_array(name, shape=(0, width), dtype=dtype, chunks=(chunk, width),
-                           shards=(rows_per_shard(chunk, rows_per_write), width), fill_value=np.nan,
-                           compressors=_compressors(), dimension_names=dims)
+        group.create_array(
+            name,
+            shape=(0, width),
+            dtype=dtype,
+            chunks=(chunk, width),
+            shards=(rows_per_shard(chunk, rows_per_write), width),
+            fill_value=np.nan,
+            compressors=_compressors(),
+            dimension_names=dims,
+        )
 
     # Keys whose difference makes appended rows incomparable with the stored ones.
     IDENTITY_KEYS = ("model", "weights", "preprocessing", "precision", "hook_points", "pooling", "dtype")
@@ -229,8 +267,10 @@ class StoreWriter:
         stored = dict(self.group.attrs)
         for key in self.IDENTITY_KEYS:
             if key in identity and stored.get(key) != _normalized(identity[key]):
-                raise InputError(f"{self.path} was made with another {key} ({_brief(stored.get(key))}, now "
-                                 f"{_brief(identity[key])}); write to a new store or delete this one")
+                raise InputError(
+                    f"{self.path} was made with another {key} ({_brief(stored.get(key))}, now "
+                    f"{_brief(identity[key])}); write to a new store or delete this one"
+                )
 
     @property
     def row_fields(self) -> list[str]:
@@ -252,10 +292,13 @@ class StoreWriter:
 
     def committed_rows(self, fields: tuple[str, ...] = ("id", "sha256")) -> pd.DataFrame:
         n = self.rows_committed
-        return pd.DataFrame({name: list(read_text_column(self.group, self.path, name, n)) if n else []
-                             for name in fields})
+        return pd.DataFrame(
+            {name: list(read_text_column(self.group, self.path, name, n)) if n else [] for name in fields}
+        )
 
-    def append(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None = None) -> None:
+    def append(
+        self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None = None
+    ) -> None:
         """Append one batch: row table, logits and every hook's pooled values; then commit."""
         try:
             _append_all(self._row_values(rows, hooks, logits))
@@ -263,15 +306,22 @@ class StoreWriter:
             raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self.group.attrs["rows_committed"] = self.rows_committed + len(rows)
 
-    def overwrite(self, index: np.ndarray, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]],
-                  logits: np.ndarray | None = None) -> None:
+    def overwrite(
+        self,
+        index: np.ndarray,
+        rows: pd.DataFrame,
+        hooks: dict[str, dict[str, np.ndarray]],
+        logits: np.ndarray | None = None,
+    ) -> None:
         """Write rows over committed ones at ``index`` (failed rows retried); the status goes last, so a kill
         leaves those rows failed."""
         status = self.group["rows/status"].path
         for array, values in sorted(self._row_values(rows, hooks, logits), key=lambda pair: pair[0].path == status):
             array.oindex[np.asarray(index)] = values
 
-    def _row_values(self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None) -> list:
+    def _row_values(
+        self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None
+    ) -> list:
         """(array, values) for every array of the store, for one batch of rows."""
         n = len(rows)
         pairs = []
@@ -323,12 +373,16 @@ class ActivationStore:
         self.warning = None
         if self.attrs.get("complete") is not True:
             if not self.allow_incomplete:
-                raise InputError(f"{self.path} is not complete (cnn-hooks stopped after {self.n_rows} rows); rerun "
-                                 "cnn-hooks to finish it, or pass --allow-incomplete to analyse the committed rows")
+                raise InputError(
+                    f"{self.path} is not complete (cnn-hooks stopped after {self.n_rows} rows); rerun "
+                    "cnn-hooks to finish it, or pass --allow-incomplete to analyse the committed rows"
+                )
             self.warning = f"the store is not complete: only its {self.n_rows} committed rows were analysed"
             log.warning("%s: %s", self.path, self.warning)
         row_fields = [name for name in ROW_FIELDS if name in ("id", "status") or f"rows/{name}" in self.group]
-        check_lengths(self.group, self.path, self.n_rows, array_keys(self.group, self.hook_points, self.pools, row_fields))
+        check_lengths(
+            self.group, self.path, self.n_rows, array_keys(self.group, self.hook_points, self.pools, row_fields)
+        )
         self._ok_rows = None
 
     def provenance(self) -> dict:
@@ -349,8 +403,11 @@ class ActivationStore:
         return list(self.attrs.get("pooling", ["mean"]))
 
     def rows(self) -> pd.DataFrame:
-        table = {name: read_text_column(self.group, self.path, name, self.n_rows)
-                 for name in ROW_FIELDS if f"rows/{name}" in self.group}
+        table = {
+            name: read_text_column(self.group, self.path, name, self.n_rows)
+            for name in ROW_FIELDS
+            if f"rows/{name}" in self.group
+        }
         return pd.DataFrame(table)
 
     def ok_rows(self) -> np.ndarray:
@@ -361,10 +418,12 @@ class ActivationStore:
 
     def _check_values(self, key: str, start: int, block: np.ndarray) -> None:
         """NaN in an ok row means the chunk was never written or was deleted."""
-        bad = self.ok_rows()[start:start + len(block)] & np.isnan(block).any(axis=1)
+        bad = self.ok_rows()[start : start + len(block)] & np.isnan(block).any(axis=1)
         if bad.any():
-            raise InputError(f"{self.path}: {key} {row_span(start + np.flatnonzero(bad))} are missing "
-                             f"(chunk deleted?); {REBUILD_HINT}")
+            raise InputError(
+                f"{self.path}: {key} {row_span(start + np.flatnonzero(bad))} are missing "
+                f"(chunk deleted?); {REBUILD_HINT}"
+            )
 
     def has_logits(self) -> bool:
         return "logits" in self.group
@@ -385,7 +444,9 @@ class ActivationStore:
     def channels(self, hook: str, pool: str = "mean") -> int:
         return int(self.layer_array(hook, pool).shape[1])
 
-    def iter_layer(self, hook: str, pool: str = "mean", rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_layer(
+        self, hook: str, pool: str = "mean", rows: np.ndarray | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (row indices, float64 values) one chunk of rows at a time, restricted to ``rows`` if given."""
         array = self.layer_array(hook, pool)
         step = array.chunks[0]

@@ -33,22 +33,41 @@ def tiny_clip_tokenizer():
 def build_tiny_sd3_pipeline():
     """The pipeline object, CPU, float32, with seeded random weights."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(
-        sample_size=32, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
-        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
+        sample_size=32,
+        patch_size=2,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=4,
     )
     clip_config = CLIPTextConfig(
         bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
         # The pooled output is read at the eos token; a wrong id pools the wrong position.
         eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5,
-        vocab_size=len(tokenizer), hidden_act="gelu", projection_dim=32,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=len(tokenizer),
+        hidden_act="gelu",
+        projection_dim=32,
     )
     torch.manual_seed(0)
     text_encoder = CLIPTextModelWithProjection(clip_config)
@@ -56,15 +75,30 @@ def build_tiny_sd3_pipeline():
     text_encoder_2 = CLIPTextModelWithProjection(clip_config)
     torch.manual_seed(0)
     vae = AutoencoderKL(
-        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
-        shift_factor=0.0609, scaling_factor=1.5035,
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
     )
     return StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
-        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
-        text_encoder_3=None, tokenizer_3=None,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer,
+        text_encoder_3=None,
+        tokenizer_3=None,
     )
 
 
@@ -82,11 +116,20 @@ def build_tiny_clip():
 
     tokenizer = tiny_clip_tokenizer()
     end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    text = dict(bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"), eos_token_id=end, pad_token_id=end,
-                hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length)
-    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                  num_hidden_layers=2)
+    text = dict(
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+        eos_token_id=end,
+        pad_token_id=end,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=tokenizer.model_max_length,
+    )
+    vision = dict(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2
+    )
     torch.manual_seed(0)
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})

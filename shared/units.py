@@ -26,9 +26,9 @@ UNITS = ("prompt", "image")
 class Units:
     """Which unit each row belongs to."""
 
-    kind: str            # "prompt" or "image"
-    codes: np.ndarray    # (rows,) unit index of every row, 0 .. n_units - 1, in order of first appearance
-    note: str | None     # why image units were used although prompt units were the default
+    kind: str  # "prompt" or "image"
+    codes: np.ndarray  # (rows,) unit index of every row, 0 .. n_units - 1, in order of first appearance
+    note: str | None  # why image units were used although prompt units were the default
 
     @property
     def n_units(self) -> int:
@@ -49,10 +49,14 @@ def assign_units(rows: pd.DataFrame, unit: str | None, source: str = "the store"
     note = None
     if unit != "image" and "prompt" not in rows:
         if unit == "prompt":
-            raise InputError(f"{source} has no prompt texts (made before rows/prompt existed); "
-                             "use --unit image, or rebuild the store with cnn-hooks")
-        note = (f"{source} has no prompt texts (made before rows/prompt existed): each image is its own unit, "
-                "so images of one prompt count as independent; rebuild the store with cnn-hooks for prompt units")
+            raise InputError(
+                f"{source} has no prompt texts (made before rows/prompt existed); "
+                "use --unit image, or rebuild the store with cnn-hooks"
+            )
+        note = (
+            f"{source} has no prompt texts (made before rows/prompt existed): each image is its own unit, "
+            "so images of one prompt count as independent; rebuild the store with cnn-hooks for prompt units"
+        )
         log.warning(note)
         unit = "image"
     kind = unit or "prompt"

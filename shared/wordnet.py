@@ -26,9 +26,9 @@ from .files import InputError, cache_root
 log = logging.getLogger("synthprobe")
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
-DICT_FILES = [
-    f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")
-] + [f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")]
+DICT_FILES = [f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")] + [
+    f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")
+]
 # The 45 lexicographer files of WordNet 3.0, numbered as in lexnames(5WN).
 LEXNAMES = """adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute
 noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location
@@ -82,9 +82,7 @@ def build_nltk_layout(wordnet_dir: Path, nltk_data: Path) -> Path:
         (staging / "lexnames").write_text(lexnames_text())
         reader = _reader(staging)
         lines = {
-            f"{lemma.key()} {synset.offset():08d} 0 0\n"
-            for synset in reader.all_synsets()
-            for lemma in synset.lemmas()
+            f"{lemma.key()} {synset.offset():08d} 0 0\n" for synset in reader.all_synsets() for lemma in synset.lemmas()
         }
         (staging / "index.sense").write_text("".join(sorted(lines)))
         try:
@@ -106,7 +104,7 @@ def _installed_wordnet():
     return wordnet
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_wordnet(wordnet_dir: str | None = None, cache_dir: str | None = None, use_installed: bool = True):
     """Return an nltk WordNetCorpusReader for WordNet 3.0 (see the module doc for the order).
 
@@ -152,7 +150,9 @@ def get_synset(wn, name: str):
         pass
     lemma = name.split(".")[0]
     candidates = [s.name() for s in wn.synsets(lemma)] or [
-        s.name() for word in difflib.get_close_matches(lemma, list(wn.all_lemma_names(pos="n")), n=3) for s in wn.synsets(word)[:2]
+        s.name()
+        for word in difflib.get_close_matches(lemma, list(wn.all_lemma_names(pos="n")), n=3)
+        for s in wn.synsets(word)[:2]
     ]
     hint = f"; did you mean {', '.join(candidates[:6])}?" if candidates else ""
     raise InputError(f"unknown synset {name!r}{hint}")

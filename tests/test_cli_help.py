@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import tomllib
 from pathlib import Path
 
 import click
 import pytest
+import tomllib
 from click.testing import CliRunner
 
 SCRIPTS = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
@@ -28,7 +28,7 @@ def all_commands():
 
 @pytest.mark.parametrize("name,command,path", list(all_commands()), ids=lambda v: v if isinstance(v, str) else "")
 def test_help_has_an_example(name, command, path):
-    root = getattr(importlib.import_module(SCRIPTS[name.split()[0]].split(":")[0]), "main")
+    root = importlib.import_module(SCRIPTS[name.split()[0]].split(":")[0]).main
     result = CliRunner().invoke(root, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,11 +47,28 @@ def make_tree(root: Path, per_synset: int, seed: int = 0, size: int = 64) -> Pat
     return root
 
 
-def manifest_row(row_id: str, path: str | None, synset: str = "bee.n.01", group: str = "concept", status: str = "ok",
-                 sha256: str = ""):
+def manifest_row(
+    row_id: str,
+    path: str | None,
+    synset: str = "bee.n.01",
+    group: str = "concept",
+    status: str = "ok",
+    sha256: str = "",
+):
     """A row as sd-generate writes it; a failed row has no path."""
-    row = {"schema": 1, "id": row_id, "synset": synset, "lemma": synset.split(".")[0], "group": group,
-           "target": synset, "prompt": f"a photo of a {synset}", "template": "photo", "seed": 1, "status": status, "params": {"steps": 2}}
+    row = {
+        "schema": 1,
+        "id": row_id,
+        "synset": synset,
+        "lemma": synset.split(".")[0],
+        "group": group,
+        "target": synset,
+        "prompt": f"a photo of a {synset}",
+        "template": "photo",
+        "seed": 1,
+        "status": status,
+        "params": {"steps": 2},
+    }
     if path is not None:
         row.update(path=path, sha256=sha256)
     return row
@@ -131,10 +148,11 @@ def test_resnet50_hook_points_are_feature_extraction_node_names():
     assert [n for n in names if n in set(module_calls)] == module_calls  # same names, same forward order
     containers = [n for n in names if n not in set(module_calls)]
     blocks = [f"layer{s}.{b}" for s, count in enumerate((3, 4, 6, 3), 1) for b in range(count)]
-    assert sorted(containers) == sorted(blocks + [f"layer{s}" for s in range(1, 5)]
-                                        + [f"layer{s}.0.downsample" for s in range(1, 5)])
+    assert sorted(containers) == sorted(
+        blocks + [f"layer{s}" for s in range(1, 5)] + [f"layer{s}.0.downsample" for s in range(1, 5)]
+    )
     assert len(names) == len(set(names)) == 182
-    assert names[names.index("layer4.2.relu_2") + 1:names.index("layer4.2.relu_2") + 3] == ["layer4.2", "layer4"]
+    assert names[names.index("layer4.2.relu_2") + 1 : names.index("layer4.2.relu_2") + 3] == ["layer4.2", "layer4"]
     shape = {p.name: p.shape for p in points}
     assert shape["layer4.2.relu"] == (512, 2, 2) and shape["layer4.2.relu_2"] == (2048, 2, 2) and shape["fc"] == (1000,)
     assert n_classes == 1000
@@ -154,9 +172,14 @@ def test_list_layers_prints_names_channels_shapes():
     lines = result.output.strip().splitlines()
     assert len(lines) == 75  # 60 module calls + 8 blocks + 4 stages + 3 downsample containers
     assert lines[0] == "conv1\t64\t64x32x32" and lines[-1] == "fc\t1000\t1000"
-    result = ok(run_cli("--list-layers", "--model", "resnet18", "--image-size", "64", "--layers", "layer2.*.relu_1,avgpool"))
-    assert result.output.splitlines() == ["layer2.0.relu_1\t128\t128x8x8\t= layer2.0",
-                                          "layer2.1.relu_1\t128\t128x8x8\t= layer2", "avgpool\t512\t512x1x1\t= layer4"]
+    result = ok(
+        run_cli("--list-layers", "--model", "resnet18", "--image-size", "64", "--layers", "layer2.*.relu_1,avgpool")
+    )
+    assert result.output.splitlines() == [
+        "layer2.0.relu_1\t128\t128x8x8\t= layer2.0",
+        "layer2.1.relu_1\t128\t128x8x8\t= layer2",
+        "avgpool\t512\t512x1x1\t= layer4",
+    ]
 
 
 def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, tree):
@@ -169,9 +192,23 @@ def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, 
     out = tmp_path / "a.zarr"
     ok(run_cli(tree, "--out", out, *SMALL, "--layers", "layer4*,avgpool,fc"))
     store = ActivationStore(out)
-    assert store.hook_points == ["layer4.0.conv1", "layer4.0.bn1", "layer4.0.relu", "layer4.0.conv2", "layer4.0.bn2",
-                                 "layer4.0.downsample.0", "layer4.0.downsample", "layer4.0", "layer4.1.conv1",
-                                 "layer4.1.bn1", "layer4.1.relu", "layer4.1.conv2", "layer4.1.bn2", "layer4", "fc"]
+    assert store.hook_points == [
+        "layer4.0.conv1",
+        "layer4.0.bn1",
+        "layer4.0.relu",
+        "layer4.0.conv2",
+        "layer4.0.bn2",
+        "layer4.0.downsample.0",
+        "layer4.0.downsample",
+        "layer4.0",
+        "layer4.1.conv1",
+        "layer4.1.bn1",
+        "layer4.1.relu",
+        "layer4.1.conv2",
+        "layer4.1.bn2",
+        "layer4",
+        "fc",
+    ]
     assert store.attrs["hook_aliases"]["avgpool"] == "layer4"
     assert store.aliases()["layer4"] == ["layer4.1.relu_1", "layer4.1", "avgpool"]
     # Selecting only an alias selects its canonical, whose values are the alias's: avgpool's output.
@@ -199,8 +236,9 @@ def test_pooled_values_equal_a_manual_computation(tree, small_store):
     store = ActivationStore(small_store)
     rows = store.rows()
     index = 3
-    transform = T.Compose([T.Resize(73), T.CenterCrop(64), T.ToTensor(),
-                           T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    transform = T.Compose(
+        [T.Resize(73), T.CenterCrop(64), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    )
     image = transform(Image.open(tree / rows["path"][index]).convert("RGB")).unsqueeze(0)
     model = H.build_network("resnet18", "none").module
     nodes = ["conv1", "layer1.0.relu", "layer1.0.relu_1", "layer3.1.conv2", "layer4.1.relu_1", "avgpool", "fc"]
@@ -226,7 +264,9 @@ def test_pooled_values_equal_a_manual_computation(tree, small_store):
     np.testing.assert_allclose(store.logits()[index], logits[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
-def pooled_batch(network: H.Network, images: torch.Tensor, precision: str, device: str = "cpu") -> dict[str, np.ndarray]:
+def pooled_batch(
+    network: H.Network, images: torch.Tensor, precision: str, device: str = "cpu"
+) -> dict[str, np.ndarray]:
     """One batch through the tool's own path: hooks, channels-last, autocast; per pool (N, all channels)."""
     points, _ = H.discover_hook_points(network.module, network.preprocessing)
     device = torch.device(device)
@@ -308,7 +348,11 @@ def test_store_layout_dtype_chunks_and_attrs(small_store, tree):
     assert attrs["model"] == "resnet18" and attrs["weights"] == "none" and attrs["precision"] == "fp32"
     assert attrs["pooling"] == ["mean", "max"] and attrs["dtype"] == "float16"
     assert attrs["preprocessing"]["resize"] == 73 and attrs["preprocessing"]["crop"] == 64
-    assert attrs["preprocessing"]["interpolation"] == "bilinear" and attrs["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    assert attrs["preprocessing"]["interpolation"] == "bilinear" and attrs["preprocessing"]["mean"] == [
+        0.485,
+        0.456,
+        0.406,
+    ]
     assert attrs["source_layout"] == "imagefolder" and len(attrs["source_sha256"]) == 64
     assert {"torch", "torchvision", "timm", "zarr", "synthprobe"} <= set(attrs["versions"])
     assert len(attrs["classes"]) == 1000 and attrs["classes"][309] == "n02206856" and attrs["class_names"][309] == "bee"
@@ -326,7 +370,11 @@ def test_store_layout_dtype_chunks_and_attrs(small_store, tree):
             assert rows * channels * 2 >= MIN_CHUNK_BYTES > rows * channels  # at least 1 MB, not twice over
             assert array.shards[0] % rows == 0 and array.shards[1] == channels
     logits = group["logits/logits"]
-    assert logits.shape == (6, 1000) and logits.dtype == np.float32 and logits.metadata.dimension_names == ("image", "class")
+    assert (
+        logits.shape == (6, 1000)
+        and logits.dtype == np.float32
+        and logits.metadata.dimension_names == ("image", "class")
+    )
     rows = store.rows()
     assert list(rows.columns) == ["id", "synset", "group", "target", "path", "status", "sha256", "prompt", "template"]
     assert set(rows["prompt"]) == {""} and set(rows["template"]) == {""}  # an ImageFolder image is its own unit
@@ -356,9 +404,11 @@ def store_summary(path: Path) -> str:
     store = ActivationStore(path)
     attrs = {k: v for k, v in store.attrs.items() if k not in ("versions", "source_folder", "classes", "class_names")}
     group = zarr.open_group(str(path), mode="r")
-    layout = [f"{name}: {a.shape} {a.dtype} chunks {a.chunks} shards {a.shards} dims {a.metadata.dimension_names}"
-              for name in ("hooks/conv1/mean", "hooks/layer2.0.downsample/mean", "hooks/layer4/mean", "logits/logits")
-              for a in [group[name]]]
+    layout = [
+        f"{name}: {a.shape} {a.dtype} chunks {a.chunks} shards {a.shards} dims {a.metadata.dimension_names}"
+        for name in ("hooks/conv1/mean", "hooks/layer2.0.downsample/mean", "hooks/layer4/mean", "logits/logits")
+        for a in [group[name]]
+    ]
     return json.dumps(attrs, indent=1, sort_keys=True) + "\n" + "\n".join(layout) + "\n"
 
 
@@ -366,13 +416,33 @@ def test_golden_store(tmp_path, golden):
     """A fixed tiny input through random resnet18 (seed 0): attrs, layout, and a few values within a tolerance."""
     images = make_tree(tmp_path / "images", per_synset=1, seed=7, size=40)
     out = tmp_path / "golden.zarr"
-    ok(run_cli(images, "--out", out, "--model", "resnet18", "--weights", "none", "--image-size", "32",
-               "--precision", "fp32", "--layers", "conv1,layer2.*,layer4,fc", "--workers", "0", "--silent"))
+    ok(
+        run_cli(
+            images,
+            "--out",
+            out,
+            "--model",
+            "resnet18",
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--precision",
+            "fp32",
+            "--layers",
+            "conv1,layer2.*,layer4,fc",
+            "--workers",
+            "0",
+            "--silent",
+        )
+    )
     golden.check("cnn_hooks/store_summary.txt", store_summary(out).replace(str(tmp_path), "TMP"))
     store = ActivationStore(out)
     aliases = store.attrs["hook_aliases"]  # layer2.1.relu_1 is stored once, as layer2
-    values = {hook: np.round(store.read_layer(aliases.get(hook, hook))[:, :4], 6).tolist()
-              for hook in ("conv1", "layer2.1.relu_1", "layer4")}
+    values = {
+        hook: np.round(store.read_layer(aliases.get(hook, hook))[:, :4], 6).tolist()
+        for hook in ("conv1", "layer2.1.relu_1", "layer4")
+    }
     values["logits"] = np.round(store.logits()[:, :4], 6).tolist()
     path = REPO / "tests" / "golden" / "cnn_hooks" / "values.json"
     if golden.regen:
@@ -394,11 +464,23 @@ def committed(store: Path) -> int:
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     images = make_tree(tmp_path / "images", per_synset=14)  # 42 images
-    args = [images, *SMALL[:-1], "--precision", "fp32", "--batch-size", "2", "--rows-per-write", "4", "--layers", "layer4*,fc"]
+    args = [
+        images,
+        *SMALL[:-1],
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "2",
+        "--rows-per-write",
+        "4",
+        "--layers",
+        "layer4*,fc",
+    ]
     killed = tmp_path / "killed.zarr"
     command = [sys.executable, "-m", "synthprobe.tools.cnn_hooks", *map(str, args), "--out", str(killed), "--silent"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     deadline = time.monotonic() + 120
     while committed(killed) < 8 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -426,7 +508,10 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     for i in range(4):
         Image.fromarray(smooth_image(rng)).save(folder / f"im{i}.png")
         sha[i] = hashlib.sha256((folder / f"im{i}.png").read_bytes()).hexdigest()
-    a, b = manifest_row("a", "im0.png", sha256=sha[0]), manifest_row("b", "im1.png", "frog.n.01", "object-only", sha256=sha[1])
+    a, b = (
+        manifest_row("a", "im0.png", sha256=sha[0]),
+        manifest_row("b", "im1.png", "frog.n.01", "object-only", sha256=sha[1]),
+    )
     write_manifest(folder, [a, manifest_row("gone", None, status="failed"), b])
     out = tmp_path / "acts.zarr"
     ok(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"))
@@ -448,9 +533,16 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     assert "already holds all 4 images" in caplog.text
     # Regenerated images under the same ids must not be mixed with the recorded ones.
     write_manifest(folder, [manifest_row("a", "im0.png", sha256=sha[3]), b])
-    fails_with(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"), "1 images of", "changed since", "(im0.png)",
-               "--rebuild")
-    line = fails_with(run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 73 names, 'conv1' ... 'fc')")
+    fails_with(
+        run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"),
+        "1 images of",
+        "changed since",
+        "(im0.png)",
+        "--rebuild",
+    )
+    line = fails_with(
+        run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 73 names, 'conv1' ... 'fc')"
+    )
     assert len(line) < 300
 
 
@@ -486,7 +578,9 @@ def test_file_that_differs_from_its_manifest_hash_is_a_bad_image(tmp_path):
     folder.mkdir()
     Image.fromarray(smooth_image(np.random.default_rng(2))).save(folder / "im0.png")
     write_manifest(folder, [manifest_row("a", "im0.png", sha256="0" * 64)])
-    fails_with(run_cli(folder, "--out", tmp_path / "acts.zarr", *SMALL), "im0.png", "differs from the one in the manifest")
+    fails_with(
+        run_cli(folder, "--out", tmp_path / "acts.zarr", *SMALL), "im0.png", "differs from the one in the manifest"
+    )
 
 
 # ---- other models and weights ----------------------------------------------------------------
@@ -501,8 +595,26 @@ def test_timm_model_with_its_own_preprocessing_and_a_safetensors_file(tmp_path, 
     weights = tmp_path / "lite0.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
     out = tmp_path / "timm.zarr"
-    ok(run_cli(tree, "--out", out, "--model", "timm:efficientnet_lite0", "--weights", weights, "--image-size", "64",
-               "--precision", "fp32", "--layers", "blocks*,conv_head,classifier", "--workers", "0", "--silent"))
+    ok(
+        run_cli(
+            tree,
+            "--out",
+            out,
+            "--model",
+            "timm:efficientnet_lite0",
+            "--weights",
+            weights,
+            "--image-size",
+            "64",
+            "--precision",
+            "fp32",
+            "--layers",
+            "blocks*,conv_head,classifier",
+            "--workers",
+            "0",
+            "--silent",
+        )
+    )
     store = ActivationStore(out)
     assert store.attrs["model"] == "timm:efficientnet_lite0" and store.attrs["weights"].startswith("sha256:")
     assert store.attrs["preprocessing"]["source"].startswith("timm efficientnet_lite0")
@@ -567,7 +679,10 @@ def test_large_jpegs_decode_at_a_reduced_scale_that_still_covers_the_resize(tmp_
     jpeg = (tmp_path / "photo.jpg").read_bytes()
     assert preprocessing.resize == 232 and decode_rgb(jpeg, preprocessing.resize).size == (256, 256)
     assert decode_rgb((tmp_path / "photo.png").read_bytes(), preprocessing.resize).size == (1024, 1024)
-    assert decode_rgb((tmp_path / "small.jpg").read_bytes(), preprocessing.resize).size == (400, 300)  # 1/2 is too small
+    assert decode_rgb((tmp_path / "small.jpg").read_bytes(), preprocessing.resize).size == (
+        400,
+        300,
+    )  # 1/2 is too small
     reduced, full = dataset[0][0].float(), preprocessing.to_uint8(load_rgb(files[0])).float()
     assert reduced.shape == (3, 224, 224) and 0 < (reduced - full).abs().mean() < 1.5
     assert torch.equal(dataset[1][0], preprocessing.to_uint8(load_rgb(files[1])))
@@ -583,16 +698,33 @@ def folder_with_truncated_png(tmp_path) -> Path:
 
 
 def test_truncated_image_fails_naming_the_file(tmp_path, folder_with_truncated_png):
-    line = fails_with(run_cli(folder_with_truncated_png, "--out", tmp_path / "a.zarr", *SMALL),
-                      "cannot decode", "frog.n.01/img 00.png", "--skip-bad")
+    line = fails_with(
+        run_cli(folder_with_truncated_png, "--out", tmp_path / "a.zarr", *SMALL),
+        "cannot decode",
+        "frog.n.01/img 00.png",
+        "--skip-bad",
+    )
     assert "truncated" in line.lower() or "error" in line.lower()
 
 
 def test_skip_bad_records_a_failed_row_with_nan_values(tmp_path, folder_with_truncated_png):
     out = tmp_path / "a.zarr"
     # Two decoding worker processes here: failures travel back from them as row errors.
-    ok(run_cli(folder_with_truncated_png, "--out", out, *SMALL, "--workers", "2", "--batch-size", "2", "--skip-bad",
-               "--layers", "layer4,fc"))
+    ok(
+        run_cli(
+            folder_with_truncated_png,
+            "--out",
+            out,
+            *SMALL,
+            "--workers",
+            "2",
+            "--batch-size",
+            "2",
+            "--skip-bad",
+            "--layers",
+            "layer4,fc",
+        )
+    )
     store = ActivationStore(out)
     rows = store.rows()
     bad = rows.index[rows["path"] == "frog.n.01/img 00.png"][0]
@@ -605,15 +737,25 @@ def test_skip_bad_records_a_failed_row_with_nan_values(tmp_path, folder_with_tru
 
 
 def test_unknown_model_suggests_close_names(tmp_path, tree):
-    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet5", "--weights", "none"),
-               "unknown torchvision classification model 'resnet5'", "did you mean", "resnet50", "timm:<name>")
-    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "timm:efficientnet_lite9"),
-               "unknown timm model 'timm:efficientnet_lite9'", "did you mean timm:efficientnet_lite")
+    fails_with(
+        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet5", "--weights", "none"),
+        "unknown torchvision classification model 'resnet5'",
+        "did you mean",
+        "resnet50",
+        "timm:<name>",
+    )
+    fails_with(
+        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "timm:efficientnet_lite9"),
+        "unknown timm model 'timm:efficientnet_lite9'",
+        "did you mean timm:efficientnet_lite",
+    )
 
 
 def test_layers_pattern_matching_nothing_fails(tmp_path, tree):
-    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", *SMALL, "--layers", "layer4.*,conv9*"),
-               "--layers 'conv9*' matches no hook point")
+    fails_with(
+        run_cli(tree, "--out", tmp_path / "a.zarr", *SMALL, "--layers", "layer4.*,conv9*"),
+        "--layers 'conv9*' matches no hook point",
+    )
     assert not (tmp_path / "a.zarr").exists()
 
 
@@ -623,16 +765,28 @@ def test_weights_file_that_does_not_fit_names_the_keys(tmp_path, tree):
     del state["layer1.0.conv1.weight"]
     state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
     torch.save(state, tmp_path / "bad.pth")
-    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "bad.pth"),
-               "does not fit resnet18", "missing keys: layer1.0.conv1.weight", "unexpected keys: extra.weight",
-               "conv1.weight (64, 3, 3, 3) vs (64, 3, 7, 7)")
+    fails_with(
+        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "bad.pth"),
+        "does not fit resnet18",
+        "missing keys: layer1.0.conv1.weight",
+        "unexpected keys: extra.weight",
+        "conv1.weight (64, 3, 3, 3) vs (64, 3, 7, 7)",
+    )
     torch.save(torchvision.models.resnet18(), tmp_path / "pickled_module.pth")  # not a state dict: weights_only refuses
-    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "pickled_module.pth"),
-               "cannot read", "as a state dict")
-    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "missing.pth"),
-               "no such file")
-    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", "IMAGENET9K"),
-               "IMAGENET1K_V1")
+    fails_with(
+        run_cli(
+            tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "pickled_module.pth"
+        ),
+        "cannot read",
+        "as a state dict",
+    )
+    fails_with(
+        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "missing.pth"),
+        "no such file",
+    )
+    fails_with(
+        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", "IMAGENET9K"), "IMAGENET1K_V1"
+    )
 
 
 def test_default_weights_offline_fail_with_a_hint(tmp_path, tree, monkeypatch):
@@ -642,8 +796,11 @@ def test_default_weights_offline_fail_with_a_hint(tmp_path, tree, monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
-    fails_with(run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18"),
-               "cannot fetch the ResNet18_Weights.IMAGENET1K_V1 weights", "--weights")
+    fails_with(
+        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18"),
+        "cannot fetch the ResNet18_Weights.IMAGENET1K_V1 weights",
+        "--weights",
+    )
 
 
 def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_store):
@@ -651,13 +808,33 @@ def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_stor
     import shutil
 
     shutil.copytree(small_store, copy)
-    args = ["--pool", "both", "--dtype", "float16", "--precision", "fp32", "--workers", "0", "--silent", "--image-size", "64"]
-    fails_with(run_cli(tree, "--out", copy, "--model", "resnet34", "--weights", "none", *args),
-               "another model", "'resnet18'", "'resnet34'")
-    fails_with(run_cli(tree, "--out", copy, "--model", "resnet18", "--weights", "none", *args[:-1], "96"),
-               "another preprocessing")
-    fails_with(run_cli(tree, "--out", copy, *SMALL, "--pool", "mean", "--dtype", "float16", "--precision", "fp32"),
-               "another pooling")
+    args = [
+        "--pool",
+        "both",
+        "--dtype",
+        "float16",
+        "--precision",
+        "fp32",
+        "--workers",
+        "0",
+        "--silent",
+        "--image-size",
+        "64",
+    ]
+    fails_with(
+        run_cli(tree, "--out", copy, "--model", "resnet34", "--weights", "none", *args),
+        "another model",
+        "'resnet18'",
+        "'resnet34'",
+    )
+    fails_with(
+        run_cli(tree, "--out", copy, "--model", "resnet18", "--weights", "none", *args[:-1], "96"),
+        "another preprocessing",
+    )
+    fails_with(
+        run_cli(tree, "--out", copy, *SMALL, "--pool", "mean", "--dtype", "float16", "--precision", "fp32"),
+        "another pooling",
+    )
     assert ActivationStore(copy).attrs == ActivationStore(small_store).attrs  # refused before touching it
 
 
@@ -704,22 +881,61 @@ def test_weights_file_with_a_head_of_any_size(tmp_path, tree, model):
     import timm
 
     torch.manual_seed(4)
-    reference = (timm.create_model("resnet18", num_classes=7) if model.startswith("timm:")
-                 else torchvision.models.resnet18(num_classes=7))
+    reference = (
+        timm.create_model("resnet18", num_classes=7)
+        if model.startswith("timm:")
+        else torchvision.models.resnet18(num_classes=7)
+    )
     torch.save(reference.state_dict(), tmp_path / "seven.pth")
     out = tmp_path / "seven.zarr"
-    ok(run_cli(tree, "--out", out, "--model", model, "--weights", tmp_path / "seven.pth", "--image-size", "64",
-               "--workers", "0", "--layers", "fc", "--silent"))
+    ok(
+        run_cli(
+            tree,
+            "--out",
+            out,
+            "--model",
+            model,
+            "--weights",
+            tmp_path / "seven.pth",
+            "--image-size",
+            "64",
+            "--workers",
+            "0",
+            "--layers",
+            "fc",
+            "--silent",
+        )
+    )
     store = ActivationStore(out)
     assert store.logits().shape == (6, 7) and store.attrs["class_names"] == [f"class_{i}" for i in range(7)]
     np.testing.assert_allclose(store.read_layer("fc"), store.logits(), rtol=1e-5)
     (tmp_path / "names.txt").write_text("".join(f"kind {i}\n" for i in range(7)))
-    ok(run_cli(tree, "--out", tmp_path / "named.zarr", "--model", model, "--weights", tmp_path / "seven.pth",
-               "--image-size", "64", "--workers", "0", "--layers", "fc", "--class-names", tmp_path / "names.txt", "--silent"))
+    ok(
+        run_cli(
+            tree,
+            "--out",
+            tmp_path / "named.zarr",
+            "--model",
+            model,
+            "--weights",
+            tmp_path / "seven.pth",
+            "--image-size",
+            "64",
+            "--workers",
+            "0",
+            "--layers",
+            "fc",
+            "--class-names",
+            tmp_path / "names.txt",
+            "--silent",
+        )
+    )
     assert ActivationStore(tmp_path / "named.zarr").attrs["class_names"][6] == "kind 6"
 
 
-@pytest.mark.parametrize("model", ["timm:test_vit", "timm:test_convnext", "timm:resnet18.a1_in1k", "timm:mobilevitv2_050"])
+@pytest.mark.parametrize(
+    "model", ["timm:test_vit", "timm:test_convnext", "timm:resnet18.a1_in1k", "timm:mobilevitv2_050"]
+)
 def test_list_layers_for_timm_names(model):
     """Transformers, ConvNeXt, a name with a pretrained tag, a hybrid: listed without weights."""
     lines = ok(run_cli("--list-layers", "--model", model)).output.strip().splitlines()
@@ -733,8 +949,24 @@ def test_vit_token_outputs_are_pooled_over_tokens(tmp_path, tree):
     import timm
 
     out = tmp_path / "vit.zarr"
-    ok(run_cli(tree, "--out", out, "--model", "timm:test_vit", "--weights", "none", "--precision", "fp32",
-               "--layers", "blocks.0,norm", "--workers", "0", "--silent"))
+    ok(
+        run_cli(
+            tree,
+            "--out",
+            out,
+            "--model",
+            "timm:test_vit",
+            "--weights",
+            "none",
+            "--precision",
+            "fp32",
+            "--layers",
+            "blocks.0,norm",
+            "--workers",
+            "0",
+            "--silent",
+        )
+    )
     store = ActivationStore(out)
     network = H.build_network("timm:test_vit", "none")
     torch.manual_seed(H.RANDOM_INIT_SEED)

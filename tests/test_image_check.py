@@ -1,4 +1,5 @@
-"""image-check on a tiny random CLIP and an untrained ResNet-18: scores, verdicts, golden, re-thresholding, resume, bad input."""
+"""image-check on a tiny random CLIP and an untrained ResNet-18: scores, verdicts, golden, re-thresholding, resume,
+bad input."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from synthprobe import image_check as C
 from synthprobe.check_rates import flag_rates
 from synthprobe.files import InputError
 from synthprobe.hooks import build_network
-from synthprobe.images import load_rgb
 from synthprobe.imagenet import hierarchy_indices
+from synthprobe.images import load_rgb
 from synthprobe.prompts import load_bias_class
 from synthprobe.stats import clustered_proportion
 from synthprobe.tiny_models import save_tiny_clip
@@ -45,9 +46,21 @@ def write_bias_folder(root: Path, per_group: int = 2, seed: int = 0, size: int =
             for t in range(per_group):
                 row_id = f"bias-{name}-{group}-{t:02d}-s00"
                 Image.fromarray(smooth_image(rng, size)).save(root / f"{row_id}.png")
-                rows.append({"schema": 1, "id": row_id, "synset": synset, "lemma": name, "group": group,
-                             "target": synset, "prompt": f"{name} {group} {t}", "seed": t,
-                             "template": f"{name}/{group}/{t:02d}", "path": f"{row_id}.png", "status": "ok"})
+                rows.append(
+                    {
+                        "schema": 1,
+                        "id": row_id,
+                        "synset": synset,
+                        "lemma": name,
+                        "group": group,
+                        "target": synset,
+                        "prompt": f"{name} {group} {t}",
+                        "seed": t,
+                        "template": f"{name}/{group}/{t:02d}",
+                        "path": f"{row_id}.png",
+                        "status": "ok",
+                    }
+                )
     write_manifest(root, rows)
     return root
 
@@ -77,16 +90,23 @@ def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_p
     from transformers import CLIPModel, CLIPProcessor
 
     model, processor = CLIPModel.from_pretrained(tiny_clip).eval(), CLIPProcessor.from_pretrained(tiny_clip)
-    captions = [f"a photo of a {name}, {wn.synset(synset).definition().split(';')[0].strip()}"
-                for name, synset in BIAS_CLASSES.items()] + list(C.BACKGROUND_PROMPTS)
+    captions = [
+        f"a photo of a {name}, {wn.synset(synset).definition().split(';')[0].strip()}"
+        for name, synset in BIAS_CLASSES.items()
+    ] + list(C.BACKGROUND_PROMPTS)
     bee_context = list(load_bias_class("bee").prompts["context-only"])
     for row in (rows[0], rows[2]):  # bee object-only, bee context-only
-        inputs = processor(text=captions + bee_context, images=load_rgb(images / row["path"]), return_tensors="pt",
-                           padding=True, truncation=True)
+        inputs = processor(
+            text=captions + bee_context,
+            images=load_rgb(images / row["path"]),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+        )
         with torch.no_grad():
             logits = model(**inputs).logits_per_image[0].double().numpy()
-        object_p = C.softmax(logits[:len(captions)])[0]
-        context_p = C.softmax(logits)[len(captions):].sum()
+        object_p = C.softmax(logits[: len(captions)])[0]
+        context_p = C.softmax(logits)[len(captions) :].sum()
         # Within the resampling difference of PIL's resize in transformers and torchvision's.
         assert row["object_score"] == pytest.approx(object_p, rel=2e-3)
         assert row["context_score"] == pytest.approx(context_p, rel=2e-3)
@@ -94,7 +114,8 @@ def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_p
     summary = json.loads((tmp_path / "checks" / C.SUMMARY_FILE).read_text())
     assert summary["n_images"] == 12 and sum(summary["verdicts"].values()) == 12
     assert [(c["synset"], c["group"], c["n"]) for c in summary["counts"]] == [
-        (synset, group, 2) for synset in BIAS_CLASSES.values() for group in sorted(GROUPS)]
+        (synset, group, 2) for synset in BIAS_CLASSES.values() for group in sorted(GROUPS)
+    ]
     golden.check("image_check/clip-checks.jsonl", (tmp_path / "checks" / C.CHECKS_FILE).read_text())
 
 
@@ -103,25 +124,31 @@ def test_classifier_judge_is_the_softmax_mass_of_the_hyponym_closure(tmp_path, w
     for folder in ("frog.n.01", "n01440764", "cloud.n.01", "cats"):  # a synset, a wnid, no ImageNet class, no synset
         (tmp_path / "photos" / folder).mkdir(parents=True)
         Image.fromarray(smooth_image(rng, 64)).save(tmp_path / "photos" / folder / "a.png")
-    ok(run_cli(tmp_path / "photos", "--out", tmp_path / "checks", "--judge", "resnet18", "--weights", "none",
-               "--silent"))
+    ok(
+        run_cli(
+            tmp_path / "photos", "--out", tmp_path / "checks", "--judge", "resnet18", "--weights", "none", "--silent"
+        )
+    )
     rows = {r["synset"]: r for r in read_rows(tmp_path / "checks")}
     network = build_network("resnet18", "none")
     for synset, closure in (("frog.n.01", "frog.n.01"), ("n01440764", "tench.n.01")):
         pixels = network.preprocessing.to_uint8(load_rgb(tmp_path / "photos" / rows[synset]["path"]))[None]
         with torch.no_grad():
-            probabilities = torch.softmax(network.module(network.preprocessing.normalizer(torch.device("cpu"))(pixels))
-                                          .double(), 1)[0].numpy()
-        assert rows[synset]["object_score"] == pytest.approx(probabilities[hierarchy_indices(wn, closure)].sum(),
-                                                             rel=1e-5)
+            probabilities = torch.softmax(
+                network.module(network.preprocessing.normalizer(torch.device("cpu"))(pixels)).double(), 1
+            )[0].numpy()
+        assert rows[synset]["object_score"] == pytest.approx(
+            probabilities[hierarchy_indices(wn, closure)].sum(), rel=1e-5
+        )
         assert rows[synset]["judge"] == "resnet18@none" and rows[synset]["context_score"] is None
     assert rows["cloud.n.01"]["verdict"] == "unscored" and rows["cloud.n.01"]["object_score"] is None
     assert rows["cloud.n.01"]["note"] == "no ImageNet class lies under cloud.n.01"
     assert rows["cats"]["verdict"] == "unscored" and rows["cats"]["note"] == "cats is not a WordNet synset"
 
 
-def test_thresholds_change_exactly_the_rows_that_cross_them_and_score_nothing(tmp_path, tiny_clip, wn, monkeypatch,
-                                                                               caplog):
+def test_thresholds_change_exactly_the_rows_that_cross_them_and_score_nothing(
+    tmp_path, tiny_clip, wn, monkeypatch, caplog
+):
     images, out = write_bias_folder(tmp_path / "images"), tmp_path / "checks"
     ok(run_cli(images, "--out", out, "--judge", f"clip:{tiny_clip}", "--silent"))
     before = read_rows(out)
@@ -134,15 +161,29 @@ def test_thresholds_change_exactly_the_rows_that_cross_them_and_score_nothing(tm
 
     monkeypatch.setattr(C, "load_clip", no_model)
     caplog.set_level(logging.INFO, logger="synthprobe")
-    ok(run_cli(images, "--out", out, "--judge", f"clip:{tiny_clip}", "--missing-below", missing_below,
-                        "--leaked-above", leaked_above))
+    ok(
+        run_cli(
+            images,
+            "--out",
+            out,
+            "--judge",
+            f"clip:{tiny_clip}",
+            "--missing-below",
+            missing_below,
+            "--leaked-above",
+            leaked_above,
+        )
+    )
     assert "scored 0 images, reused 12" in caplog.text
     after = read_rows(out)
     assert [r["object_score"] for r in after] == [r["object_score"] for r in before]
     changed = {r["id"] for r, s in zip(before, after) if r["verdict"] != s["verdict"]}
-    crossing = {r["id"] for r in before
-                if (r["group"] == "context-only" and (r["object_score"] > leaked_above) != (r["object_score"] > 0.5))
-                or (r["group"] != "context-only" and (r["object_score"] < missing_below) != (r["object_score"] < 0.1))}
+    crossing = {
+        r["id"]
+        for r in before
+        if (r["group"] == "context-only" and (r["object_score"] > leaked_above) != (r["object_score"] > 0.5))
+        or (r["group"] != "context-only" and (r["object_score"] < missing_below) != (r["object_score"] < 0.1))
+    }
     assert changed == crossing and changed
     assert sum(r["verdict"] == "object-leaked" for r in after) == 2
     assert sum(r["verdict"] == "object-missing" for r in after) == 4
@@ -203,12 +244,17 @@ def test_resume_scores_nothing_twice(tmp_path, tiny_clip, wn):
 
 def test_bad_input_gets_one_line(tmp_path, tiny_clip, wn, monkeypatch):
     images = write_bias_folder(tmp_path / "images", per_group=1)
-    fails_with(run_cli(images, "--out", tmp_path / "c", "--judge", "resnet5000"),
-               "unknown torchvision classification model 'resnet5000'")
+    fails_with(
+        run_cli(images, "--out", tmp_path / "c", "--judge", "resnet5000"),
+        "unknown torchvision classification model 'resnet5000'",
+    )
     fails_with(run_cli(images, "--out", tmp_path / "c", "--judge", "clip:"), "--judge clip: needs a hub id")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    fails_with(run_cli(images, "--out", tmp_path / "c", "--judge", "clip:nobody/no-such-clip"),
-               "cannot load the CLIP judge 'nobody/no-such-clip'", "local folder")
+    fails_with(
+        run_cli(images, "--out", tmp_path / "c", "--judge", "clip:nobody/no-such-clip"),
+        "cannot load the CLIP judge 'nobody/no-such-clip'",
+        "local folder",
+    )
 
     loose = tmp_path / "loose"  # PNGs without images.jsonl and without class folders
     loose.mkdir()
@@ -219,13 +265,17 @@ def test_bad_input_gets_one_line(tmp_path, tiny_clip, wn, monkeypatch):
     rows = [json.loads(line) for line in (other / "images.jsonl").open()]
     write_manifest(other, [{**r, "id": "other-" + r["id"]} for r in rows])
     ok(run_cli(other, "--out", tmp_path / "other-checks", "--judge", f"clip:{tiny_clip}", "--silent"))
-    fails_with(run_cli(images, "--out", tmp_path / "other-checks", "--judge", f"clip:{tiny_clip}"),
-               "holds checks of other images")
+    fails_with(
+        run_cli(images, "--out", tmp_path / "other-checks", "--judge", f"clip:{tiny_clip}"),
+        "holds checks of other images",
+    )
 
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / C.CHECKS_FILE).write_text('{"schema": 1, "id": "x"}\n')
-    fails_with(run_cli(images, "--out", tmp_path / "broken", "--judge", f"clip:{tiny_clip}"),
-               "checks.jsonl:1: not an image-check row")
+    fails_with(
+        run_cli(images, "--out", tmp_path / "broken", "--judge", f"clip:{tiny_clip}"),
+        "checks.jsonl:1: not an image-check row",
+    )
 
     first = json.loads((images / "images.jsonl").open().readline())
     (images / first["path"]).write_bytes(b"not a png")
@@ -242,23 +292,46 @@ def test_verdicts_follow_the_group():
 
 
 def test_checked_rows_drop_exactly_the_flagged_images(tmp_path):
-    rows = pd.DataFrame({"id": ["a", "b", "c", "d", "e"], "synset": ["bee.n.01"] * 3 + ["frog.n.01"] * 2,
-                         "group": ["object-only", "context-only", "mixed", "object-only", "context-only"]})
-    checks = [{"schema": 1, "id": i, "judge": judge, "verdict": v} for i, judge, v in (
-        ("a", "clip:x", "object-missing"), ("b", "clip:x", "object-leaked"), ("c", "clip:x", "ok"),
-        ("d", "clip:x", "ok"), ("d", "resnet50@none", "object-missing"))]  # e has no check
+    rows = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e"],
+            "synset": ["bee.n.01"] * 3 + ["frog.n.01"] * 2,
+            "group": ["object-only", "context-only", "mixed", "object-only", "context-only"],
+        }
+    )
+    checks = [
+        {"schema": 1, "id": i, "judge": judge, "verdict": v}
+        for i, judge, v in (
+            ("a", "clip:x", "object-missing"),
+            ("b", "clip:x", "object-leaked"),
+            ("c", "clip:x", "ok"),
+            ("d", "clip:x", "ok"),
+            ("d", "resnet50@none", "object-missing"),
+        )
+    ]  # e has no check
     path = tmp_path / "checks.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in checks))
     keep, _ = C.checked_rows(rows, None, ())
     assert keep.all()
-    for drop, dropped in (((), set()), (("object-leaked",), {"b"}), (("object-missing",), {"a", "d"}),
-                          (C.FLAGS, {"a", "b", "d"})):
+    for drop, dropped in (
+        ((), set()),
+        (("object-leaked",), {"b"}),
+        (("object-missing",), {"a", "d"}),
+        (C.FLAGS, {"a", "b", "d"}),
+    ):
         keep, summary = C.checked_rows(rows, path, drop)
         assert set(rows["id"][~keep]) == dropped
         assert summary["n_dropped"] == len(dropped) and summary["n_unchecked"] == 1
     bee_object_only = next(c for c in summary["counts"] if (c["synset"], c["group"]) == ("bee.n.01", "object-only"))
-    assert bee_object_only == {"synset": "bee.n.01", "group": "object-only", "n": 1, "checked": 1,
-                               "object-missing": 1, "object-leaked": 0, "dropped": 1}
+    assert bee_object_only == {
+        "synset": "bee.n.01",
+        "group": "object-only",
+        "n": 1,
+        "checked": 1,
+        "object-missing": 1,
+        "object-leaked": 0,
+        "dropped": 1,
+    }
     assert summary["judges"] == ["clip:x", "resnet50@none"]
     with pytest.raises(InputError, match="holds checks of other images"):
         C.checked_rows(rows.assign(id=rows["id"] + "-other"), path, ())
@@ -272,23 +345,57 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
     from synthprobe.tools.separability import main as separability
 
     images, checks = write_bias_folder(tmp_path / "images"), tmp_path / "checks"
-    ok(CliRunner().invoke(cnn_hooks, [str(images), "--out", str(tmp_path / "acts.zarr"), "--model", "resnet18",
-                                      "--weights", "none", "--image-size", "64", "--layers", "layer4",
-                                      "--workers", "0", "--silent"]))
+    ok(
+        CliRunner().invoke(
+            cnn_hooks,
+            [
+                str(images),
+                "--out",
+                str(tmp_path / "acts.zarr"),
+                "--model",
+                "resnet18",
+                "--weights",
+                "none",
+                "--image-size",
+                "64",
+                "--layers",
+                "layer4",
+                "--workers",
+                "0",
+                "--silent",
+            ],
+        )
+    )
     ok(run_cli(images, "--out", checks, "--judge", f"clip:{tiny_clip}", "--silent"))
     scores = read_rows(checks)
     context = sorted(r["object_score"] for r in scores if r["group"] == "context-only")
     other = sorted(r["object_score"] for r in scores if r["group"] != "context-only")
     # One leak and one miss, so that every synset keeps images.
-    ok(run_cli(images, "--out", checks, "--judge", f"clip:{tiny_clip}", "--silent",
-               "--leaked-above", (context[-1] + context[-2]) / 2, "--missing-below", (other[0] + other[1]) / 2))
+    ok(
+        run_cli(
+            images,
+            "--out",
+            checks,
+            "--judge",
+            f"clip:{tiny_clip}",
+            "--silent",
+            "--leaked-above",
+            (context[-1] + context[-2]) / 2,
+            "--missing-below",
+            (other[0] + other[1]) / 2,
+        )
+    )
     flagged = {r["verdict"]: r["id"] for r in read_rows(checks) if r["verdict"] != "ok"}
     assert set(flagged) == set(C.FLAGS)
     checks_file = str(checks / C.CHECKS_FILE)
 
     def bias_ids(out, *extra):
-        ok(CliRunner().invoke(bias_report, [str(tmp_path / "acts.zarr"), "--out", str(out), "--classes", "bee,frog",
-                                            "--silent", *extra]))
+        ok(
+            CliRunner().invoke(
+                bias_report,
+                [str(tmp_path / "acts.zarr"), "--out", str(out), "--classes", "bee,frog", "--silent", *extra],
+            )
+        )
         return set(pd.read_csv(out / "images.csv")["id"]), json.loads((out / "summary.json").read_text())
 
     everything, plain = bias_ids(tmp_path / "bias-all")
@@ -300,10 +407,15 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
     images_table = pd.read_csv(tmp_path / "bias-counted" / "images.csv")
     assert (groups["n"] - groups["n_unflagged"]).sum() == 2
     for line in groups.itertuples():
-        clean = images_table[(images_table["class"] == line[1]) & (images_table["group"] == line.group)
-                             & ~images_table["id"].isin(set(flagged.values()))]
+        clean = images_table[
+            (images_table["class"] == line[1])
+            & (images_table["group"] == line.group)
+            & ~images_table["id"].isin(set(flagged.values()))
+        ]
         assert line.n_unflagged == len(clean)
-        assert line.confidence_mean_unflagged == pytest.approx(clean.groupby("unit")["confidence"].mean().mean(), rel=1e-5)
+        assert line.confidence_mean_unflagged == pytest.approx(
+            clean.groupby("unit")["confidence"].mean().mean(), rel=1e-5
+        )
     assert "n_unflagged" not in pd.read_csv(tmp_path / "bias-all" / "groups.csv")
     kept, summary = bias_ids(tmp_path / "bias-drop", "--checks", checks_file, "--drop", "object-missing,object-leaked")
     assert kept == everything - set(flagged.values())
@@ -311,16 +423,32 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
     kept, _ = bias_ids(tmp_path / "bias-leak", "--checks", checks_file, "--drop", "object-leaked")
     assert kept == everything - {flagged["object-leaked"]}
 
-    sep = [str(tmp_path / "acts.zarr"), "--group", "object-only,mixed", "--permutations", "0", "--folds", "2",
-           "--unit", "image", "--silent"]
+    sep = [
+        str(tmp_path / "acts.zarr"),
+        "--group",
+        "object-only,mixed",
+        "--permutations",
+        "0",
+        "--folds",
+        "2",
+        "--unit",
+        "image",
+        "--silent",
+    ]
     ok(CliRunner().invoke(separability, [*sep, "--out", str(tmp_path / "sep-all")]))
-    ok(CliRunner().invoke(separability, [*sep, "--out", str(tmp_path / "sep-drop"), "--checks", checks_file,
-                                         "--drop", "object-missing"]))
+    ok(
+        CliRunner().invoke(
+            separability,
+            [*sep, "--out", str(tmp_path / "sep-drop"), "--checks", checks_file, "--drop", "object-missing"],
+        )
+    )
     before = json.loads((tmp_path / "sep-all" / "summary.json").read_text())
     after = json.loads((tmp_path / "sep-drop" / "summary.json").read_text())
     assert before["n_images"] == 8 and after["n_images"] == 7 and after["checks"]["n_dropped"] == 1
-    result = CliRunner().invoke(bias_report, [str(tmp_path / "acts.zarr"), "--out", str(tmp_path / "b"),
-                                              "--checks", checks_file, "--drop", "object-gone"])
+    result = CliRunner().invoke(
+        bias_report,
+        [str(tmp_path / "acts.zarr"), "--out", str(tmp_path / "b"), "--checks", checks_file, "--drop", "object-gone"],
+    )
     fails_with(result, "object-gone is not a flag verdict")
 
 
@@ -341,11 +469,21 @@ def test_judges_batch_on_the_gpu_and_agree_with_the_cpu(tmp_path, tiny_clip, wn)
 
 
 def test_flag_rates_count_prompt_units():
-    images = pd.DataFrame({"id": ["a0", "a1", "b0", "c0", "c1", "d0"], "synset": ["bee.n.01"] * 6,
-                           "prompt": ["p1", "p1", "p2", "c1", "c1", "c2"]})
-    checks = pd.DataFrame({"id": images["id"], "synset": "bee.n.01",
-                           "group": ["object-only"] * 3 + ["context-only"] * 3,
-                           "verdict": ["object-missing", "ok", "ok", "object-leaked", "object-leaked", "unscored"]})
+    images = pd.DataFrame(
+        {
+            "id": ["a0", "a1", "b0", "c0", "c1", "d0"],
+            "synset": ["bee.n.01"] * 6,
+            "prompt": ["p1", "p1", "p2", "c1", "c1", "c2"],
+        }
+    )
+    checks = pd.DataFrame(
+        {
+            "id": images["id"],
+            "synset": "bee.n.01",
+            "group": ["object-only"] * 3 + ["context-only"] * 3,
+            "verdict": ["object-missing", "ok", "ok", "object-leaked", "object-leaked", "unscored"],
+        }
+    )
     rates = flag_rates(checks, images).set_index("group")
     assert rates.loc["object-only", ["flag", "n", "n_units", "n_flagged"]].tolist() == ["object-missing", 3, 2, 1]
     assert rates.loc["context-only", ["flag", "n", "n_units", "n_flagged"]].tolist() == ["object-leaked", 2, 1, 2]
@@ -365,7 +503,10 @@ def clustered_flags(rng, rate: float, concentration: float):
 def wilson_over_images(flagged, sizes, z=1.959964):
     """What treating images as independent gives: Wilson's interval on all images."""
     n, p = sizes.sum(), flagged.sum() / sizes.sum()
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
     return centre - half, centre + half
 
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from synthprobe.files import InputError
 from synthprobe.report import TABLE_ROWS_SHOWN, build_context, render, write_report
-from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
 from synthprobe.tiny_models import save_tiny_sd3
+from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
 
 HOSTILE_PROMPT = 'a <script>window.__pwned = 1</script> cat & "dog"'
 
@@ -30,45 +30,107 @@ def write_png(path: Path, value: int) -> None:
 def fixed_inputs(tmp_path):
     """Small hand-written analysis and image folders, as the stages would write them."""
     images = tmp_path / "images"
-    rows = [{"id": "cat-0", "synset": "cat.n.01", "group": "concept", "target": "cat.n.01", "prompt": HOSTILE_PROMPT},
-            {"id": "bias-bee-mixed-00-s00", "synset": "bee.n.01", "group": "mixed", "target": "bee.n.01", "prompt": "a bee & a flower"}]
+    rows = [
+        {"id": "cat-0", "synset": "cat.n.01", "group": "concept", "target": "cat.n.01", "prompt": HOSTILE_PROMPT},
+        {
+            "id": "bias-bee-mixed-00-s00",
+            "synset": "bee.n.01",
+            "group": "mixed",
+            "target": "bee.n.01",
+            "prompt": "a bee & a flower",
+        },
+    ]
     for value, row in enumerate(rows):
         row.update(path=f"{row['id']}.png", status="ok")
         write_png(images / row["path"], 40 + 100 * value)
     (images / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (images / "run.json").write_text(json.dumps({"config": {"model": "tiny", "width": 8, "height": 8, "steps": 2},
-                                                 "summary": {"records": 2, "generated": 1, "cached": 1, "failed": 0}}))
+    (images / "run.json").write_text(
+        json.dumps(
+            {
+                "config": {"model": "tiny", "width": 8, "height": 8, "steps": 2},
+                "summary": {"records": 2, "generated": 1, "cached": 1, "failed": 0},
+            }
+        )
+    )
     sep = tmp_path / "sep"
     sep.mkdir()
     (sep / "layers.csv").write_text("layer,avg_centroid_distance,fisher\nconv1,1.5,0.25\nlayer1,2.5,\n")
-    (sep / "top_images.csv").write_text("layer,rank,channel,image_rank,id,path,synset,activation\n"
-                                        "layer1,1,3,1,cat-0,cat-0.png,cat.n.01,0.9\n")
+    (sep / "top_images.csv").write_text(
+        "layer,rank,channel,image_rank,id,path,synset,activation\nlayer1,1,3,1,cat-0,cat-0.png,cat.n.01,0.9\n"
+    )
     write_png(sep / "heatmap.png", 200)
-    (sep / "summary.json").write_text(json.dumps({
-        "tool": "separability", "n_images": 2, "n_synsets": 2, "unit": "image", "n_units": 2,
-        "unit_note": "old store: each image is its own unit", "top_layers": ["layer1"],
-        "parameters": {"seed": 0}, "store": {"model": "resnet50", "weights": "none",
-                                             "hook_aliases": {"layer1.1.relu_1": "layer1", "layer1.1": "layer1"}},
-        "tables": {"layers": {"file": "layers.csv", "description": "per layer"},
-                   "top_images": {"file": "top_images.csv", "description": "top images"}},
-        "figures": {"heatmap": "heatmap.png"}}))
+    (sep / "summary.json").write_text(
+        json.dumps(
+            {
+                "tool": "separability",
+                "n_images": 2,
+                "n_synsets": 2,
+                "unit": "image",
+                "n_units": 2,
+                "unit_note": "old store: each image is its own unit",
+                "top_layers": ["layer1"],
+                "parameters": {"seed": 0},
+                "store": {
+                    "model": "resnet50",
+                    "weights": "none",
+                    "hook_aliases": {"layer1.1.relu_1": "layer1", "layer1.1": "layer1"},
+                },
+                "tables": {
+                    "layers": {"file": "layers.csv", "description": "per layer"},
+                    "top_images": {"file": "top_images.csv", "description": "top images"},
+                },
+                "figures": {"heatmap": "heatmap.png"},
+            }
+        )
+    )
     bias = tmp_path / "bias"
     bias.mkdir()
-    (bias / "prompts.csv").write_text(f'class,group,prompt,confidence_mean\nbee,mixed,"{HOSTILE_PROMPT.replace(chr(34), 2 * chr(34))}",0.5\n')
-    (bias / "summary.json").write_text(json.dumps({"tool": "bias-report", "files": {"prompts": "prompts.csv"},
-                                                   "store": {"attrs": {"model": "resnet50", "weights": "none"}},
-                                                   "figures": {}, "definitions": {"confidence": "softmax mass"}}))
+    (bias / "prompts.csv").write_text(
+        f'class,group,prompt,confidence_mean\nbee,mixed,"{HOSTILE_PROMPT.replace(chr(34), 2 * chr(34))}",0.5\n'
+    )
+    (bias / "summary.json").write_text(
+        json.dumps(
+            {
+                "tool": "bias-report",
+                "files": {"prompts": "prompts.csv"},
+                "store": {"attrs": {"model": "resnet50", "weights": "none"}},
+                "figures": {},
+                "definitions": {"confidence": "softmax mass"},
+            }
+        )
+    )
     checks = tmp_path / "checks"
     checks.mkdir()
-    (checks / "rates.csv").write_text("synset,group,flag,n,n_units,n_flagged,rate,rate_low,rate_high\n"
-                                      "bee.n.01,mixed,object-missing,1,1,1,1,,\n")
-    (checks / "checks.jsonl").write_text(json.dumps({
-        "schema": 1, "id": "bias-bee-mixed-00-s00", "judge": "clip:tiny", "synset": "bee.n.01", "group": "mixed",
-        "path": "bias-bee-mixed-00-s00.png", "object_score": 0.02, "verdict": "object-missing"}) + "\n")
-    (checks / "summary.json").write_text(json.dumps({
-        "tool": "image-check", "judge": "clip:tiny", "thresholds": {"missing_below": 0.1, "leaked_above": 0.5},
-        "n_images": 1, "files": {"checks": "checks.jsonl"},
-        "tables": {"rates": {"file": "rates.csv", "description": "flag rates"}}}))
+    (checks / "rates.csv").write_text(
+        "synset,group,flag,n,n_units,n_flagged,rate,rate_low,rate_high\nbee.n.01,mixed,object-missing,1,1,1,1,,\n"
+    )
+    (checks / "checks.jsonl").write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "id": "bias-bee-mixed-00-s00",
+                "judge": "clip:tiny",
+                "synset": "bee.n.01",
+                "group": "mixed",
+                "path": "bias-bee-mixed-00-s00.png",
+                "object_score": 0.02,
+                "verdict": "object-missing",
+            }
+        )
+        + "\n"
+    )
+    (checks / "summary.json").write_text(
+        json.dumps(
+            {
+                "tool": "image-check",
+                "judge": "clip:tiny",
+                "thresholds": {"missing_below": 0.1, "leaked_above": 0.5},
+                "n_images": 1,
+                "files": {"checks": "checks.jsonl"},
+                "tables": {"rates": {"file": "rates.csv", "description": "flag rates"}},
+            }
+        )
+    )
     return {"separability_dirs": [sep], "bias_dirs": [bias], "image_dirs": [images], "check_dirs": [checks]}
 
 
@@ -86,7 +148,7 @@ def test_text_is_escaped(fixed_inputs):
     assert "<li><b>layer1</b> = layer1.1.relu_1, layer1.1</li>" in html
     assert "2 images of 2 synsets in 2 image units (the unit of every test)" in html
     assert '<div class="notice">old store: each image is its own unit</div>' in html
-    checks = html[html.index('<section id="checks">'):html.index('<section id="separability">')]
+    checks = html[html.index('<section id="checks">') : html.index('<section id="separability">')]
     assert "Judge <b>clip:tiny</b>; object-missing below 0.1" in checks and "object-missing" in checks
     assert "bee.n.01 · mixed: object-missing (object score 0.02)" in checks  # the flagged image, as a thumbnail
 
@@ -115,7 +177,19 @@ def test_whole_chain_in_chromium(tmp_path, wn):
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is missing (make test installs it as root)"
     model = save_tiny_sd3(tmp_path / "tiny-sd3")
-    gen = ["--model", model, "--steps", 2, "--size", 32, "--quantize", "none", "--cache", tmp_path / "cache", "--silent"]
+    gen = [
+        "--model",
+        model,
+        "--steps",
+        2,
+        "--size",
+        32,
+        "--quantize",
+        "none",
+        "--cache",
+        tmp_path / "cache",
+        "--silent",
+    ]
 
     concepts = tmp_path / "concepts.jsonl"
     invoke(wn_prompts.main, "concepts", "--synsets", "dog.n.01,cat.n.01,car.n.01", "--per-synset", 3, "-o", concepts)
@@ -128,19 +202,52 @@ def test_whole_chain_in_chromium(tmp_path, wn):
 
     for name, prompts in (("concepts", concepts), ("bias", bias)):
         invoke(sd_generate.main, prompts, "--out", tmp_path / "images" / name, *gen)
-        invoke(cnn_hooks.main, tmp_path / "images" / name, "--out", tmp_path / f"{name}.zarr", "--model", "resnet18",
-               "--weights", "none", "--batch-size", 8, "--workers", 0, "--silent")
+        invoke(
+            cnn_hooks.main,
+            tmp_path / "images" / name,
+            "--out",
+            tmp_path / f"{name}.zarr",
+            "--model",
+            "resnet18",
+            "--weights",
+            "none",
+            "--batch-size",
+            8,
+            "--workers",
+            0,
+            "--silent",
+        )
     stats = ["--permutations", 20]
     invoke(separability.main, tmp_path / "concepts.zarr", "--out", tmp_path / "sep", "--group", "concept", *stats)
     invoke(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog")
     html = tmp_path / "report.html"
-    invoke(report.main, "--separability", tmp_path / "sep", "--bias", tmp_path / "biasout",
-           "--images", tmp_path / "images" / "concepts", "--images", tmp_path / "images" / "bias",
-           "--notice", "toy models", "-o", html)
+    invoke(
+        report.main,
+        "--separability",
+        tmp_path / "sep",
+        "--bias",
+        tmp_path / "biasout",
+        "--images",
+        tmp_path / "images" / "concepts",
+        "--images",
+        tmp_path / "images" / "bias",
+        "--notice",
+        "toy models",
+        "-o",
+        html,
+    )
 
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -157,11 +264,16 @@ def test_whole_chain_in_chromium(tmp_path, wn):
         assert "the prompt: the images of one (synset, prompt text) are one unit" in page.inner_text("section#methods")
         # Clicking a column header sorts its table.
         page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
-        for table in (page.locator("section#separability table.sortable").first,
-                      page.locator("section#bias table.sortable").last):
+        for table in (
+            page.locator("section#separability table.sortable").first,
+            page.locator("section#bias table.sortable").last,
+        ):
             header = table.locator("th")
-            position = next(i for i, text in enumerate(header.all_inner_texts()) if text.strip() in
-                            ("avg_centroid_distance", "confidence_mean"))
+            position = next(
+                i
+                for i, text in enumerate(header.all_inner_texts())
+                if text.strip() in ("avg_centroid_distance", "confidence_mean")
+            )
             header.nth(position).click()
             column = table.locator(f"tbody tr td:nth-child({position + 1})").all_inner_texts()
             numbers = [float(v) for v in column if v]
@@ -175,7 +287,8 @@ def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_
     sep = fixed_inputs["separability_dirs"][0]
     aurocs = np.random.default_rng(0).uniform(0.5, 1, 1000)
     pd.DataFrame({"layer": "layer1", "channel": np.arange(1000), "synset": "cat.n.01", "auroc": aurocs}).to_csv(
-        sep / "selective_channels.csv", index=False)
+        sep / "selective_channels.csv", index=False
+    )
     summary = json.loads((sep / "summary.json").read_text())
     summary["tables"]["selective_channels"] = {"file": "selective_channels.csv"}
     (sep / "summary.json").write_text(json.dumps(summary))
@@ -192,7 +305,8 @@ def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_
     # Tables that fit are whole and linked to nothing; stdout names the original CSV.
     assert "report_files/sep-layers.csv" not in html
     assert (sep / "selective_channels.csv").resolve().as_uri() in invoke(
-        report.main, "--separability", sep, "-o", "-").output
+        report.main, "--separability", sep, "-o", "-"
+    ).output
 
 
 @pytest.mark.slow
@@ -206,7 +320,9 @@ def test_report_of_250_hook_points_stays_under_5_mb(tmp_path):
     for i in range(250):
         means = rng.normal(0, 1, (3, (64, 128, 256, 512)[i % 4]))
         layers[f"block{i // 10}.layer{i % 10}"] = means[labels] + rng.normal(0, 0.7, (60, means.shape[1]))
-    store = build_store(tmp_path / "acts.zarr", layers, [("ant.n.01", "bee.n.01", "cat.n.01")[k] for k in labels], batch=30)
+    store = build_store(
+        tmp_path / "acts.zarr", layers, [("ant.n.01", "bee.n.01", "cat.n.01")[k] for k in labels], batch=30
+    )
     invoke(separability.main, store, "--out", tmp_path / "sep", "--permutations", 5, "--silent")
     assert len(pd.read_csv(tmp_path / "sep" / "selective_channels.csv")) > 10_000
     html = tmp_path / "report.html"
@@ -235,21 +351,52 @@ def classifier_analyses(root: Path, model: str, scale: float) -> tuple[Path, Pat
     sep.mkdir(parents=True)
     bias.mkdir(parents=True)
     depth = np.arange(5)
-    pd.DataFrame({"layer": [f"l{d}" for d in depth], "depth": depth, "probe_accuracy": scale * (depth + 1) / 5,
-                  "fisher": scale * (depth + 1.0), "silhouette": scale * depth / 10}).to_csv(sep / "layers.csv", index=False)
-    (sep / "summary.json").write_text(json.dumps({"tool": "separability", "store": {"model": model, "weights": "w"},
-                                                  "tables": {"layers": {"file": "layers.csv"}}, "figures": {}}))
-    pd.DataFrame({"class": ["bee", "bee", "frog"], "group": ["object-only", "mixed", "mixed"],
-                  "confidence_mean": [0.5 * scale, 0.7 * scale, 0.2 * scale]}).to_csv(bias / "groups.csv", index=False)
-    pd.DataFrame({"class": ["bee", "frog"], "context_reliance": [0.2 * scale, -0.1 * scale],
-                  "context_sufficiency": [0.1, 0.3]}).to_csv(bias / "classes.csv", index=False)
-    (bias / "summary.json").write_text(json.dumps({"tool": "bias-report", "store": {"attrs": {"model": model}},
-                                                   "files": {"groups": "groups.csv", "classes": "classes.csv"}}))
+    pd.DataFrame(
+        {
+            "layer": [f"l{d}" for d in depth],
+            "depth": depth,
+            "probe_accuracy": scale * (depth + 1) / 5,
+            "fisher": scale * (depth + 1.0),
+            "silhouette": scale * depth / 10,
+        }
+    ).to_csv(sep / "layers.csv", index=False)
+    (sep / "summary.json").write_text(
+        json.dumps(
+            {
+                "tool": "separability",
+                "store": {"model": model, "weights": "w"},
+                "tables": {"layers": {"file": "layers.csv"}},
+                "figures": {},
+            }
+        )
+    )
+    pd.DataFrame(
+        {
+            "class": ["bee", "bee", "frog"],
+            "group": ["object-only", "mixed", "mixed"],
+            "confidence_mean": [0.5 * scale, 0.7 * scale, 0.2 * scale],
+        }
+    ).to_csv(bias / "groups.csv", index=False)
+    pd.DataFrame(
+        {"class": ["bee", "frog"], "context_reliance": [0.2 * scale, -0.1 * scale], "context_sufficiency": [0.1, 0.3]}
+    ).to_csv(bias / "classes.csv", index=False)
+    (bias / "summary.json").write_text(
+        json.dumps(
+            {
+                "tool": "bias-report",
+                "store": {"attrs": {"model": model}},
+                "files": {"groups": "groups.csv", "classes": "classes.csv"},
+            }
+        )
+    )
     return sep, bias
 
 
 def test_classifiers_side_by_side(tmp_path):
-    first, second = classifier_analyses(tmp_path, "resnet50", 1.0), classifier_analyses(tmp_path, "timm:efficientnet_lite0", 0.5)
+    first, second = (
+        classifier_analyses(tmp_path, "resnet50", 1.0),
+        classifier_analyses(tmp_path, "timm:efficientnet_lite0", 0.5),
+    )
     context = build_context([first[0], second[0]], [first[1], second[1]], [])
     figures, tables = context["comparison"]["figures"], context["comparison"]["tables"]
     assert list(figures) == ["linear-probe accuracy", "silhouette (cosine)", "Fisher ratio (log)"]

@@ -7,8 +7,8 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -34,9 +34,16 @@ FAST = ["--size", "32", "--steps", "2", "--quantize", "none", "--silent"]
 def make_records(count: int, start: int = 0) -> list[PromptRecord]:
     subjects = ["bee", "frog", "guitar", "strawberry", "airplane"]
     return [
-        PromptRecord(id=f"{subjects[i % 5]}.n.01-{i:03d}", synset=f"{subjects[i % 5]}.n.01", lemma=subjects[i % 5],
-                     group="concept", target=f"{subjects[i % 5]}.n.01", prompt=f"a photo of a {subjects[i % 5]}, view {i}",
-                     seed=1000 + i, negative_prompt="blurry" if i % 4 == 3 else None)
+        PromptRecord(
+            id=f"{subjects[i % 5]}.n.01-{i:03d}",
+            synset=f"{subjects[i % 5]}.n.01",
+            lemma=subjects[i % 5],
+            group="concept",
+            target=f"{subjects[i % 5]}.n.01",
+            prompt=f"a photo of a {subjects[i % 5]}, view {i}",
+            seed=1000 + i,
+            negative_prompt="blurry" if i % 4 == 3 else None,
+        )
         for i in range(start, start + count)
     ]
 
@@ -61,12 +68,24 @@ def prompts(tmp_path):
         path = tmp_path / name
         write_prompts(path, records)
         return path
+
     return write
 
 
 def settings_for(model: Path, cache: ImageCache, **overrides) -> G.Settings:
-    options = dict(model=str(model), revision=None, steps=2, guidance=3.5, size="32", batch_size=1, device="cpu",
-                   dtype="auto", quantize="none", offload=False, cache=cache)
+    options = dict(
+        model=str(model),
+        revision=None,
+        steps=2,
+        guidance=3.5,
+        size="32",
+        batch_size=1,
+        device="cpu",
+        dtype="auto",
+        quantize="none",
+        offload=False,
+        cache=cache,
+    )
     options.update(overrides)
     return G.resolve_settings(**options)
 
@@ -81,8 +100,10 @@ def tiny_pipeline(tiny_model, tmp_path_factory):
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Make any model load fail loudly, to prove a code path never loads one."""
+
     def refuse(settings):
         raise AssertionError("the model was loaded")
+
     monkeypatch.setattr(G, "load_pipeline", refuse)
 
 
@@ -124,7 +145,10 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
         assert cached_png.stat().st_mode & 0o222 == 0, "cache files are read-only"
         text = Image.open(png).text
         assert (text["prompt"], text["seed"], text["model"]) == (row["prompt"], str(row["seed"]), str(tiny_model))
-    masked = [{**r, "sha256": "<sha256>", "cache_key": "<key>", "params": {**r["params"], "model": "<tiny-sd3>"}} for r in rows]
+    masked = [
+        {**r, "sha256": "<sha256>", "cache_key": "<key>", "params": {**r["params"], "model": "<tiny-sd3>"}}
+        for r in rows
+    ]
     golden.check("sd_generate/images.jsonl", "".join(json.dumps(r) + "\n" for r in masked))
 
     slices = {r["id"]: pixels(out / r["path"])[-3:, -3:, :].tolist() for r in rows}
@@ -143,7 +167,12 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
     monkeypatch.setattr(G, "load_pipeline", lambda s: pytest.fail("an all-cached run loaded the model"))
     cli([path, "--out", out, "--model", tiny_model, "--cache", cache, "--batch-size", 3, *FAST])
     assert (out / "images.jsonl").read_bytes() == first_manifest
-    assert json.loads((out / "run.json").read_text())["summary"] == {"records": 4, "generated": 0, "cached": 4, "failed": 0}
+    assert json.loads((out / "run.json").read_text())["summary"] == {
+        "records": 4,
+        "generated": 0,
+        "cached": 4,
+        "failed": 0,
+    }
 
 
 def test_dry_run_lists_work_and_writes_nothing(tiny_model, tiny_pipeline, prompts, tmp_path, no_model_load):
@@ -166,7 +195,22 @@ def test_limit_and_shard_select_records(tiny_model, tiny_pipeline, prompts, tmp_
     monkeypatch.setattr(G, "load_pipeline", lambda s: tiny_pipeline)
     records = make_records(8)
     out = tmp_path / "out"
-    cli([prompts(records), "--out", out, "--model", tiny_model, "--cache", tmp_path / "c", "--shard", "1/2", "--limit", 2, *FAST])
+    cli(
+        [
+            prompts(records),
+            "--out",
+            out,
+            "--model",
+            tiny_model,
+            "--cache",
+            tmp_path / "c",
+            "--shard",
+            "1/2",
+            "--limit",
+            2,
+            *FAST,
+        ]
+    )
     shard_ids = [r.id for r in records if G.shard_of(r.id, 2) == 1][:2]
     assert [r["id"] for r in read_rows(out / "images.shard-1-of-2.jsonl")] == shard_ids
     assert sorted(p.name for p in out.glob("*.png")) == sorted(f"{i}.png" for i in shard_ids)
@@ -182,7 +226,9 @@ def test_images_do_not_depend_on_batch_size_or_order(tiny_model, tiny_pipeline, 
     for batch_size, order in [(1, records), (3, records[::-1])]:
         cache = ImageCache(tmp_path / f"cache-{batch_size}")
         out = tmp_path / f"out-{batch_size}"
-        result = run_in_process(order, settings_for(tiny_model, cache, batch_size=batch_size), cache, out, tiny_pipeline)
+        result = run_in_process(
+            order, settings_for(tiny_model, cache, batch_size=batch_size), cache, out, tiny_pipeline
+        )
         assert result.generated == 5
         results[batch_size] = {row["id"]: (row["cache_key"], pixels(out / row["path"])) for row in result.rows}
     for record in records:
@@ -191,7 +237,9 @@ def test_images_do_not_depend_on_batch_size_or_order(tiny_model, tiny_pipeline, 
         assert key_1 == key_3
         # Batched matmuls round differently in the last float bit: at most one level of 255.
         assert np.abs(image_1 - image_3).max() <= 1, record.id
-    assert np.abs(results[1][records[0].id][1] - results[1][records[1].id][1]).max() > 10, "different seeds, different images"
+    assert np.abs(results[1][records[0].id][1] - results[1][records[1].id][1]).max() > 10, (
+        "different seeds, different images"
+    )
 
 
 def test_shards_partition_by_id_and_match_an_unsharded_run(tiny_model, tiny_pipeline, tmp_path):
@@ -199,14 +247,20 @@ def test_shards_partition_by_id_and_match_an_unsharded_run(tiny_model, tiny_pipe
     parts = [G.select_records(records, (k, 3), None) for k in range(3)]
     assert sorted(r.id for part in parts for r in part) == sorted(r.id for r in records)
     grown = make_records(6) + make_records(20, start=6)
-    assert [G.select_records(grown, (k, 3), None)[:len(parts[k])] for k in range(3)] == parts, "adding records moves none"
+    assert [G.select_records(grown, (k, 3), None)[: len(parts[k])] for k in range(3)] == parts, (
+        "adding records moves none"
+    )
 
     whole_cache = ImageCache(tmp_path / "whole")
-    whole = run_in_process(records, settings_for(tiny_model, whole_cache), whole_cache, tmp_path / "whole-out", tiny_pipeline)
+    whole = run_in_process(
+        records, settings_for(tiny_model, whole_cache), whole_cache, tmp_path / "whole-out", tiny_pipeline
+    )
     shard_cache = ImageCache(tmp_path / "shards")
     shard_rows = {}
     for part in parts:
-        result = run_in_process(part, settings_for(tiny_model, shard_cache), shard_cache, tmp_path / "shard-out", tiny_pipeline)
+        result = run_in_process(
+            part, settings_for(tiny_model, shard_cache), shard_cache, tmp_path / "shard-out", tiny_pipeline
+        )
         shard_rows.update({row["id"]: row for row in result.rows})
     for row in whole.rows:  # batch size 1: bit-identical PNGs whatever the shard
         assert shard_rows[row["id"]]["sha256"] == row["sha256"]
@@ -235,8 +289,10 @@ def test_cache_key_covers_every_pixel_parameter(tiny_model, tmp_path):
         base.key_fields(PromptRecord(**{**record.__dict__, "prompt": "another prompt"})),
         base.key_fields(PromptRecord(**{**record.__dict__, "negative_prompt": "ugly"})),
         base.key_fields(PromptRecord(**{**record.__dict__, "seed": record.seed + 1})),
-        *(settings_for(tiny_model, cache, **change).key_fields(record) for change in
-          [{"steps": 3}, {"guidance": 5.0}, {"size": "32x36"}, {"dtype": "bfloat16"}]),
+        *(
+            settings_for(tiny_model, cache, **change).key_fields(record)
+            for change in [{"steps": 3}, {"guidance": 5.0}, {"size": "32x36"}, {"dtype": "bfloat16"}]
+        ),
         {**base.key_fields(record), "scheduler": {"class": "EulerDiscreteScheduler", "config": {}}},
         {**base.key_fields(record), "quantization": "4bit"},
         {**base.key_fields(record), "model": {"hub": "org/model", "revision": "main"}},
@@ -244,8 +300,13 @@ def test_cache_key_covers_every_pixel_parameter(tiny_model, tmp_path):
     keys.update(cache_key(fields) for fields in variants)
     assert len(keys) == len(variants) + 1
     same_record_other_id = PromptRecord(**{**record.__dict__, "id": "other", "group": "mixed"})
-    assert cache_key(base.key_fields(same_record_other_id)) == cache_key(base.key_fields(record)), "id does not change pixels"
-    assert base.model_identity["local_sha256"] == settings_for(tiny_model, ImageCache(tmp_path / "fresh")).model_identity["local_sha256"]
+    assert cache_key(base.key_fields(same_record_other_id)) == cache_key(base.key_fields(record)), (
+        "id does not change pixels"
+    )
+    assert (
+        base.model_identity["local_sha256"]
+        == settings_for(tiny_model, ImageCache(tmp_path / "fresh")).model_identity["local_sha256"]
+    )
 
 
 def test_cache_entry_counts_only_when_complete(tmp_path):
@@ -349,8 +410,20 @@ def test_output_is_a_separate_copy_even_without_reflinks(tmp_path, monkeypatch):
 
 
 def tool_command(prompt_path, out, model, cache, *extra):
-    return [sys.executable, "-m", "synthprobe.tools.sd_generate", str(prompt_path), "--out", str(out),
-            "--model", str(model), "--cache", str(cache), *FAST, *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "synthprobe.tools.sd_generate",
+        str(prompt_path),
+        "--out",
+        str(out),
+        "--model",
+        str(model),
+        "--cache",
+        str(cache),
+        *FAST,
+        *map(str, extra),
+    ]
 
 
 def subprocess_env():
@@ -389,6 +462,7 @@ def test_resume_after_kill_9(tiny_model, tiny_pipeline, prompts, tmp_path):
         def pipe(**kwargs):
             seeds_generated.extend(g.initial_seed() for g in kwargs["generator"])
             return tiny_pipeline(**kwargs)
+
         return pipe
 
     result = G.run_generation(records, settings, cache, out, build_pipeline=spy, silent=True)
@@ -399,13 +473,24 @@ def test_resume_after_kill_9(tiny_model, tiny_pipeline, prompts, tmp_path):
 def test_concurrent_shards_share_one_cache(tiny_model, prompts, tmp_path, monkeypatch):
     records = make_records(6)
     # A record with another id but the same prompt and seed, in the other shard: both shards make that key at once.
-    twin_id = next(f"{records[0].id}-twin{j}" for j in range(99) if G.shard_of(f"{records[0].id}-twin{j}", 2) != G.shard_of(records[0].id, 2))
+    twin_id = next(
+        f"{records[0].id}-twin{j}"
+        for j in range(99)
+        if G.shard_of(f"{records[0].id}-twin{j}", 2) != G.shard_of(records[0].id, 2)
+    )
     records.append(PromptRecord(**{**records[0].__dict__, "id": twin_id}))
     path = prompts(records)
     cache = tmp_path / "cache"
     out = tmp_path / "out"
-    processes = [subprocess.Popen(tool_command(path, out, tiny_model, cache, "--shard", f"{k}/2"), env=subprocess_env(),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for k in range(2)]
+    processes = [
+        subprocess.Popen(
+            tool_command(path, out, tiny_model, cache, "--shard", f"{k}/2"),
+            env=subprocess_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for k in range(2)
+    ]
     for process in processes:
         _, stderr = process.communicate(timeout=120)
         assert process.returncode == 0, stderr.decode()
@@ -424,6 +509,7 @@ def test_concurrent_shards_share_one_cache(tiny_model, prompts, tmp_path, monkey
 
 def failing_pipeline(pipeline):
     """The tiny pipeline, except that 'boom' prompts raise (like an OOM) and 'nan' prompts give NaN pixels."""
+
     def pipe(**kwargs):
         if any("boom" in prompt for prompt in kwargs["prompt"]):
             raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
@@ -432,6 +518,7 @@ def failing_pipeline(pipeline):
             if "nan" in prompt:
                 output.images[index][0, 0, 0] = np.nan
         return output
+
     return pipe
 
 
@@ -443,8 +530,21 @@ def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts
     out.mkdir()
     (out / f"{records[1].id}.png").write_bytes(b"stale image from an earlier run")
     monkeypatch.setattr(G, "load_pipeline", lambda s: failing_pipeline(tiny_pipeline))
-    result = cli([prompts(records), "--out", out, "--model", tiny_model, "--cache", tmp_path / "cache", "--batch-size", 3, *FAST],
-                 expect_exit=1)
+    result = cli(
+        [
+            prompts(records),
+            "--out",
+            out,
+            "--model",
+            tiny_model,
+            "--cache",
+            tmp_path / "cache",
+            "--batch-size",
+            3,
+            *FAST,
+        ],
+        expect_exit=1,
+    )
     assert "3 generated, 0 cached, 2 failed" in result.output
 
     rows = read_rows(out / "images.jsonl")
@@ -458,7 +558,13 @@ def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts
 
     # The batch that failed was retried one record at a time: the same pixels as a clean run.
     clean_cache = ImageCache(tmp_path / "clean")
-    clean = run_in_process([records[0], records[2]], settings_for(tiny_model, clean_cache), clean_cache, tmp_path / "clean-out", tiny_pipeline)
+    clean = run_in_process(
+        [records[0], records[2]],
+        settings_for(tiny_model, clean_cache),
+        clean_cache,
+        tmp_path / "clean-out",
+        tiny_pipeline,
+    )
     assert [r["sha256"] for r in clean.rows] == [rows[0]["sha256"], rows[2]["sha256"]]
 
 
@@ -469,8 +575,23 @@ def hub_error(cls, message):
     return cls(message, response=types.SimpleNamespace(headers={}, request=None))
 
 
-@pytest.mark.parametrize("case", ["size", "hub-size", "missing-folder", "not-a-pipeline", "offline-hub", "gated", "not-found",
-                                  "malformed", "cache", "shard", "cuda-quantize", "device"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "size",
+        "hub-size",
+        "missing-folder",
+        "not-a-pipeline",
+        "offline-hub",
+        "gated",
+        "not-found",
+        "malformed",
+        "cache",
+        "shard",
+        "cuda-quantize",
+        "device",
+    ],
+)
 def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypatch, no_model_load):
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
@@ -505,6 +626,7 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
 
         def download(*a, **k):
             raise error
+
         monkeypatch.setattr("huggingface_hub.hf_hub_download", download)
         args += ["--model", "org/gated" if case == "gated" else "org/none"]
     elif case == "malformed":
@@ -566,7 +688,9 @@ def test_cuda_quantized_generation(tiny_model, tmp_path, quantize):
     pipe = G.load_pipeline(settings)
     layer = bnb.nn.Linear4bit if quantize == "4bit" else bnb.nn.Linear8bitLt
     assert any(isinstance(m, layer) for m in pipe.transformer.modules())
-    result = G.run_generation(make_records(3), settings, cache, tmp_path / "out", build_pipeline=lambda s: pipe, silent=True)
+    result = G.run_generation(
+        make_records(3), settings, cache, tmp_path / "out", build_pipeline=lambda s: pipe, silent=True
+    )
     assert result.generated == 3 and result.failed == 0
 
 
@@ -579,10 +703,14 @@ def test_cuda_auto_quantizes_4bit_and_is_deterministic(tiny_model, tmp_path):
     records = make_records(4)
     first = G.run_generation(records, settings, cache, tmp_path / "a", build_pipeline=lambda s: pipe, silent=True)
     again = ImageCache(tmp_path / "again")
-    second = G.run_generation(records[::-1], settings, again, tmp_path / "b", build_pipeline=lambda s: pipe, silent=True)
+    second = G.run_generation(
+        records[::-1], settings, again, tmp_path / "b", build_pipeline=lambda s: pipe, silent=True
+    )
     by_id = {r["id"]: r for r in second.rows}
     for row in first.rows:
-        difference = np.abs(pixels(tmp_path / "a" / row["path"]) - pixels(tmp_path / "b" / by_id[row["id"]]["path"])).max()
+        difference = np.abs(
+            pixels(tmp_path / "a" / row["path"]) - pixels(tmp_path / "b" / by_id[row["id"]]["path"])
+        ).max()
         assert difference <= 2, row["id"]
 
 
@@ -592,16 +720,34 @@ def test_log_is_short_and_sums_up_long_prompts(tiny_model, prompts, tmp_path):
     records = make_records(3)
     records[0] = dataclasses.replace(records[0], prompt=long)
     records[1] = dataclasses.replace(records[1], prompt=long + "and wings")
-    command = [sys.executable, "-m", "synthprobe.tools.sd_generate", str(prompts(records)), "--model", str(tiny_model),
-               "--size", "32", "--steps", "2", "--quantize", "none"]
+    command = [
+        sys.executable,
+        "-m",
+        "synthprobe.tools.sd_generate",
+        str(prompts(records)),
+        "--model",
+        str(tiny_model),
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--quantize",
+        "none",
+    ]
     note = "2 prompts exceed the CLIP text encoders' 77 tokens; the rest is cut off"
     for extra, expected in (([], ["loading", note, "3 records"]), (["--silent"], [note])):
         name = "silent" if extra else "default"
-        result = subprocess.run(command + ["--out", str(tmp_path / name), "--cache", str(tmp_path / f"cache-{name}"), *extra],
-                                env=subprocess_env(), capture_output=True, text=True)
+        result = subprocess.run(
+            command + ["--out", str(tmp_path / name), "--cache", str(tmp_path / f"cache-{name}"), *extra],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stderr
         lines = result.stderr.splitlines()
-        assert len(lines) == len(expected) and all(line.startswith(start) for line, start in zip(lines, expected)), lines
+        assert len(lines) == len(expected) and all(line.startswith(start) for line, start in zip(lines, expected)), (
+            lines
+        )
 
 
 def test_a_cached_run_needs_nothing_of_a_local_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
@@ -618,8 +764,9 @@ def test_a_cached_run_needs_nothing_of_a_local_model(tiny_model, tiny_pipeline, 
     assert [r["status"] for r in read_rows(tmp_path / "again" / "images.jsonl")] == ["ok"] * 3
     assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
     # A record that is not cached needs the model, and says so.
-    result = cli([prompts(make_records(4)), "--out", tmp_path / "more", "--model", model, "--cache", cache, *FAST],
-                 expect_exit=1)
+    result = cli(
+        [prompts(make_records(4)), "--out", tmp_path / "more", "--model", model, "--cache", cache, *FAST], expect_exit=1
+    )
     assert f"model folder {model} does not exist" in result.output
 
 
@@ -629,8 +776,11 @@ def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, pr
     path = prompts(make_records(3))
     # The first run reads the configs from the hub (here: the tiny model's files) and loads the pipeline.
     real_read = G.read_model_json
-    monkeypatch.setattr(G, "read_model_json", lambda source, name, download=True: real_read(
-        G.ModelSource(str(tiny_model), None, tiny_model), name))
+    monkeypatch.setattr(
+        G,
+        "read_model_json",
+        lambda source, name, download=True: real_read(G.ModelSource(str(tiny_model), None, tiny_model), name),
+    )
     monkeypatch.setattr(G, "load_pipeline", lambda settings: tiny_pipeline)
     cli([path, "--out", tmp_path / "first", "--model", hub_id, "--cache", cache, *FAST])
     # Then no config, no Hugging Face cache (the fixture's is empty and offline), no weights.
@@ -639,6 +789,8 @@ def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, pr
     cli([path, "--out", tmp_path / "again", "--model", hub_id, "--cache", cache, *FAST])
     assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
     # Without a record, the same offline run stops saying what to do.
-    result = cli([path, "--out", tmp_path / "other", "--model", hub_id, "--cache", tmp_path / "empty-cache", *FAST],
-                 expect_exit=1)
+    result = cli(
+        [path, "--out", tmp_path / "other", "--model", hub_id, "--cache", tmp_path / "empty-cache", *FAST],
+        expect_exit=1,
+    )
     assert "not in the local Hugging Face cache" in result.output

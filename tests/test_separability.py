@@ -23,25 +23,37 @@ from synthprobe.tools.separability import main
 ATTRS = {"model": "resnet50", "weights": "test", "preprocessing": "resize 224"}
 
 
-def build_store(path, layers: dict[str, np.ndarray], synsets, groups=None, status=None, batch=7, prompts=None,
-                aliases=None):
+def build_store(
+    path, layers: dict[str, np.ndarray], synsets, groups=None, status=None, batch=7, prompts=None, aliases=None
+):
     """A store whose rows are ``synsets`` (one per image); tiny chunks so that every layer spans several.
 
     Without ``prompts`` every image is its own unit (empty prompt texts, as for ImageFolder rows).
     """
     n = len(synsets)
-    rows = pd.DataFrame({
-        "prompt": list(prompts) if prompts is not None else [""] * n,
-        "id": [f"img{i:03d}" for i in range(n)], "synset": list(synsets),
-        "group": list(groups) if groups is not None else ["concept"] * n, "target": list(synsets),
-        "path": [f"images/{s}/{i:03d}.png" for i, s in enumerate(synsets)],
-        "status": list(status) if status is not None else ["ok"] * n})
-    writer = StoreWriter(path, attrs={**ATTRS, "hook_aliases": aliases or {}},
-                         hook_channels={k: v.shape[1] for k, v in layers.items()},
-                         pools=("mean",), min_chunk_bytes=64)
+    rows = pd.DataFrame(
+        {
+            "prompt": list(prompts) if prompts is not None else [""] * n,
+            "id": [f"img{i:03d}" for i in range(n)],
+            "synset": list(synsets),
+            "group": list(groups) if groups is not None else ["concept"] * n,
+            "target": list(synsets),
+            "path": [f"images/{s}/{i:03d}.png" for i, s in enumerate(synsets)],
+            "status": list(status) if status is not None else ["ok"] * n,
+        }
+    )
+    writer = StoreWriter(
+        path,
+        attrs={**ATTRS, "hook_aliases": aliases or {}},
+        hook_channels={k: v.shape[1] for k, v in layers.items()},
+        pools=("mean",),
+        min_chunk_bytes=64,
+    )
     for start in range(0, n, batch):
-        writer.append(rows.iloc[start:start + batch],
-                      {k: {"mean": v[start:start + batch].astype("float32")} for k, v in layers.items()})
+        writer.append(
+            rows.iloc[start : start + batch],
+            {k: {"mean": v[start : start + batch].astype("float32")} for k, v in layers.items()},
+        )
     writer.finish()
     return path
 
@@ -66,8 +78,22 @@ def known_store(tmp_path):
 
 def test_known_centroids_give_hand_computed_metrics(known_store, tmp_path, golden):
     out = tmp_path / "out"
-    result = run([known_store, "--out", out, "--permutations", 20, "--top-layers", 2,
-                  "--top-neurons", 2, "--top-images", 2, "--silent"])
+    result = run(
+        [
+            known_store,
+            "--out",
+            out,
+            "--permutations",
+            20,
+            "--top-layers",
+            2,
+            "--top-neurons",
+            2,
+            "--top-images",
+            2,
+            "--silent",
+        ]
+    )
     assert result.exit_code == 0, result.output
     layers = pd.read_csv(out / "layers.csv").set_index("layer")
     assert layers.loc["shallow", "avg_centroid_distance"] == pytest.approx(4.0)
@@ -128,8 +154,9 @@ def test_images_of_one_prompt_move_together(tmp_path):
     unit_of_row = np.repeat(np.arange(12), 5)
     synsets = [f"s{u // 3}.n.01" for u in unit_of_row]
     values = (rng.normal(size=(12, 6)) * 3)[unit_of_row] + rng.normal(size=(60, 6))
-    store = ActivationStore(build_store(tmp_path / "u.zarr", {"h": values}, synsets,
-                                        prompts=[f"prompt {u}" for u in unit_of_row]))
+    store = ActivationStore(
+        build_store(tmp_path / "u.zarr", {"h": values}, synsets, prompts=[f"prompt {u}" for u in unit_of_row])
+    )
     by_prompt = S.analyse(store, S.Params(permutations=199, folds=3)).layers.iloc[0]
     by_image = S.analyse(store, S.Params(permutations=199, folds=3, unit="image")).layers.iloc[0]
     assert by_prompt["n_units"] == 12 and by_image["n_units"] == 60
@@ -141,8 +168,12 @@ def test_images_of_one_prompt_move_together(tmp_path):
 def test_aliases_are_one_row_and_select_their_canonical(tmp_path):
     """cnn-hooks stores one tensor once; its other names are listed beside it, and selecting one selects it."""
     rng = np.random.default_rng(8)
-    store = build_store(tmp_path / "a.zarr", {"layer4": rng.normal(size=(8, 3)), "fc": rng.normal(size=(8, 2))},
-                        ["a.n.01", "b.n.01"] * 4, aliases={"layer4.2": "layer4", "layer4.2.relu_2": "layer4"})
+    store = build_store(
+        tmp_path / "a.zarr",
+        {"layer4": rng.normal(size=(8, 3)), "fc": rng.normal(size=(8, 2))},
+        ["a.n.01", "b.n.01"] * 4,
+        aliases={"layer4.2": "layer4", "layer4.2.relu_2": "layer4"},
+    )
     table = S.analyse(ActivationStore(store), S.Params(permutations=0)).layers
     assert table["layer"].tolist() == ["layer4", "fc"]
     assert sorted(table["aliases"].iloc[0].split(";")) == ["layer4.2", "layer4.2.relu_2"]
@@ -247,8 +278,9 @@ def test_permuted_statistics_match_direct_computation():
     sums = (onehot @ design.unit_sums(per_row)).reshape(5, 3, -1)
     counts = sums[..., 8]
     fisher = T.fisher_from_sums(sums[..., :4], (z**2).sum(), counts)
-    silhouette = T.silhouette_from_sums(T.unit_vectors(z), np.ascontiguousarray(sums[..., 4:8]),
-                                        relabelled[:, units], counts)
+    silhouette = T.silhouette_from_sums(
+        T.unit_vectors(z), np.ascontiguousarray(sums[..., 4:8]), relabelled[:, units], counts
+    )
     hits, _ = probe.hits(sums[..., 9:], relabelled[:, units])
     for r, labels in enumerate(relabelled[:, units]):
         assert fisher[r] == pytest.approx(calinski_harabasz_score(z, labels))
@@ -295,9 +327,13 @@ def test_selective_channels_are_listed(tmp_path):
     assert set(selective.layer) == {"signal"}
     assert (selective.q_value < 0.05).all() and (selective.auroc > 0.5).all()
     assert result.n_tests == 2 * 4 * 12  # one family: both layers, every synset and channel
-    all_p = np.concatenate([T.channel_selectivity(layer, T.Design.of(codes, np.arange(60)))["p_value"].ravel()
-                            for layer in (two_layer_signal_store(tmp_path / "t.zarr")[1][name] for name in ("noise", "signal"))
-                            for codes in [np.repeat(np.arange(4), 15)]])
+    all_p = np.concatenate(
+        [
+            T.channel_selectivity(layer, T.Design.of(codes, np.arange(60)))["p_value"].ravel()
+            for layer in (two_layer_signal_store(tmp_path / "t.zarr")[1][name] for name in ("noise", "signal"))
+            for codes in [np.repeat(np.arange(4), 15)]
+        ]
+    )
     family_q = sps.false_discovery_control(all_p)
     assert len(selective) == int((family_q < 0.05).sum())
     counts = result.layers.set_index("layer")["n_selective_channels"]
@@ -335,6 +371,7 @@ def test_subsample_takes_whole_units_by_synset_and_is_bounded(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 
+
 def test_a_synset_with_one_image_is_undefined_not_a_crash(tmp_path):
     rng = np.random.default_rng(6)
     synsets = ["a.n.01"] * 4 + ["b.n.01"] * 4 + ["c.n.01"]
@@ -344,8 +381,10 @@ def test_a_synset_with_one_image_is_undefined_not_a_crash(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert any("c.n.01 has one image" in note for note in summary["notes"])
-    assert any("fewer than two prompt units in the sample for c.n.01: the linear probe is undefined" in note
-               for note in summary["notes"])
+    assert any(
+        "fewer than two prompt units in the sample for c.n.01: the linear probe is undefined" in note
+        for note in summary["notes"]
+    )
     neurons = pd.read_csv(out / "top_neurons.csv")
     assert neurons[neurons.synset == "c.n.01"]["std"].isna().all()
     assert neurons[neurons.synset == "a.n.01"]["std"].notna().all()
@@ -356,16 +395,21 @@ def test_a_synset_with_one_image_is_undefined_not_a_crash(tmp_path):
 
 def test_store_without_prompt_texts(tmp_path, caplog):
     """A store made before rows/prompt: image units with a warning by default, an error if prompt units are asked."""
-    store = build_store(tmp_path / "old.zarr", {"h": np.random.default_rng(0).normal(size=(8, 3))},
-                        ["a.n.01", "b.n.01"] * 4)
+    store = build_store(
+        tmp_path / "old.zarr", {"h": np.random.default_rng(0).normal(size=(8, 3))}, ["a.n.01", "b.n.01"] * 4
+    )
     for name in ("prompt", "template"):
         shutil.rmtree(store / "rows" / name)
-    bad([store, "--out", tmp_path / "o", "--unit", "prompt"], "has no prompt texts (made before rows/prompt existed); "
-        "use --unit image, or rebuild the store with cnn-hooks")
+    bad(
+        [store, "--out", tmp_path / "o", "--unit", "prompt"],
+        "has no prompt texts (made before rows/prompt existed); use --unit image, or rebuild the store with cnn-hooks",
+    )
     out = tmp_path / "auto"
     assert run([store, "--out", out, "--permutations", 10, "--silent"]).exit_code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["unit"] == "image" and summary["n_units"] == 8 and "each image is its own unit" in summary["unit_note"]
+    assert (
+        summary["unit"] == "image" and summary["n_units"] == 8 and "each image is its own unit" in summary["unit_note"]
+    )
     assert summary["unit_note"] in summary["notes"]
 
 
@@ -385,8 +429,7 @@ def test_fewer_than_two_synsets(tmp_path):
 def test_nan_names_layer_and_row(tmp_path):
     values = np.arange(24, dtype=float).reshape(12, 2)
     values[9, 1] = np.inf
-    store = build_store(tmp_path / "x.zarr", {"ok": np.ones((12, 2)), "bad.layer": values},
-                        ["a.n.01", "b.n.01"] * 6)
+    store = build_store(tmp_path / "x.zarr", {"ok": np.ones((12, 2)), "bad.layer": values}, ["a.n.01", "b.n.01"] * 6)
     bad([store, "--out", tmp_path / "o", "--silent"], "layer bad.layer has a NaN or infinite value in row img009")
 
 
@@ -397,10 +440,13 @@ def test_store_without_row_table(tmp_path):
 
 
 def test_unknown_group_lists_the_known_ones(tmp_path):
-    store = build_store(tmp_path / "x.zarr", {"h": np.ones((4, 2))}, ["a.n.01", "b.n.01"] * 2,
-                        groups=["object-only", "mixed"] * 2)
-    bad([store, "--out", tmp_path / "o", "--group", "concept"],
-        "unknown --group concept; this store has: mixed, object-only")
+    store = build_store(
+        tmp_path / "x.zarr", {"h": np.ones((4, 2))}, ["a.n.01", "b.n.01"] * 2, groups=["object-only", "mixed"] * 2
+    )
+    bad(
+        [store, "--out", tmp_path / "o", "--group", "concept"],
+        "unknown --group concept; this store has: mixed, object-only",
+    )
 
 
 def test_unknown_layers_and_pool(tmp_path):

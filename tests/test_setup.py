@@ -16,7 +16,7 @@ def run_system_deps(tmp_path, uid: int):
     stubs.mkdir()
     log = tmp_path / "apt.log"
     (stubs / "id").write_text(f"#!/bin/sh\necho {uid}\n")
-    (stubs / "apt-get").write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+    (stubs / "apt-get").write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     for stub in stubs.iterdir():
         stub.chmod(0o755)
     env = {"PATH": str(stubs), "PYTHON": sys.executable}
@@ -42,7 +42,11 @@ def test_without_python_both_python_packages_are_named(tmp_path):
     stubs.mkdir()
     (stubs / "id").write_text("#!/bin/sh\necho 1000\n")
     (stubs / "id").chmod(0o755)
-    result = subprocess.run([shutil.which("bash"), str(SCRIPT)], env={"PATH": str(stubs), "PYTHON": "python3"},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [shutil.which("bash"), str(SCRIPT)],
+        env={"PATH": str(stubs), "PYTHON": "python3"},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert "sudo apt-get install -y python3 python3-venv" in result.stderr

@@ -10,12 +10,14 @@ import pytest
 from synthprobe.files import InputError
 from synthprobe.units import assign_units
 
-ROWS = pd.DataFrame({
-    "id": ["a0", "a1", "b0", "c0", "photo1", "photo2"],
-    "synset": ["dog.n.01", "dog.n.01", "cat.n.01", "dog.n.01", "dog.n.01", "dog.n.01"],
-    # a0 and a1 are two seeds of one prompt; the same text for a cat is another unit; photos have no prompt
-    "prompt": ["a photo of a pet", "a photo of a pet", "a photo of a pet", "a dog running", "", ""],
-})
+ROWS = pd.DataFrame(
+    {
+        "id": ["a0", "a1", "b0", "c0", "photo1", "photo2"],
+        "synset": ["dog.n.01", "dog.n.01", "cat.n.01", "dog.n.01", "dog.n.01", "dog.n.01"],
+        # a0 and a1 are two seeds of one prompt; the same text for a cat is another unit; photos have no prompt
+        "prompt": ["a photo of a pet", "a photo of a pet", "a photo of a pet", "a dog running", "", ""],
+    }
+)
 
 
 def test_prompt_units_are_synset_and_prompt_text_and_photos_are_their_own():

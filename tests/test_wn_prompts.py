@@ -51,7 +51,9 @@ def test_same_arguments_give_byte_identical_output(wn, tmp_path):
 
 
 def test_concepts_on_full_core_wordnet(wn, core_wordnet_path):
-    records = records_of(run("concepts", "--core-wordnet", core_wordnet_path, "--n-synsets", 40, "--per-synset", 2).stdout)
+    records = records_of(
+        run("concepts", "--core-wordnet", core_wordnet_path, "--n-synsets", 40, "--per-synset", 2).stdout
+    )
     synsets = {r["synset"] for r in records}
     assert len(records) == 80 and len(synsets) == 40
     assert len({r["id"] for r in records}) == 80 and all(ID_PATTERN.match(r["id"]) for r in records)
@@ -142,7 +144,13 @@ def test_bias_records_cover_groups_and_seeds(wn):
     assert len(records) == 5 * 3 * 4 * 3
     for group in P.BIAS_GROUPS:
         assert sum(r["group"] == group for r in records) == 5 * 4 * 3
-    assert {r["target"] for r in records} == {"bee.n.01", "frog.n.01", "airplane.n.01", "guitar.n.01", "strawberry.n.01"}
+    assert {r["target"] for r in records} == {
+        "bee.n.01",
+        "frog.n.01",
+        "airplane.n.01",
+        "guitar.n.01",
+        "strawberry.n.01",
+    }
     assert len({r["seed"] for r in records}) == len(records)
 
 
@@ -167,6 +175,7 @@ def test_output_reads_back_through_the_contract(wn, tmp_path):
 
 
 # ---- WordNet loader -----------------------------------------------------------
+
 
 def test_wordnet_built_from_a_copied_dict_folder(tmp_path):
     source = tmp_path / "dict"
@@ -197,6 +206,7 @@ def test_wordnet_dir_that_does_not_exist(tmp_path):
 
 
 # ---- bad input: one line, non-zero exit ----------------------------------------
+
 
 def error_line(result) -> str:
     assert result.exit_code != 0
@@ -241,7 +251,15 @@ def test_unwritable_output_path(wn, tmp_path):
 
 def test_malformed_record_read_back_names_file_and_line(tmp_path):
     path = tmp_path / "p.jsonl"
-    good = {"id": "a", "synset": "bee.n.01", "lemma": "bee", "group": "concept", "target": "bee.n.01", "prompt": "a bee", "seed": 1}
+    good = {
+        "id": "a",
+        "synset": "bee.n.01",
+        "lemma": "bee",
+        "group": "concept",
+        "target": "bee.n.01",
+        "prompt": "a bee",
+        "seed": 1,
+    }
     path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "group": "weird"}) + "\n")
     with pytest.raises(InputError, match=rf"{path}:2: group 'weird'"):
         read_prompts(path)
@@ -257,8 +275,20 @@ def test_malformed_record_read_back_names_file_and_line(tmp_path):
 
 
 def test_explicit_synsets_are_all_kept(wn):
-    names = ["dog.n.01", "cat.n.01", "car.n.01", "apple.n.01", "chair.n.01", "tree.n.01", "cow.n.01",
-             "horse.n.01", "boat.n.01", "pear.n.01", "lamp.n.01", "sock.n.01"]
+    names = [
+        "dog.n.01",
+        "cat.n.01",
+        "car.n.01",
+        "apple.n.01",
+        "chair.n.01",
+        "tree.n.01",
+        "cow.n.01",
+        "horse.n.01",
+        "boat.n.01",
+        "pear.n.01",
+        "lamp.n.01",
+        "sock.n.01",
+    ]
     records = records_of(run("concepts", "--synsets", ",".join(names), "--per-synset", 1).stdout)
     assert [r["synset"] for r in records] == names
 

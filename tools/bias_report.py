@@ -17,29 +17,75 @@ from synthprobe.units import UNITS
 @click.version_option(package_name="synthprobe")
 @click.argument("store", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Output folder (CSV tables, PNG figures, summary.json).")
-@click.option("--classes", default=",".join(DEFAULT_BIAS_CLASSES), show_default=True,
-              help="Bias classes to audit (files in data/bias_classes/ or --class-dir).")
-@click.option("--class-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder of bias class definitions to use instead of the bundled ones.")
-@click.option("--mapping", type=click.Choice(MAPPINGS), default="hierarchy", show_default=True,
-              help="Target classes: every classifier class under the synset in WordNet, or the definition's imagenet_classes.")
-@click.option("--unit", type=click.Choice(UNITS), default=None,
-              help="Experimental unit of means and intervals: the prompt (images of one prompt text together) or "
-                   "the image. Default: prompt where the store has prompt texts, else image (with a warning).")
-@click.option("--prompts", "prompts_path", type=click.Path(), default=None,
-              help="The prompt JSONL the images were made from: prompt texts to show for a store made before "
-                   "rows/prompt (default: from row ids and class definitions).")
-@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
-              help="Confidence level of the intervals.")
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Top prompts per class across groups.")
-@click.option("--allow-incomplete", is_flag=True,
-              help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).")
+@click.option(
+    "--classes",
+    default=",".join(DEFAULT_BIAS_CLASSES),
+    show_default=True,
+    help="Bias classes to audit (files in data/bias_classes/ or --class-dir).",
+)
+@click.option(
+    "--class-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of bias class definitions to use instead of the bundled ones.",
+)
+@click.option(
+    "--mapping",
+    type=click.Choice(MAPPINGS),
+    default="hierarchy",
+    show_default=True,
+    help="Target classes: every classifier class under the synset in WordNet, or the definition's imagenet_classes.",
+)
+@click.option(
+    "--unit",
+    type=click.Choice(UNITS),
+    default=None,
+    help="Experimental unit of means and intervals: the prompt (images of one prompt text together) or "
+    "the image. Default: prompt where the store has prompt texts, else image (with a warning).",
+)
+@click.option(
+    "--prompts",
+    "prompts_path",
+    type=click.Path(),
+    default=None,
+    help="The prompt JSONL the images were made from: prompt texts to show for a store made before "
+    "rows/prompt (default: from row ids and class definitions).",
+)
+@click.option(
+    "--level",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence level of the intervals.",
+)
+@click.option(
+    "--top", type=click.IntRange(min=1), default=5, show_default=True, help="Top prompts per class across groups."
+)
+@click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).",
+)
 @checks_options
 @wordnet_dir_option
 @silent_option
 @run_guarded
-def main(store, out, classes, class_dir, mapping, unit, prompts_path, level, top, allow_incomplete, checks, drop,
-         wordnet_dir, silent):
+def main(
+    store,
+    out,
+    classes,
+    class_dir,
+    mapping,
+    unit,
+    prompts_path,
+    level,
+    top,
+    allow_incomplete,
+    checks,
+    drop,
+    wordnet_dir,
+    silent,
+):
     """Classifier confidence on object-only, context-only and mixed images of chosen classes.
 
     STORE is the activation store cnn-hooks made (with a classifier, so it
@@ -51,9 +97,21 @@ def main(store, out, classes, class_dir, mapping, unit, prompts_path, level, top
         bias-report acts.zarr --out bias/ --mapping exact --unit image --level 0.9
         bias-report acts.zarr --out bias/ --checks checks/checks.jsonl --drop object-missing,object-leaked
     """
-    run_bias_report(store, out, comma_list(classes), mapping=mapping, unit=unit, prompts_path=prompts_path,
-                    level=level, top=top, class_dir=class_dir, wordnet_dir=wordnet_dir,
-                    allow_incomplete=allow_incomplete, checks=checks, drop=drop)
+    run_bias_report(
+        store,
+        out,
+        comma_list(classes),
+        mapping=mapping,
+        unit=unit,
+        prompts_path=prompts_path,
+        level=level,
+        top=top,
+        class_dir=class_dir,
+        wordnet_dir=wordnet_dir,
+        allow_incomplete=allow_incomplete,
+        checks=checks,
+        drop=drop,
+    )
 
 
 if __name__ == "__main__":

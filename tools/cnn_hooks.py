@@ -25,46 +25,116 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
     points, _ = H.discover_hook_points(network.module, network.preprocessing)
     aliases = H.find_aliases(network.module, points, network.preprocessing)
     chosen = set(H.select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
-    return [f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}" + (f"\t= {aliases[p.name]}" if p.name in aliases else "")
-            for p in points if p.name in chosen]
+    return [
+        f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}"
+        + (f"\t= {aliases[p.name]}" if p.name in aliases else "")
+        for p in points
+        if p.name in chosen
+    ]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
 @click.argument("images", type=click.Path(), required=False)
 @click.option("-o", "--out", type=click.Path(), help="The activation store to write or resume (a .zarr folder).")
-@click.option("--model", default="resnet50", show_default=True,
-              help="A torchvision classification model name, or timm:<name>.")
-@click.option("--weights", default="DEFAULT", show_default=True,
-              help="DEFAULT (downloaded once), none (random, seed 0), a torchvision weights name, "
-                   "or a local state dict (.pth/.safetensors).")
-@click.option("--layers", multiple=True, help="Glob patterns of hook points, comma-separated or repeated (default: all).")
-@click.option("--list-layers", is_flag=True, help="Print every hook point with its channel count and output shape; stop.")
-@click.option("--pool", type=click.Choice(list(POOL_CHOICES)), default="mean", show_default=True,
-              help="Spatial pooling of each feature map.")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
-              help="Stored value type.")
-@click.option("--precision", type=click.Choice(["auto", *H.PRECISIONS]), default="auto", show_default=True,
-              help="Autocast precision; auto is bf16 on CUDA or on a CPU with AMX/AVX-512-BF16, else fp32.")
+@click.option(
+    "--model", default="resnet50", show_default=True, help="A torchvision classification model name, or timm:<name>."
+)
+@click.option(
+    "--weights",
+    default="DEFAULT",
+    show_default=True,
+    help="DEFAULT (downloaded once), none (random, seed 0), a torchvision weights name, "
+    "or a local state dict (.pth/.safetensors).",
+)
+@click.option(
+    "--layers", multiple=True, help="Glob patterns of hook points, comma-separated or repeated (default: all)."
+)
+@click.option(
+    "--list-layers", is_flag=True, help="Print every hook point with its channel count and output shape; stop."
+)
+@click.option(
+    "--pool",
+    type=click.Choice(list(POOL_CHOICES)),
+    default="mean",
+    show_default=True,
+    help="Spatial pooling of each feature map.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Stored value type.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", *H.PRECISIONS]),
+    default="auto",
+    show_default=True,
+    help="Autocast precision; auto is bf16 on CUDA or on a CPU with AMX/AVX-512-BF16, else fp32.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader processes that decode images (default: all CPU cores but one with a GPU, "
-                   "half of them, at most 8, without).")
-@click.option("--image-size", type=click.IntRange(min=16), default=None,
-              help="Crop size instead of the weights' own (the resize keeps its ratio to the crop).")
-@click.option("--skip-bad", is_flag=True,
-              help="Record undecodable images as failed rows (NaN values) and go on; a rerun tries them again.")
-@click.option("--class-names", type=click.Path(dir_okay=False), default=None,
-              help="A file with one name per classifier output, for a head other than ImageNet-1k's (default class_0, class_1, ...).")
-@click.option("--rebuild", is_flag=True,
-              help="Delete the store at --out and start it again (after a damaged store or changed images).")
-@click.option("--rows-per-write", type=click.IntRange(min=1), default=ROWS_PER_WRITE, show_default=True,
-              help="Rows gathered before each write and commit; a kill loses at most this many.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="DataLoader processes that decode images (default: all CPU cores but one with a GPU, "
+    "half of them, at most 8, without).",
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Crop size instead of the weights' own (the resize keeps its ratio to the crop).",
+)
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Record undecodable images as failed rows (NaN values) and go on; a rerun tries them again.",
+)
+@click.option(
+    "--class-names",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A file with one name per classifier output, for a head other than ImageNet-1k's "
+    "(default class_0, class_1, ...).",
+)
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Delete the store at --out and start it again (after a damaged store or changed images).",
+)
+@click.option(
+    "--rows-per-write",
+    type=click.IntRange(min=1),
+    default=ROWS_PER_WRITE,
+    show_default=True,
+    help="Rows gathered before each write and commit; a kill loses at most this many.",
+)
 @silent_option
 @run_guarded
-def main(images, out, model, weights, layers, list_layers, pool, dtype, precision, device, batch_size, workers,
-         image_size, skip_bad, class_names, rebuild, rows_per_write, silent):
+def main(
+    images,
+    out,
+    model,
+    weights,
+    layers,
+    list_layers,
+    pool,
+    dtype,
+    precision,
+    device,
+    batch_size,
+    workers,
+    image_size,
+    skip_bad,
+    class_names,
+    rebuild,
+    rows_per_write,
+    silent,
+):
     """Record the pooled response of every hook point of a CNN to every image in IMAGES.
 
     IMAGES is an image folder with images.jsonl (from sd-generate) or an
@@ -85,17 +155,32 @@ def main(images, out, model, weights, layers, list_layers, pool, dtype, precisio
         raise InputError("give IMAGES and --out STORE.zarr (or --list-layers)")
     folder = read_image_folder(images)
     network = H.build_network(model, weights, image_size)
-    settings = H.RunSettings(layers=patterns, pools=POOL_CHOICES[pool], dtype=dtype,
-                             precision=None if precision == "auto" else precision, device=device, batch_size=batch_size,
-                             workers=workers, skip_bad=skip_bad,
-                             rows_per_write=rows_per_write, rebuild=rebuild, silent=silent,
-                             class_names=read_class_names(class_names) if class_names else None)
+    settings = H.RunSettings(
+        layers=patterns,
+        pools=POOL_CHOICES[pool],
+        dtype=dtype,
+        precision=None if precision == "auto" else precision,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+        rows_per_write=rows_per_write,
+        rebuild=rebuild,
+        silent=silent,
+        class_names=read_class_names(class_names) if class_names else None,
+    )
     result = H.run_hooks(folder, Path(out), network, settings)
     if result.written == 0:
         log.info("%s already holds all %d images of %s", out, result.skipped, images)
         return
-    log.info("wrote %d rows (%d failed) to %s in %.1f s, %.1f images/s", result.written, result.failed, out,
-             result.seconds, result.written / max(result.seconds, 1e-9))
+    log.info(
+        "wrote %d rows (%d failed) to %s in %.1f s, %.1f images/s",
+        result.written,
+        result.failed,
+        out,
+        result.seconds,
+        result.written / max(result.seconds, 1e-9),
+    )
 
 
 def read_class_names(path: str) -> list[str]:

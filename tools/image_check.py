@@ -18,28 +18,71 @@ score = click.FloatRange(0, 1)
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
 @click.argument("images", type=click.Path(file_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
-              help="Output folder: checks.jsonl (also the cache of earlier scores) and summary.json.")
-@click.option("--judge", default=C.DEFAULT_JUDGE, show_default=True,
-              help="clip:<hub id or local folder>, a torchvision ImageNet classifier name (resnet50), or timm:<name>.")
-@click.option("--weights", default="DEFAULT", show_default=True,
-              help="Classifier judges only, as in cnn-hooks: DEFAULT, none, a torchvision weights name or a local "
-                   "state dict.")
-@click.option("--missing-below", type=score, default=C.DEFAULT_MISSING_BELOW, show_default=True,
-              help="object-missing: an object-only, mixed or concept image whose object score is below this.")
-@click.option("--leaked-above", type=score, default=C.DEFAULT_LEAKED_ABOVE, show_default=True,
-              help="object-leaked: a context-only image whose object score is above this.")
-@click.option("--class-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder of bias class definitions (their context prompts) instead of the bundled ones.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder: checks.jsonl (also the cache of earlier scores) and summary.json.",
+)
+@click.option(
+    "--judge",
+    default=C.DEFAULT_JUDGE,
+    show_default=True,
+    help="clip:<hub id or local folder>, a torchvision ImageNet classifier name (resnet50), or timm:<name>.",
+)
+@click.option(
+    "--weights",
+    default="DEFAULT",
+    show_default=True,
+    help="Classifier judges only, as in cnn-hooks: DEFAULT, none, a torchvision weights name or a local state dict.",
+)
+@click.option(
+    "--missing-below",
+    type=score,
+    default=C.DEFAULT_MISSING_BELOW,
+    show_default=True,
+    help="object-missing: an object-only, mixed or concept image whose object score is below this.",
+)
+@click.option(
+    "--leaked-above",
+    type=score,
+    default=C.DEFAULT_LEAKED_ABOVE,
+    show_default=True,
+    help="object-leaked: a context-only image whose object score is above this.",
+)
+@click.option(
+    "--class-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of bias class definitions (their context prompts) instead of the bundled ones.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="DataLoader processes that decode images (0: in the main process).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="DataLoader processes that decode images (0: in the main process).",
+)
 @wordnet_dir_option
 @silent_option
 @run_guarded
-def main(images, out, judge, weights, missing_below, leaked_above, class_dir, device, batch_size, workers,
-         wordnet_dir, silent):
+def main(
+    images,
+    out,
+    judge,
+    weights,
+    missing_below,
+    leaked_above,
+    class_dir,
+    device,
+    batch_size,
+    workers,
+    wordnet_dir,
+    silent,
+):
     """Check that each image in IMAGES shows its synset, and that context-only images do not.
 
     IMAGES is an image folder with images.jsonl (from sd-generate) or an
@@ -56,13 +99,25 @@ def main(images, out, judge, weights, missing_below, leaked_above, class_dir, de
         image-check images/ --out checks/ --judge clip:models/tiny-clip --missing-below 0.2
         image-check photos/ --out checks/ --judge resnet50 --weights IMAGENET1K_V2
     """
-    settings = C.RunSettings(thresholds=C.Thresholds(missing_below, leaked_above), device=device,
-                             batch_size=batch_size, workers=workers, wordnet_dir=wordnet_dir, class_dir=class_dir,
-                             silent=silent)
+    settings = C.RunSettings(
+        thresholds=C.Thresholds(missing_below, leaked_above),
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        wordnet_dir=wordnet_dir,
+        class_dir=class_dir,
+        silent=silent,
+    )
     result = C.run_image_check(images, out, C.parse_judge(judge, weights), settings)
     verdicts = ", ".join(f"{count} {name}" for name, count in result.summary["verdicts"].items() if count)
-    log.info("%s: scored %d images, reused %d; %s; wrote %s", result.summary["judge"], result.scored, result.reused,
-             verdicts, out)
+    log.info(
+        "%s: scored %d images, reused %d; %s; wrote %s",
+        result.summary["judge"],
+        result.scored,
+        result.reused,
+        verdicts,
+        out,
+    )
 
 
 if __name__ == "__main__":

@@ -13,14 +13,34 @@ log = logging.getLogger("synthprobe")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--separability", "separability_dirs", multiple=True, type=click.Path(),
-              help="A separability output folder (repeatable).")
-@click.option("--bias", "bias_dirs", multiple=True, type=click.Path(),
-              help="A bias-report output folder (repeatable: one per classifier).")
-@click.option("--images", "image_dirs", multiple=True, type=click.Path(),
-              help="An image folder for galleries and thumbnails (repeatable).")
-@click.option("--checks", "check_dirs", multiple=True, type=click.Path(),
-              help="An image-check output folder: leak and miss rates, flagged images (repeatable).")
+@click.option(
+    "--separability",
+    "separability_dirs",
+    multiple=True,
+    type=click.Path(),
+    help="A separability output folder (repeatable).",
+)
+@click.option(
+    "--bias",
+    "bias_dirs",
+    multiple=True,
+    type=click.Path(),
+    help="A bias-report output folder (repeatable: one per classifier).",
+)
+@click.option(
+    "--images",
+    "image_dirs",
+    multiple=True,
+    type=click.Path(),
+    help="An image folder for galleries and thumbnails (repeatable).",
+)
+@click.option(
+    "--checks",
+    "check_dirs",
+    multiple=True,
+    type=click.Path(),
+    help="An image-check output folder: leak and miss rates, flagged images (repeatable).",
+)
 @click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
 @click.option("--notice", default=None, help="A line shown at the top of the report (e.g. that the models are toys).")
 @click.option("-o", "--output", default="report.html", show_default=True, help="The HTML file to write.")
@@ -40,10 +60,15 @@ def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, ou
     """
     from pathlib import Path
 
-    path = write_report(output, separability_dirs=[Path(d) for d in separability_dirs],
-                        bias_dirs=[Path(d) for d in bias_dirs], image_dirs=[Path(d) for d in image_dirs],
-                        check_dirs=[Path(d) for d in check_dirs],
-                        title=title, notice=notice)
+    path = write_report(
+        output,
+        separability_dirs=[Path(d) for d in separability_dirs],
+        bias_dirs=[Path(d) for d in bias_dirs],
+        image_dirs=[Path(d) for d in image_dirs],
+        check_dirs=[Path(d) for d in check_dirs],
+        title=title,
+        notice=notice,
+    )
     log.info("wrote %s", path)
 
 

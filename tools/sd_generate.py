@@ -7,8 +7,8 @@ import time
 
 import click
 
-from synthprobe import library_versions
 from synthprobe import generate as G
+from synthprobe import library_versions
 from synthprobe.cli import run_guarded, silent_option
 from synthprobe.files import atomic_write, begin_outputs
 from synthprobe.image_cache import ImageCache, default_image_cache
@@ -29,12 +29,23 @@ def output_names(shard: tuple[int, int] | None) -> tuple[str, str]:
 
 def run_config(settings: G.Settings, prompts: str, cache: ImageCache, shard, limit) -> dict:
     return {
-        "prompts": prompts, "model": settings.source.name, "revision": settings.source.revision,
-        "model_identity": settings.model_identity, "steps": settings.steps, "guidance": settings.guidance,
-        "width": settings.width, "height": settings.height, "batch_size": settings.batch_size,
-        "device": settings.device, "dtype": settings.dtype, "quantization": settings.quantization,
-        "offload": settings.offload, "scheduler": settings.scheduler, "cache": str(cache.root),
-        "shard": f"{shard[0]}/{shard[1]}" if shard else None, "limit": limit,
+        "prompts": prompts,
+        "model": settings.source.name,
+        "revision": settings.source.revision,
+        "model_identity": settings.model_identity,
+        "steps": settings.steps,
+        "guidance": settings.guidance,
+        "width": settings.width,
+        "height": settings.height,
+        "batch_size": settings.batch_size,
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "quantization": settings.quantization,
+        "offload": settings.offload,
+        "scheduler": settings.scheduler,
+        "cache": str(cache.root),
+        "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+        "limit": limit,
     }
 
 
@@ -49,27 +60,65 @@ def print_dry_run(planned: list[G.Planned]) -> None:
 @click.version_option(package_name="synthprobe")
 @click.argument("prompts", metavar="PROMPTS.jsonl|-")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Output image folder.")
-@click.option("--model", default=G.DEFAULT_MODEL, show_default=True, help="Hugging Face model id or a local pipeline folder.")
+@click.option(
+    "--model", default=G.DEFAULT_MODEL, show_default=True, help="Hugging Face model id or a local pipeline folder."
+)
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) [default: main].")
 @click.option("--steps", type=click.IntRange(min=1), default=28, show_default=True, help="Denoising steps.")
 @click.option("--guidance", type=float, default=3.5, show_default=True, help="Classifier-free guidance scale.")
 @click.option("--size", default="1024", show_default=True, help="Image size: N for NxN, or WIDTHxHEIGHT.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per pipeline call.")
-@click.option("--device", default="auto", show_default=True, help="cuda, cuda:1, cpu, mps; auto picks CUDA when present.")
-@click.option("--dtype", type=click.Choice(["auto", *G.DTYPES]), default="auto", show_default=True,
-              help="auto: bfloat16 on CUDA, float32 elsewhere.")
-@click.option("--quantize", type=click.Choice(["auto", "4bit", "8bit", "none"]), default="auto", show_default=True,
-              help="bitsandbytes quantization of the transformer; auto: 4-bit NF4 on CUDA, none elsewhere.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per pipeline call."
+)
+@click.option(
+    "--device", default="auto", show_default=True, help="cuda, cuda:1, cpu, mps; auto picks CUDA when present."
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", *G.DTYPES]),
+    default="auto",
+    show_default=True,
+    help="auto: bfloat16 on CUDA, float32 elsewhere.",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["auto", "4bit", "8bit", "none"]),
+    default="auto",
+    show_default=True,
+    help="bitsandbytes quantization of the transformer; auto: 4-bit NF4 on CUDA, none elsewhere.",
+)
 @click.option("--offload", is_flag=True, help="Model CPU offload, for GPUs with little memory.")
-@click.option("--cache", "cache_dir", type=click.Path(), default=None,
-              help="Image cache folder [default: $SYNTHPROBE_CACHE/images, else ~/.cache/synthprobe/images].")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(),
+    default=None,
+    help="Image cache folder [default: $SYNTHPROBE_CACHE/images, else ~/.cache/synthprobe/images].",
+)
 @click.option("--shard", default=None, metavar="K/N", help="Only the records of shard K of N (by a hash of the id).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records (after --shard).")
 @click.option("--dry-run", is_flag=True, help="List what would be generated and what is cached; change nothing.")
 @silent_option
 @run_guarded
-def main(prompts, out_dir, model, revision, steps, guidance, size, batch_size, device, dtype, quantize, offload,
-         cache_dir, shard, limit, dry_run, silent):
+def main(
+    prompts,
+    out_dir,
+    model,
+    revision,
+    steps,
+    guidance,
+    size,
+    batch_size,
+    device,
+    dtype,
+    quantize,
+    offload,
+    cache_dir,
+    shard,
+    limit,
+    dry_run,
+    silent,
+):
     """Render prompt records (JSON Lines, `-` for stdin) to DIR/<id>.png plus DIR/images.jsonl.
 
     Every image goes through a content-addressed cache first, so a rerun, an
@@ -87,9 +136,20 @@ def main(prompts, out_dir, model, revision, steps, guidance, size, batch_size, d
     shard_spec = G.parse_shard(shard)
     records = G.select_records(read_prompts(prompts), shard_spec, limit)
     cache = ImageCache(cache_dir or default_image_cache(), writable=not dry_run)
-    settings = G.resolve_settings(model=model, revision=revision, steps=steps, guidance=guidance, size=size,
-                                  batch_size=batch_size, device=device, dtype=dtype, quantize=quantize,
-                                  offload=offload, cache=cache, dry_run=dry_run)
+    settings = G.resolve_settings(
+        model=model,
+        revision=revision,
+        steps=steps,
+        guidance=guidance,
+        size=size,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        quantize=quantize,
+        offload=offload,
+        cache=cache,
+        dry_run=dry_run,
+    )
     if dry_run:
         print_dry_run(G.plan(records, settings, cache))
         return
@@ -98,15 +158,25 @@ def main(prompts, out_dir, model, revision, steps, guidance, size, batch_size, d
     result = G.run_generation(records, settings, cache, out, build_pipeline=G.load_pipeline, silent=silent)
     seconds = time.perf_counter() - started
     with atomic_write(out / run_name) as handle:
-        handle.write(dumps({
-            "schema": RUN_SCHEMA, "tool": "sd-generate", "manifest": manifest_name,
-            "config": run_config(settings, prompts, cache, shard_spec, limit),
-            "summary": result.summary(), "seconds": round(seconds, 3),
-            "versions": library_versions("torch", "diffusers", "transformers"),
-        }) + "\n")
+        handle.write(
+            dumps(
+                {
+                    "schema": RUN_SCHEMA,
+                    "tool": "sd-generate",
+                    "manifest": manifest_name,
+                    "config": run_config(settings, prompts, cache, shard_spec, limit),
+                    "summary": result.summary(),
+                    "seconds": round(seconds, 3),
+                    "versions": library_versions("torch", "diffusers", "transformers"),
+                }
+            )
+            + "\n"
+        )
     write_jsonl(out / manifest_name, result.rows)
-    line = (f"{len(result.rows)} records -> {out / manifest_name}: {result.generated} generated, "
-            f"{result.cached} cached, {result.failed} failed in {seconds:.1f} s")
+    line = (
+        f"{len(result.rows)} records -> {out / manifest_name}: {result.generated} generated, "
+        f"{result.cached} cached, {result.failed} failed in {seconds:.1f} s"
+    )
     if result.failed:
         raise click.ClickException(f"{line}; the failed rows hold their errors")
     log.info("%s", line)

@@ -39,22 +39,46 @@ def main():
 
 
 @main.command()
-@click.option("--core-wordnet", "core_source", metavar="PATH|URL", default=None,
-              help="Core WordNet list: a file, or a URL downloaded once into the cache (default: the bundled copy).")
+@click.option(
+    "--core-wordnet",
+    "core_source",
+    metavar="PATH|URL",
+    default=None,
+    help="Core WordNet list: a file, or a URL downloaded once into the cache (default: the bundled copy).",
+)
 @click.option("--synsets", default=None, help="Explicit synsets instead of Core WordNet: 'dog.n.01,cat.n.01' or @FILE.")
-@click.option("--n-synsets", type=click.IntRange(min=1), default=10, show_default=True, help="How many Core WordNet synsets to sample (not applied to --synsets).")
+@click.option(
+    "--n-synsets",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many Core WordNet synsets to sample (not applied to --synsets).",
+)
 @click.option("--all-synsets", is_flag=True, help="Keep every picturable synset (ignores --n-synsets).")
-@click.option("--per-synset", type=click.IntRange(min=1), default=10, show_default=True, help="Prompts (images) per synset.")
-@click.option("--exclude", default=",".join(f"{c}" for c in P.DEFAULT_BIAS_CLASSES), show_default=True,
-              help="Synsets or bias class names to leave out (comma list; '' for none).")
-@click.option("--templates", "templates_path", type=click.Path(), default=None,
-              help="Template JSON file (default: the bundled photographic templates).")
+@click.option(
+    "--per-synset", type=click.IntRange(min=1), default=10, show_default=True, help="Prompts (images) per synset."
+)
+@click.option(
+    "--exclude",
+    default=",".join(f"{c}" for c in P.DEFAULT_BIAS_CLASSES),
+    show_default=True,
+    help="Synsets or bias class names to leave out (comma list; '' for none).",
+)
+@click.option(
+    "--templates",
+    "templates_path",
+    type=click.Path(),
+    default=None,
+    help="Template JSON file (default: the bundled photographic templates).",
+)
 @click.option("-o", "--output", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
 @seed_option()
 @wordnet_dir_option
 @silent_option
 @run_guarded
-def concepts(core_source, synsets, n_synsets, all_synsets, per_synset, exclude, templates_path, output, seed, wordnet_dir, silent):
+def concepts(
+    core_source, synsets, n_synsets, all_synsets, per_synset, exclude, templates_path, output, seed, wordnet_dir, silent
+):
     """Concept prompts for picturable Core WordNet nouns (or for --synsets).
 
     \b
@@ -63,8 +87,16 @@ def concepts(core_source, synsets, n_synsets, all_synsets, per_synset, exclude, 
         wn-prompts concepts --synsets dog.n.01,cat.n.01 --per-synset 3 | sd-generate - --out images/
     """
     wn = load_wordnet(wordnet_dir)
-    records = make_concept_records(wn, core_source, synsets, None if all_synsets else n_synsets, per_synset,
-                                   comma_list(exclude), templates_path, seed)
+    records = make_concept_records(
+        wn,
+        core_source,
+        synsets,
+        None if all_synsets else n_synsets,
+        per_synset,
+        comma_list(exclude),
+        templates_path,
+        seed,
+    )
     count = write_prompts(output, records)
     log.info("wrote %d concept prompts for %d synsets to %s", count, len({r.synset for r in records}), output)
 
@@ -90,10 +122,16 @@ def resolve_exclusions(wn, names: list[str]) -> set[str]:
 
 
 @main.command()
-@click.option("--classes", default=",".join(P.DEFAULT_BIAS_CLASSES), show_default=True,
-              help="Bias classes (files in data/bias_classes/).")
+@click.option(
+    "--classes",
+    default=",".join(P.DEFAULT_BIAS_CLASSES),
+    show_default=True,
+    help="Bias classes (files in data/bias_classes/).",
+)
 @click.option("--per-group", type=click.IntRange(min=1), default=None, help="At most this many prompt texts per group.")
-@click.option("--seeds-per-prompt", type=click.IntRange(min=1), default=2, show_default=True, help="Images per prompt text.")
+@click.option(
+    "--seeds-per-prompt", type=click.IntRange(min=1), default=2, show_default=True, help="Images per prompt text."
+)
 @click.option("-o", "--output", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
 @seed_option()
 @wordnet_dir_option
