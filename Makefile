@@ -145,7 +145,7 @@ report: $(OUT)/report.html
 
 # Stops at once, saying what to do, when the generator or the CNN weights cannot be had.
 preflight: | $(STAMP)
-	$(foreach c,$(CNNS),$(BIN)/python -m synthprobe.preflight --generator $(GEN_MODEL) --cnn $(call classifier_model,$(c)) --weights $(call classifier_weights,$(c)) &&) true
+	$(foreach c,$(CNNS),$(BIN)/python -m synthprobe.tools.preflight --generator $(GEN_MODEL) --cnn $(call classifier_model,$(c)) --weights $(call classifier_weights,$(c)) &&) true
 
 all: preflight
 	$(MAKE) report

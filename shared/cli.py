@@ -1,4 +1,7 @@
-"""Click building blocks shared by the tools: option bundles, errors, progress bars."""
+"""Click building blocks shared by the tools: option bundles, errors, comma lists.
+
+The only modules that import click are this one and ``options``; the library modules stay usable without it.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,11 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Callable
 
 import click
 
 from .files import InputError, error_line
-
-T = TypeVar("T")
-log = logging.getLogger("synthprobe")
 
 
 def run_guarded(func: Callable) -> Callable:
@@ -72,31 +71,6 @@ def silent_option(func: Callable) -> Callable:
 
 def seed_option(default: int = 0) -> Callable:
     return click.option("--seed", type=int, default=default, show_default=True, help="Seed for every random choice.")
-
-
-def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", silent: bool = False, unit: str = "it"):
-    """A tqdm bar that is quiet with ``--silent`` or when stderr is not a terminal."""
-    from tqdm.auto import tqdm
-
-    return tqdm(items, total=total, desc=desc, unit=unit, disable=silent or not sys.stderr.isatty(), dynamic_ncols=True)
-
-
-def select_by_globs(names: list[str], patterns, what: str = "hook point", more: str = "") -> list[str]:
-    """The names matching any glob, in their order; a pattern that matches nothing is an error.
-
-    The error suggests close names; ``more`` is appended to it (e.g. where to see them all).
-    """
-    import difflib
-    from fnmatch import fnmatchcase
-
-    if not patterns:
-        return list(names)
-    for pattern in patterns:
-        if not any(fnmatchcase(name, pattern) for name in names):
-            close = difflib.get_close_matches(pattern, names, n=3)
-            hint = f"; close names: {', '.join(close)}" if close else ""
-            raise InputError(f"--layers {pattern!r} matches no {what}{hint}{more}")
-    return [name for name in names if any(fnmatchcase(name, pattern) for pattern in patterns)]
 
 
 def comma_list(value: str | None) -> list[str]:

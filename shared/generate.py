@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import progress
 from .files import InputError, atomic_write, error_line, read_json, sha256_file
 from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json
+from .progress import progress
 from .quiet import quiet_loaded_libraries
 from .records import PromptRecord
 

@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from . import library_versions
-from .cli import progress, select_by_globs
 from .files import InputError, Sha256Memo, cache_root, error_line, sha256_file
+from .globs import select_by_globs
 from .images import ImageFolder, decode_rgb
+from .progress import progress
 from .store import ROWS_PER_WRITE, StoreWriter
 
 log = logging.getLogger("synthprobe")

@@ -35,10 +35,10 @@ from scipy.special import softmax
 
 from . import library_versions
 from .check_rates import RATES_FILE, flag_rates
-from .cli import progress
 from .files import InputError, atomic_write, begin_outputs, error_line, sha256_file
 from .imagenet import N_IMAGENET_CLASSES, hierarchy_indices, is_wnid, wnid_synset
 from .images import ImageFolder, read_image_folder
+from .progress import progress
 from .prompts import BIAS_GROUPS, indefinite, known_bias_classes, load_bias_class
 from .records import SYNSET_PATTERN, dumps, parse_jsonl
 from .wordnet import get_synset, lemma_text, load_wordnet

@@ -1,17 +1,14 @@
 """Check, before ``make all`` starts, that the generator and the CNN weights can be had.
 
-Run as ``python -m synthprobe.preflight --generator ID --cnn NAME --weights W``:
+The command is ``python -m synthprobe.tools.preflight --generator ID --cnn NAME --weights W``:
 it exits non-zero with one line saying what to do (log in, accept a licence,
 connect, or try ``make demo``) instead of failing an hour into the run.
 """
 
 from __future__ import annotations
 
-import sys
 import urllib.request
 from pathlib import Path
-
-import click
 
 from .files import InputError
 from .generate import hub_error_message, offline_message, read_model_json, resolve_model_source
@@ -98,27 +95,3 @@ def check_timm_weights(name: str) -> str:
         f"cannot reach the Hugging Face hub for timm:{name} ({config.hf_hub_id}) and its weights are not "
         f"cached: connect once, or pass a local state-dict file as WEIGHTS=PATH{DEMO_HINT}"
     )
-
-
-@click.command()
-@click.option("--generator", required=True, help="Hub id or local pipeline folder.")
-@click.option("--revision", default=None)
-@click.option("--cnn", required=True, help="torchvision model name or timm:<name>.")
-@click.option("--weights", default="DEFAULT")
-def main(generator, revision, cnn, weights):
-    """Check that the models of a run can be had.
-
-    \b
-    Example:
-        python -m synthprobe.preflight --generator stabilityai/stable-diffusion-3.5-large --cnn resnet50 --weights DEFAULT
-    """  # noqa: E501 (the example is one command line; click prints it unwrapped)
-    try:
-        for line in (check_generator(generator, revision), check_cnn_weights(cnn, weights)):
-            click.echo(line)
-    except InputError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

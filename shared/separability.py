@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .cli import select_by_globs
 from .files import InputError, atomic_write, begin_outputs
+from .globs import select_by_globs
 from .image_check import checked_rows
 from .plots import pyplot, save_png
 from .separation import FDR_METHODS, MEASURES, RIDGE_ALPHA, Design, channel_selectivity, q_values, scale_free_tests

@@ -34,3 +34,22 @@ def test_help_has_an_example(name, command, path):
     assert "Usage:" in result.output
     if not isinstance(command, click.Group):
         assert "Example" in result.output, f"{name} --help shows no example"
+
+
+def test_only_the_cli_layer_imports_click():
+    """Library modules stay usable without click: only shared/cli.py and shared/options.py import it or them."""
+    import ast
+
+    cli_layer = {"cli", "options", "click"}
+    for path in sorted((Path(__file__).parents[1] / "shared").glob("*.py")):
+        if path.stem in {"cli", "options"}:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                module = (node.module or "").removeprefix("synthprobe.").split(".")[0]
+                names = {module} if module else {alias.name for alias in node.names}
+            else:
+                continue
+            assert not names & cli_layer, f"{path.name}:{node.lineno} imports {names & cli_layer}"

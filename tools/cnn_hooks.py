@@ -10,6 +10,7 @@ import click
 from synthprobe import hooks as H
 from synthprobe.cli import comma_list, run_guarded, silent_option
 from synthprobe.files import InputError
+from synthprobe.globs import select_by_globs
 from synthprobe.images import read_image_folder
 from synthprobe.store import ROWS_PER_WRITE
 
@@ -24,7 +25,7 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
     network = H.build_network(model, "none", image_size)
     points, _ = H.discover_hook_points(network.module, network.preprocessing)
     aliases = H.find_aliases(network.module, points, network.preprocessing)
-    chosen = set(H.select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
+    chosen = set(select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
     return [
         f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}"
         + (f"\t= {aliases[p.name]}" if p.name in aliases else "")
