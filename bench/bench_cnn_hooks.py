@@ -44,6 +44,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from synthprobe import hooks as H
+from synthprobe.devices import resolve_device
 from synthprobe.images import ImageFolder, read_image_folder
 from synthprobe.store import ActivationStore, StoreWriter
 
@@ -182,7 +183,7 @@ def run(
 ) -> dict:
     """Every figure of the benchmark, measured in one run; prints a line per repeat."""
     network = H.build_network(model, "none", image_size)
-    device = H.resolve_device(device)
+    device = resolve_device(device, auto_mps=False)
     workers = H.decode_workers(device) if workers is None else workers
     precision = H.default_precision(device)
     points, _ = H.discover_hook_points(network.module, network.preprocessing)

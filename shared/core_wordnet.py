@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .files import InputError, atomic_write_bytes, cache_root
+from .files import InputError, atomic_write_bytes, cache_root, error_line, os_reason
 
 log = logging.getLogger("synthprobe")
 
@@ -64,7 +64,7 @@ def fetch_core_wordnet(url: str = CORE_WORDNET_URL, cache_dir: Path | None = Non
             data = response.read()
     except OSError as exc:
         raise InputError(
-            f"cannot download Core WordNet from {url} ({exc}); "
+            f"cannot download Core WordNet from {url} ({error_line(exc)}); "
             "leave out --core-wordnet to use the bundled copy, or pass a local PATH"
         ) from None
     atomic_write_bytes(target, data)
@@ -77,7 +77,7 @@ def parse_core_wordnet(path: str | Path) -> list[CoreEntry]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"cannot read Core WordNet file {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read Core WordNet file {path}: {os_reason(exc)}") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     for lineno, line in enumerate(text.splitlines(), 1):

@@ -69,7 +69,7 @@ def atomic_write(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and exc.filename is None:  # a failed write (disk full) names no file
-            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise InputError(f"cannot write {path}: {os_reason(exc)}") from exc
         raise
 
 
@@ -86,7 +86,7 @@ def read_json(path: str | os.PathLike):
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text (a binary file?)") from None
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {path}: {os_reason(exc)}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -113,7 +113,7 @@ def open_input(path: str | os.PathLike) -> Iterator[IO[str]]:
     try:
         handle = open(path, encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise InputError(f"cannot read {path}: {os_reason(exc)}") from exc
     with handle:
         yield handle
 

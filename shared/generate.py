@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .devices import resolve_device
 from .files import InputError, atomic_write, error_line, read_json, sha256_file
 from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json
 from .progress import progress
@@ -72,25 +73,6 @@ def select_records(records: list[PromptRecord], shard: tuple[int, int] | None, l
     if shard is not None:
         records = [r for r in records if shard_of(r.id, shard[1]) == shard[0]]
     return records[:limit] if limit is not None else records
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if torch.backends.mps.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise InputError(f"--device {requested!r} is not a device name (auto, cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {requested}: torch sees no CUDA GPU here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    return requested
 
 
 def resolve_dtype(requested: str, device: str) -> str:
@@ -400,7 +382,7 @@ def resolve_settings(
     weights."""
     width, height = parse_size(size)
     source, scheduler, identity = resolve_model(model, revision, width, height, cache, dry_run)
-    device = resolve_device(device)
+    device = str(resolve_device(device))  # Settings and run.json keep the name
     return Settings(
         source,
         steps,
@@ -464,8 +446,7 @@ def load_pipeline(settings: Settings):
         )
     except Exception as exc:
         message = hub_error_message(exc, source)
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise InputError(message or f"cannot load model {source.name}: {type(exc).__name__}: {first_line}") from None
+        raise InputError(message or f"cannot load model {source.name}: {error_line(exc)}") from None
     if settings.offload:
         pipe.enable_model_cpu_offload(device=settings.device)
     else:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import library_versions
+from .devices import resolve_device
 from .files import InputError, Sha256Memo, cache_root, error_line, sha256_file
 from .globs import select_by_globs
 from .images import ImageFolder, decode_rgb
@@ -192,7 +193,7 @@ def _torchvision_model(name: str, weights: str, state: dict | None):
         module = tvm.get_model(name, weights=chosen)
     except Exception as exc:  # urllib, ssl, hash check: all mean "could not fetch"
         raise InputError(
-            f"cannot fetch the {chosen} weights for {name} ({type(exc).__name__}: {exc}); "
+            f"cannot fetch the {chosen} weights for {name} ({error_line(exc)}); "
             "with no internet, pass a local state-dict file to --weights"
         ) from None
     return module, chosen.name, torchvision_preprocessing(chosen)
@@ -214,7 +215,7 @@ def _timm_model(name: str, weights: str, state: dict | None):
         if not pretrained:
             raise
         raise InputError(
-            f"cannot fetch the pretrained weights for timm:{name} ({type(exc).__name__}: {exc}); "
+            f"cannot fetch the pretrained weights for timm:{name} ({error_line(exc)}); "
             "with no internet, pass a local state-dict file to --weights"
         ) from None
     classes = state_dict_classes(module, state)
@@ -305,17 +306,6 @@ def check_state_dict(module: torch.nn.Module, state: dict, file: Path, model_nam
 
 
 # ---- device and precision --------------------------------------------------------------------
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {requested}: torch sees no CUDA GPU here")
-    try:
-        return torch.device(requested)
-    except RuntimeError:
-        raise InputError(f"--device {requested}: expected auto, cpu, cuda or cuda:N") from None
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -659,7 +649,7 @@ def store_attrs(
 
 def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSettings) -> RunResult:
     """Append every image of ``folder`` that ``out`` does not hold yet; resumable at any moment."""
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, auto_mps=False)
     precision = settings.precision or default_precision(device)
     # Discovery and aliases run on the CPU in fp32; an earlier run may have left the model on a GPU.
     network.module.cpu()

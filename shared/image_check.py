@@ -35,7 +35,7 @@ from scipy.special import softmax
 
 from . import library_versions
 from .check_rates import RATES_FILE, flag_rates
-from .files import InputError, atomic_write, begin_outputs, error_line, sha256_file
+from .files import InputError, atomic_write, begin_outputs, error_line, os_reason, sha256_file
 from .imagenet import N_IMAGENET_CLASSES, hierarchy_indices, is_wnid, wnid_synset
 from .images import ImageFolder, read_image_folder
 from .progress import progress
@@ -469,7 +469,7 @@ def hashed_rows(folder: ImageFolder) -> pd.DataFrame:
         try:
             digest = sha256_file(folder.file(path))
         except OSError as exc:
-            raise InputError(f"cannot read {folder.file(path)}: {exc.strerror or exc}") from None
+            raise InputError(f"cannot read {folder.file(path)}: {os_reason(exc)}") from None
         if expected and digest != expected:
             raise InputError(f"{folder.file(path)} differs from the sha256 in its manifest; regenerate the folder")
         digests.append(digest)
@@ -481,9 +481,10 @@ def score_images(judge, folder: ImageFolder, todo: pd.DataFrame, targets: dict[s
     """Yield (image row, (object score, context score)) in ``todo`` order, decoding in DataLoader workers."""
     import torch
 
-    from .hooks import ImageDataset, autocast, default_precision, resolve_device
+    from .devices import resolve_device
+    from .hooks import ImageDataset, autocast, default_precision
 
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, auto_mps=False)
     preprocessing = judge.load(targets, device, wn)
     # fp32 on the CPU keeps the scores identical across machines; half precision on the GPU is fast and close.
     precision = default_precision(device) if device.type == "cuda" else "fp32"

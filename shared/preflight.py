@@ -10,7 +10,7 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from .files import InputError
+from .files import InputError, error_line
 from .generate import hub_error_message, offline_message, read_model_json, resolve_model_source
 from .hooks import TIMM_PREFIX, weights_kind
 
@@ -24,7 +24,7 @@ def check_generator(model: str, revision: str | None = None) -> str:
     except InputError as exc:
         raise InputError(f"{exc}{DEMO_HINT}") from None
     except Exception as exc:  # any hub failure: say what it means if we can
-        raise InputError(f"{hub_error_message(exc, source) or exc}{DEMO_HINT}") from None
+        raise InputError(f"{hub_error_message(exc, source) or error_line(exc)}{DEMO_HINT}") from None
     if index is None:
         raise InputError(offline_message(source) + DEMO_HINT)
     return f"generator {model}: ok"

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import InputError, error_line
+from .files import InputError, error_line, os_reason
 
 log = logging.getLogger("synthprobe")
 
@@ -303,7 +303,7 @@ class StoreWriter:
         try:
             _append_all(self._row_values(rows, hooks, logits))
         except OSError as exc:  # a full disk: zarr's error names a temp file or none
-            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+            raise InputError(f"cannot write {self.path}: {os_reason(exc)}") from exc
         self.group.attrs["rows_committed"] = self.rows_committed + len(rows)
 
     def overwrite(

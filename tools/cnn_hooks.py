@@ -9,7 +9,7 @@ import click
 
 from synthprobe import hooks as H
 from synthprobe.cli import comma_list, run_guarded, silent_option
-from synthprobe.files import InputError
+from synthprobe.files import InputError, os_reason
 from synthprobe.globs import select_by_globs
 from synthprobe.images import read_image_folder
 from synthprobe.store import ROWS_PER_WRITE
@@ -188,7 +188,7 @@ def read_class_names(path: str) -> list[str]:
     try:
         return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError as exc:
-        raise InputError(f"cannot read --class-names {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read --class-names {path}: {os_reason(exc)}") from None
 
 
 if __name__ == "__main__":

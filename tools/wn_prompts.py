@@ -10,7 +10,7 @@ import click
 from synthprobe import prompts as P
 from synthprobe.cli import comma_list, run_guarded, seed_option, silent_option
 from synthprobe.core_wordnet import core_wordnet_file, parse_core_wordnet, resolve_entries
-from synthprobe.files import InputError
+from synthprobe.files import InputError, os_reason
 from synthprobe.options import wordnet_dir_option
 from synthprobe.records import write_prompts
 from synthprobe.wordnet import get_synset, load_wordnet
@@ -25,7 +25,7 @@ def read_synset_names(value: str) -> list[str]:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise InputError(f"cannot read synset list {path}: {exc.strerror or exc}") from None
+            raise InputError(f"cannot read synset list {path}: {os_reason(exc)}") from None
         except UnicodeDecodeError:
             raise InputError(f"{path}: not UTF-8 text (a binary file?)") from None
         return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
