@@ -150,7 +150,7 @@ def test_thresholds_change_exactly_the_rows_that_cross_them_and_score_nothing(tm
     summary = json.loads((out / C.SUMMARY_FILE).read_text())
     assert summary["thresholds"] == {"missing_below": missing_below, "leaked_above": leaked_above}
     assert summary["verdicts"]["object-leaked"] == 2
-    rates = pd.read_csv(out / summary["files"]["rates"])  # follow the new flags, per synset and group
+    rates = pd.read_csv(out / summary["tables"]["rates"]["file"])  # follow the new flags, per synset and group
     assert rates["n_flagged"].sum() == 6 and set(rates["flag"]) == {"object-leaked", "object-missing"}
     leaked = rates[rates["flag"] == "object-leaked"]
     assert (leaked["group"] == "context-only").all()
