@@ -43,7 +43,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from synthprobe import hooks as H
+from synthprobe.cnn.hook_points import HookPoint, discover_hook_points, is_poolable
+from synthprobe.cnn.models import build_network
+from synthprobe.cnn.precision import autocast, default_precision
+from synthprobe.cnn.reader import ImageDataset, decode_workers
+from synthprobe.cnn.run import RunSettings, run_hooks
 from synthprobe.devices import resolve_device
 from synthprobe.images import ImageFolder, read_image_folder
 from synthprobe.store import ActivationStore, StoreWriter
@@ -84,19 +88,19 @@ def timed(function, device: torch.device = torch.device("cpu")) -> float:
     return time.perf_counter() - start
 
 
-def decode_all(dataset: H.ImageDataset) -> None:
+def decode_all(dataset: ImageDataset) -> None:
     for index in range(len(dataset)):
         _, _, error = dataset[index]
         assert not error, error
 
 
 def bare_forward(module, batches: list[torch.Tensor], normalize, device: torch.device, precision: str) -> None:
-    with torch.no_grad(), H.autocast(device, precision):
+    with torch.no_grad(), autocast(device, precision):
         for batch in batches:
             module(normalize(batch))
 
 
-def naive_forward(module, points: list[H.HookPoint], batches: list[torch.Tensor], device: torch.device) -> None:
+def naive_forward(module, points: list[HookPoint], batches: list[torch.Tensor], device: torch.device) -> None:
     """The obvious implementation: hooks keyed by module and call, each output cast to fp32, then pooled."""
     calls: dict[str, int] = {}
     wanted = {(p.module, p.call) for p in points}
@@ -106,7 +110,7 @@ def naive_forward(module, points: list[H.HookPoint], batches: list[torch.Tensor]
         def hook(_module, _inputs, output):
             call = calls.get(name, 0)
             calls[name] = call + 1
-            if (name, call) in wanted and H.is_poolable(output):
+            if (name, call) in wanted and is_poolable(output):
                 value = output.float()
                 pooled.append((value.mean(dim=(2, 3)) if value.dim() == 4 else value).cpu().numpy())
 
@@ -182,11 +186,11 @@ def run(
     image_size: int | None = None,
 ) -> dict:
     """Every figure of the benchmark, measured in one run; prints a line per repeat."""
-    network = H.build_network(model, "none", image_size)
+    network = build_network(model, "none", image_size)
     device = resolve_device(device, auto_mps=False)
-    workers = H.decode_workers(device) if workers is None else workers
-    precision = H.default_precision(device)
-    points, _ = H.discover_hook_points(network.module, network.preprocessing)
+    workers = decode_workers(device) if workers is None else workers
+    precision = default_precision(device)
+    points, _ = discover_hook_points(network.module, network.preprocessing)
     naive_model = copy.deepcopy(network.module).to(device)
     fast_model = copy.deepcopy(network.module).to(device, memory_format=torch.channels_last)
     figures: dict = {
@@ -217,13 +221,13 @@ def run(
         make_images(Path(tmp) / "first-batch", batch_size, size, seed=1)
         first_batch = read_image_folder(Path(tmp) / "first-batch")
         first_batch.rows["id"] = "first-" + first_batch.rows["id"]
-        dataset = H.ImageDataset(files, [""] * images, network.preprocessing)
+        dataset = ImageDataset(files, [""] * images, network.preprocessing)
         decoded = torch.stack([dataset[i][0] for i in range(images)])
-        sample = H.ImageDataset(files[:64], [""] * len(files[:64]), network.preprocessing)  # one core: keep it short
+        sample = ImageDataset(files[:64], [""] * len(files[:64]), network.preprocessing)  # one core: keep it short
         uint8_batches = [b.pin_memory() if device.type == "cuda" else b for b in decoded.split(batch_size)]
         normalize = network.preprocessing.normalizer(device)
         naive_batches = [normalize(b).contiguous() for b in uint8_batches]
-        settings = H.RunSettings(
+        settings = RunSettings(
             pools=("mean",),
             precision=precision,
             device=str(device),
@@ -238,8 +242,8 @@ def run(
 
         def end_to_end(repeat: int, part: ImageFolder) -> float:
             store = Path(tmp) / f"acts-{repeat}-{len(part.rows)}.zarr"
-            H.run_hooks(first_batch, store, network, settings)
-            return timed(lambda: H.run_hooks(part, store, network, settings), device)
+            run_hooks(first_batch, store, network, settings)
+            return timed(lambda: run_hooks(part, store, network, settings), device)
 
         bare_forward(fast_model, uint8_batches[:1], normalize, device, precision)  # warm-up: kernels are built once
         naive_forward(naive_model, points, naive_batches[:1], device)

@@ -40,8 +40,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from synthprobe import generate as G  # noqa: E402
-from synthprobe import hooks as H  # noqa: E402
 from synthprobe import library_versions  # noqa: E402
+from synthprobe.cnn.hook_points import discover_hook_points  # noqa: E402
+from synthprobe.cnn.models import Network, build_network  # noqa: E402
+from synthprobe.cnn.run import RunSettings, run_hooks  # noqa: E402
 from synthprobe.files import error_line  # noqa: E402
 from synthprobe.image_cache import ImageCache  # noqa: E402
 from synthprobe.images import read_image_folder  # noqa: E402
@@ -101,7 +103,7 @@ class Context:
     work: Path
     cuda: bool
     sd3: Path | None = None
-    classifier: H.Network | None = None
+    classifier: Network | None = None
     images: Path | None = None  # a small ImageFolder tree for cnn-hooks
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # generated images by step
     stores: dict[str, Path] = field(default_factory=dict)
@@ -117,10 +119,10 @@ def check(condition: bool, figure: str) -> None:
 
 def tiny_models(ctx: Context, classifier: str) -> tuple[str, dict]:
     ctx.sd3 = save_tiny_sd3(ctx.work / "tiny-sd3")
-    ctx.classifier = H.build_network(classifier, "none", image_size=64)
+    ctx.classifier = build_network(classifier, "none", image_size=64)
     ctx.images = ctx.work / "photos"
     bench_cnn_hooks.make_images(ctx.images, 8, 256)
-    points, _ = H.discover_hook_points(ctx.classifier.module, ctx.classifier.preprocessing)
+    points, _ = discover_hook_points(ctx.classifier.module, ctx.classifier.preprocessing)
     megabytes = sum(f.stat().st_size for f in ctx.sd3.rglob("*") if f.is_file()) / 1e6
     return (
         f"tiny SD3 ({megabytes:.1f} MB), {classifier} random weights at 64 px ({len(points)} hook points), "
@@ -205,8 +207,8 @@ def generate_offload(ctx: Context) -> tuple[str, dict]:
 def hooks_store(ctx: Context, label: str, device: str, precision: str | None) -> str:
     """cnn-hooks' library path on the photos; the store path is kept for comparisons. Returns the precision used."""
     store = ctx.work / f"acts-{label}.zarr"
-    settings = H.RunSettings(pools=("mean", "max"), precision=precision, device=device, workers=None, silent=True)
-    H.run_hooks(read_image_folder(ctx.images), store, ctx.classifier, settings)
+    settings = RunSettings(pools=("mean", "max"), precision=precision, device=device, workers=None, silent=True)
+    run_hooks(read_image_folder(ctx.images), store, ctx.classifier, settings)
     ctx.stores[label] = store
     return ActivationStore(store).attrs["precision"]
 

@@ -157,7 +157,7 @@ class ClipJudge:
     def load(self, targets: dict[str, Target], device, wn):
         import torch
 
-        from .hooks import Preprocessing
+        from .cnn.preprocessing import Preprocessing
 
         self.model, processor = load_clip(self.source)
         self.model.to(device)
@@ -249,7 +249,7 @@ class ClassifierJudge:
     """A torchvision or timm ImageNet-1k classifier: the softmax mass of the synset's hyponym closure."""
 
     def __init__(self, model: str, weights: str):
-        from .hooks import build_network
+        from .cnn.models import build_network
 
         self.network = build_network(model, weights)  # its weights identity is needed before any scoring
         self.identity = f"{model}@{self.network.weights}"
@@ -481,8 +481,9 @@ def score_images(judge, folder: ImageFolder, todo: pd.DataFrame, targets: dict[s
     """Yield (image row, (object score, context score)) in ``todo`` order, decoding in DataLoader workers."""
     import torch
 
+    from .cnn.precision import autocast, default_precision
+    from .cnn.reader import ImageDataset
     from .devices import resolve_device
-    from .hooks import ImageDataset, autocast, default_precision
 
     device = resolve_device(settings.device, auto_mps=False)
     preprocessing = judge.load(targets, device, wn)

@@ -20,7 +20,19 @@ import torchvision
 from click.testing import CliRunner
 from PIL import Image
 
-from synthprobe import hooks as H
+from synthprobe.cnn.hook_points import (
+    PoolingHooks,
+    column_slices,
+    discover_hook_points,
+    find_aliases,
+    select_hook_points,
+)
+from synthprobe.cnn.models import RANDOM_INIT_SEED, Network, build_network
+from synthprobe.cnn.precision import autocast, default_precision
+from synthprobe.cnn.preprocessing import DECODING
+from synthprobe.cnn.reader import ImageDataset, decode_workers
+from synthprobe.cnn.run import RunSettings, run_hooks
+from synthprobe.files import InputError
 from synthprobe.images import decode_rgb, load_rgb, read_image_folder
 from synthprobe.store import MIN_CHUNK_BYTES, ActivationStore
 from synthprobe.tools.cnn_hooks import main
@@ -137,8 +149,8 @@ def small_store(tmp_path_factory, tree) -> Path:
 def test_resnet50_hook_points_are_feature_extraction_node_names():
     from torchvision.models.feature_extraction import get_graph_node_names
 
-    network = H.build_network("resnet50", "none", image_size=64)
-    points, n_classes = H.discover_hook_points(network.module, network.preprocessing)
+    network = build_network("resnet50", "none", image_size=64)
+    points, n_classes = discover_hook_points(network.module, network.preprocessing)
     names = [p.name for p in points]
     _, fx_nodes = get_graph_node_names(torchvision.models.resnet50())
     # Graph nodes that are no module call: the input, torch.flatten and each block's residual add.
@@ -159,12 +171,12 @@ def test_resnet50_hook_points_are_feature_extraction_node_names():
 
 
 def test_layer_globs_select_in_forward_order_and_unmatched_pattern_fails():
-    network = H.build_network("resnet18", "none", image_size=64)
-    points, _ = H.discover_hook_points(network.module, network.preprocessing)
-    chosen = H.select_hook_points(points, ["layer4.*relu*", "fc"])
+    network = build_network("resnet18", "none", image_size=64)
+    points, _ = discover_hook_points(network.module, network.preprocessing)
+    chosen = select_hook_points(points, ["layer4.*relu*", "fc"])
     assert [p.name for p in chosen] == ["layer4.0.relu", "layer4.0.relu_1", "layer4.1.relu", "layer4.1.relu_1", "fc"]
-    with pytest.raises(H.InputError, match="'layer9.*' matches no hook point"):
-        H.select_hook_points(points, ["layer4.*", "layer9.*"])
+    with pytest.raises(InputError, match="'layer9.*' matches no hook point"):
+        select_hook_points(points, ["layer4.*", "layer9.*"])
 
 
 def test_list_layers_prints_names_channels_shapes():
@@ -183,9 +195,9 @@ def test_list_layers_prints_names_channels_shapes():
 
 
 def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, tree):
-    network = H.build_network("resnet50", "none", image_size=64)
-    points, _ = H.discover_hook_points(network.module, network.preprocessing)
-    aliases = H.find_aliases(network.module, points, network.preprocessing)
+    network = build_network("resnet50", "none", image_size=64)
+    points, _ = discover_hook_points(network.module, network.preprocessing)
+    aliases = find_aliases(network.module, points, network.preprocessing)
     # The issue's example: one tensor under four names (avgpool is its mean); conv and BatchNorm stay apart.
     assert {a for a, c in aliases.items() if c == "layer4"} == {"layer4.2.relu_2", "layer4.2", "avgpool"}
     assert "layer1.0.bn1" not in aliases and "layer1.0.conv1" not in aliases
@@ -215,7 +227,7 @@ def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, 
     ok(run_cli(tree, "--out", tmp_path / "b.zarr", *SMALL, "--layers", "avgpool", "--precision", "fp32"))
     selected = ActivationStore(tmp_path / "b.zarr")
     assert selected.hook_points == ["layer4"]
-    resnet18 = H.build_network("resnet18", "none", image_size=64)
+    resnet18 = build_network("resnet18", "none", image_size=64)
     images = torch.stack([resnet18.preprocessing.to_uint8(load_rgb(tree / p)) for p in selected.rows()["path"]])
     with torch.no_grad():
         x = resnet18.preprocessing.normalizer(torch.device("cpu"))(images)
@@ -240,7 +252,7 @@ def test_pooled_values_equal_a_manual_computation(tree, small_store):
         [T.Resize(73), T.CenterCrop(64), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
     )
     image = transform(Image.open(tree / rows["path"][index]).convert("RGB")).unsqueeze(0)
-    model = H.build_network("resnet18", "none").module
+    model = build_network("resnet18", "none").module
     nodes = ["conv1", "layer1.0.relu", "layer1.0.relu_1", "layer3.1.conv2", "layer4.1.relu_1", "avgpool", "fc"]
     with torch.no_grad():
         maps = create_feature_extractor(model, nodes)(image)
@@ -264,18 +276,16 @@ def test_pooled_values_equal_a_manual_computation(tree, small_store):
     np.testing.assert_allclose(store.logits()[index], logits[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
-def pooled_batch(
-    network: H.Network, images: torch.Tensor, precision: str, device: str = "cpu"
-) -> dict[str, np.ndarray]:
+def pooled_batch(network: Network, images: torch.Tensor, precision: str, device: str = "cpu") -> dict[str, np.ndarray]:
     """One batch through the tool's own path: hooks, channels-last, autocast; per pool (N, all channels)."""
-    points, _ = H.discover_hook_points(network.module, network.preprocessing)
+    points, _ = discover_hook_points(network.module, network.preprocessing)
     device = torch.device(device)
     module = network.module.to(device, memory_format=torch.channels_last)
-    with H.PoolingHooks(module, points, ("mean", "max")) as hooks, torch.no_grad(), H.autocast(device, precision):
+    with PoolingHooks(module, points, ("mean", "max")) as hooks, torch.no_grad(), autocast(device, precision):
         module(network.preprocessing.normalizer(device)(images))
         pooled = hooks.take()
     network.module.cpu()
-    return pooled | {"columns": H.column_slices(points)}
+    return pooled | {"columns": column_slices(points)}
 
 
 def assert_close_per_hook_point(reference: dict, other: dict) -> float:
@@ -292,7 +302,7 @@ def assert_close_per_hook_point(reference: dict, other: dict) -> float:
 
 def test_bf16_pooled_vectors_match_fp32(tree):
     """Autocast plus channels-last must keep every hook point's pooled vector (cosine >= 0.999)."""
-    network = H.build_network("resnet50", "none", image_size=64)
+    network = build_network("resnet50", "none", image_size=64)
     folder = read_image_folder(tree)
     images = torch.stack([network.preprocessing.to_uint8(load_rgb(folder.file(p))) for p in folder.rows["path"]])
     fp32 = pooled_batch(network, images, "fp32")
@@ -303,7 +313,7 @@ def test_bf16_pooled_vectors_match_fp32(tree):
 
 @pytest.mark.cuda
 def test_cuda_precisions_match_cpu_fp32(tree):
-    network = H.build_network("resnet50", "none", image_size=64)
+    network = build_network("resnet50", "none", image_size=64)
     folder = read_image_folder(tree)
     images = torch.stack([network.preprocessing.to_uint8(load_rgb(folder.file(p))) for p in folder.rows["path"]])
     reference = pooled_batch(network, images, "fp32")
@@ -314,26 +324,26 @@ def test_cuda_precisions_match_cpu_fp32(tree):
 @pytest.mark.cuda
 def test_cuda_runs_twice_with_one_network(tree, tmp_path):
     """run_hooks leaves the model on the GPU; the next run must still find hook points and aliases (on the CPU)."""
-    network = H.build_network("resnet18", "none", image_size=32)
-    settings = H.RunSettings(device="cuda", workers=None, silent=True)
+    network = build_network("resnet18", "none", image_size=32)
+    settings = RunSettings(device="cuda", workers=None, silent=True)
     folder = read_image_folder(tree)
     for name in ("first.zarr", "second.zarr"):
-        assert H.run_hooks(folder, tmp_path / name, network, settings).written == len(folder.rows)
+        assert run_hooks(folder, tmp_path / name, network, settings).written == len(folder.rows)
     assert ActivationStore(tmp_path / "second.zarr").attrs["precision"] == "bf16"
 
 
 def test_default_precision_follows_the_hardware(monkeypatch):
-    monkeypatch.setattr(H, "cpu_has_fast_bf16", lambda: True)
-    assert H.default_precision(torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(H, "cpu_has_fast_bf16", lambda: False)
-    assert H.default_precision(torch.device("cpu")) == "fp32"
+    monkeypatch.setattr("synthprobe.cnn.precision.cpu_has_fast_bf16", lambda: True)
+    assert default_precision(torch.device("cpu")) == "bf16"
+    monkeypatch.setattr("synthprobe.cnn.precision.cpu_has_fast_bf16", lambda: False)
+    assert default_precision(torch.device("cpu")) == "fp32"
 
 
 @pytest.mark.parametrize("cores, cuda, cpu", [(1, 1, 1), (2, 1, 1), (16, 15, 8), (64, 32, 8)])
 def test_decode_workers_fill_the_cores_the_forward_leaves(monkeypatch, cores, cuda, cpu):
-    monkeypatch.setattr(H.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    assert H.decode_workers(torch.device("cuda")) == cuda
-    assert H.decode_workers(torch.device("cpu")) == cpu
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert decode_workers(torch.device("cuda")) == cuda
+    assert decode_workers(torch.device("cpu")) == cpu
 
 
 # ---- the store -------------------------------------------------------------------------------
@@ -621,7 +631,7 @@ def test_timm_model_with_its_own_preprocessing_and_a_safetensors_file(tmp_path, 
     assert store.attrs["hook_aliases"]["blocks.6"] == "blocks" and "blocks.5" in store.hook_points
     assert store.channels("conv_head") == 1280
     assert store.attrs["classes"][0] == "n01440764"
-    preprocessing = H.build_network("timm:efficientnet_lite0", "none", 64).preprocessing
+    preprocessing = build_network("timm:efficientnet_lite0", "none", 64).preprocessing
     image = preprocessing.to_uint8(load_rgb(tree / store.rows()["path"][0])).unsqueeze(0)
     with torch.no_grad():
         logits = reference(preprocessing.normalizer(torch.device("cpu"))(image))
@@ -632,7 +642,7 @@ def test_pth_weights_load_with_weights_only(tmp_path):
     torch.manual_seed(3)
     model = torchvision.models.resnet18()
     torch.save({"state_dict": model.state_dict()}, tmp_path / "r18.pth")
-    network = H.build_network("resnet18", str(tmp_path / "r18.pth"))
+    network = build_network("resnet18", str(tmp_path / "r18.pth"))
     assert network.weights.startswith("sha256:") and network.weights_source == str(tmp_path / "r18.pth")
     torch.testing.assert_close(network.module.fc.weight, model.fc.weight)
 
@@ -673,9 +683,9 @@ def test_large_jpegs_decode_at_a_reduced_scale_that_still_covers_the_resize(tmp_
     photo.save(tmp_path / "photo.jpg", quality=90)
     photo.save(tmp_path / "photo.png")
     photo.resize((400, 300)).save(tmp_path / "small.jpg", quality=90)
-    preprocessing = H.build_network("resnet50", "none").preprocessing
+    preprocessing = build_network("resnet50", "none").preprocessing
     files = [tmp_path / name for name in ("photo.jpg", "photo.png", "small.jpg")]
-    dataset = H.ImageDataset(files, [""] * 3, preprocessing)
+    dataset = ImageDataset(files, [""] * 3, preprocessing)
     jpeg = (tmp_path / "photo.jpg").read_bytes()
     assert preprocessing.resize == 232 and decode_rgb(jpeg, preprocessing.resize).size == (256, 256)
     assert decode_rgb((tmp_path / "photo.png").read_bytes(), preprocessing.resize).size == (1024, 1024)
@@ -686,7 +696,7 @@ def test_large_jpegs_decode_at_a_reduced_scale_that_still_covers_the_resize(tmp_
     reduced, full = dataset[0][0].float(), preprocessing.to_uint8(load_rgb(files[0])).float()
     assert reduced.shape == (3, 224, 224) and 0 < (reduced - full).abs().mean() < 1.5
     assert torch.equal(dataset[1][0], preprocessing.to_uint8(load_rgb(files[1])))
-    assert H.build_network("resnet18", "none").preprocessing.attrs()["decode"] == H.DECODING
+    assert build_network("resnet18", "none").preprocessing.attrs()["decode"] == DECODING
 
 
 @pytest.fixture
@@ -968,8 +978,8 @@ def test_vit_token_outputs_are_pooled_over_tokens(tmp_path, tree):
         )
     )
     store = ActivationStore(out)
-    network = H.build_network("timm:test_vit", "none")
-    torch.manual_seed(H.RANDOM_INIT_SEED)
+    network = build_network("timm:test_vit", "none")
+    torch.manual_seed(RANDOM_INIT_SEED)
     reference = timm.create_model("test_vit", pretrained=False).eval()
     images = torch.stack([network.preprocessing.to_uint8(load_rgb(tree / p)) for p in store.rows()["path"]])
     outputs = {}

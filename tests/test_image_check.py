@@ -18,8 +18,8 @@ from test_cnn_hooks import fails_with, ok, smooth_image
 
 from synthprobe import image_check as C
 from synthprobe.check_rates import flag_rates
+from synthprobe.cnn.models import build_network
 from synthprobe.files import InputError
-from synthprobe.hooks import build_network
 from synthprobe.imagenet import hierarchy_indices
 from synthprobe.images import load_rgb
 from synthprobe.prompts import load_bias_class

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
-from synthprobe import hooks as H
 from synthprobe.cli import comma_list, run_guarded, silent_option
+from synthprobe.cnn.hook_points import discover_hook_points, find_aliases
+from synthprobe.cnn.models import build_network
+from synthprobe.cnn.precision import PRECISIONS
+from synthprobe.cnn.run import RunSettings, run_hooks
 from synthprobe.files import InputError, os_reason
 from synthprobe.globs import select_by_globs
 from synthprobe.images import read_image_folder
@@ -22,9 +25,9 @@ POOL_CHOICES = {"mean": ("mean",), "max": ("max",), "both": ("mean", "max")}
 def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list[str]:
     """One line per hook point: name, channels, output shape, and '= canonical' for an alias (stored once, as its
     canonical). Weights do not change layers, so none are loaded."""
-    network = H.build_network(model, "none", image_size)
-    points, _ = H.discover_hook_points(network.module, network.preprocessing)
-    aliases = H.find_aliases(network.module, points, network.preprocessing)
+    network = build_network(model, "none", image_size)
+    points, _ = discover_hook_points(network.module, network.preprocessing)
+    aliases = find_aliases(network.module, points, network.preprocessing)
     chosen = set(select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
     return [
         f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}"
@@ -70,7 +73,7 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", *H.PRECISIONS]),
+    type=click.Choice(["auto", *PRECISIONS]),
     default="auto",
     show_default=True,
     help="Autocast precision; auto is bf16 on CUDA or on a CPU with AMX/AVX-512-BF16, else fp32.",
@@ -155,8 +158,8 @@ def main(
     if not images or not out:
         raise InputError("give IMAGES and --out STORE.zarr (or --list-layers)")
     folder = read_image_folder(images)
-    network = H.build_network(model, weights, image_size)
-    settings = H.RunSettings(
+    network = build_network(model, weights, image_size)
+    settings = RunSettings(
         layers=patterns,
         pools=POOL_CHOICES[pool],
         dtype=dtype,
@@ -170,7 +173,7 @@ def main(
         silent=silent,
         class_names=read_class_names(class_names) if class_names else None,
     )
-    result = H.run_hooks(folder, Path(out), network, settings)
+    result = run_hooks(folder, Path(out), network, settings)
     if result.written == 0:
         log.info("%s already holds all %d images of %s", out, result.skipped, images)
         return
