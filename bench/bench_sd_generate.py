@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
-from synthprobe import generate as G
 from synthprobe.image_cache import ImageCache, cache_key
 from synthprobe.records import PromptRecord, write_prompts
+from synthprobe.sd.pipeline import load_pipeline
+from synthprobe.sd.run import png_bytes, run_generation
+from synthprobe.sd.settings import resolve_settings
 from synthprobe.tiny_models import save_tiny_sd3
 
 
@@ -48,7 +50,7 @@ def cached_rerun(work: Path, model: Path, count: int) -> float:
     cache = ImageCache(work / "cache")
     prompts = work / "many.jsonl"
     write_prompts(prompts, records(count))
-    settings = G.resolve_settings(
+    settings = resolve_settings(
         model=str(model),
         revision=None,
         steps=2,
@@ -61,7 +63,7 @@ def cached_rerun(work: Path, model: Path, count: int) -> float:
         offload=False,
         cache=cache,
     )
-    png = G.png_bytes(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy(), {"prompt": "bench"})
+    png = png_bytes(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy(), {"prompt": "bench"})
     for record in records(count):
         fields = settings.key_fields(record)
         cache.store(cache_key(fields), png, fields)
@@ -124,7 +126,7 @@ def throughput_ratio(
 ) -> tuple[tuple, tuple]:
     """Best-of-``repeats`` (wall, CPU) seconds of the bare loop and of sd-generate (empty cache each time)."""
     batch = records(count)
-    settings = G.resolve_settings(
+    settings = resolve_settings(
         model=str(model),
         revision=None,
         steps=steps,
@@ -137,12 +139,12 @@ def throughput_ratio(
         offload=False,
         cache=ImageCache(work / "unused"),
     )
-    pipe = G.load_pipeline(settings)
+    pipe = load_pipeline(settings)
     bare_loop(pipe, batch[:batch_size], Path(tempfile.mkdtemp(dir=work)), size, steps, batch_size)  # warm-up
     bare, ours = [], []
 
     def generate(out: Path) -> None:
-        result = G.run_generation(
+        result = run_generation(
             batch,
             settings,
             ImageCache(Path(tempfile.mkdtemp(dir=work))),

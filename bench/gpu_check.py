@@ -39,7 +39,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from synthprobe import generate as G  # noqa: E402
 from synthprobe import library_versions  # noqa: E402
 from synthprobe.cnn.hook_points import discover_hook_points  # noqa: E402
 from synthprobe.cnn.models import Network, build_network  # noqa: E402
@@ -47,6 +46,9 @@ from synthprobe.cnn.run import RunSettings, run_hooks  # noqa: E402
 from synthprobe.files import error_line  # noqa: E402
 from synthprobe.image_cache import ImageCache  # noqa: E402
 from synthprobe.images import read_image_folder  # noqa: E402
+from synthprobe.sd.pipeline import load_pipeline  # noqa: E402
+from synthprobe.sd.run import run_generation  # noqa: E402
+from synthprobe.sd.settings import resolve_settings  # noqa: E402
 from synthprobe.store import ActivationStore  # noqa: E402
 from synthprobe.tiny_models import save_tiny_sd3  # noqa: E402
 
@@ -134,7 +136,7 @@ def tiny_models(ctx: Context, classifier: str) -> tuple[str, dict]:
 def generate(ctx: Context, label: str, device: str, quantize: str = "none", offload: bool = False):
     """sd-generate's library path on 8 records; keeps the pixels, returns settings, pipeline and seconds."""
     cache = ImageCache(ctx.work / f"cache-{label}")
-    settings = G.resolve_settings(
+    settings = resolve_settings(
         model=str(ctx.sd3),
         revision=None,
         device=device,
@@ -144,11 +146,11 @@ def generate(ctx: Context, label: str, device: str, quantize: str = "none", offl
         cache=cache,
         **GENERATION,
     )
-    pipe = G.load_pipeline(settings)
+    pipe = load_pipeline(settings)
     records = bench_sd_generate.records(8)
     out = ctx.work / f"images-{label}"
     start = time.perf_counter()
-    result = G.run_generation(records, settings, cache, out, build_pipeline=lambda s: pipe, silent=True)
+    result = run_generation(records, settings, cache, out, build_pipeline=lambda s: pipe, silent=True)
     seconds = time.perf_counter() - start
     errors = sorted({str(row.get("error")) for row in result.rows if row["status"] != "ok"})
     check(result.generated == len(records), f"{result.failed} of {len(records)} images failed: {', '.join(errors)}")

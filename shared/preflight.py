@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .cnn.models import TIMM_PREFIX, weights_kind
 from .files import InputError, error_line
-from .generate import hub_error_message, offline_message, read_model_json, resolve_model_source
+from .sd.model import hub_error_message, offline_message, read_model_json, resolve_model_source
 
 DEMO_HINT = "; to see the whole pipeline work offline, run `make demo`"
 

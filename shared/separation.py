@@ -1,22 +1,19 @@
 """Scale-free separation measures of one layer and their tests, on prompt units (docs/methods.md).
 
-The analysis sample is ``n`` rows (images) of ``d`` features, each row in one
-*unit* (the images of one prompt, or one image: see ``units.py``) and each
-unit in one synset. Images of a unit are not independent, so:
+The analysis sample is ``n`` rows (images) of ``d`` features, each row in one *unit* (the images of one prompt, or
+one image: see ``units.py``) and each unit in one synset. Images of a unit are not independent, so:
 
-* the permutation test moves synset labels between units, never between the
-  images of one unit; the permutations are restricted to units of the same
-  cross-validation fold, so that every permuted labelling is stratified over
-  the folds exactly as the observed one and the probe's folds, fitted once,
-  stay valid: an exact test under exchangeable units;
+* the permutation test moves synset labels between units, never between the images of one unit; the permutations are
+  restricted to units of the same cross-validation fold, so that every permuted labelling is stratified over the
+  folds exactly as the observed one and the probe's folds, fitted once, stay valid: an exact test under exchangeable
+  units;
 * the probe's folds are grouped by unit (scikit-learn's StratifiedGroupKFold);
 * channel selectivity tests unit means.
 
-Fisher ratio, cosine silhouette and probe accuracy are computed over images.
-Every permuted statistic comes from per-synset sums (one matrix product per
-batch of permutations): the sums of the centred rows and of the unit vectors
-give Fisher and silhouette, and the sums of the probe's ridge operator give its
-out-of-fold predictions, because a ridge fit is linear in the labels.
+Fisher ratio, cosine silhouette and probe accuracy are computed over images. Every permuted statistic comes from
+per-synset sums (one matrix product per batch of permutations): the sums of the centred rows and of the unit vectors
+give Fisher and silhouette, and the sums of the probe's ridge operator give its out-of-fold predictions, because a
+ridge fit is linear in the labels.
 """
 
 from __future__ import annotations
@@ -88,8 +85,7 @@ def permutation_p(
 ) -> float:
     """One-sided permutation p-value, (1 + at least as large) / (1 + permutations); NaN if undefined.
 
-    ``null_tie`` breaks ties of a discrete statistic (the probe's accuracy) by a
-    continuous second one, so that null p-values are uniform rather than conservative.
+    ``null_tie``, continuous, breaks ties of a discrete statistic (probe accuracy): null p-values come out uniform.
     """
     tie = np.zeros(len(null)) if null_tie is None else null_tie
     defined = ~np.isnan(null)

@@ -17,7 +17,6 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from synthprobe import generate as G
 from synthprobe.imagenet import imagenet_wnids
 from synthprobe.store import StoreWriter
 from synthprobe.tiny_models import save_tiny_sd3
@@ -581,7 +580,7 @@ def no_model_load(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(G, "load_pipeline", lambda settings: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: pytest.fail("a model was loaded"))
 
 
 def record(**fields) -> str:

@@ -21,10 +21,22 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from synthprobe import generate as G
 from synthprobe.files import InputError
 from synthprobe.image_cache import ImageCache, cache_key, reflink_or_copy
 from synthprobe.records import PromptRecord, read_prompts, write_prompts
+from synthprobe.sd.model import ModelSource, read_model_json
+from synthprobe.sd.pipeline import load_pipeline
+from synthprobe.sd.run import plan, run_generation
+from synthprobe.sd.settings import (
+    Settings,
+    parse_shard,
+    parse_size,
+    resolve_dtype,
+    resolve_quantization,
+    resolve_settings,
+    select_records,
+    shard_of,
+)
 from synthprobe.tiny_models import TINY_SD3_MULTIPLE, save_tiny_sd3
 from synthprobe.tools.sd_generate import main
 
@@ -72,7 +84,7 @@ def prompts(tmp_path):
     return write
 
 
-def settings_for(model: Path, cache: ImageCache, **overrides) -> G.Settings:
+def settings_for(model: Path, cache: ImageCache, **overrides) -> Settings:
     options = dict(
         model=str(model),
         revision=None,
@@ -87,14 +99,14 @@ def settings_for(model: Path, cache: ImageCache, **overrides) -> G.Settings:
         cache=cache,
     )
     options.update(overrides)
-    return G.resolve_settings(**options)
+    return resolve_settings(**options)
 
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_model, tmp_path_factory):
     """The tiny pipeline loaded once through the real loader, shared by the in-process tests."""
     settings = settings_for(tiny_model, ImageCache(tmp_path_factory.mktemp("loader-cache")))
-    return G.load_pipeline(settings)
+    return load_pipeline(settings)
 
 
 @pytest.fixture
@@ -104,7 +116,7 @@ def no_model_load(monkeypatch):
     def refuse(settings):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(G, "load_pipeline", refuse)
+    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", refuse)
 
 
 def cli(args, expect_exit=0):
@@ -122,7 +134,7 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def run_in_process(records, settings, cache, out, pipeline):
-    return G.run_generation(records, settings, cache, out, build_pipeline=lambda s: pipeline, silent=True)
+    return run_generation(records, settings, cache, out, build_pipeline=lambda s: pipeline, silent=True)
 
 
 # ---- the tool end to end ----------------------------------------------------------------------
@@ -164,7 +176,9 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
     assert run["config"]["batch_size"] == 2 and run["config"]["quantization"] == "none"
 
     first_manifest = (out / "images.jsonl").read_bytes()
-    monkeypatch.setattr(G, "load_pipeline", lambda s: pytest.fail("an all-cached run loaded the model"))
+    monkeypatch.setattr(
+        "synthprobe.sd.pipeline.load_pipeline", lambda s: pytest.fail("an all-cached run loaded the model")
+    )
     cli([path, "--out", out, "--model", tiny_model, "--cache", cache, "--batch-size", 3, *FAST])
     assert (out / "images.jsonl").read_bytes() == first_manifest
     assert json.loads((out / "run.json").read_text())["summary"] == {
@@ -192,7 +206,7 @@ def test_dry_run_lists_work_and_writes_nothing(tiny_model, tiny_pipeline, prompt
 
 
 def test_limit_and_shard_select_records(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
-    monkeypatch.setattr(G, "load_pipeline", lambda s: tiny_pipeline)
+    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda s: tiny_pipeline)
     records = make_records(8)
     out = tmp_path / "out"
     cli(
@@ -211,7 +225,7 @@ def test_limit_and_shard_select_records(tiny_model, tiny_pipeline, prompts, tmp_
             *FAST,
         ]
     )
-    shard_ids = [r.id for r in records if G.shard_of(r.id, 2) == 1][:2]
+    shard_ids = [r.id for r in records if shard_of(r.id, 2) == 1][:2]
     assert [r["id"] for r in read_rows(out / "images.shard-1-of-2.jsonl")] == shard_ids
     assert sorted(p.name for p in out.glob("*.png")) == sorted(f"{i}.png" for i in shard_ids)
     assert not (out / "images.jsonl").exists(), "a shard never writes the folder's manifest"
@@ -244,10 +258,10 @@ def test_images_do_not_depend_on_batch_size_or_order(tiny_model, tiny_pipeline, 
 
 def test_shards_partition_by_id_and_match_an_unsharded_run(tiny_model, tiny_pipeline, tmp_path):
     records = make_records(6)
-    parts = [G.select_records(records, (k, 3), None) for k in range(3)]
+    parts = [select_records(records, (k, 3), None) for k in range(3)]
     assert sorted(r.id for part in parts for r in part) == sorted(r.id for r in records)
     grown = make_records(6) + make_records(20, start=6)
-    assert [G.select_records(grown, (k, 3), None)[: len(parts[k])] for k in range(3)] == parts, (
+    assert [select_records(grown, (k, 3), None)[: len(parts[k])] for k in range(3)] == parts, (
         "adding records moves none"
     )
 
@@ -267,14 +281,14 @@ def test_shards_partition_by_id_and_match_an_unsharded_run(tiny_model, tiny_pipe
 
 
 def test_parse_shard_and_size():
-    assert G.parse_shard("2/4") == (2, 4) and G.parse_shard(None) is None
-    assert G.parse_size("64") == (64, 64) and G.parse_size("48x32") == (48, 32)
+    assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
+    assert parse_size("64") == (64, 64) and parse_size("48x32") == (48, 32)
     for bad in ["4/4", "0/0", "-1/2", "1", "a/b"]:
         with pytest.raises(InputError, match="--shard"):
-            G.parse_shard(bad)
+            parse_shard(bad)
     for bad in ["0", "x", "64x", "64x0"]:
         with pytest.raises(InputError, match="--size"):
-            G.parse_size(bad)
+            parse_size(bad)
 
 
 # ---- the cache --------------------------------------------------------------------------------
@@ -448,7 +462,7 @@ def test_resume_after_kill_9(tiny_model, tiny_pipeline, prompts, tmp_path):
     process.stderr.close()
 
     settings = settings_for(tiny_model, cache, steps=8)
-    committed = {p.key: p.record.seed for p in G.plan(records, settings, cache) if p.entry}
+    committed = {p.key: p.record.seed for p in plan(records, settings, cache) if p.entry}
     assert 2 <= len(committed) < len(records), "kill the run in the middle"
     for key in committed:
         entry = cache.lookup(key)
@@ -465,7 +479,7 @@ def test_resume_after_kill_9(tiny_model, tiny_pipeline, prompts, tmp_path):
 
         return pipe
 
-    result = G.run_generation(records, settings, cache, out, build_pipeline=spy, silent=True)
+    result = run_generation(records, settings, cache, out, build_pipeline=spy, silent=True)
     assert (result.generated, result.cached, result.failed) == (len(records) - len(committed), len(committed), 0)
     assert sorted(seeds_generated) == sorted(set(r.seed for r in records) - set(committed.values()))
 
@@ -476,7 +490,7 @@ def test_concurrent_shards_share_one_cache(tiny_model, prompts, tmp_path, monkey
     twin_id = next(
         f"{records[0].id}-twin{j}"
         for j in range(99)
-        if G.shard_of(f"{records[0].id}-twin{j}", 2) != G.shard_of(records[0].id, 2)
+        if shard_of(f"{records[0].id}-twin{j}", 2) != shard_of(records[0].id, 2)
     )
     records.append(PromptRecord(**{**records[0].__dict__, "id": twin_id}))
     path = prompts(records)
@@ -497,7 +511,9 @@ def test_concurrent_shards_share_one_cache(tiny_model, prompts, tmp_path, monkey
     shard_ids = [{r["id"] for r in read_rows(out / f"images.shard-{k}-of-2.jsonl")} for k in range(2)]
     assert not shard_ids[0] & shard_ids[1] and shard_ids[0] | shard_ids[1] == {r.id for r in records}
 
-    monkeypatch.setattr(G, "load_pipeline", lambda s: pytest.fail("assembling the shards loaded the model"))
+    monkeypatch.setattr(
+        "synthprobe.sd.pipeline.load_pipeline", lambda s: pytest.fail("assembling the shards loaded the model")
+    )
     cli([path, "--out", out, "--model", tiny_model, "--cache", cache, *FAST])
     rows = read_rows(out / "images.jsonl")
     assert [r["id"] for r in rows] == [r.id for r in records] and {r["status"] for r in rows} == {"ok"}
@@ -529,7 +545,7 @@ def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts
     out = tmp_path / "out"
     out.mkdir()
     (out / f"{records[1].id}.png").write_bytes(b"stale image from an earlier run")
-    monkeypatch.setattr(G, "load_pipeline", lambda s: failing_pipeline(tiny_pipeline))
+    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda s: failing_pipeline(tiny_pipeline))
     result = cli(
         [
             prompts(records),
@@ -653,7 +669,7 @@ def test_load_errors_name_the_fix(monkeypatch, tiny_model, tmp_path):
     from huggingface_hub.errors import GatedRepoError
 
     settings = settings_for(tiny_model, ImageCache(tmp_path / "cache"))
-    settings = G.Settings(**{**settings.__dict__, "source": G.ModelSource("org/gated", "main")})
+    settings = Settings(**{**settings.__dict__, "source": ModelSource("org/gated", "main")})
 
     def gated(*args, **kwargs):
         try:
@@ -663,15 +679,15 @@ def test_load_errors_name_the_fix(monkeypatch, tiny_model, tmp_path):
 
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", gated)
     with pytest.raises(InputError, match="is gated: accept its licence"):
-        G.load_pipeline(settings)
+        load_pipeline(settings)
 
 
 def test_quantize_auto_without_cuda_logs_one_line(caplog):
     with caplog.at_level("INFO", logger="synthprobe"):
-        assert G.resolve_quantization("auto", "cpu") == "none"
+        assert resolve_quantization("auto", "cpu") == "none"
     assert [r.getMessage() for r in caplog.records] == ["--quantize auto: no CUDA GPU, so the model loads unquantized"]
-    assert G.resolve_quantization("none", "cpu") == "none"
-    assert G.resolve_dtype("auto", "cpu") == "float32" and G.resolve_dtype("auto", "cuda") == "bfloat16"
+    assert resolve_quantization("none", "cpu") == "none"
+    assert resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("auto", "cuda") == "bfloat16"
 
 
 # ---- CUDA only ---------------------------------------------------------------------------------
@@ -685,10 +701,10 @@ def test_cuda_quantized_generation(tiny_model, tmp_path, quantize):
     cache = ImageCache(tmp_path / "cache")
     settings = settings_for(tiny_model, cache, device="auto", quantize=quantize)
     assert (settings.device, settings.dtype, settings.quantization) == ("cuda", "bfloat16", quantize)
-    pipe = G.load_pipeline(settings)
+    pipe = load_pipeline(settings)
     layer = bnb.nn.Linear4bit if quantize == "4bit" else bnb.nn.Linear8bitLt
     assert any(isinstance(m, layer) for m in pipe.transformer.modules())
-    result = G.run_generation(
+    result = run_generation(
         make_records(3), settings, cache, tmp_path / "out", build_pipeline=lambda s: pipe, silent=True
     )
     assert result.generated == 3 and result.failed == 0
@@ -699,13 +715,11 @@ def test_cuda_auto_quantizes_4bit_and_is_deterministic(tiny_model, tmp_path):
     cache = ImageCache(tmp_path / "cache")
     settings = settings_for(tiny_model, cache, device="auto", quantize="auto", batch_size=2)
     assert settings.quantization == "4bit" and settings.key_fields(make_records(1)[0])["device"] == "cuda"
-    pipe = G.load_pipeline(settings)
+    pipe = load_pipeline(settings)
     records = make_records(4)
-    first = G.run_generation(records, settings, cache, tmp_path / "a", build_pipeline=lambda s: pipe, silent=True)
+    first = run_generation(records, settings, cache, tmp_path / "a", build_pipeline=lambda s: pipe, silent=True)
     again = ImageCache(tmp_path / "again")
-    second = G.run_generation(
-        records[::-1], settings, again, tmp_path / "b", build_pipeline=lambda s: pipe, silent=True
-    )
+    second = run_generation(records[::-1], settings, again, tmp_path / "b", build_pipeline=lambda s: pipe, silent=True)
     by_id = {r["id"]: r for r in second.rows}
     for row in first.rows:
         difference = np.abs(
@@ -755,11 +769,11 @@ def test_a_cached_run_needs_nothing_of_a_local_model(tiny_model, tiny_pipeline, 
     shutil.copytree(tiny_model, model)
     cache = tmp_path / "cache"
     path = prompts(make_records(3))
-    real_load = G.load_pipeline
-    monkeypatch.setattr(G, "load_pipeline", lambda settings: tiny_pipeline)
+    real_load = load_pipeline
+    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: tiny_pipeline)
     cli([path, "--out", tmp_path / "first", "--model", model, "--cache", cache, *FAST])
     shutil.rmtree(model)  # the cache travels to a machine without the model
-    monkeypatch.setattr(G, "load_pipeline", real_load)
+    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", real_load)
     cli([path, "--out", tmp_path / "again", "--model", model, "--cache", cache, *FAST])
     assert [r["status"] for r in read_rows(tmp_path / "again" / "images.jsonl")] == ["ok"] * 3
     assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
@@ -775,17 +789,16 @@ def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, pr
     cache = tmp_path / "cache"
     path = prompts(make_records(3))
     # The first run reads the configs from the hub (here: the tiny model's files) and loads the pipeline.
-    real_read = G.read_model_json
+    real_read = read_model_json
     monkeypatch.setattr(
-        G,
-        "read_model_json",
-        lambda source, name, download=True: real_read(G.ModelSource(str(tiny_model), None, tiny_model), name),
+        "synthprobe.sd.model.read_model_json",
+        lambda source, name, download=True: real_read(ModelSource(str(tiny_model), None, tiny_model), name),
     )
-    monkeypatch.setattr(G, "load_pipeline", lambda settings: tiny_pipeline)
+    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: tiny_pipeline)
     cli([path, "--out", tmp_path / "first", "--model", hub_id, "--cache", cache, *FAST])
     # Then no config, no Hugging Face cache (the fixture's is empty and offline), no weights.
-    monkeypatch.setattr(G, "read_model_json", real_read)
-    monkeypatch.setattr(G, "load_pipeline", lambda settings: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("synthprobe.sd.model.read_model_json", real_read)
+    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: pytest.fail("the model was loaded"))
     cli([path, "--out", tmp_path / "again", "--model", hub_id, "--cache", cache, *FAST])
     assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
     # Without a record, the same offline run stops saying what to do.

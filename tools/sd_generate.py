@@ -7,12 +7,15 @@ import time
 
 import click
 
-from synthprobe import generate as G
 from synthprobe import library_versions
 from synthprobe.cli import run_guarded, silent_option
 from synthprobe.files import atomic_write, begin_outputs
 from synthprobe.image_cache import ImageCache, default_image_cache
 from synthprobe.records import dumps, read_prompts, write_jsonl
+from synthprobe.sd import pipeline
+from synthprobe.sd.model import DEFAULT_MODEL
+from synthprobe.sd.run import Planned, plan, run_generation
+from synthprobe.sd.settings import DTYPES, Settings, parse_shard, resolve_settings, select_records
 
 log = logging.getLogger("synthprobe")
 
@@ -27,7 +30,7 @@ def output_names(shard: tuple[int, int] | None) -> tuple[str, str]:
     return f"images.{suffix}.jsonl", f"run.{suffix}.json"
 
 
-def run_config(settings: G.Settings, prompts: str, cache: ImageCache, shard, limit) -> dict:
+def run_config(settings: Settings, prompts: str, cache: ImageCache, shard, limit) -> dict:
     return {
         "prompts": prompts,
         "model": settings.source.name,
@@ -49,7 +52,7 @@ def run_config(settings: G.Settings, prompts: str, cache: ImageCache, shard, lim
     }
 
 
-def print_dry_run(planned: list[G.Planned]) -> None:
+def print_dry_run(planned: list[Planned]) -> None:
     for p in planned:
         click.echo(f"{'cached' if p.entry else 'generate'}\t{p.record.id}\t{p.key}")
     cached = sum(p.entry is not None for p in planned)
@@ -61,7 +64,7 @@ def print_dry_run(planned: list[G.Planned]) -> None:
 @click.argument("prompts", metavar="PROMPTS.jsonl|-")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Output image folder.")
 @click.option(
-    "--model", default=G.DEFAULT_MODEL, show_default=True, help="Hugging Face model id or a local pipeline folder."
+    "--model", default=DEFAULT_MODEL, show_default=True, help="Hugging Face model id or a local pipeline folder."
 )
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) [default: main].")
 @click.option("--steps", type=click.IntRange(min=1), default=28, show_default=True, help="Denoising steps.")
@@ -75,7 +78,7 @@ def print_dry_run(planned: list[G.Planned]) -> None:
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["auto", *G.DTYPES]),
+    type=click.Choice(["auto", *DTYPES]),
     default="auto",
     show_default=True,
     help="auto: bfloat16 on CUDA, float32 elsewhere.",
@@ -133,10 +136,10 @@ def main(
         wn-prompts concepts --synsets bee.n.01 --per-synset 2 | sd-generate - --out images/ --dry-run
     """
     started = time.perf_counter()
-    shard_spec = G.parse_shard(shard)
-    records = G.select_records(read_prompts(prompts), shard_spec, limit)
+    shard_spec = parse_shard(shard)
+    records = select_records(read_prompts(prompts), shard_spec, limit)
     cache = ImageCache(cache_dir or default_image_cache(), writable=not dry_run)
-    settings = G.resolve_settings(
+    settings = resolve_settings(
         model=model,
         revision=revision,
         steps=steps,
@@ -151,11 +154,11 @@ def main(
         dry_run=dry_run,
     )
     if dry_run:
-        print_dry_run(G.plan(records, settings, cache))
+        print_dry_run(plan(records, settings, cache))
         return
     manifest_name, run_name = output_names(shard_spec)
     out = begin_outputs(out_dir, manifest_name, run_name)
-    result = G.run_generation(records, settings, cache, out, build_pipeline=G.load_pipeline, silent=silent)
+    result = run_generation(records, settings, cache, out, build_pipeline=pipeline.load_pipeline, silent=silent)
     seconds = time.perf_counter() - started
     with atomic_write(out / run_name) as handle:
         handle.write(
