@@ -45,8 +45,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from synthprobe import hooks as H
 from synthprobe.devices import resolve_device
-from synthprobe.images import ImageFolder, read_image_folder
-from synthprobe.store import ActivationStore, StoreWriter
+from synthprobe.formats.activation_store import ActivationStore, StoreWriter
+from synthprobe.formats.image_folder import ImageFolder, read_image_folder
 
 
 def photo_like(rng: np.random.Generator, size: int) -> Image.Image:

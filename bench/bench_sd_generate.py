@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from synthprobe import generate as G
-from synthprobe.image_cache import ImageCache, cache_key
-from synthprobe.records import PromptRecord, write_prompts
+from synthprobe.formats.image_cache import ImageCache, cache_key
+from synthprobe.formats.prompts import PromptRecord, write_prompts
 from synthprobe.tiny_models import save_tiny_sd3
 
 

@@ -43,9 +43,9 @@ from synthprobe import generate as G  # noqa: E402
 from synthprobe import hooks as H  # noqa: E402
 from synthprobe import library_versions  # noqa: E402
 from synthprobe.files import error_line  # noqa: E402
-from synthprobe.image_cache import ImageCache  # noqa: E402
-from synthprobe.images import read_image_folder  # noqa: E402
-from synthprobe.store import ActivationStore  # noqa: E402
+from synthprobe.formats.activation_store import ActivationStore  # noqa: E402
+from synthprobe.formats.image_cache import ImageCache  # noqa: E402
+from synthprobe.formats.image_folder import read_image_folder  # noqa: E402
 from synthprobe.tiny_models import save_tiny_sd3  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,13 +24,13 @@ import pandas as pd
 from scipy.special import softmax
 
 from .files import InputError, atomic_write, begin_outputs
-from .image_check import checked_rows, flagged_ids
+from .formats.activation_store import ActivationStore
+from .formats.image_checks import checked_rows, flagged_ids
+from .formats.prompts import read_prompts
 from .imagenet import hierarchy_indices, imagenet_names, is_imagenet_1k, is_wnid
 from .plots import pyplot, save_png
 from .prompts import BIAS_GROUPS, BiasClass, known_bias_classes, load_bias_class
-from .records import read_prompts
 from .stats import Estimate, mean_interval, ratio_interval, welch_difference
-from .store import ActivationStore
 from .units import Units, assign_units
 from .wordnet import load_wordnet
 

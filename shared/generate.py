@@ -24,10 +24,10 @@ from pathlib import Path
 
 from .devices import resolve_device
 from .files import InputError, atomic_write, error_line, read_json, sha256_file
-from .image_cache import CacheEntry, ImageCache, cache_key, canonical_json
+from .formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_json
+from .formats.prompts import PromptRecord
 from .progress import progress
 from .quiet import quiet_loaded_libraries
-from .records import PromptRecord
 
 log = logging.getLogger("synthprobe")
 

@@ -30,12 +30,13 @@ import torch
 import torch.nn.functional as F
 
 from . import library_versions
+from .decode import decode_rgb
 from .devices import resolve_device
 from .files import InputError, Sha256Memo, cache_root, error_line, sha256_file
+from .formats.activation_store import ROWS_PER_WRITE, StoreWriter
+from .formats.image_folder import ImageFolder
 from .globs import select_by_globs
-from .images import ImageFolder, decode_rgb
 from .progress import progress
-from .store import ROWS_PER_WRITE, StoreWriter
 
 log = logging.getLogger("synthprobe")
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import pandas as pd
 
 from .compare import bias_tables, classifier_name, compared, depth_figures
+from .decode import load_rgb
 from .files import InputError, error_line, open_input, open_output, read_json
-from .images import MANIFEST, SHARD_MANIFESTS, load_rgb, read_image_folder
-from .records import parse_jsonl
-from .store import grouped_aliases
+from .formats.activation_store import grouped_aliases
+from .formats.image_folder import MANIFEST, SHARD_MANIFESTS, read_image_folder
+from .formats.prompts import parse_jsonl
 
 THUMBNAIL_PX = 128
 GALLERY_PER_SET = 8
@@ -382,7 +383,7 @@ def store_warnings(analyses: list[Analysis]) -> list[str]:
 
 def flagged_images(checks: Analysis, thumbnails: Thumbnails | None, limit: int = FLAGGED_SHOWN) -> list[dict]:
     """The images an image-check folder flagged, with their verdict and score, as thumbnails."""
-    from .image_check import FLAGS, read_checks
+    from .formats.image_checks import FLAGS, read_checks
 
     if thumbnails is None:
         return []

@@ -28,8 +28,8 @@ import pandas as pd
 
 from . import __version__
 from .files import InputError, atomic_write, begin_outputs
+from .formats.image_checks import checked_rows
 from .globs import select_by_globs
-from .image_check import checked_rows
 from .plots import pyplot, save_png
 from .separation import FDR_METHODS, MEASURES, RIDGE_ALPHA, Design, channel_selectivity, q_values, scale_free_tests
 from .units import assign_units

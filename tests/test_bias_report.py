@@ -18,10 +18,10 @@ from scipy import stats
 
 from synthprobe import bias as B
 from synthprobe.files import InputError
+from synthprobe.formats.activation_store import ActivationStore, StoreWriter
+from synthprobe.formats.prompts import PromptRecord, write_prompts
 from synthprobe.imagenet import hierarchy_indices, imagenet_names, imagenet_wnids
 from synthprobe.prompts import DEFAULT_BIAS_CLASSES, load_bias_class
-from synthprobe.records import PromptRecord, write_prompts
-from synthprobe.store import ActivationStore, StoreWriter
 from synthprobe.tools.bias_report import main
 
 SYNSETS = {"bee": "bee.n.01", "frog": "frog.n.01", "guitar": "guitar.n.01"}

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from synthprobe import hooks as H
-from synthprobe.images import decode_rgb, load_rgb, read_image_folder
-from synthprobe.store import MIN_CHUNK_BYTES, ActivationStore
+from synthprobe.decode import decode_rgb, load_rgb
+from synthprobe.formats.activation_store import MIN_CHUNK_BYTES, ActivationStore
+from synthprobe.formats.image_folder import read_image_folder
 from synthprobe.tools.cnn_hooks import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,8 +23,8 @@ from PIL import Image
 
 from synthprobe import generate as G
 from synthprobe.files import InputError
-from synthprobe.image_cache import ImageCache, cache_key, reflink_or_copy
-from synthprobe.records import PromptRecord, read_prompts, write_prompts
+from synthprobe.formats.image_cache import ImageCache, cache_key, reflink_or_copy
+from synthprobe.formats.prompts import PromptRecord, read_prompts, write_prompts
 from synthprobe.tiny_models import TINY_SD3_MULTIPLE, save_tiny_sd3
 from synthprobe.tools.sd_generate import main
 

@@ -10,9 +10,9 @@ import click
 from synthprobe import hooks as H
 from synthprobe.cli import comma_list, run_guarded, silent_option
 from synthprobe.files import InputError, os_reason
+from synthprobe.formats.activation_store import ROWS_PER_WRITE
+from synthprobe.formats.image_folder import read_image_folder
 from synthprobe.globs import select_by_globs
-from synthprobe.images import read_image_folder
-from synthprobe.store import ROWS_PER_WRITE
 
 log = logging.getLogger("synthprobe")
 

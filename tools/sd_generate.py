@@ -11,8 +11,8 @@ from synthprobe import generate as G
 from synthprobe import library_versions
 from synthprobe.cli import run_guarded, silent_option
 from synthprobe.files import atomic_write, begin_outputs
-from synthprobe.image_cache import ImageCache, default_image_cache
-from synthprobe.records import dumps, read_prompts, write_jsonl
+from synthprobe.formats.image_cache import ImageCache, default_image_cache
+from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
 
 log = logging.getLogger("synthprobe")
 
