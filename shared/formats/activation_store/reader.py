@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from .layout import (
 log = logging.getLogger("synthprobe")
 
 
+@dataclass
 class ActivationStore:
     """Read access to a store; layers are read one at a time, in chunks.
 
