@@ -24,7 +24,6 @@ images, and a rerun with other thresholds scores nothing and loads no model.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from scipy.special import softmax
 from . import library_versions
 from .check_rates import RATES_FILE, flag_rates
 from .files import InputError, atomic_write, begin_outputs, error_line, os_reason, sha256_file
+from .formats.analysis_folder import SUMMARY_FILE, provenance_of, table_entry, write_summary
 from .formats.image_checks import CHECKS_FILE, CHECKS_SCHEMA, VERDICTS, read_checks, write_checks
 from .formats.image_folder import ImageFolder, read_image_folder
 from .formats.prompts import SYNSET_PATTERN
@@ -46,7 +46,11 @@ from .wordnet import get_synset, lemma_text, load_wordnet
 
 log = logging.getLogger("synthprobe")
 
-SUMMARY_FILE = "summary.json"
+RATES_DESCRIPTION = (
+    "share of scored images flagged per synset and group "
+    "(object-leaked for context-only, object-missing otherwise) with a 95% interval over "
+    "prompt units (Wilson's on the design-effect sample size)"
+)
 CLIP_PREFIX = "clip:"
 DEFAULT_JUDGE = "clip:openai/clip-vit-large-patch14"
 # docs/methods.md says why: a leak is the object as the judge's majority reading of an image meant to
@@ -421,9 +425,14 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: RunSet
     rates = flag_rates(pd.DataFrame(judged, columns=["id", "synset", "group", "verdict"]), folder.rows)
     with atomic_write(out / RATES_FILE) as handle:
         rates.to_csv(handle, index=False, float_format="%.6g", lineterminator="\n")
-    summary = build_summary(folder, judge, contrast, judged, kept, settings)
-    with atomic_write(out / SUMMARY_FILE) as handle:
-        handle.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    summary = write_summary(
+        out,
+        "image-check",
+        build_summary(folder, judge, contrast, judged, kept, settings),
+        tables={"rates": table_entry(RATES_FILE, len(rates), RATES_DESCRIPTION)},
+        figures={},
+        provenance=provenance_of(images=folder.root.resolve()),
+    )
     return CheckResult(len(todo), reused, summary)
 
 
@@ -504,8 +513,6 @@ def build_summary(
         for group, part in by_group.groupby("group", sort=True)
     }
     return {
-        "schema": CHECKS_SCHEMA,
-        "tool": "image-check",
         "judge": judge.identity,
         "judges": sorted({judge.identity, *(r["judge"] for r in kept)}),
         "contrast": contrast,
@@ -520,13 +527,5 @@ def build_summary(
         "groups": groups,
         "counts": count_table(rows),
         "files": {"checks": CHECKS_FILE},
-        "tables": {
-            "rates": {
-                "file": RATES_FILE,
-                "description": "share of scored images flagged per synset and group "
-                "(object-leaked for context-only, object-missing otherwise) with a 95% interval over "
-                "prompt units (Wilson's on the design-effect sample size)",
-            }
-        },
         "versions": library_versions("torch", "torchvision", "timm", "transformers"),
     }
