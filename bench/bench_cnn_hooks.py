@@ -49,8 +49,8 @@ from synthprobe.cnn.precision import autocast, default_precision
 from synthprobe.cnn.reader import ImageDataset, decode_workers
 from synthprobe.cnn.run import RunSettings, run_hooks
 from synthprobe.devices import resolve_device
-from synthprobe.images import ImageFolder, read_image_folder
-from synthprobe.store import ActivationStore, StoreWriter
+from synthprobe.formats.activation_store import ActivationStore, StoreWriter
+from synthprobe.formats.image_folder import ImageFolder, read_image_folder
 
 
 def photo_like(rng: np.random.Generator, size: int) -> Image.Image:

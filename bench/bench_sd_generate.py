@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from synthprobe.image_cache import ImageCache, cache_key
-from synthprobe.records import PromptRecord, write_prompts
+from synthprobe.formats.image_cache import ImageCache, cache_key
+from synthprobe.formats.prompts import PromptRecord, write_prompts
 from synthprobe.sd.pipeline import load_pipeline
 from synthprobe.sd.run import png_bytes, run_generation
 from synthprobe.sd.settings import resolve_settings

@@ -52,7 +52,7 @@ def resnet50_hook_channels(which: str) -> dict[str, int]:
 
 def build(path: Path, n_rows: int, channels: dict[str, int], n_synsets: int, seed: int) -> None:
     """Rectified Gaussian activations with a small per-synset shift on every channel; four images a prompt."""
-    from synthprobe.store import StoreWriter
+    from synthprobe.formats.activation_store import StoreWriter
 
     rng = np.random.default_rng(seed)
     shifts = {name: rng.normal(scale=0.3, size=(n_synsets, c)).astype(np.float32) for name, c in channels.items()}
@@ -88,7 +88,7 @@ def build(path: Path, n_rows: int, channels: dict[str, int], n_synsets: int, see
 def measure(store: str, out: str, permutations: int) -> None:
     """Run in the child: one analysis, then print time and memory as JSON."""
     from synthprobe import separability as S
-    from synthprobe.store import ActivationStore
+    from synthprobe.formats.activation_store import ActivationStore
 
     tracemalloc.start()
     started = time.perf_counter()

@@ -44,12 +44,12 @@ from synthprobe.cnn.hook_points import discover_hook_points  # noqa: E402
 from synthprobe.cnn.models import Network, build_network  # noqa: E402
 from synthprobe.cnn.run import RunSettings, run_hooks  # noqa: E402
 from synthprobe.files import error_line  # noqa: E402
-from synthprobe.image_cache import ImageCache  # noqa: E402
-from synthprobe.images import read_image_folder  # noqa: E402
+from synthprobe.formats.activation_store import ActivationStore  # noqa: E402
+from synthprobe.formats.image_cache import ImageCache  # noqa: E402
+from synthprobe.formats.image_folder import read_image_folder  # noqa: E402
 from synthprobe.sd.pipeline import load_pipeline  # noqa: E402
 from synthprobe.sd.run import run_generation  # noqa: E402
 from synthprobe.sd.settings import resolve_settings  # noqa: E402
-from synthprobe.store import ActivationStore  # noqa: E402
 from synthprobe.tiny_models import save_tiny_sd3  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

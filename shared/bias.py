@@ -12,7 +12,6 @@ units' mean confidences, and intervals treat the unit means as the sample.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
@@ -24,19 +23,19 @@ import pandas as pd
 from scipy.special import softmax
 
 from .files import InputError, atomic_write, begin_outputs
-from .image_check import checked_rows, flagged_ids
+from .formats.activation_store import ActivationStore
+from .formats.analysis_folder import provenance_of, table_entry, write_summary
+from .formats.image_checks import checked_rows, flagged_ids
+from .formats.prompts import read_prompts
 from .imagenet import hierarchy_indices, imagenet_names, is_imagenet_1k, is_wnid
 from .plots import pyplot, save_png
 from .prompts import BIAS_GROUPS, BiasClass, known_bias_classes, load_bias_class
-from .records import read_prompts
 from .stats import Estimate, mean_interval, ratio_interval, welch_difference
-from .store import ActivationStore
 from .units import Units, assign_units
 from .wordnet import load_wordnet
 
 log = logging.getLogger("synthprobe")
 
-REPORT_SCHEMA = 1
 MAPPINGS = ("hierarchy", "exact")
 CROSS_GROUPS = ("context-only", "mixed")
 OK_STATUS = "ok"
@@ -44,13 +43,13 @@ OK_STATUS = "ok"
 BIAS_ID = re.compile(r"^bias-(?P<cls>.+)-(?P<group>object-only|context-only|mixed)-(?P<text>\d+)-s\d+$")
 SEED_SUFFIX = re.compile(r"-s\d+$")
 GROUP_COLORS = {"object-only": "#4c72b0", "context-only": "#dd8452", "mixed": "#55a868"}
-FILES = {
-    "images": "images.csv",
-    "prompts": "prompts.csv",
-    "top_prompts": "top_prompts.csv",
-    "groups": "groups.csv",
-    "classes": "classes.csv",
-    "cross_class": "cross_class.csv",
+TABLES = {  # key -> (file, description)
+    "images": ("images.csv", "one row per image: its unit, confidence (target probability) and top-1 class"),
+    "prompts": ("prompts.csv", "one row per prompt: mean confidence of its images, rank in its class and group"),
+    "top_prompts": ("top_prompts.csv", "each class's most confident prompts across groups"),
+    "groups": ("groups.csv", "mean confidence per class and group with an interval over units"),
+    "classes": ("classes.csv", "per class: log ratios to chance, context reliance and sufficiency"),
+    "cross_class": ("cross_class.csv", "mean probability of each target class on every class's images"),
 }
 FIGURES = {"groups": "groups.png", "cross_class": "cross_class.png"}
 # The effects whose interval uses each group's units, for the note on a group with fewer than two units.
@@ -532,8 +531,6 @@ def build_summary(
             ],
         }
     return {
-        "schema": REPORT_SCHEMA,
-        "tool": "bias-report",
         "parameters": parameters,
         "store": {"path": str(store.path), **counts, "attrs": provenance},
         **units.summary(),
@@ -544,8 +541,6 @@ def build_summary(
         "cross_class": {
             g: {t: {s: _number(v) for s, v in row.items()} for t, row in m.iterrows()} for g, m in matrices.items()
         },
-        "files": FILES,
-        "figures": FIGURES,
     }
 
 
@@ -624,7 +619,7 @@ def run_bias_report(
         "cross_class": cross_class_table(matrices, targets),
     }
     for key, table in tables.items():
-        _write_csv(table, out / FILES[key])
+        _write_csv(table, out / TABLES[key][0])
     plot_groups(groups, classes, level, units.kind, out / FIGURES["groups"])
     plot_cross_class(matrices, out / FIGURES["cross_class"])
     parameters = {
@@ -641,7 +636,13 @@ def run_bias_report(
     )
     if checked:
         summary.update(checks=checked, parameters={**parameters, "checks": str(checks), "drop": list(drop)})
-    with atomic_write(out / "summary.json") as handle:
-        handle.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    summary = write_summary(
+        out,
+        "bias-report",
+        summary,
+        tables={key: table_entry(TABLES[key][0], len(table), TABLES[key][1]) for key, table in tables.items()},
+        figures=FIGURES,
+        provenance=provenance_of(store=store_path, prompts=prompts_path, checks=checks),
+    )
     log.info("bias report for %d classes (%d images) written to %s", len(classes), len(images), out)
     return summary

@@ -24,7 +24,6 @@ images, and a rerun with other thresholds scores nothing and loads no model.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -36,22 +35,24 @@ from scipy.special import softmax
 from . import library_versions
 from .check_rates import RATES_FILE, flag_rates
 from .files import InputError, atomic_write, begin_outputs, error_line, os_reason, sha256_file
+from .formats.analysis_folder import SUMMARY_FILE, provenance_of, table_entry, write_summary
+from .formats.image_checks import CHECKS_FILE, CHECKS_SCHEMA, VERDICTS, read_checks, write_checks
+from .formats.image_folder import ImageFolder, read_image_folder
+from .formats.prompts import SYNSET_PATTERN
 from .imagenet import N_IMAGENET_CLASSES, hierarchy_indices, is_wnid, wnid_synset
-from .images import ImageFolder, read_image_folder
 from .progress import progress
 from .prompts import BIAS_GROUPS, indefinite, known_bias_classes, load_bias_class
-from .records import SYNSET_PATTERN, dumps, parse_jsonl
 from .wordnet import get_synset, lemma_text, load_wordnet
 
 log = logging.getLogger("synthprobe")
 
-CHECKS_SCHEMA = 1
-CHECKS_FILE = "checks.jsonl"
-SUMMARY_FILE = "summary.json"
+RATES_DESCRIPTION = (
+    "share of scored images flagged per synset and group "
+    "(object-leaked for context-only, object-missing otherwise) with a 95% interval over "
+    "prompt units (Wilson's on the design-effect sample size)"
+)
 CLIP_PREFIX = "clip:"
 DEFAULT_JUDGE = "clip:openai/clip-vit-large-patch14"
-VERDICTS = ("ok", "object-missing", "object-leaked", "unscored")
-FLAGS = ("object-missing", "object-leaked")
 # docs/methods.md says why: a leak is the object as the judge's majority reading of an image meant to
 # show none; a miss needs the object to get less than a tenth of the judge's belief.
 DEFAULT_MISSING_BELOW = 0.1
@@ -303,23 +304,6 @@ def unscored_note(target: Target) -> str:
 # ---- the checks file -------------------------------------------------------------------------
 
 
-def read_checks(path: str | Path) -> list[dict]:
-    """The rows of a checks.jsonl, with file:line on the first bad one."""
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, row in parse_jsonl(handle, str(path)):
-            if (
-                not isinstance(row, dict)
-                or row.get("schema") != CHECKS_SCHEMA
-                or not {"id", "judge", "verdict"} <= row.keys()
-            ):
-                raise InputError(
-                    f"{path}:{lineno}: not an image-check row (schema {CHECKS_SCHEMA}, id, judge, verdict)"
-                )
-            rows.append(row)
-    return rows
-
-
 def cache_key(row: dict) -> tuple:
     return row["judge"], row["sha256"], row["synset"], row["group"], row["contrast"]
 
@@ -367,12 +351,6 @@ def rethreshold(row: dict, thresholds: Thresholds) -> dict:
         "missing_below": thresholds.missing_below,
         "leaked_above": thresholds.leaked_above,
     }
-
-
-def write_checks(path: Path, rows: list[dict]) -> None:
-    with atomic_write(path) as handle:
-        for row in rows:
-            handle.write(dumps(row) + "\n")
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -447,9 +425,14 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: RunSet
     rates = flag_rates(pd.DataFrame(judged, columns=["id", "synset", "group", "verdict"]), folder.rows)
     with atomic_write(out / RATES_FILE) as handle:
         rates.to_csv(handle, index=False, float_format="%.6g", lineterminator="\n")
-    summary = build_summary(folder, judge, contrast, judged, kept, settings)
-    with atomic_write(out / SUMMARY_FILE) as handle:
-        handle.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    summary = write_summary(
+        out,
+        "image-check",
+        build_summary(folder, judge, contrast, judged, kept, settings),
+        tables={"rates": table_entry(RATES_FILE, len(rates), RATES_DESCRIPTION)},
+        figures={},
+        provenance=provenance_of(images=folder.root.resolve()),
+    )
     return CheckResult(len(todo), reused, summary)
 
 
@@ -531,8 +514,6 @@ def build_summary(
         for group, part in by_group.groupby("group", sort=True)
     }
     return {
-        "schema": CHECKS_SCHEMA,
-        "tool": "image-check",
         "judge": judge.identity,
         "judges": sorted({judge.identity, *(r["judge"] for r in kept)}),
         "contrast": contrast,
@@ -547,71 +528,5 @@ def build_summary(
         "groups": groups,
         "counts": count_table(rows),
         "files": {"checks": CHECKS_FILE},
-        "tables": {
-            "rates": {
-                "file": RATES_FILE,
-                "description": "share of scored images flagged per synset and group "
-                "(object-leaked for context-only, object-missing otherwise) with a 95% interval over "
-                "prompt units (Wilson's on the design-effect sample size)",
-            }
-        },
         "versions": library_versions("torch", "torchvision", "timm", "transformers"),
     }
-
-
-# ---- the analyses' use of a checks file ------------------------------------------------------
-
-
-def flagged_ids(checks_path: str | Path) -> set[str]:
-    """The ids of the images any judge flagged (object-missing or object-leaked)."""
-    return {r["id"] for r in read_checks(checks_path) if r["verdict"] in FLAGS}
-
-
-def checked_rows(
-    rows: pd.DataFrame, checks_path: str | Path | None, drop: tuple[str, ...]
-) -> tuple[pd.Series, dict | None]:
-    """Which store rows an analysis keeps (a boolean mask on ``rows``) and the counts for its summary.json.
-
-    An image is dropped when any judge gave it a verdict in ``drop``; with no
-    checks file every row is kept. The counts per synset and group say how many
-    images each flag verdict marked (dropped or not) and how many were dropped.
-    """
-    if checks_path is None:
-        if drop:
-            raise InputError("--drop needs --checks CHECKS.jsonl (the image-check output)")
-        return pd.Series(True, index=rows.index), None
-    checks = pd.DataFrame(read_checks(checks_path), columns=["id", "judge", "verdict"])
-    ids = set(rows["id"])
-    if not ids & set(checks["id"]):
-        raise InputError(
-            f"{checks_path} holds checks of other images (none of its ids is among the {len(rows)} images of the store)"
-        )
-    flagged = {verdict: set(checks.loc[checks["verdict"] == verdict, "id"]) for verdict in FLAGS}
-    dropped = set().union(*(flagged[v] for v in drop))
-    keep = ~rows["id"].isin(dropped)
-    unchecked = int((~rows["id"].isin(set(checks["id"]))).sum())
-    if unchecked:
-        log.warning("%d of %d images have no check in %s; they are kept", unchecked, len(rows), checks_path)
-    table = rows.assign(
-        **{v: rows["id"].isin(flagged[v]) for v in FLAGS}, dropped=~keep, checked=rows["id"].isin(set(checks["id"]))
-    )
-    counts = [
-        {
-            "synset": synset,
-            "group": group,
-            "n": len(part),
-            "checked": int(part["checked"].sum()),
-            **{v: int(part[v].sum()) for v in FLAGS},
-            "dropped": int(part["dropped"].sum()),
-        }
-        for (synset, group), part in table.groupby(["synset", "group"], sort=True)
-    ]
-    summary = {
-        "file": str(checks_path),
-        "judges": sorted(set(checks["judge"])),
-        "drop": list(drop),
-        "n_unchecked": unchecked,
-        "n_dropped": int((~keep).sum()),
-        "counts": counts,
-    }
-    return keep, summary

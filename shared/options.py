@@ -14,7 +14,7 @@ wordnet_dir_option = click.option(
 
 def _drop_verdicts(ctx, param, value: str) -> tuple[str, ...]:
     from .cli import comma_list
-    from .image_check import FLAGS
+    from .formats.image_checks import FLAGS
 
     verdicts = tuple(dict.fromkeys(comma_list(value)))
     unknown = [v for v in verdicts if v not in FLAGS]

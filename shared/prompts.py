@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from .files import InputError
-from .records import GROUPS, PromptRecord, safe_id
+from .formats.prompts import GROUPS, PromptRecord, safe_id
 from .wordnet import get_synset, lemma_text
 
 # Lexicographer files whose nouns are things a camera can see.

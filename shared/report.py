@@ -22,10 +22,12 @@ from pathlib import Path
 import pandas as pd
 
 from .compare import bias_tables, classifier_name, compared, depth_figures
+from .decode import load_rgb
 from .files import InputError, error_line, open_input, open_output, read_json
-from .images import MANIFEST, SHARD_MANIFESTS, load_rgb, read_image_folder
-from .records import parse_jsonl
-from .store import grouped_aliases
+from .formats.activation_store import grouped_aliases
+from .formats.analysis_folder import SUMMARY_FILE, read_summary
+from .formats.image_folder import MANIFEST, SHARD_MANIFESTS, read_image_folder
+from .formats.prompts import parse_jsonl
 
 THUMBNAIL_PX = 128
 GALLERY_PER_SET = 8
@@ -157,37 +159,21 @@ def read_table(folder: Path, key: str, file: str, description: str = "") -> Tabl
 
 
 def load_analysis(folder: str | Path) -> Analysis:
-    """An analysis folder: summary.json names its tables and figures."""
-    folder = Path(folder)
-    summary_path = folder / "summary.json"
-    if not summary_path.is_file():
-        raise InputError(f"{folder} is not an analysis folder (no summary.json); run separability or bias-report first")
-    summary = read_json(summary_path)
-    if not isinstance(summary, dict):
-        raise InputError(f"{summary_path}: not a summary (a JSON object); rerun separability or bias-report")
-    # separability lists {key: {file, description}} under "tables", bias-report {key: file} under "files".
-    declared = summary.get("tables") or summary.get("files") or {p.stem: p.name for p in sorted(folder.glob("*.csv"))}
+    """An analysis folder (shared/formats/analysis_folder.py): summary.json names its tables and figures."""
+    read = read_summary(folder)
+    summary_path = read.folder / SUMMARY_FILE
     tables = {}
+    for key, entry in read.tables.items():
+        tables[key] = read_table(read.folder, key, entry.file, entry.description)
+        if key in TOP_LAYER_TABLES and read.summary.get("top_layers") and "layer" in tables[key].columns:
+            tables[key] = tables[key].only_layers(read.summary["top_layers"])
     figures = {}
-    try:
-        for key, entry in declared.items():
-            file, description = (
-                (entry["file"], entry.get("description", "")) if isinstance(entry, dict) else (entry, "")
-            )
-            tables[key] = read_table(folder, key, file, description)
-            if key in TOP_LAYER_TABLES and summary.get("top_layers") and "layer" in tables[key].columns:
-                tables[key] = tables[key].only_layers(summary["top_layers"])
-        for name, file in (summary.get("figures") or {}).items():
-            path = folder / file
-            if not path.is_file():
-                raise InputError(f"{summary_path} names the figure {file}, which is missing")
-            figures[name] = figure_uri(path.read_bytes())
-    except (AttributeError, KeyError, TypeError) as exc:
-        raise InputError(
-            f"{summary_path}: its tables or figures are not as written by separability or bias-report "
-            f"({error_line(exc)})"
-        ) from None
-    return Analysis(folder, summary, tables, figures)
+    for name, file in read.figures.items():
+        path = read.folder / file
+        if not path.is_file():
+            raise InputError(f"{summary_path} names the figure {file}, which is missing")
+        figures[name] = figure_uri(path.read_bytes())
+    return Analysis(read.folder, read.summary, tables, figures)
 
 
 class Thumbnails:
@@ -382,7 +368,7 @@ def store_warnings(analyses: list[Analysis]) -> list[str]:
 
 def flagged_images(checks: Analysis, thumbnails: Thumbnails | None, limit: int = FLAGGED_SHOWN) -> list[dict]:
     """The images an image-check folder flagged, with their verdict and score, as thumbnails."""
-    from .image_check import FLAGS, read_checks
+    from .formats.image_checks import FLAGS, read_checks
 
     if thumbnails is None:
         return []

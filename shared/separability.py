@@ -19,7 +19,6 @@ Two kinds of numbers, computed one layer at a time:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -28,8 +27,9 @@ import pandas as pd
 
 from . import __version__
 from .files import InputError, atomic_write, begin_outputs
+from .formats.analysis_folder import provenance_of, table_entry, write_summary
+from .formats.image_checks import checked_rows
 from .globs import select_by_globs
-from .image_check import checked_rows
 from .plots import pyplot, save_png
 from .separation import FDR_METHODS, MEASURES, RIDGE_ALPHA, Design, channel_selectivity, q_values, scale_free_tests
 from .units import assign_units
@@ -447,7 +447,6 @@ def top_synsets_table(layers: pd.DataFrame, synset_max: pd.DataFrame, n_layers: 
 
 # ---------------------------------------------------------------- outputs
 
-SUMMARY_SCHEMA = 2  # 2: prompt units, no bootstrap intervals, one selectivity family
 FIGURES = {"heatmap": "max_activation_heatmap.png", "depth": "separability_by_depth.png"}
 TABLES = {
     "layers": (
@@ -502,9 +501,7 @@ def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
         ranked = result.layers.dropna(subset=[column]).sort_values([column, "depth"], ascending=[False, True])
         return ranked["layer"].head(params.top_layers).tolist()
 
-    summary = {
-        "schema": SUMMARY_SCHEMA,
-        "tool": "separability",
+    fields = {
         "version": __version__,
         "parameters": {
             **{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()},
@@ -531,21 +528,15 @@ def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
         },
         "notes": result.notes,
         **({"checks": result.checks} if result.checks else {}),
-        "tables": {
-            key: {"file": name, "rows": len(frames[key]), "description": text} for key, (name, text) in TABLES.items()
-        },
-        "figures": dict(FIGURES),
     }
-    with atomic_write(out / "summary.json") as handle:
-        json.dump(summary, handle, indent=2, default=_json_default)
-        handle.write("\n")
-    return summary
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return write_summary(
+        out,
+        "separability",
+        fields,
+        tables={key: table_entry(name, len(frames[key]), text) for key, (name, text) in TABLES.items()},
+        figures=FIGURES,
+        provenance=provenance_of(store=store.path, checks=params.checks),
+    )
 
 
 def plot_heatmap(result: Result, layers: list[str], path) -> None:

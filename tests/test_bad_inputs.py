@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from synthprobe.formats.activation_store import StoreWriter
 from synthprobe.imagenet import imagenet_wnids
-from synthprobe.store import StoreWriter
 from synthprobe.tiny_models import save_tiny_sd3
 from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
 
@@ -806,12 +806,12 @@ def test_cnn_hooks(case, image_folders, tmp_path):
 def test_cnn_hooks_disk_full_names_the_store(image_folders, tmp_path, monkeypatch):
     import errno
 
-    from synthprobe import store
+    from synthprobe.formats.activation_store import writer
 
     def disk_full(pairs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store, "_append_all", disk_full)
+    monkeypatch.setattr(writer, "_append_all", disk_full)
     out = tmp_path / "acts.zarr"
     line = invoke(cnn_hooks.main, [image_folders / "manifest", "--out", out, *SMALL], tmp_path, [out])
     assert "No space left on device" in line

@@ -18,10 +18,10 @@ from scipy import stats
 
 from synthprobe import bias as B
 from synthprobe.files import InputError
+from synthprobe.formats.activation_store import ActivationStore, StoreWriter
+from synthprobe.formats.prompts import PromptRecord, write_prompts
 from synthprobe.imagenet import hierarchy_indices, imagenet_names, imagenet_wnids
 from synthprobe.prompts import DEFAULT_BIAS_CLASSES, load_bias_class
-from synthprobe.records import PromptRecord, write_prompts
-from synthprobe.store import ActivationStore, StoreWriter
 from synthprobe.tools.bias_report import main
 
 SYNSETS = {"bee": "bee.n.01", "frog": "frog.n.01", "guitar": "guitar.n.01"}
@@ -231,7 +231,7 @@ def normalized_summary(out, store) -> str:
     return (out / "summary.json").read_text().replace(str(store.parent), "<tmp>")
 
 
-@pytest.mark.parametrize("name", sorted(B.FILES.values()))
+@pytest.mark.parametrize("name", sorted(file for file, _ in B.TABLES.values()))
 def test_golden_tables(imagenet_report, golden, name):
     _, out = imagenet_report
     golden.check(f"bias_report/{name}", (out / name).read_text())
@@ -382,7 +382,7 @@ def test_summary_is_self_describing(imagenet_report):
     assert (summary["store"]["n_rows"], summary["store"]["n_failed"], summary["store"]["n_ignored"]) == (31, 1, 1)
     assert [t["index"] for t in summary["classes"]["guitar"]["targets"]] == [402, 546]
     assert summary["classes"]["guitar"]["groups"]["context-only"]["confidence"]["mean"] is None
-    for name in (*summary["files"].values(), *summary["figures"].values()):
+    for name in (*(t["file"] for t in summary["tables"].values()), *summary["figures"].values()):
         assert (out / name).is_file()
     for figure in summary["figures"].values():
         data = (out / figure).read_bytes()

@@ -32,9 +32,10 @@ from synthprobe.cnn.precision import autocast, default_precision
 from synthprobe.cnn.preprocessing import DECODING
 from synthprobe.cnn.reader import ImageDataset, decode_workers
 from synthprobe.cnn.run import RunSettings, run_hooks
+from synthprobe.decode import decode_rgb, load_rgb
 from synthprobe.files import InputError
-from synthprobe.images import decode_rgb, load_rgb, read_image_folder
-from synthprobe.store import MIN_CHUNK_BYTES, ActivationStore
+from synthprobe.formats.activation_store import MIN_CHUNK_BYTES, ActivationStore
+from synthprobe.formats.image_folder import read_image_folder
 from synthprobe.tools.cnn_hooks import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,9 +19,10 @@ from test_cnn_hooks import fails_with, ok, smooth_image
 from synthprobe import image_check as C
 from synthprobe.check_rates import flag_rates
 from synthprobe.cnn.models import build_network
+from synthprobe.decode import load_rgb
 from synthprobe.files import InputError
+from synthprobe.formats import image_checks as K
 from synthprobe.imagenet import hierarchy_indices
-from synthprobe.images import load_rgb
 from synthprobe.prompts import load_bias_class
 from synthprobe.stats import clustered_proportion
 from synthprobe.tiny_models import save_tiny_clip
@@ -74,7 +75,7 @@ def run_cli(*args, **kwargs):
 
 
 def read_rows(out: Path) -> list[dict]:
-    return C.read_checks(out / C.CHECKS_FILE)
+    return K.read_checks(out / K.CHECKS_FILE)
 
 
 def clip_settings(**changes) -> C.RunSettings:
@@ -116,7 +117,7 @@ def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_p
     assert [(c["synset"], c["group"], c["n"]) for c in summary["counts"]] == [
         (synset, group, 2) for synset in BIAS_CLASSES.values() for group in sorted(GROUPS)
     ]
-    golden.check("image_check/clip-checks.jsonl", (tmp_path / "checks" / C.CHECKS_FILE).read_text())
+    golden.check("image_check/clip-checks.jsonl", (tmp_path / "checks" / K.CHECKS_FILE).read_text())
 
 
 def test_classifier_judge_is_the_softmax_mass_of_the_hyponym_closure(tmp_path, wn):
@@ -221,12 +222,12 @@ def test_resume_scores_nothing_twice(tmp_path, tiny_clip, wn):
     with pytest.raises(KeyboardInterrupt):
         C.run_image_check(images, out, judge, clip_settings(rows_per_write=2))
     assert len(read_rows(out)) == 4 and not (out / C.SUMMARY_FILE).exists()  # committed rows survive, no summary
-    partial = (out / C.CHECKS_FILE).read_text()
+    partial = (out / K.CHECKS_FILE).read_text()
 
     judge = CountingJudge(C.parse_judge(f"clip:{tiny_clip}", "DEFAULT"))
     result = C.run_image_check(images, out, judge, clip_settings())
     assert (result.scored, result.reused, len(judge.scored)) == (8, 4, 8)
-    assert (out / C.CHECKS_FILE).read_text().startswith(partial)
+    assert (out / K.CHECKS_FILE).read_text().startswith(partial)
 
     # A changed image is scored again; the others come from the cache.
     first = images / read_rows(out)[0]["path"]
@@ -271,7 +272,7 @@ def test_bad_input_gets_one_line(tmp_path, tiny_clip, wn, monkeypatch):
     )
 
     (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / C.CHECKS_FILE).write_text('{"schema": 1, "id": "x"}\n')
+    (tmp_path / "broken" / K.CHECKS_FILE).write_text('{"schema": 1, "id": "x"}\n')
     fails_with(
         run_cli(images, "--out", tmp_path / "broken", "--judge", f"clip:{tiny_clip}"),
         "checks.jsonl:1: not an image-check row",
@@ -311,15 +312,15 @@ def test_checked_rows_drop_exactly_the_flagged_images(tmp_path):
     ]  # e has no check
     path = tmp_path / "checks.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in checks))
-    keep, _ = C.checked_rows(rows, None, ())
+    keep, _ = K.checked_rows(rows, None, ())
     assert keep.all()
     for drop, dropped in (
         ((), set()),
         (("object-leaked",), {"b"}),
         (("object-missing",), {"a", "d"}),
-        (C.FLAGS, {"a", "b", "d"}),
+        (K.FLAGS, {"a", "b", "d"}),
     ):
-        keep, summary = C.checked_rows(rows, path, drop)
+        keep, summary = K.checked_rows(rows, path, drop)
         assert set(rows["id"][~keep]) == dropped
         assert summary["n_dropped"] == len(dropped) and summary["n_unchecked"] == 1
     bee_object_only = next(c for c in summary["counts"] if (c["synset"], c["group"]) == ("bee.n.01", "object-only"))
@@ -334,9 +335,9 @@ def test_checked_rows_drop_exactly_the_flagged_images(tmp_path):
     }
     assert summary["judges"] == ["clip:x", "resnet50@none"]
     with pytest.raises(InputError, match="holds checks of other images"):
-        C.checked_rows(rows.assign(id=rows["id"] + "-other"), path, ())
+        K.checked_rows(rows.assign(id=rows["id"] + "-other"), path, ())
     with pytest.raises(InputError, match="--drop needs --checks"):
-        C.checked_rows(rows, None, ("object-missing",))
+        K.checked_rows(rows, None, ("object-missing",))
 
 
 def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
@@ -386,8 +387,8 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
         )
     )
     flagged = {r["verdict"]: r["id"] for r in read_rows(checks) if r["verdict"] != "ok"}
-    assert set(flagged) == set(C.FLAGS)
-    checks_file = str(checks / C.CHECKS_FILE)
+    assert set(flagged) == set(K.FLAGS)
+    checks_file = str(checks / K.CHECKS_FILE)
 
     def bias_ids(out, *extra):
         ok(
@@ -419,7 +420,7 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
     assert "n_unflagged" not in pd.read_csv(tmp_path / "bias-all" / "groups.csv")
     kept, summary = bias_ids(tmp_path / "bias-drop", "--checks", checks_file, "--drop", "object-missing,object-leaked")
     assert kept == everything - set(flagged.values())
-    assert summary["checks"]["n_dropped"] == 2 and summary["parameters"]["drop"] == list(C.FLAGS)
+    assert summary["checks"]["n_dropped"] == 2 and summary["parameters"]["drop"] == list(K.FLAGS)
     kept, _ = bias_ids(tmp_path / "bias-leak", "--checks", checks_file, "--drop", "object-leaked")
     assert kept == everything - {flagged["object-leaked"]}
 

@@ -62,6 +62,8 @@ def fixed_inputs(tmp_path):
     (sep / "summary.json").write_text(
         json.dumps(
             {
+                "schema": 2,
+                "kind": "separability",
                 "tool": "separability",
                 "n_images": 2,
                 "n_synsets": 2,
@@ -91,8 +93,10 @@ def fixed_inputs(tmp_path):
     (bias / "summary.json").write_text(
         json.dumps(
             {
+                "schema": 2,
+                "kind": "bias-report",
                 "tool": "bias-report",
-                "files": {"prompts": "prompts.csv"},
+                "tables": {"prompts": {"file": "prompts.csv", "rows": 1}},
                 "store": {"attrs": {"model": "resnet50", "weights": "none"}},
                 "figures": {},
                 "definitions": {"confidence": "softmax mass"},
@@ -122,6 +126,8 @@ def fixed_inputs(tmp_path):
     (checks / "summary.json").write_text(
         json.dumps(
             {
+                "schema": 1,
+                "kind": "image-check",
                 "tool": "image-check",
                 "judge": "clip:tiny",
                 "thresholds": {"missing_below": 0.1, "leaked_above": 0.5},
@@ -363,6 +369,8 @@ def classifier_analyses(root: Path, model: str, scale: float) -> tuple[Path, Pat
     (sep / "summary.json").write_text(
         json.dumps(
             {
+                "schema": 2,
+                "kind": "separability",
                 "tool": "separability",
                 "store": {"model": model, "weights": "w"},
                 "tables": {"layers": {"file": "layers.csv"}},
@@ -383,9 +391,11 @@ def classifier_analyses(root: Path, model: str, scale: float) -> tuple[Path, Pat
     (bias / "summary.json").write_text(
         json.dumps(
             {
+                "schema": 2,
+                "kind": "bias-report",
                 "tool": "bias-report",
                 "store": {"attrs": {"model": model}},
-                "files": {"groups": "groups.csv", "classes": "classes.csv"},
+                "tables": {"groups": {"file": "groups.csv"}, "classes": {"file": "classes.csv"}},
             }
         )
     )

@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from synthprobe.files import InputError
-from synthprobe.image_cache import ImageCache, cache_key, reflink_or_copy
-from synthprobe.records import PromptRecord, read_prompts, write_prompts
+from synthprobe.formats.image_cache import ImageCache, cache_key, reflink_or_copy
+from synthprobe.formats.prompts import PromptRecord, read_prompts, write_prompts
 from synthprobe.sd.model import ModelSource, read_model_json
 from synthprobe.sd.pipeline import load_pipeline
 from synthprobe.sd.run import plan, run_generation

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from synthprobe import separability as S
 from synthprobe import separation as T
-from synthprobe.store import ActivationStore, StoreWriter
+from synthprobe.formats.activation_store import ActivationStore, StoreWriter
 from synthprobe.tools.separability import main
 
 ATTRS = {"model": "resnet50", "weights": "test", "preprocessing": "resize 224"}

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from synthprobe import prompts as P
 from synthprobe.core_wordnet import parse_core_wordnet, resolve_entries
 from synthprobe.files import InputError
-from synthprobe.records import ID_PATTERN, read_prompts
+from synthprobe.formats.prompts import ID_PATTERN, read_prompts
 from synthprobe.tools.wn_prompts import main
 from synthprobe.wordnet import DICT_FILES, build_nltk_layout, load_wordnet
 

@@ -13,9 +13,9 @@ from synthprobe.cnn.models import build_network
 from synthprobe.cnn.precision import PRECISIONS
 from synthprobe.cnn.run import RunSettings, run_hooks
 from synthprobe.files import InputError, os_reason
+from synthprobe.formats.activation_store import ROWS_PER_WRITE
+from synthprobe.formats.image_folder import read_image_folder
 from synthprobe.globs import select_by_globs
-from synthprobe.images import read_image_folder
-from synthprobe.store import ROWS_PER_WRITE
 
 log = logging.getLogger("synthprobe")
 

@@ -10,8 +10,8 @@ import click
 from synthprobe import library_versions
 from synthprobe.cli import run_guarded, silent_option
 from synthprobe.files import atomic_write, begin_outputs
-from synthprobe.image_cache import ImageCache, default_image_cache
-from synthprobe.records import dumps, read_prompts, write_jsonl
+from synthprobe.formats.image_cache import ImageCache, default_image_cache
+from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
 from synthprobe.sd import pipeline
 from synthprobe.sd.model import DEFAULT_MODEL
 from synthprobe.sd.run import Planned, plan, run_generation

@@ -9,10 +9,10 @@ import click
 from synthprobe import separability as S
 from synthprobe.cli import comma_list, run_guarded, seed_option, silent_option
 from synthprobe.files import InputError, check_writable_dir
+from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.options import checks_options
 from synthprobe.progress import progress
 from synthprobe.separation import FDR_METHODS
-from synthprobe.store import ActivationStore
 from synthprobe.units import UNITS
 
 log = logging.getLogger("synthprobe")

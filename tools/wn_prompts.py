@@ -11,8 +11,8 @@ from synthprobe import prompts as P
 from synthprobe.cli import comma_list, run_guarded, seed_option, silent_option
 from synthprobe.core_wordnet import core_wordnet_file, parse_core_wordnet, resolve_entries
 from synthprobe.files import InputError, os_reason
+from synthprobe.formats.prompts import write_prompts
 from synthprobe.options import wordnet_dir_option
-from synthprobe.records import write_prompts
 from synthprobe.wordnet import get_synset, load_wordnet
 
 log = logging.getLogger("synthprobe")

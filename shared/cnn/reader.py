@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ..decode import decode_rgb
 from ..files import error_line
-from ..images import decode_rgb
 from .preprocessing import Preprocessing
 
 

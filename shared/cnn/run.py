@@ -15,9 +15,9 @@ import torch
 from .. import library_versions
 from ..devices import resolve_device
 from ..files import InputError, Sha256Memo, cache_root
-from ..images import ImageFolder
+from ..formats.activation_store import ROWS_PER_WRITE, StoreWriter
+from ..formats.image_folder import ImageFolder
 from ..progress import progress
-from ..store import ROWS_PER_WRITE, StoreWriter
 from .hook_points import (
     HookPoint,
     PoolingHooks,

@@ -7,7 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from ..store import StoreWriter
+from ..formats.activation_store import StoreWriter
 from .hook_points import HookPoint, column_slices
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import InputError, atomic_write, read_json, sha256_file
-from ..image_cache import ImageCache, canonical_json
+from ..formats.image_cache import ImageCache, canonical_json
 
 log = logging.getLogger("synthprobe")
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import error_line
-from ..image_cache import CacheEntry, ImageCache, cache_key, canonical_json
+from ..formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_json
+from ..formats.prompts import PromptRecord
 from ..progress import progress
-from ..records import PromptRecord
 from .pipeline import load_pipeline
 from .settings import Settings
 

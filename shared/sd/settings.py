@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from ..devices import resolve_device
 from ..files import InputError
-from ..image_cache import ImageCache
-from ..records import PromptRecord
+from ..formats.image_cache import ImageCache
+from ..formats.prompts import PromptRecord
 from .model import ModelSource, resolve_model
 
 log = logging.getLogger("synthprobe")

@@ -7,30 +7,26 @@ sd-generate run leaves ``images.shard-K-of-N.jsonl`` files instead; they are
 read in name order. A plain tree ``DIR/<synset>/*.png|jpg`` is read in sorted
 path order with the synset from the folder name.
 
-Decoding turns every image into 8-bit RGB: grayscale is repeated, alpha is
-composited over white, 16-bit samples are scaled down (PIL would clip them).
+Decoding the images is shared/decode.py's.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-import numpy as np
 import pandas as pd
 
-from .files import InputError, open_input, sha256_file
-from .records import GROUPS, ID_PATTERN, ID_RULE, brief_text, parse_jsonl, safe_id
+from ..files import InputError, open_input, sha256_file
+from .prompts import GROUPS, ID_PATTERN, ID_RULE, brief_text, parse_jsonl, safe_id
 
 MANIFEST = "images.jsonl"
 SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # sha256 from the manifest, else ""; prompt and template (the prompt unit of the analyses) "" for a plain tree.
 ROW_COLUMNS = ("id", "synset", "group", "target", "path", "sha256", "prompt", "template")
-ALPHA_BACKGROUND = (255, 255, 255)
 
 
 @dataclass
@@ -139,43 +135,3 @@ def scan_tree(root: Path) -> list[dict]:
                     }
                 )
     return rows
-
-
-def load_rgb(path: str | os.PathLike):
-    """Decode an image file fully into an 8-bit RGB PIL image."""
-    return decode_rgb(Path(path).read_bytes())
-
-
-def decode_rgb(data: bytes, min_side: int | None = None):
-    """Decode image bytes into an 8-bit RGB PIL image; PIL's errors propagate (OSError and friends).
-
-    With ``min_side`` a JPEG is decoded at the smallest DCT scale (1/2, 1/4 or 1/8) that keeps both sides
-    >= ``min_side`` (PIL's draft), 2-3x faster for photos much larger than that. PNG and the other formats
-    have no reduced decoding and are decoded in full.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:  # its message names the BytesIO object, not the file
-        raise ValueError("not an image format PIL can read") from None
-    with image:
-        if min_side and image.format == "JPEG":
-            image.draft(image.mode, (min_side, min_side))
-        image.load()  # decode now, so a truncated file fails here and not later
-        return to_rgb(image)
-
-
-def to_rgb(image):
-    from PIL import Image
-
-    if image.mode.startswith("I"):  # 16-bit grayscale (I;16) or 32-bit ints holding 16-bit samples (I)
-        samples = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(np.rint(samples / 257.0), 0, 255).astype(np.uint8), "L")
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")

@@ -1,0 +1,124 @@
+"""The activation store's layout, constants and the checks shared by its reader and writer."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ...files import InputError, error_line
+
+STORE_SCHEMA = 1
+# sha256 of the image file, or ""; prompt and template from the manifest record ("" for ImageFolder rows).
+ROW_FIELDS = ("id", "synset", "group", "target", "path", "status", "sha256", "prompt", "template")
+MIN_CHUNK_BYTES = 1 << 20
+ROWS_PER_WRITE = 1024
+# Fill values: what a missing chunk reads as. NaN for numbers and U+FFFF (a Unicode noncharacter, never in
+# text) for strings, so readers can tell a deleted chunk from data (zarr reads a missing chunk silently).
+# Not NUL: numpy compares "\x00" equal to "", so zarr would skip writing chunks of empty strings.
+FILL_TEXT = "\uffff"
+REBUILD_HINT = "rerun cnn-hooks with --rebuild to rebuild it"
+
+
+def rows_per_chunk(channels: int, itemsize: int, min_bytes: int = MIN_CHUNK_BYTES) -> int:
+    """Whole rows per chunk, a power of two, so that a chunk holds at least ``min_bytes``."""
+    return 1 << max(0, math.ceil(math.log2(min_bytes / (channels * itemsize))))
+
+
+def rows_per_shard(chunk_rows: int, rows_per_write: int) -> int:
+    """The smallest whole number of chunks that holds ``rows_per_write`` rows."""
+    return chunk_rows * max(1, math.ceil(rows_per_write / chunk_rows))
+
+
+def array_keys(group, hook_points, pools, row_fields=ROW_FIELDS) -> list[str]:
+    """Every array of a store: the row table, the logits if any, each hook point's pooled values."""
+    keys = [f"rows/{name}" for name in row_fields]
+    if "logits" in group:
+        keys.append("logits/logits")
+    return keys + [f"hooks/{hook}/{pool}" for hook in hook_points for pool in pools]
+
+
+def committed_count(attrs, path: Path) -> int:
+    value = attrs.get("rows_committed", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InputError(f"{path / 'zarr.json'}: rows_committed is {value!r}, not a row count; {REBUILD_HINT}")
+    return value
+
+
+def open_store_group(path: Path, mode: str):
+    """The store's zarr group; an unreadable zarr.json is one line naming it."""
+    import zarr
+
+    try:
+        return zarr.open_group(str(path), mode=mode)
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and zarr's metadata errors are ValueErrors
+        raise InputError(
+            f"{path / 'zarr.json'}: not a readable activation store ({error_line(exc)}); {REBUILD_HINT}"
+        ) from None
+
+
+def row_span(rows: np.ndarray) -> str:
+    """'rows 0-127' for the first run of consecutive row numbers, and how many more there are."""
+    rows = np.asarray(rows)
+    run = 1
+    while run < len(rows) and rows[run] == rows[run - 1] + 1:
+        run += 1
+    span = f"row {rows[0]}" if run == 1 else f"rows {rows[0]}-{rows[run - 1]}"
+    return span + (f" (and {len(rows) - run} more)" if len(rows) > run else "")
+
+
+def read_rows(array, path: Path, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of one array; a chunk that fails its checksum or cannot be decoded is one line."""
+    try:
+        return np.asarray(array[start:stop])
+    except (ValueError, RuntimeError, IndexError) as exc:
+        reason = "a chunk fails its checksum: truncated or edited?" if "checksum" in str(exc) else error_line(exc)
+        raise InputError(
+            f"{path}: {array.path} rows {start}-{stop - 1} are damaged ({reason}); {REBUILD_HINT}"
+        ) from None
+
+
+def read_text_column(group, path: Path, name: str, n_rows: int) -> np.ndarray:
+    """The first ``n_rows`` values of ``rows/<name>`` as str; rows that read as the fill value are an error."""
+    key = f"rows/{name}"
+    # zarr returns numpy's variable-width StringDType, which does not cast to "<U"; go through object.
+    values = read_rows(group[key], path, 0, n_rows).astype(object).astype(str)
+    missing = values == FILL_TEXT
+    if name in ("id", "status"):  # never empty, so an older store's "" fill is caught too
+        missing |= values == ""
+    if missing.any():
+        raise InputError(
+            f"{path}: {key} {row_span(np.flatnonzero(missing))} are missing (chunk deleted?); {REBUILD_HINT}"
+        )
+    return values
+
+
+def check_lengths(group, path: Path, n_rows: int, keys: list[str]) -> None:
+    """Every array must hold at least the committed rows (longer ones hold an interrupted batch).
+
+    Number arrays must have NaN as their fill value: in a store from before it, a deleted chunk reads as zeros.
+    """
+    for key in keys:
+        try:
+            array = group[key]
+            length = array.shape[0]
+        except KeyError:
+            raise InputError(f"{path}: {key} is missing; {REBUILD_HINT}") from None
+        except (ValueError, TypeError) as exc:  # its zarr.json is damaged
+            raise InputError(f"{path / key / 'zarr.json'}: not readable ({error_line(exc)}); {REBUILD_HINT}") from None
+        if length < n_rows:
+            raise InputError(f"{path}: {key} holds {length} rows but rows_committed is {n_rows}; {REBUILD_HINT}")
+        if array.dtype.kind == "f" and not np.isnan(array.fill_value):
+            raise InputError(
+                f"{path}: {key} comes from an older cnn-hooks, whose deleted chunks read as "
+                f"{array.fill_value}, not as missing; {REBUILD_HINT}"
+            )
+
+
+def grouped_aliases(aliases: dict[str, str]) -> dict[str, list[str]]:
+    """``attrs["hook_aliases"]`` ({alias: canonical}) as {canonical: [aliases]}."""
+    grouped: dict[str, list[str]] = {}
+    for alias, canonical in aliases.items():
+        grouped.setdefault(canonical, []).append(alias)
+    return grouped

@@ -1,0 +1,226 @@
+"""Creating, resuming and appending to an activation store (cnn-hooks)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...files import InputError, os_reason
+from .layout import (
+    FILL_TEXT,
+    MIN_CHUNK_BYTES,
+    ROW_FIELDS,
+    ROWS_PER_WRITE,
+    STORE_SCHEMA,
+    array_keys,
+    check_lengths,
+    committed_count,
+    open_store_group,
+    read_text_column,
+    rows_per_chunk,
+    rows_per_shard,
+)
+
+log = logging.getLogger("synthprobe")
+
+
+def _normalized(value):
+    """Attributes as they read back from zarr.json (tuples become lists, and so on)."""
+    return json.loads(json.dumps(value))
+
+
+def _brief(value) -> str:
+    """A value for a one-line message: long lists by their length and ends."""
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        return f"{len(value)} names, {value[0]!r} ... {value[-1]!r}"
+    text = repr(value)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _append_all(pairs: list) -> None:
+    """Append to many arrays at once: one event-loop round trip instead of one per array (~40% faster)."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def append_all():
+        await asyncio.gather(*(array.async_array.append(data, axis=0) for array, data in pairs))
+
+    sync(append_all())
+
+
+def _compressors() -> list:
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    # Pooled floats compress ~15% at any zstd level; level 3 is 3x slower. The crc32c of every chunk
+    # makes a truncated or edited shard fail its read instead of decoding into other numbers.
+    return [ZstdCodec(level=1), Crc32cCodec()]
+
+
+class StoreWriter:
+    """Create or reopen a store and append batches of rows to it."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        attrs: dict,
+        hook_channels: dict[str, int],
+        pools: tuple[str, ...],
+        dtype: str = "float32",
+        n_classes: int | None = None,
+        min_chunk_bytes: int = MIN_CHUNK_BYTES,
+        rows_per_write: int = ROWS_PER_WRITE,
+        rebuild: bool = False,
+    ):
+        import zarr
+
+        self.path = Path(path)
+        self.pools = tuple(pools)
+        self.hook_channels = dict(hook_channels)
+        self.rows_per_write = rows_per_write
+        identity = {**attrs, "hook_points": list(hook_channels), "pooling": list(self.pools), "dtype": dtype}
+        if rebuild and (self.path / "zarr.json").is_file():
+            log.info("--rebuild: deleting %s to start it again", self.path)
+            shutil.rmtree(self.path)
+        if (self.path / "zarr.json").is_file():
+            self.group = open_store_group(self.path, "r+")
+            self._check_compatible(identity)
+            n_rows = committed_count(self.group.attrs, self.path)
+            # An array shorter than the committed rows lost data; growing it back would make fill-value rows.
+            check_lengths(
+                self.group, self.path, n_rows, array_keys(self.group, self.hook_channels, self.pools, self.row_fields)
+            )
+            self._truncate(n_rows)
+            # Provenance that may change between runs (source manifest, versions) follows the latest run.
+            self.group.attrs.update({**_normalized(identity), "complete": False})
+            return
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise InputError(f"{self.path} exists and is not an activation store; choose a new path for --out")
+        self.group = zarr.open_group(str(self.path), mode="w")
+        self.group.attrs.update({"schema": STORE_SCHEMA, **identity, "rows_committed": 0, "complete": False})
+        rows = self.group.require_group("rows")
+        for name in ROW_FIELDS:
+            rows.create_array(
+                name,
+                shape=(0,),
+                dtype=str,
+                chunks=(8192,),
+                fill_value=FILL_TEXT,
+                compressors=_compressors(),
+                dimension_names=("image",),
+            )
+        if n_classes:
+            self._create(
+                self.group.require_group("logits"),
+                "logits",
+                n_classes,
+                "float32",
+                ("image", "class"),
+                min_chunk_bytes,
+                rows_per_write,
+            )
+        for hook, channels in self.hook_channels.items():
+            group = self.group.require_group(f"hooks/{hook}")
+            for pool in self.pools:
+                self._create(group, pool, channels, dtype, ("image", "channel"), min_chunk_bytes, rows_per_write)
+
+    @staticmethod
+    def _create(
+        group, name: str, width: int, dtype: str, dims: tuple[str, str], min_chunk_bytes: int, rows_per_write: int
+    ) -> None:
+        chunk = rows_per_chunk(width, np.dtype(dtype).itemsize, min_chunk_bytes)
+        group.create_array(
+            name,
+            shape=(0, width),
+            dtype=dtype,
+            chunks=(chunk, width),
+            shards=(rows_per_shard(chunk, rows_per_write), width),
+            fill_value=np.nan,
+            compressors=_compressors(),
+            dimension_names=dims,
+        )
+
+    # Keys whose difference makes appended rows incomparable with the stored ones.
+    IDENTITY_KEYS = ("model", "weights", "preprocessing", "precision", "hook_points", "pooling", "dtype")
+
+    def _check_compatible(self, identity: dict) -> None:
+        stored = dict(self.group.attrs)
+        for key in self.IDENTITY_KEYS:
+            if key in identity and stored.get(key) != _normalized(identity[key]):
+                raise InputError(
+                    f"{self.path} was made with another {key} ({_brief(stored.get(key))}, now "
+                    f"{_brief(identity[key])}); write to a new store or delete this one"
+                )
+
+    @property
+    def row_fields(self) -> list[str]:
+        """ROW_FIELDS this store has: a store made before a field existed keeps its layout when resumed."""
+        return [name for name in ROW_FIELDS if f"rows/{name}" in self.group]
+
+    def _arrays(self) -> Iterator:
+        for key in array_keys(self.group, self.hook_channels, self.pools, self.row_fields):
+            yield self.group[key]
+
+    def _truncate(self, n_rows: int) -> None:
+        for array in self._arrays():
+            if array.shape[0] != n_rows:
+                array.resize((n_rows, *array.shape[1:]))
+
+    @property
+    def rows_committed(self) -> int:
+        return int(self.group.attrs["rows_committed"])
+
+    def committed_rows(self, fields: tuple[str, ...] = ("id", "sha256")) -> pd.DataFrame:
+        n = self.rows_committed
+        return pd.DataFrame(
+            {name: list(read_text_column(self.group, self.path, name, n)) if n else [] for name in fields}
+        )
+
+    def append(
+        self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None = None
+    ) -> None:
+        """Append one batch: row table, logits and every hook's pooled values; then commit."""
+        try:
+            _append_all(self._row_values(rows, hooks, logits))
+        except OSError as exc:  # a full disk: zarr's error names a temp file or none
+            raise InputError(f"cannot write {self.path}: {os_reason(exc)}") from exc
+        self.group.attrs["rows_committed"] = self.rows_committed + len(rows)
+
+    def overwrite(
+        self,
+        index: np.ndarray,
+        rows: pd.DataFrame,
+        hooks: dict[str, dict[str, np.ndarray]],
+        logits: np.ndarray | None = None,
+    ) -> None:
+        """Write rows over committed ones at ``index`` (failed rows retried); the status goes last, so a kill
+        leaves those rows failed."""
+        status = self.group["rows/status"].path
+        for array, values in sorted(self._row_values(rows, hooks, logits), key=lambda pair: pair[0].path == status):
+            array.oindex[np.asarray(index)] = values
+
+    def _row_values(
+        self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None
+    ) -> list:
+        """(array, values) for every array of the store, for one batch of rows."""
+        n = len(rows)
+        pairs = []
+        for name in self.row_fields:
+            column = rows[name].astype(str) if name in rows else pd.Series([""] * n)
+            pairs.append((self.group[f"rows/{name}"], column.to_numpy(dtype=object)))
+        if "logits" in self.group:
+            pairs.append((self.group["logits/logits"], np.asarray(logits, dtype=np.float32).reshape(n, -1)))
+        for hook in self.hook_channels:
+            for pool in self.pools:
+                array = self.group[f"hooks/{hook}/{pool}"]
+                pairs.append((array, np.asarray(hooks[hook][pool], dtype=array.dtype)))
+        return pairs
+
+    def finish(self, **attrs) -> None:
+        self.group.attrs.update({**attrs, "complete": True})

@@ -1,0 +1,142 @@
+"""The analysis-folder contract (docs/formats.md): what separability, bias-report and image-check leave for report.
+
+A folder of CSV tables, PNG figures and ``summary.json``, written last, so its
+presence marks the folder complete. summary.json always holds::
+
+    schema      the version of this kind's summary (KINDS)
+    kind        separability | bias-report | image-check
+    tool        the same name (older readers look for it)
+    ...         the tool's own keys
+    tables      {key: {file, rows, description}}, each file a CSV in the folder
+    figures     {key: file}, each file a PNG in the folder
+    provenance  {synthprobe: version, inputs: {name: path or null}}
+
+One writer (``write_summary``) and one reader (``read_summary``) for all three kinds; ``provenance_of``
+and ``table_entry`` build the entries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..files import InputError, atomic_write, error_line, read_json
+
+SUMMARY_FILE = "summary.json"
+# kind -> the summary schema this version writes and reads (bias-report 2: its tables under "tables", not "files").
+KINDS = {"separability": 2, "bias-report": 2, "image-check": 1}
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    file: str
+    rows: int | None
+    description: str
+
+
+@dataclass
+class AnalysisSummary:
+    """A read summary.json: the whole object, and its tables and figures checked."""
+
+    folder: Path
+    summary: dict
+    kind: str
+    tables: dict[str, TableEntry]
+    figures: dict[str, str]  # key -> PNG file name in the folder
+
+
+def table_entry(file: str, rows: int, description: str) -> dict:
+    return {"file": file, "rows": int(rows), "description": description}
+
+
+def provenance_of(**inputs: str | Path | None) -> dict:
+    """What made the folder: synthprobe's version and each input as given (path or null)."""
+    return {"synthprobe": __version__, "inputs": {k: None if v is None else str(v) for k, v in inputs.items()}}
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_summary(
+    out: str | Path,
+    kind: str,
+    fields: dict,
+    *,
+    tables: dict[str, dict],
+    figures: dict[str, str],
+    provenance: dict,
+) -> dict:
+    """Write ``out/summary.json`` (atomically, after every table and figure it names) and return it.
+
+    ``fields`` are the tool's own keys; ``schema``, ``kind``, ``tool``, ``tables``, ``figures`` and
+    ``provenance`` are set here.
+    """
+    out = Path(out)
+    missing = [e["file"] for e in tables.values() if not (out / e["file"]).is_file()]
+    missing += [f for f in figures.values() if not (out / f).is_file()]
+    if missing:  # the summary marks the folder complete: everything it names is written first
+        raise RuntimeError(f"{out}: {', '.join(missing)} not written before {SUMMARY_FILE}")
+    summary = {
+        "schema": KINDS[kind],
+        "kind": kind,
+        "tool": kind,
+        **fields,
+        "tables": tables,
+        "figures": dict(figures),
+        "provenance": provenance,
+    }
+    with atomic_write(out / SUMMARY_FILE) as handle:
+        handle.write(json.dumps(summary, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    return summary
+
+
+def read_summary(folder: str | Path) -> AnalysisSummary:
+    """An analysis folder's summary.json, with its kind, schema, tables and figures checked."""
+    folder = Path(folder)
+    path = folder / SUMMARY_FILE
+    if not path.is_file():
+        raise InputError(
+            f"{folder} is not an analysis folder (no {SUMMARY_FILE}); "
+            "run separability, bias-report or image-check first"
+        )
+    summary = read_json(path)
+    if not isinstance(summary, dict):
+        raise InputError(f"{path}: not a summary (a JSON object); rerun separability, bias-report or image-check")
+    kind = summary.get("kind")
+    if kind not in KINDS:
+        raise InputError(
+            f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}; rerun the tool that wrote it with this version"
+        )
+    if summary.get("schema") != KINDS[kind]:
+        raise InputError(
+            f"{path}: schema {summary.get('schema')!r}, but this version reads {kind} schema {KINDS[kind]}; "
+            f"rerun {kind}"
+        )
+    try:
+        tables = {
+            str(key): TableEntry(_name(entry["file"]), _rows(entry.get("rows")), str(entry.get("description") or ""))
+            for key, entry in summary.get("tables", {}).items()
+        }
+        figures = {str(key): _name(file) for key, file in summary.get("figures", {}).items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: its tables or figures are not as {kind} writes them ({error_line(exc)})") from None
+    return AnalysisSummary(folder, summary, kind, tables, figures)
+
+
+def _name(file) -> str:
+    if not isinstance(file, str) or not file:
+        raise TypeError(f"a file name must be a string, not {file!r}")
+    return file
+
+
+def _rows(rows) -> int | None:
+    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool)):
+        raise TypeError(f"rows must be a count, not {rows!r}")
+    return rows

@@ -1,0 +1,121 @@
+"""The image-check contract (docs/formats.md): ``checks.jsonl``, one verdict per image id and judge.
+
+image-check writes it; the analyses read it (``--checks``, ``--drop``) and so
+does the report. Rows keep the raw scores, so a reader can re-threshold them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ..files import InputError, atomic_write
+from .prompts import dumps, parse_jsonl
+
+log = logging.getLogger("synthprobe")
+
+CHECKS_SCHEMA = 1
+CHECKS_FILE = "checks.jsonl"
+# The keys of a row, in this order; ``note`` only on unscored rows.
+CHECK_FIELDS = (
+    "schema",
+    "id",
+    "judge",
+    "synset",
+    "group",
+    "target",
+    "path",
+    "sha256",
+    "object_score",
+    "context_score",
+    "verdict",
+    "missing_below",
+    "leaked_above",
+    "contrast",
+    "note",
+)
+VERDICTS = ("ok", "object-missing", "object-leaked", "unscored")
+FLAGS = ("object-missing", "object-leaked")
+
+
+def read_checks(path: str | Path) -> list[dict]:
+    """The rows of a checks.jsonl, with file:line on the first bad one."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for lineno, row in parse_jsonl(handle, str(path)):
+            if (
+                not isinstance(row, dict)
+                or row.get("schema") != CHECKS_SCHEMA
+                or not {"id", "judge", "verdict"} <= row.keys()
+            ):
+                raise InputError(
+                    f"{path}:{lineno}: not an image-check row (schema {CHECKS_SCHEMA}, id, judge, verdict)"
+                )
+            rows.append(row)
+    return rows
+
+
+def write_checks(path: Path, rows: list[dict]) -> None:
+    with atomic_write(path) as handle:
+        for row in rows:
+            handle.write(dumps(row) + "\n")
+
+
+# ---- the analyses' use of a checks file ------------------------------------------------------
+
+
+def flagged_ids(checks_path: str | Path) -> set[str]:
+    """The ids of the images any judge flagged (object-missing or object-leaked)."""
+    return {r["id"] for r in read_checks(checks_path) if r["verdict"] in FLAGS}
+
+
+def checked_rows(
+    rows: pd.DataFrame, checks_path: str | Path | None, drop: tuple[str, ...]
+) -> tuple[pd.Series, dict | None]:
+    """Which store rows an analysis keeps (a boolean mask on ``rows``) and the counts for its summary.json.
+
+    An image is dropped when any judge gave it a verdict in ``drop``; with no
+    checks file every row is kept. The counts per synset and group say how many
+    images each flag verdict marked (dropped or not) and how many were dropped.
+    """
+    if checks_path is None:
+        if drop:
+            raise InputError("--drop needs --checks CHECKS.jsonl (the image-check output)")
+        return pd.Series(True, index=rows.index), None
+    checks = pd.DataFrame(read_checks(checks_path), columns=["id", "judge", "verdict"])
+    ids = set(rows["id"])
+    if not ids & set(checks["id"]):
+        raise InputError(
+            f"{checks_path} holds checks of other images (none of its ids is among the {len(rows)} images of the store)"
+        )
+    flagged = {verdict: set(checks.loc[checks["verdict"] == verdict, "id"]) for verdict in FLAGS}
+    dropped = set().union(*(flagged[v] for v in drop))
+    keep = ~rows["id"].isin(dropped)
+    unchecked = int((~rows["id"].isin(set(checks["id"]))).sum())
+    if unchecked:
+        log.warning("%d of %d images have no check in %s; they are kept", unchecked, len(rows), checks_path)
+    table = rows.assign(
+        **{v: rows["id"].isin(flagged[v]) for v in FLAGS}, dropped=~keep, checked=rows["id"].isin(set(checks["id"]))
+    )
+    counts = [
+        {
+            "synset": synset,
+            "group": group,
+            "n": len(part),
+            "checked": int(part["checked"].sum()),
+            **{v: int(part[v].sum()) for v in FLAGS},
+            "dropped": int(part["dropped"].sum()),
+        }
+        for (synset, group), part in table.groupby(["synset", "group"], sort=True)
+    ]
+    summary = {
+        "file": str(checks_path),
+        "judges": sorted(set(checks["judge"])),
+        "drop": list(drop),
+        "n_unchecked": unchecked,
+        "n_dropped": int((~keep).sum()),
+        "counts": counts,
+    }
+    return keep, summary
