@@ -89,12 +89,13 @@ def measure(store: str, out: str, permutations: int) -> None:
     """Run in the child: one analysis, then print time and memory as JSON."""
     from synthprobe import separability as S
     from synthprobe.formats.activation_store import ActivationStore
+    from synthprobe.separability_outputs import write_outputs
 
     tracemalloc.start()
     started = time.perf_counter()
     params = S.Params(permutations=permutations)
     activations = ActivationStore(store)
-    S.write_outputs(S.analyse(activations, params), params, activations, out)
+    write_outputs(S.analyse(activations, params), params, activations, out)
     seconds = time.perf_counter() - started
     _, traced_peak = tracemalloc.get_traced_memory()
     print(json.dumps({"seconds": seconds, "traced_peak_mb": traced_peak / 2**20, "maxrss_mb": peak_rss_mb()}))

@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from synthprobe import separability as S
 from synthprobe import separation as T
 from synthprobe.formats.activation_store import ActivationStore, StoreWriter
+from synthprobe.separability_scan import reduce_sample, unit_sample
 from synthprobe.tools.separability import main
 
 ATTRS = {"model": "resnet50", "weights": "test", "preprocessing": "resize 224"}
@@ -232,7 +233,7 @@ def test_scale_free_measures_match_scikit_learn(channels):
     codes = np.repeat(np.arange(3), [8, 12, 10])
     units = np.arange(30) // 2  # two images per prompt
     x = rng.normal(size=(30, channels)) + codes[:, None] * 0.4 + 1.0
-    z, explained = S.reduce_sample(x, 64)
+    z, explained = reduce_sample(x, 64)
     assert explained == pytest.approx(1.0)
     design = T.Design.of(codes, units)
     tests = T.scale_free_tests(z, x, design, permutations=0, n_folds=4, dims=64, seed=3)
@@ -360,7 +361,7 @@ def test_layers_are_read_in_chunks_never_whole(tmp_path, monkeypatch):
 def test_subsample_takes_whole_units_by_synset_and_is_bounded(tmp_path):
     codes = np.repeat(np.arange(3), [100, 10, 2])
     units = np.arange(112) // 2
-    picked = S.unit_sample(codes, units, 30, seed=0)
+    picked = unit_sample(codes, units, 30, seed=0)
     assert np.bincount(codes[picked]).tolist() == [26, 4, 2]
     assert all(np.count_nonzero(units[picked] == u) == 2 for u in np.unique(units[picked]))  # never half a unit
     store, _, _ = two_layer_signal_store(tmp_path / "s.zarr")

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats as sps
 
 from synthprobe import separation as T
-from synthprobe.separability import reduce_sample
+from synthprobe.separability_scan import reduce_sample
 
 N_LAYERS = 200
 PERMUTATIONS = 99

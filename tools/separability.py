@@ -12,6 +12,7 @@ from synthprobe.files import InputError, check_writable_dir
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.options import checks_options
 from synthprobe.progress import progress
+from synthprobe.separability_outputs import write_outputs
 from synthprobe.separation import FDR_METHODS
 from synthprobe.units import UNITS
 
@@ -181,7 +182,7 @@ def main(
         raise InputError(f"--pool {pool} is not in the store; it has: {', '.join(activations.pools)}")
     check_writable_dir(out_dir)
     result = S.analyse(activations, params, progress=lambda items, **kw: progress(items, silent=silent, **kw))
-    summary = S.write_outputs(result, params, activations, out_dir)
+    summary = write_outputs(result, params, activations, out_dir)
     log.info(
         "%d layers, %d images in %d %s units of %d synsets; top layers by centroid distance: %s; wrote %s",
         len(summary["layers"]),
