@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from scipy import stats
 
 from synthprobe import bias as B
+from synthprobe.bias_outputs import TABLES
 from synthprobe.files import InputError
 from synthprobe.formats.activation_store import ActivationStore, StoreWriter
 from synthprobe.formats.prompts import PromptRecord, write_prompts
@@ -231,7 +232,7 @@ def normalized_summary(out, store) -> str:
     return (out / "summary.json").read_text().replace(str(store.parent), "<tmp>")
 
 
-@pytest.mark.parametrize("name", sorted(file for file, _ in B.TABLES.values()))
+@pytest.mark.parametrize("name", sorted(file for file, _ in TABLES.values()))
 def test_golden_tables(imagenet_report, golden, name):
     _, out = imagenet_report
     golden.check(f"bias_report/{name}", (out / name).read_text())

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from synthprobe.bias import MAPPINGS, run_bias_report
+from synthprobe.bias import MAPPINGS
+from synthprobe.bias_outputs import run_bias_report
 from synthprobe.cli import comma_list, run_guarded, silent_option
 from synthprobe.options import checks_options, wordnet_dir_option
 from synthprobe.prompts import DEFAULT_BIAS_CLASSES
