@@ -14,14 +14,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from scipy.special import softmax
 from test_cnn_hooks import fails_with, ok, smooth_image
 
 from synthprobe import image_check as C
+from synthprobe import image_judges as J
 from synthprobe.check_rates import flag_rates
 from synthprobe.cnn.models import build_network
 from synthprobe.decode import load_rgb
 from synthprobe.files import InputError
 from synthprobe.formats import image_checks as K
+from synthprobe.formats.analysis_folder import SUMMARY_FILE
 from synthprobe.imagenet import hierarchy_indices
 from synthprobe.prompts import load_bias_class
 from synthprobe.stats import clustered_proportion
@@ -94,7 +97,7 @@ def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_p
     captions = [
         f"a photo of a {name}, {wn.synset(synset).definition().split(';')[0].strip()}"
         for name, synset in BIAS_CLASSES.items()
-    ] + list(C.BACKGROUND_PROMPTS)
+    ] + list(J.BACKGROUND_PROMPTS)
     bee_context = list(load_bias_class("bee").prompts["context-only"])
     for row in (rows[0], rows[2]):  # bee object-only, bee context-only
         inputs = processor(
@@ -106,13 +109,13 @@ def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_p
         )
         with torch.no_grad():
             logits = model(**inputs).logits_per_image[0].double().numpy()
-        object_p = C.softmax(logits[: len(captions)])[0]
-        context_p = C.softmax(logits)[len(captions) :].sum()
+        object_p = softmax(logits[: len(captions)])[0]
+        context_p = softmax(logits)[len(captions) :].sum()
         # Within the resampling difference of PIL's resize in transformers and torchvision's.
         assert row["object_score"] == pytest.approx(object_p, rel=2e-3)
         assert row["context_score"] == pytest.approx(context_p, rel=2e-3)
         assert row["verdict"] == C.verdict(row["group"], row["object_score"], C.Thresholds())
-    summary = json.loads((tmp_path / "checks" / C.SUMMARY_FILE).read_text())
+    summary = json.loads((tmp_path / "checks" / SUMMARY_FILE).read_text())
     assert summary["n_images"] == 12 and sum(summary["verdicts"].values()) == 12
     assert [(c["synset"], c["group"], c["n"]) for c in summary["counts"]] == [
         (synset, group, 2) for synset in BIAS_CLASSES.values() for group in sorted(GROUPS)
@@ -160,7 +163,7 @@ def test_thresholds_change_exactly_the_rows_that_cross_them_and_score_nothing(
     def no_model(*_):
         raise AssertionError("re-thresholding must not load the judge")
 
-    monkeypatch.setattr(C, "load_clip", no_model)
+    monkeypatch.setattr(J, "load_clip", no_model)
     caplog.set_level(logging.INFO, logger="synthprobe")
     ok(
         run_cli(
@@ -189,7 +192,7 @@ def test_thresholds_change_exactly_the_rows_that_cross_them_and_score_nothing(
     assert sum(r["verdict"] == "object-leaked" for r in after) == 2
     assert sum(r["verdict"] == "object-missing" for r in after) == 4
     assert {r["missing_below"] for r in after} == {missing_below}
-    summary = json.loads((out / C.SUMMARY_FILE).read_text())
+    summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["thresholds"] == {"missing_below": missing_below, "leaked_above": leaked_above}
     assert summary["verdicts"]["object-leaked"] == 2
     rates = pd.read_csv(out / summary["tables"]["rates"]["file"])  # follow the new flags, per synset and group
@@ -218,13 +221,13 @@ class CountingJudge:
 
 def test_resume_scores_nothing_twice(tmp_path, tiny_clip, wn):
     images, out = write_bias_folder(tmp_path / "images", per_group=2), tmp_path / "checks"
-    judge = CountingJudge(C.parse_judge(f"clip:{tiny_clip}", "DEFAULT"), stop_after=4)
+    judge = CountingJudge(J.parse_judge(f"clip:{tiny_clip}", "DEFAULT"), stop_after=4)
     with pytest.raises(KeyboardInterrupt):
         C.run_image_check(images, out, judge, clip_settings(rows_per_write=2))
-    assert len(read_rows(out)) == 4 and not (out / C.SUMMARY_FILE).exists()  # committed rows survive, no summary
+    assert len(read_rows(out)) == 4 and not (out / SUMMARY_FILE).exists()  # committed rows survive, no summary
     partial = (out / K.CHECKS_FILE).read_text()
 
-    judge = CountingJudge(C.parse_judge(f"clip:{tiny_clip}", "DEFAULT"))
+    judge = CountingJudge(J.parse_judge(f"clip:{tiny_clip}", "DEFAULT"))
     result = C.run_image_check(images, out, judge, clip_settings())
     assert (result.scored, result.reused, len(judge.scored)) == (8, 4, 8)
     assert (out / K.CHECKS_FILE).read_text().startswith(partial)
@@ -232,12 +235,12 @@ def test_resume_scores_nothing_twice(tmp_path, tiny_clip, wn):
     # A changed image is scored again; the others come from the cache.
     first = images / read_rows(out)[0]["path"]
     Image.fromarray(smooth_image(np.random.default_rng(9), 48)).save(first)
-    judge = CountingJudge(C.parse_judge(f"clip:{tiny_clip}", "DEFAULT"))
+    judge = CountingJudge(J.parse_judge(f"clip:{tiny_clip}", "DEFAULT"))
     result = C.run_image_check(images, out, judge, clip_settings())
     assert (result.scored, result.reused, len(judge.scored)) == (1, 11, 1)
 
     # Another judge's rows live beside the first judge's, one row per image and judge.
-    result = C.run_image_check(images, out, C.parse_judge("resnet18", "none"), clip_settings())
+    result = C.run_image_check(images, out, J.parse_judge("resnet18", "none"), clip_settings())
     rows = read_rows(out)
     assert result.scored == 12 and len(rows) == 24 and len({(r["id"], r["judge"]) for r in rows}) == 24
     assert result.summary["judges"] == sorted({r["judge"] for r in rows})
@@ -460,7 +463,7 @@ def test_judges_batch_on_the_gpu_and_agree_with_the_cpu(tmp_path, tiny_clip, wn)
         scores = {}
         for device in ("cpu", "cuda"):
             out = tmp_path / f"{name}-{device}"
-            C.run_image_check(images, out, C.parse_judge(judge, "none"), clip_settings(device=device))
+            C.run_image_check(images, out, J.parse_judge(judge, "none"), clip_settings(device=device))
             scores[device] = [r["object_score"] for r in read_rows(out)]
         # Half precision on the GPU moves softmax probabilities by well under 0.03 on these tiny models.
         np.testing.assert_allclose(scores["cuda"], scores["cpu"], atol=0.03)

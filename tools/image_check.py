@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from synthprobe import image_check as C
+from synthprobe import image_judges as J
 from synthprobe.cli import run_guarded, silent_option
 from synthprobe.options import wordnet_dir_option
 
@@ -27,7 +28,7 @@ score = click.FloatRange(0, 1)
 )
 @click.option(
     "--judge",
-    default=C.DEFAULT_JUDGE,
+    default=J.DEFAULT_JUDGE,
     show_default=True,
     help="clip:<hub id or local folder>, a torchvision ImageNet classifier name (resnet50), or timm:<name>.",
 )
@@ -108,7 +109,7 @@ def main(
         class_dir=class_dir,
         silent=silent,
     )
-    result = C.run_image_check(images, out, C.parse_judge(judge, weights), settings)
+    result = C.run_image_check(images, out, J.parse_judge(judge, weights), settings)
     verdicts = ", ".join(f"{count} {name}" for name, count in result.summary["verdicts"].items() if count)
     log.info(
         "%s: scored %d images, reused %d; %s; wrote %s",
