@@ -13,6 +13,7 @@ import io
 import pandas as pd
 
 from .plots import pyplot
+from .report_data import Table, figure_uri, format_cell
 
 DEPTH_MEASURES = {
     "probe_accuracy": "linear-probe accuracy",
@@ -39,8 +40,6 @@ def compared(analyses: list) -> bool:
 
 def depth_figures(separability: list) -> dict[str, str]:
     """{measure: PNG data URI}: one plot per measure, one line per classifier and analysis folder."""
-    from .report import figure_uri
-
     plt = pyplot()
     figures = {}
     for measure, label in DEPTH_MEASURES.items():
@@ -79,7 +78,6 @@ def depth_figures(separability: list) -> dict[str, str]:
 
 def bias_tables(biases: list) -> list:
     """Two tables with one column per classifier: confidence by class and group; context reliance and sufficiency."""
-    from .report import Table, format_cell
 
     def side_by_side(key: str, index: list[str], columns: dict[str, str]) -> pd.DataFrame | None:
         parts = []

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from synthprobe.files import InputError
-from synthprobe.report import TABLE_ROWS_SHOWN, build_context, render, write_report
+from synthprobe.report import build_context, render, write_report
+from synthprobe.report_data import TABLE_ROWS_SHOWN
 from synthprobe.tiny_models import save_tiny_sd3
 from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
 
@@ -340,7 +341,7 @@ def test_report_of_250_hook_points_stays_under_5_mb(tmp_path):
 
 
 def test_galleries_share_a_thumbnail_budget(tmp_path):
-    from synthprobe.report import Thumbnails
+    from synthprobe.report_data import Thumbnails
 
     for synset in range(10):
         for image in range(3):
