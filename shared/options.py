@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import click
 
+from .units import UNITS
+
 wordnet_dir_option = click.option(
     "--wordnet-dir",
     type=click.Path(file_okay=False),
     default=None,
     help="A WordNet 3.0 dict folder (default: nltk's corpus, else /usr/share/wordnet).",
+)
+
+
+unit_option = click.option(
+    "--unit",
+    type=click.Choice(UNITS),
+    default=None,
+    help="Experimental unit of every test and interval: the images of one (synset, prompt text), or each image. "
+    "Default: prompt where the store has prompt texts, else image (with a warning).",
+)
+
+allow_incomplete_option = click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).",
 )
 
 

@@ -898,42 +898,18 @@ def test_weights_file_with_a_head_of_any_size(tmp_path, tree, model):
         else torchvision.models.resnet18(num_classes=7)
     )
     torch.save(reference.state_dict(), tmp_path / "seven.pth")
+    args = [tree, "--model", model, "--weights", tmp_path / "seven.pth", "--image-size", "64", "--workers", "0"]
     out = tmp_path / "seven.zarr"
-    ok(
-        run_cli(
-            tree,
-            "--out",
-            out,
-            "--model",
-            model,
-            "--weights",
-            tmp_path / "seven.pth",
-            "--image-size",
-            "64",
-            "--workers",
-            "0",
-            "--layers",
-            "fc",
-            "--silent",
-        )
-    )
+    ok(run_cli(*args, "--out", out, "--layers", "fc", "--silent"))
     store = ActivationStore(out)
     assert store.logits().shape == (6, 7) and store.attrs["class_names"] == [f"class_{i}" for i in range(7)]
     np.testing.assert_allclose(store.read_layer("fc"), store.logits(), rtol=1e-5)
     (tmp_path / "names.txt").write_text("".join(f"kind {i}\n" for i in range(7)))
     ok(
         run_cli(
-            tree,
+            *args,
             "--out",
             tmp_path / "named.zarr",
-            "--model",
-            model,
-            "--weights",
-            tmp_path / "seven.pth",
-            "--image-size",
-            "64",
-            "--workers",
-            "0",
             "--layers",
             "fc",
             "--class-names",

@@ -9,9 +9,8 @@ import click
 from synthprobe.bias import MAPPINGS
 from synthprobe.bias_outputs import run_bias_report
 from synthprobe.cli import comma_list, run_guarded, silent_option
-from synthprobe.options import checks_options, wordnet_dir_option
+from synthprobe.options import allow_incomplete_option, checks_options, unit_option, wordnet_dir_option
 from synthprobe.prompts import DEFAULT_BIAS_CLASSES
-from synthprobe.units import UNITS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,13 +36,7 @@ from synthprobe.units import UNITS
     show_default=True,
     help="Target classes: every classifier class under the synset in WordNet, or the definition's imagenet_classes.",
 )
-@click.option(
-    "--unit",
-    type=click.Choice(UNITS),
-    default=None,
-    help="Experimental unit of means and intervals: the prompt (images of one prompt text together) or "
-    "the image. Default: prompt where the store has prompt texts, else image (with a warning).",
-)
+@unit_option
 @click.option(
     "--prompts",
     "prompts_path",
@@ -62,11 +55,7 @@ from synthprobe.units import UNITS
 @click.option(
     "--top", type=click.IntRange(min=1), default=5, show_default=True, help="Top prompts per class across groups."
 )
-@click.option(
-    "--allow-incomplete",
-    is_flag=True,
-    help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).",
-)
+@allow_incomplete_option
 @checks_options
 @wordnet_dir_option
 @silent_option

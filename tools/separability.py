@@ -10,11 +10,10 @@ from synthprobe import separability as S
 from synthprobe.cli import comma_list, run_guarded, seed_option, silent_option
 from synthprobe.files import InputError, check_writable_dir
 from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.options import checks_options
+from synthprobe.options import allow_incomplete_option, checks_options, unit_option
 from synthprobe.progress import progress
 from synthprobe.separability_outputs import write_outputs
 from synthprobe.separation import FDR_METHODS
-from synthprobe.units import UNITS
 
 log = logging.getLogger("synthprobe")
 count = click.IntRange(min=0)
@@ -60,13 +59,7 @@ DEFAULTS = S.Params()
 @click.option(
     "--top-images", type=positive, default=DEFAULTS.top_images, show_default=True, help="Images listed per top channel."
 )
-@click.option(
-    "--unit",
-    type=click.Choice(UNITS),
-    default=None,
-    help="Experimental unit: the images of one (synset, prompt text), or each image. Default: prompt "
-    "where the store has prompt texts, else image (with a warning).",
-)
+@unit_option
 @click.option(
     "--permutations",
     type=count,
@@ -110,11 +103,7 @@ DEFAULTS = S.Params()
     help="Multiple-testing correction over all (layer, synset, channel) tests: Benjamini-Hochberg, or "
     "Benjamini-Yekutieli (valid under any dependence between channels).",
 )
-@click.option(
-    "--allow-incomplete",
-    is_flag=True,
-    help="Analyse the committed rows of a store cnn-hooks has not finished (with a warning).",
-)
+@allow_incomplete_option
 @checks_options
 @seed_option()
 @silent_option
