@@ -29,7 +29,7 @@ from .bias import (
 from .files import InputError, atomic_write, begin_outputs
 from .formats.activation_store import ActivationStore
 from .formats.analysis_folder import provenance_of, table_entry, write_summary
-from .formats.image_checks import checked_rows, flagged_ids
+from .formats.image_checks import checked_rows
 from .formats.prompts import read_prompts
 from .plots import pyplot, save_png
 from .prompts import BIAS_GROUPS, BiasClass, known_bias_classes, load_bias_class
@@ -271,7 +271,8 @@ def run_bias_report(
     texts = {r.id: r.prompt for r in read_prompts(prompts_path)} if prompts_path else {}
     labels = class_labels(store.attrs, logits.shape[1])
     rows = store.rows()
-    not_dropped, checked = checked_rows(rows, checks, drop)  # image-check flags: counted, the ``drop`` ones left out
+    # image-check flags: counted, the ``drop`` ones left out
+    not_dropped, flagged, checked = checked_rows(rows, checks, drop)
     keep = usable(rows, targets) & not_dropped.to_numpy()
     if not keep.any():
         raise InputError(
@@ -300,7 +301,7 @@ def run_bias_report(
     tops = top_prompts(prompts, classes, top)
     groups = group_table(images, classes, level)
     if checks:  # every group with and without the images the checks flagged (those --drop left in)
-        unflagged = group_table(images[~images["id"].isin(flagged_ids(checks))], classes, level)
+        unflagged = group_table(images[~images["id"].isin(set(rows["id"][flagged]))], classes, level)
         columns = ["n", "n_prompts", "confidence_mean", "confidence_low", "confidence_high"]
         groups = pd.concat([groups, unflagged[columns].add_suffix("_unflagged")], axis=1)
     notes = small_group_notes(groups, units.kind)

@@ -86,7 +86,7 @@ class Result:
 def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
     """Run every measure over the chosen layers of ``store`` (an ActivationStore)."""
     rows = store.rows()
-    keep, checks = checked_rows(rows, params.checks, params.drop)
+    keep, _, checks = checked_rows(rows, params.checks, params.drop)
     chosen = select_rows(rows[keep], params.groups)
     store_rows = chosen.index.to_numpy()
     synsets, codes = np.unique(chosen["synset"].to_numpy(), return_inverse=True)

@@ -315,16 +315,17 @@ def test_checked_rows_drop_exactly_the_flagged_images(tmp_path):
     ]  # e has no check
     path = tmp_path / "checks.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in checks))
-    keep, _ = K.checked_rows(rows, None, ())
-    assert keep.all()
+    keep, flagged, _ = K.checked_rows(rows, None, ())
+    assert keep.all() and not flagged.any()
     for drop, dropped in (
         ((), set()),
         (("object-leaked",), {"b"}),
         (("object-missing",), {"a", "d"}),
         (K.FLAGS, {"a", "b", "d"}),
     ):
-        keep, summary = K.checked_rows(rows, path, drop)
+        keep, flagged, summary = K.checked_rows(rows, path, drop)
         assert set(rows["id"][~keep]) == dropped
+        assert set(rows["id"][flagged]) == {"a", "b", "d"}
         assert summary["n_dropped"] == len(dropped) and summary["n_unchecked"] == 1
     bee_object_only = next(c for c in summary["counts"] if (c["synset"], c["group"]) == ("bee.n.01", "object-only"))
     assert bee_object_only == {

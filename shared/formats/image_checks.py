@@ -66,15 +66,11 @@ def write_checks(path: Path, rows: list[dict]) -> None:
 # ---- the analyses' use of a checks file ------------------------------------------------------
 
 
-def flagged_ids(checks_path: str | Path) -> set[str]:
-    """The ids of the images any judge flagged (object-missing or object-leaked)."""
-    return {r["id"] for r in read_checks(checks_path) if r["verdict"] in FLAGS}
-
-
 def checked_rows(
     rows: pd.DataFrame, checks_path: str | Path | None, drop: tuple[str, ...]
-) -> tuple[pd.Series, dict | None]:
-    """Which store rows an analysis keeps (a boolean mask on ``rows``) and the counts for its summary.json.
+) -> tuple[pd.Series, pd.Series, dict | None]:
+    """Which store rows an analysis keeps, which any judge flagged (boolean masks on ``rows``), and the
+    counts for its summary.json.
 
     An image is dropped when any judge gave it a verdict in ``drop``; with no
     checks file every row is kept. The counts per synset and group say how many
@@ -83,7 +79,7 @@ def checked_rows(
     if checks_path is None:
         if drop:
             raise InputError("--drop needs --checks CHECKS.jsonl (the image-check output)")
-        return pd.Series(True, index=rows.index), None
+        return pd.Series(True, index=rows.index), pd.Series(False, index=rows.index), None
     checks = pd.DataFrame(read_checks(checks_path), columns=["id", "judge", "verdict"])
     ids = set(rows["id"])
     if not ids & set(checks["id"]):
@@ -93,6 +89,7 @@ def checked_rows(
     flagged = {verdict: set(checks.loc[checks["verdict"] == verdict, "id"]) for verdict in FLAGS}
     dropped = set().union(*(flagged[v] for v in drop))
     keep = ~rows["id"].isin(dropped)
+    flagged_any = rows["id"].isin(set().union(*flagged.values()))
     unchecked = int((~rows["id"].isin(set(checks["id"]))).sum())
     if unchecked:
         log.warning("%d of %d images have no check in %s; they are kept", unchecked, len(rows), checks_path)
@@ -118,4 +115,4 @@ def checked_rows(
         "n_dropped": int((~keep).sum()),
         "counts": counts,
     }
-    return keep, summary
+    return keep, flagged_any, summary
