@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import string
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .files import InputError
+from .files import InputError, read_json
 from .formats.prompts import GROUPS, PromptRecord, safe_id
 from .wordnet import get_synset, lemma_text
 
@@ -47,10 +46,12 @@ class Template:
 
 def load_templates(path: str | Path | None = None) -> list[Template]:
     source = Path(path) if path else resources.files("synthprobe.data") / "concept_templates.json"
+    doc = read_json(source)
     try:
-        doc = json.loads(source.read_text(encoding="utf-8"))
         templates = [Template(t["id"], t["text"]) for t in doc["templates"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except KeyError as exc:
+        raise InputError(f"{source}: not a template file (no {exc} field)") from None
+    except TypeError as exc:
         raise InputError(f"{source}: not a template file ({exc})") from None
     if not templates:
         raise InputError(f"{source}: no templates")
@@ -129,22 +130,44 @@ def known_bias_classes(folder: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (folder or bias_class_dir()).glob("*.json"))
 
 
+def bias_class_problem(doc: object) -> str | None:
+    """What is wrong with a bias class file's JSON value, or None (docs/formats.md has the fields)."""
+    if not isinstance(doc, dict):
+        return "expected a JSON object with name, synset and prompts"
+    for name in ("name", "synset"):
+        if not isinstance(doc.get(name), str):
+            return f"{name!r}: a string"
+    if not isinstance(doc.get("prompts"), dict):
+        return f"'prompts': an object with a list of texts for each of {', '.join(BIAS_GROUPS)}"
+    for group in BIAS_GROUPS:
+        texts = doc["prompts"].get(group)
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return f"'prompts.{group}': a list of texts"
+    for name in ("imagenet_classes", "extra_synsets"):
+        if not isinstance(doc.get(name, []), list):
+            return f"{name!r}: a list"
+    if not all(isinstance(x, str) for x in doc.get("extra_synsets", [])):
+        return "'extra_synsets': a list of synset names"
+    return None
+
+
 def load_bias_class(name: str, folder: Path | None = None) -> BiasClass:
     folder = folder or bias_class_dir()
     path = folder / f"{name}.json"
     if not path.is_file():
         raise InputError(f"unknown bias class {name!r}; known classes: {', '.join(known_bias_classes(folder))}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        prompts = {group: tuple(doc["prompts"][group]) for group in BIAS_GROUPS}
-        extra_synsets = doc.get("extra_synsets", [])
-        if not isinstance(extra_synsets, list) or not all(isinstance(x, str) for x in extra_synsets):
-            raise TypeError("extra_synsets: a list of synset names")
-        bias_class = BiasClass(
-            doc["name"], doc["synset"], tuple(doc.get("imagenet_classes", ())), prompts, tuple(extra_synsets)
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: not a bias class definition (missing or bad {exc})") from None
+    doc = read_json(path)
+    problem = bias_class_problem(doc)
+    if problem:
+        raise InputError(f"{path}: not a bias class definition ({problem})")
+    prompts = {group: tuple(doc["prompts"][group]) for group in BIAS_GROUPS}
+    bias_class = BiasClass(
+        doc["name"],
+        doc["synset"],
+        tuple(doc.get("imagenet_classes", ())),
+        prompts,
+        tuple(doc.get("extra_synsets", ())),
+    )
     for group, texts in prompts.items():
         if not texts:
             raise InputError(f"{path}: no {group} prompts")

@@ -335,6 +335,7 @@ def bias_only_cases():
         "prompts-is-a-folder": lambda s, t: (t / "bias", [(t / "pf").mkdir() or t / "pf"], ["--prompts", t / "pf"]),
         "class-file-corrupt": class_dir('{"name": "bee", '),
         "class-file-binary": class_dir(BINARY),
+        "class-file-wrong-shape": class_dir('{"name": "bee", "synset": "bee.n.01", "prompts": {"mixed": 5}}'),
     }
 
 
