@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -967,3 +968,50 @@ def test_vit_token_outputs_are_pooled_over_tokens(tmp_path, tree):
     for name in ("blocks.0", "norm"):
         assert outputs[name].dim() == 3 and store.channels(name) == outputs[name].shape[2]
         np.testing.assert_allclose(store.read_layer(name), outputs[name].mean(dim=1).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_maps_are_pooled_over_space_and_window_outputs_are_no_hook_points():
+    """timm's Swin gives (N, H, W, C) stage outputs and runs attention over batch x windows."""
+    import timm
+
+    torch.manual_seed(0)
+    swin = timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        embed_dim=8,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        img_size=64,
+        window_size=2,
+    ).eval()
+    points, n_classes = discover_hook_points(swin, SimpleNamespace(crop=64))
+    by_name = {p.name: p for p in points}
+    assert n_classes == 1000
+    assert (by_name["layers.1"].layout, by_name["layers.1"].channels) == ("NHWC", 16)
+    assert (by_name["patch_embed.proj"].layout, by_name["patch_embed.proj"].channels) == ("NCHW", 8)
+    assert (by_name["layers.0.blocks.0.mlp.fc1"].layout, by_name["layers.0.blocks.0.mlp.fc1"].channels) == ("NLC", 32)
+    assert "layers.0.blocks.0.attn.qkv" not in by_name  # (N x 64 windows, 4, 24)
+    assert "layers.3.blocks.0.attn.qkv" in by_name  # one window: its first dimension is the batch
+
+    chosen = [by_name[name] for name in ("patch_embed.proj", "layers.1", "layers.3.blocks.0.attn.qkv", "head.fc")]
+    images = torch.randn(3, 3, 64, 64)
+    outputs = {}
+    for point in chosen:
+        swin.get_submodule(point.module).register_forward_hook(
+            lambda m, i, o, name=point.name: outputs.setdefault(name, o)
+        )
+    with PoolingHooks(swin, chosen, ("mean", "max")) as hooks, torch.no_grad():
+        swin(images)
+        pooled = hooks.take()
+    columns = column_slices(chosen)
+    expected = {
+        "patch_embed.proj": outputs["patch_embed.proj"].mean(dim=(2, 3)),
+        "layers.1": outputs["layers.1"].mean(dim=(1, 2)),
+        "layers.3.blocks.0.attn.qkv": outputs["layers.3.blocks.0.attn.qkv"].mean(dim=1),
+        "head.fc": outputs["head.fc"],
+    }
+    for name, value in expected.items():
+        np.testing.assert_allclose(pooled["mean"][:, columns[name]], value.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        pooled["max"][:, columns["layers.1"]], outputs["layers.1"].amax(dim=(1, 2)).numpy(), rtol=1e-6
+    )

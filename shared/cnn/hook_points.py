@@ -7,6 +7,12 @@ three times). Container modules (``layer1.0``, ``layer1``) are hook points too:
 their output is the block or stage output. Every output is pooled over its
 spatial dimensions the moment it is produced, so no feature map outlives its
 layer; the pooled vectors of a batch leave the device in one transfer.
+
+An output's layout is read from its shape on the square discovery input:
+(C, H, W) maps have H == W last, (H, W, C) maps (timm's Swin, ConvNeXt in
+NHWC) have H == W first; only C == H == W is ambiguous, and is taken as (C, H, W).
+Outputs whose first dimension is not the batch (a Swin block's attention runs
+over batch x windows) are no hook points.
 """
 
 from __future__ import annotations
@@ -28,11 +34,29 @@ class HookPoint:
     name: str  # "layer4.2.relu_2"
     module: str  # "layer4.2.relu"
     call: int  # 2: the third call of that module in one forward
-    shape: tuple[int, ...]  # output shape without the batch dimension: (C, H, W), (tokens, C) or (C,)
+    shape: tuple[int, ...]  # output shape without the batch dimension: (C, H, W), (H, W, C), (tokens, C) or (C,)
+
+    @property
+    def layout(self) -> str:
+        return output_layout(self.shape)
 
     @property
     def channels(self) -> int:
-        return self.shape[-1] if len(self.shape) == 2 else self.shape[0]
+        return self.shape[0] if self.layout in ("NCHW", "NC") else self.shape[-1]
+
+
+# Two images, so that an output whose first dimension is not the batch shows it.
+DISCOVERY_BATCH = 2
+
+
+def output_layout(shape: tuple[int, ...]) -> str:
+    """NC, NLC (tokens), NCHW or NHWC, from an output's shape without the batch on the square discovery input."""
+    if len(shape) == 1:
+        return "NC"
+    if len(shape) == 2:
+        return "NLC"
+    first, second, last = shape
+    return "NHWC" if first == second != last else "NCHW"
 
 
 def point_name(module: str, call: int) -> str:
@@ -52,7 +76,7 @@ def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) 
     def record(name, _module, _inputs, output):
         call = calls.get(name, 0)
         calls[name] = call + 1
-        if is_poolable(output):
+        if is_poolable(output) and output.shape[0] == DISCOVERY_BATCH:
             points.append(HookPoint(point_name(name, call), name, call, tuple(output.shape[1:])))
 
     handles = [
@@ -62,7 +86,7 @@ def discover_hook_points(module: torch.nn.Module, preprocessing: Preprocessing) 
     ]
     try:
         with torch.no_grad():
-            output = module(torch.zeros(1, 3, preprocessing.crop, preprocessing.crop))
+            output = module(torch.zeros(DISCOVERY_BATCH, 3, preprocessing.crop, preprocessing.crop))
     finally:
         for handle in handles:
             handle.remove()
@@ -144,7 +168,7 @@ def column_slices(points: list[HookPoint]) -> dict[str, slice]:
     return {p.name: slice(int(end) - p.channels, int(end)) for p, end in zip(points, ends)}
 
 
-def pool_output(output: torch.Tensor, pools: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def pool_output(output: torch.Tensor, pools: tuple[str, ...], layout: str) -> dict[str, torch.Tensor]:
     """Spatial mean and/or max of one output, as fp32 (N, C); a token sequence is pooled over its tokens.
 
     On channels-last maps the mean is ``avg_pool2d`` over the whole map: its CPU and CUDA kernels
@@ -152,12 +176,13 @@ def pool_output(output: torch.Tensor, pools: tuple[str, ...]) -> dict[str, torch
     cost of one rounding of the result to the map's dtype (bf16: 0.4%, below the error of the bf16 map
     itself). Other layouts take the plain reduction, accumulated in fp32.
     """
-    if output.dim() == 2:
+    if layout == "NC":
         vector = output.float()
         return {pool: vector for pool in pools}
-    if output.dim() == 3:  # (N, tokens, C), class token included
+    if layout != "NCHW":  # (N, tokens, C) with the class token, or (N, H, W, C)
+        axes = (1,) if layout == "NLC" else (1, 2)
         return {
-            pool: (output.mean(dim=1, dtype=torch.float32) if pool == "mean" else output.amax(dim=1).float())
+            pool: (output.mean(dim=axes, dtype=torch.float32) if pool == "mean" else output.amax(dim=axes).float())
             for pool in pools
         }
     pooled = {}
@@ -183,7 +208,7 @@ class PoolingHooks:
         self.module = module
         self.points = points
         self.pools = pools
-        self.wanted = {(p.module, p.call): p.name for p in points}
+        self.wanted = {(p.module, p.call): p for p in points}
         self.handles: list = []
         self._reset()
 
@@ -214,10 +239,10 @@ class PoolingHooks:
             # A block returns its last module's output object unchanged: pool it once. The version
             # counter tells an in-place change (BatchNorm output, then ReLU(inplace=True)) apart.
             if self.last is not None and self.last[0] is output and self.last[1] == output._version:
-                self.pooled[point] = self.last[2]
+                self.pooled[point.name] = self.last[2]
                 return
-            pooled = pool_output(output, self.pools)
-            self.pooled[point] = pooled
+            pooled = pool_output(output, self.pools, point.layout)
+            self.pooled[point.name] = pooled
             self.last = (output, output._version, pooled)
 
         return hook
