@@ -130,7 +130,7 @@ class Sha256Memo:
     """sha256 of files, remembered by (inode, size, mtime) so that a rerun reads only files that changed.
 
     Kept in a JSON file (``None``: in memory only). Losing it, or a concurrent process's save winning,
-    only means hashing again.
+    only means hashing again. Entries of files that are gone are dropped when it is saved.
     """
 
     def __init__(self, file: Path | None = None):
@@ -167,6 +167,7 @@ class Sha256Memo:
     def save(self) -> None:
         if self.file is None or not self.changed:
             return
+        self.entries = {path: entry for path, entry in self.entries.items() if os.path.exists(path)}
         with contextlib.suppress(OSError, InputError):  # a read-only place just means hashing again next time
             with atomic_write(self.file) as handle:
                 json.dump(self.entries, handle, separators=(",", ":"))

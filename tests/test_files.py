@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 import pytest
 
@@ -74,3 +76,16 @@ def test_sha256_memo_reads_a_file_again_only_when_it_changed(tmp_path, monkeypat
     path.write_bytes(b"two")
     os.utime(path, ns=(1, 1))  # even an mtime moved back: the stamp differs
     assert again.sha256(path) != first and reads == [path]
+
+
+def test_sha256_memo_drops_the_entries_of_files_that_are_gone_when_saved(tmp_path):
+    kept, removed = tmp_path / "kept.png", tmp_path / "removed.png"
+    memo = Sha256Memo(tmp_path / "memo.json")
+    for path in (kept, removed):
+        path.write_bytes(path.name.encode())
+        memo.sha256(path)
+    memo.save()
+    removed.unlink()
+    memo.remember(kept, memo.sha256(kept))
+    memo.save()
+    assert set(json.loads((tmp_path / "memo.json").read_text())) == {str(kept)}
