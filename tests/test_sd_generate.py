@@ -574,17 +574,17 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
         "cuda-quantize": "--quantize 4bit needs a CUDA GPU",
         "device": "--device 'gpu' is not a device name",
     }[case]
-    if case == "size":
-        args += ["--size", "30"]
-    elif case == "hub-size":
-        args += ["--model", "org/uncached", "--size", "1000"]
-    elif case == "missing-folder":
-        args += ["--model", "./no/such/model"]
-    elif case == "not-a-pipeline":
-        args += ["--model", tmp_path]
-    elif case == "offline-hub":
-        args += ["--model", "org/uncached"]
-    elif case in ("gated", "not-found"):
+    args += {
+        "size": ["--size", "30"],
+        "hub-size": ["--model", "org/uncached", "--size", "1000"],
+        "missing-folder": ["--model", "./no/such/model"],
+        "not-a-pipeline": ["--model", tmp_path],
+        "offline-hub": ["--model", "org/uncached"],
+        "shard": ["--shard", "3/3"],
+        "cuda-quantize": ["--quantize", "4bit", "--device", "cpu"],
+        "device": ["--device", "gpu"],
+    }.get(case, [])
+    if case in ("gated", "not-found"):
         error = hub_error(GatedRepoError, "401 gated") if case == "gated" else hub_error(RepositoryNotFoundError, "404")
 
         def download(*a, **k):
@@ -600,12 +600,6 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
     elif case == "cache":
         (tmp_path / "file").write_text("not a folder")
         args += ["--cache", tmp_path / "file" / "cache"]
-    elif case == "shard":
-        args += ["--shard", "3/3"]
-    elif case == "cuda-quantize":
-        args += ["--quantize", "4bit", "--device", "cpu"]
-    elif case == "device":
-        args += ["--device", "gpu"]
     result = cli(main, *args, exit_code=1)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output
