@@ -26,8 +26,7 @@ from synthprobe.formats.image_cache import ImageCache, cache_key
 from synthprobe.formats.prompts import PromptRecord, write_prompts
 from synthprobe.sd.pipeline import load_pipeline
 from synthprobe.sd.run import png_bytes, run_generation
-from synthprobe.sd.settings import resolve_settings
-from synthprobe.tiny_models import save_tiny_sd3
+from synthprobe.tiny_models import save_tiny_sd3, tiny_sd3_settings
 
 
 def records(count: int) -> list[PromptRecord]:
@@ -50,19 +49,7 @@ def cached_rerun(work: Path, model: Path, count: int) -> float:
     cache = ImageCache(work / "cache")
     prompts = work / "many.jsonl"
     write_prompts(prompts, records(count))
-    settings = resolve_settings(
-        model=str(model),
-        revision=None,
-        steps=2,
-        guidance=3.5,
-        size="32",
-        batch_size=1,
-        device="cpu",
-        dtype="auto",
-        quantize="none",
-        offload=False,
-        cache=cache,
-    )
+    settings = tiny_sd3_settings(model, cache)
     png = png_bytes(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy(), {"prompt": "bench"})
     for record in records(count):
         fields = settings.key_fields(record)
@@ -126,18 +113,8 @@ def throughput_ratio(
 ) -> tuple[tuple, tuple]:
     """Best-of-``repeats`` (wall, CPU) seconds of the bare loop and of sd-generate (empty cache each time)."""
     batch = records(count)
-    settings = resolve_settings(
-        model=str(model),
-        revision=None,
-        steps=steps,
-        guidance=3.5,
-        size=str(size),
-        batch_size=batch_size,
-        device=device,
-        dtype="auto",
-        quantize="none",
-        offload=False,
-        cache=ImageCache(work / "unused"),
+    settings = tiny_sd3_settings(
+        model, ImageCache(work / "unused"), steps=steps, size=str(size), batch_size=batch_size, device=device
     )
     pipe = load_pipeline(settings)
     bare_loop(pipe, batch[:batch_size], Path(tempfile.mkdtemp(dir=work)), size, steps, batch_size)  # warm-up

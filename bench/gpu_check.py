@@ -49,8 +49,7 @@ from synthprobe.formats.image_cache import ImageCache  # noqa: E402
 from synthprobe.formats.image_folder import read_image_folder  # noqa: E402
 from synthprobe.sd.pipeline import load_pipeline  # noqa: E402
 from synthprobe.sd.run import run_generation  # noqa: E402
-from synthprobe.sd.settings import resolve_settings  # noqa: E402
-from synthprobe.tiny_models import save_tiny_sd3  # noqa: E402
+from synthprobe.tiny_models import save_tiny_sd3, tiny_sd3_settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_COSINE = 0.999
@@ -136,16 +135,7 @@ def tiny_models(ctx: Context, classifier: str) -> tuple[str, dict]:
 def generate(ctx: Context, label: str, device: str, quantize: str = "none", offload: bool = False):
     """sd-generate's library path on 8 records; keeps the pixels, returns settings, pipeline and seconds."""
     cache = ImageCache(ctx.work / f"cache-{label}")
-    settings = resolve_settings(
-        model=str(ctx.sd3),
-        revision=None,
-        device=device,
-        dtype="auto",
-        quantize=quantize,
-        offload=offload,
-        cache=cache,
-        **GENERATION,
-    )
+    settings = tiny_sd3_settings(ctx.sd3, cache, device=device, quantize=quantize, offload=offload, **GENERATION)
     pipe = load_pipeline(settings)
     records = bench_sd_generate.records(8)
     out = ctx.work / f"images-{label}"

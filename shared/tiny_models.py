@@ -109,6 +109,27 @@ def save_tiny_sd3(folder: str | Path) -> Path:
     return folder
 
 
+def tiny_sd3_settings(model: str | Path, cache, **overrides):
+    """sd-generate's settings for a tiny SD3 folder as the tests and benchmarks run it: on the CPU, 32 px, 2 steps,
+    guidance 3.5, one image a batch, nothing quantized or offloaded; ``overrides`` change any of them."""
+    from .sd.settings import resolve_settings
+
+    options = dict(
+        model=str(model),
+        revision=None,
+        steps=2,
+        guidance=3.5,
+        size="32",
+        batch_size=1,
+        device="cpu",
+        dtype="auto",
+        quantize="none",
+        offload=False,
+        cache=cache,
+    )
+    return resolve_settings(**{**options, **overrides})
+
+
 def build_tiny_clip():
     """A CLIPModel (32 px images, patch 8, two layers per tower) and its CLIPProcessor, seeded random weights."""
     import torch

@@ -1,4 +1,4 @@
-"""Shared test fixtures: a hermetic cache, WordNet, and golden files.
+"""Shared test fixtures: a hermetic cache, WordNet, the command runner and golden files.
 
 Goldens live in tests/golden/; ``pytest --regen-goldens`` (or
 scripts/regen-goldens) rewrites them from the current code.
@@ -6,10 +6,12 @@ scripts/regen-goldens) rewrites them from the current code.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
@@ -63,22 +65,50 @@ def core_wordnet_path():
     return core_wordnet_file(None)
 
 
+def run_command(command, *args, exit_code: int | None = 0, **invoke_options) -> Result:
+    """Run a click command in-process, as sqlite-utils' tests do: ``CliRunner().invoke(command, args)``.
+
+    Arguments go through str() (paths, numbers). The exit code must be ``exit_code`` (0: success); with
+    ``exit_code=None`` the caller checks the result itself.
+    """
+    result = CliRunner().invoke(command, [str(arg) for arg in args], **invoke_options)
+    if exit_code is not None:
+        assert result.exit_code == exit_code, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """The one way the tests run a command: ``cli(main, "--out", path)`` or ``cli(main, ..., exit_code=None)``."""
+    return run_command
+
+
 class Golden:
+    """Every golden file goes through here: compared, or rewritten with --regen-goldens."""
+
     def __init__(self, regen: bool):
         self.regen = regen
 
     def check(self, name: str, actual: str) -> None:
         """Compare text with tests/golden/NAME (or rewrite it with --regen-goldens)."""
+        expected = self._expected(name, actual)
+        assert actual == expected, (
+            f"output differs from golden {GOLDEN_DIR / name}; if the change is intended, run scripts/regen-goldens"
+        )
+
+    def check_json(self, name: str, values, assert_close, indent: int | None = None) -> None:
+        """Compare ``values`` with the JSON in tests/golden/NAME through ``assert_close(expected, values)``: numbers
+        that vary with the CPU's floating-point order match within a tolerance, not to the letter."""
+        expected = self._expected(name, json.dumps(values, indent=indent) + "\n")
+        assert_close(json.loads(expected), values)
+
+    def _expected(self, name: str, actual: str) -> str:
         path = GOLDEN_DIR / name
         if self.regen:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(actual, encoding="utf-8")
-            return
         assert path.is_file(), f"golden file {path} is missing; run scripts/regen-goldens"
-        expected = path.read_text(encoding="utf-8")
-        assert actual == expected, (
-            f"output differs from golden {path}; if the change is intended, run scripts/regen-goldens"
-        )
+        return path.read_text(encoding="utf-8")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from helpers import prompt_record
 from PIL import Image
 
 from synthprobe.formats.activation_store import StoreWriter
@@ -46,21 +46,27 @@ def looks_complete(path: Path) -> bool:
     return False
 
 
-def invoke(command, args, root: Path, names: list[str]):
-    """Run ``command``; assert one clear line naming every string in ``names`` and nothing complete written."""
-    before = files_under(root)
-    result = CliRunner().invoke(command, [str(a) for a in args])
-    assert result.exit_code not in (0, None), result.output
-    assert isinstance(result.exception, SystemExit), f"a traceback: {result.exception!r}"
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for name in names:
-        assert str(name) in lines[0], f"{name} not in: {lines[0]}"
-    assert "BytesIO" not in lines[0] and "Traceback" not in lines[0] and len(lines[0]) < 500, lines[0]
-    after = files_under(root)
-    written = [p for p, stamp in after.items() if before.get(p) != stamp]
-    assert not [p for p in written if looks_complete(p)], written
-    return lines[0]
+@pytest.fixture
+def fails_cleanly(cli):
+    """``fails_cleanly(command, args, root, names)`` runs ``command`` and asserts one clear line naming every string
+    in ``names`` and nothing complete written under ``root``; it returns that line."""
+
+    def check(command, args, root: Path, names: list[str]) -> str:
+        before = files_under(root)
+        result = cli(command, *args, exit_code=None)
+        assert result.exit_code not in (0, None), result.output
+        assert isinstance(result.exception, SystemExit), f"a traceback: {result.exception!r}"
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+        for name in names:
+            assert str(name) in lines[0], f"{name} not in: {lines[0]}"
+        assert "BytesIO" not in lines[0] and "Traceback" not in lines[0] and len(lines[0]) < 500, lines[0]
+        after = files_under(root)
+        written = [p for p, stamp in after.items() if before.get(p) != stamp]
+        assert not [p for p in written if looks_complete(p)], written
+        return lines[0]
+
+    return check
 
 
 def write(path: Path, data: bytes | str) -> Path:
@@ -247,11 +253,11 @@ SEPARABILITY_CASES = {**store_damage("hooks/early/mean", "0/0"), **output_damage
 
 
 @pytest.mark.parametrize("case", list(SEPARABILITY_CASES))
-def test_separability(case, pristine_store, tmp_path):
+def test_separability(case, pristine_store, tmp_path, fails_cleanly):
     store = store_copy(pristine_store, tmp_path)
     outcome = SEPARABILITY_CASES[case](store, tmp_path)
     out, names = outcome if isinstance(outcome, tuple) else (tmp_path / "sep", outcome)
-    invoke(separability.main, [store, "--out", out, "--permutations", 0, "--silent"], tmp_path, names)
+    fails_cleanly(separability.main, [store, "--out", out, "--permutations", 0, "--silent"], tmp_path, names)
 
 
 def test_store_arrays_cannot_read_as_zeros(pristine_store):
@@ -269,31 +275,27 @@ def test_store_arrays_cannot_read_as_zeros(pristine_store):
         assert any(isinstance(c, Crc32cCodec) for c in group[f"rows/{field}"].metadata.codecs)
 
 
-def test_separability_reads_the_pristine_store_and_skip_bad_rows(pristine_store, tmp_path):
+def test_separability_reads_the_pristine_store_and_skip_bad_rows(pristine_store, tmp_path, cli):
     """The control: the undamaged store passes; NaN in a failed row is not a missing chunk."""
     store = store_copy(pristine_store, tmp_path)
     args = ["--permutations", 0, "--silent"]
-    assert CliRunner().invoke(separability.main, [str(store), "--out", str(tmp_path / "a"), *args]).exit_code == 0
+    cli(separability.main, store, "--out", tmp_path / "a", *args)
     import zarr
 
     group = zarr.open_group(str(store), mode="r+")
     group["rows/status"][1] = "failed"
     group["hooks/early/mean"][1] = np.nan
-    result = CliRunner().invoke(separability.main, [str(store), "--out", str(tmp_path / "b"), *args])
-    assert result.exit_code == 0, result.output
+    cli(separability.main, store, "--out", tmp_path / "b", *args)
 
 
-def test_allow_incomplete_analyses_with_a_warning(pristine_store, tmp_path):
+def test_allow_incomplete_analyses_with_a_warning(pristine_store, tmp_path, cli):
     store = store_copy(pristine_store, tmp_path)
     set_attr(store, complete=False)
-    result = CliRunner().invoke(
-        separability.main, [str(store), "--out", str(tmp_path / "sep"), "--allow-incomplete", "--permutations", 0]
-    )
-    assert result.exit_code == 0, result.output
+    cli(separability.main, store, "--out", tmp_path / "sep", "--allow-incomplete", "--permutations", 0)
     summary = json.loads((tmp_path / "sep" / "summary.json").read_text())
     assert "not complete" in summary["store"]["warning"]
     html = tmp_path / "report.html"
-    assert CliRunner().invoke(report.main, ["--separability", str(tmp_path / "sep"), "-o", str(html)]).exit_code == 0
+    cli(report.main, "--separability", tmp_path / "sep", "-o", html)
     assert "the store is not complete" in html.read_text()
 
 
@@ -343,11 +345,11 @@ BIAS_CASES = {**store_damage("logits/logits", "0/0"), **output_damage(), **bias_
 
 
 @pytest.mark.parametrize("case", list(BIAS_CASES))
-def test_bias_report(case, pristine_store, tmp_path):
+def test_bias_report(case, pristine_store, tmp_path, fails_cleanly):
     store = store_copy(pristine_store, tmp_path)
     outcome = BIAS_CASES[case](store, tmp_path)
     out, names, extra = (tmp_path / "bias", outcome, []) if isinstance(outcome, list) else (*outcome, [])[:3]
-    invoke(
+    fails_cleanly(
         bias_report.main,
         [store, "--out", out, "--classes", "bee,frog", "--mapping", "exact", "--silent", *extra],
         tmp_path,
@@ -355,52 +357,38 @@ def test_bias_report(case, pristine_store, tmp_path):
     )
 
 
-def test_bias_report_reads_the_pristine_store(pristine_store, tmp_path):
-    result = CliRunner().invoke(
+def test_bias_report_reads_the_pristine_store(pristine_store, tmp_path, cli):
+    cli(
         bias_report.main,
-        [
-            str(pristine_store),
-            "--out",
-            str(tmp_path / "bias"),
-            "--classes",
-            "bee,frog",
-            "--mapping",
-            "exact",
-            "--silent",
-        ],
+        pristine_store,
+        "--out",
+        tmp_path / "bias",
+        "--classes",
+        "bee,frog",
+        "--mapping",
+        "exact",
+        "--silent",
     )
-    assert result.exit_code == 0, result.output
 
 
 # ---- report ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def analyses(pristine_store, tmp_path_factory) -> Path:
+def analyses(pristine_store, tmp_path_factory, cli) -> Path:
     """A separability folder, a bias-report folder and an image folder, as the tools write them."""
     root = tmp_path_factory.mktemp("analyses")
-    runner = CliRunner()
-    assert (
-        runner.invoke(
-            separability.main, [str(pristine_store), "--out", str(root / "sep"), "--permutations", "0", "--silent"]
-        ).exit_code
-        == 0
-    )
-    assert (
-        runner.invoke(
-            bias_report.main,
-            [
-                str(pristine_store),
-                "--out",
-                str(root / "bias"),
-                "--classes",
-                "bee,frog",
-                "--mapping",
-                "exact",
-                "--silent",
-            ],
-        ).exit_code
-        == 0
+    cli(separability.main, pristine_store, "--out", root / "sep", "--permutations", "0", "--silent")
+    cli(
+        bias_report.main,
+        pristine_store,
+        "--out",
+        root / "bias",
+        "--classes",
+        "bee,frog",
+        "--mapping",
+        "exact",
+        "--silent",
     )
     images = root / "images"
     images.mkdir()
@@ -471,7 +459,7 @@ REPORT_CASES = report_cases()
 
 
 @pytest.mark.parametrize("case", [*REPORT_CASES, "output-is-a-folder", "output-under-a-file"])
-def test_report(case, analyses, tmp_path):
+def test_report(case, analyses, tmp_path, fails_cleanly):
     for name in ("sep", "bias", "images"):
         shutil.copytree(analyses / name, tmp_path / name)
     output = tmp_path / "report.html"
@@ -483,7 +471,7 @@ def test_report(case, analyses, tmp_path):
         names = [output]
     else:
         names, _ = REPORT_CASES[case](tmp_path)
-    line = invoke(
+    line = fails_cleanly(
         report.main,
         [
             "--separability",
@@ -561,9 +549,9 @@ WN_PROMPTS_CASES = wn_prompts_cases()
 
 
 @pytest.mark.parametrize("case", list(WN_PROMPTS_CASES))
-def test_wn_prompts(case, wn, tmp_path):
+def test_wn_prompts(case, wn, tmp_path, fails_cleanly):
     args, names = WN_PROMPTS_CASES[case](tmp_path)
-    line = invoke(wn_prompts.main, [*args, "--silent"], tmp_path, names)
+    line = fails_cleanly(wn_prompts.main, [*args, "--silent"], tmp_path, names)
     assert ".tmp" not in line
 
 
@@ -585,16 +573,7 @@ def no_model_load(monkeypatch):
 
 
 def record(**fields) -> str:
-    base = {
-        "id": "r1",
-        "synset": "bee.n.01",
-        "lemma": "bee",
-        "group": "concept",
-        "target": "bee.n.01",
-        "prompt": "a bee",
-        "seed": 1,
-    }
-    return json.dumps({**base, **fields}) + "\n"
+    return json.dumps(prompt_record(**{"id": "r1", **fields})) + "\n"
 
 
 def sd_generate_cases():
@@ -637,14 +616,14 @@ SD_GENERATE_CASES = sd_generate_cases()
 
 
 @pytest.mark.parametrize("case", list(SD_GENERATE_CASES))
-def test_sd_generate(case, tiny_model, tmp_path, no_model_load):
+def test_sd_generate(case, tiny_model, tmp_path, no_model_load, fails_cleanly):
     args, names = SD_GENERATE_CASES[case](tmp_path, tiny_model)
     options = {"--out": tmp_path / "out", "--model": tiny_model, "--cache": tmp_path / "cache"}
     for flag in options:
         if flag in args:
             options[flag] = args.pop(args.index(flag) + 1)
             args.remove(flag)
-    invoke(
+    fails_cleanly(
         sd_generate.main,
         [
             *args,
@@ -680,7 +659,7 @@ SMALL = [
 
 
 @pytest.fixture(scope="module")
-def image_folders(tmp_path_factory) -> Path:
+def image_folders(tmp_path_factory, cli) -> Path:
     """A manifest folder, an ImageFolder tree and a store made from the tree."""
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
@@ -695,8 +674,7 @@ def image_folders(tmp_path_factory) -> Path:
     for synset in ("bee.n.01", "frog.n.01"):
         (tree / synset).mkdir(parents=True)
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tree / synset / "a.png")
-    result = CliRunner().invoke(cnn_hooks.main, [str(tree), "--out", str(root / "tree.zarr"), *SMALL])
-    assert result.exit_code == 0, result.output
+    cli(cnn_hooks.main, tree, "--out", root / "tree.zarr", *SMALL)
     return root
 
 
@@ -797,14 +775,14 @@ CNN_HOOKS_CASES = cnn_hooks_cases()
 
 
 @pytest.mark.parametrize("case", list(CNN_HOOKS_CASES))
-def test_cnn_hooks(case, image_folders, tmp_path):
+def test_cnn_hooks(case, image_folders, tmp_path, fails_cleanly):
     for name in ("manifest", "tree", "tree.zarr"):
         shutil.copytree(image_folders / name, tmp_path / name)
     args, names = CNN_HOOKS_CASES[case](tmp_path)
-    invoke(cnn_hooks.main, [*SMALL, *args], tmp_path, names)  # args last: their --weights wins
+    fails_cleanly(cnn_hooks.main, [*SMALL, *args], tmp_path, names)  # args last: their --weights wins
 
 
-def test_cnn_hooks_disk_full_names_the_store(image_folders, tmp_path, monkeypatch):
+def test_cnn_hooks_disk_full_names_the_store(image_folders, tmp_path, monkeypatch, fails_cleanly):
     import errno
 
     from synthprobe.formats.activation_store import writer
@@ -814,7 +792,7 @@ def test_cnn_hooks_disk_full_names_the_store(image_folders, tmp_path, monkeypatc
 
     monkeypatch.setattr(writer, "_append_all", disk_full)
     out = tmp_path / "acts.zarr"
-    line = invoke(cnn_hooks.main, [image_folders / "manifest", "--out", out, *SMALL], tmp_path, [out])
+    line = fails_cleanly(cnn_hooks.main, [image_folders / "manifest", "--out", out, *SMALL], tmp_path, [out])
     assert "No space left on device" in line
 
 

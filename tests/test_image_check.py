@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import fails_with, smooth_image, write_manifest
 from PIL import Image
 from scipy.special import softmax
-from test_cnn_hooks import fails_with, ok, smooth_image
 
 from synthprobe import image_check as C
 from synthprobe import image_judges as J
@@ -69,14 +68,6 @@ def write_bias_folder(root: Path, per_group: int = 2, seed: int = 0, size: int =
     return root
 
 
-def write_manifest(root: Path, rows: list[dict]) -> None:
-    (root / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
-def run_cli(*args, **kwargs):
-    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-
-
 def read_rows(out: Path) -> list[dict]:
     return K.read_checks(out / K.CHECKS_FILE)
 
@@ -85,9 +76,9 @@ def clip_settings(**changes) -> C.RunSettings:
     return C.RunSettings(silent=True, batch_size=4, **changes)
 
 
-def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_path, tiny_clip, wn, golden):
+def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_path, tiny_clip, wn, golden, cli):
     images = write_bias_folder(tmp_path / "images")
-    ok(run_cli(images, "--out", tmp_path / "checks", "--judge", f"clip:{tiny_clip}", "--silent"))
+    cli(main, images, "--out", tmp_path / "checks", "--judge", f"clip:{tiny_clip}", "--silent")
     rows = read_rows(tmp_path / "checks")
     assert [r["id"] for r in rows] == [json.loads(line)["id"] for line in (images / "images.jsonl").open()]
     # Recompute two rows by hand with transformers' own processor, outside the stage's code.
@@ -123,16 +114,12 @@ def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_p
     golden.check("image_check/clip-checks.jsonl", (tmp_path / "checks" / K.CHECKS_FILE).read_text())
 
 
-def test_classifier_judge_is_the_softmax_mass_of_the_hyponym_closure(tmp_path, wn):
+def test_classifier_judge_is_the_softmax_mass_of_the_hyponym_closure(tmp_path, wn, cli):
     rng = np.random.default_rng(1)
     for folder in ("frog.n.01", "n01440764", "cloud.n.01", "cats"):  # a synset, a wnid, no ImageNet class, no synset
         (tmp_path / "photos" / folder).mkdir(parents=True)
         Image.fromarray(smooth_image(rng, 64)).save(tmp_path / "photos" / folder / "a.png")
-    ok(
-        run_cli(
-            tmp_path / "photos", "--out", tmp_path / "checks", "--judge", "resnet18", "--weights", "none", "--silent"
-        )
-    )
+    cli(main, tmp_path / "photos", "--out", tmp_path / "checks", "--judge", "resnet18", "--weights", "none", "--silent")
     rows = {r["synset"]: r for r in read_rows(tmp_path / "checks")}
     network = build_network("resnet18", "none")
     for synset, closure in (("frog.n.01", "frog.n.01"), ("n01440764", "tench.n.01")):
@@ -151,10 +138,10 @@ def test_classifier_judge_is_the_softmax_mass_of_the_hyponym_closure(tmp_path, w
 
 
 def test_thresholds_change_exactly_the_rows_that_cross_them_and_score_nothing(
-    tmp_path, tiny_clip, wn, monkeypatch, caplog
+    tmp_path, tiny_clip, wn, monkeypatch, caplog, cli
 ):
     images, out = write_bias_folder(tmp_path / "images"), tmp_path / "checks"
-    ok(run_cli(images, "--out", out, "--judge", f"clip:{tiny_clip}", "--silent"))
+    cli(main, images, "--out", out, "--judge", f"clip:{tiny_clip}", "--silent")
     before = read_rows(out)
     context = sorted(r["object_score"] for r in before if r["group"] == "context-only")
     other = sorted(r["object_score"] for r in before if r["group"] != "context-only")
@@ -165,18 +152,17 @@ def test_thresholds_change_exactly_the_rows_that_cross_them_and_score_nothing(
 
     monkeypatch.setattr(J, "load_clip", no_model)
     caplog.set_level(logging.INFO, logger="synthprobe")
-    ok(
-        run_cli(
-            images,
-            "--out",
-            out,
-            "--judge",
-            f"clip:{tiny_clip}",
-            "--missing-below",
-            missing_below,
-            "--leaked-above",
-            leaked_above,
-        )
+    cli(
+        main,
+        images,
+        "--out",
+        out,
+        "--judge",
+        f"clip:{tiny_clip}",
+        "--missing-below",
+        missing_below,
+        "--leaked-above",
+        leaked_above,
     )
     assert "scored 0 images, reused 12" in caplog.text
     after = read_rows(out)
@@ -246,16 +232,18 @@ def test_resume_scores_nothing_twice(tmp_path, tiny_clip, wn):
     assert result.summary["judges"] == sorted({r["judge"] for r in rows})
 
 
-def test_bad_input_gets_one_line(tmp_path, tiny_clip, wn, monkeypatch):
+def test_bad_input_gets_one_line(tmp_path, tiny_clip, wn, monkeypatch, cli):
     images = write_bias_folder(tmp_path / "images", per_group=1)
     fails_with(
-        run_cli(images, "--out", tmp_path / "c", "--judge", "resnet5000"),
+        cli(main, images, "--out", tmp_path / "c", "--judge", "resnet5000", exit_code=None),
         "unknown torchvision classification model 'resnet5000'",
     )
-    fails_with(run_cli(images, "--out", tmp_path / "c", "--judge", "clip:"), "--judge clip: needs a hub id")
+    fails_with(
+        cli(main, images, "--out", tmp_path / "c", "--judge", "clip:", exit_code=None), "--judge clip: needs a hub id"
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fails_with(
-        run_cli(images, "--out", tmp_path / "c", "--judge", "clip:nobody/no-such-clip"),
+        cli(main, images, "--out", tmp_path / "c", "--judge", "clip:nobody/no-such-clip", exit_code=None),
         "cannot load the CLIP judge 'nobody/no-such-clip'",
         "local folder",
     )
@@ -263,27 +251,29 @@ def test_bad_input_gets_one_line(tmp_path, tiny_clip, wn, monkeypatch):
     loose = tmp_path / "loose"  # PNGs without images.jsonl and without class folders
     loose.mkdir()
     Image.fromarray(smooth_image(np.random.default_rng(0), 32)).save(loose / "a.png")
-    fails_with(run_cli(loose, "--out", tmp_path / "c", "--judge", f"clip:{tiny_clip}"), "no images")
+    fails_with(cli(main, loose, "--out", tmp_path / "c", "--judge", f"clip:{tiny_clip}", exit_code=None), "no images")
 
     other = write_bias_folder(tmp_path / "other", per_group=1)
     rows = [json.loads(line) for line in (other / "images.jsonl").open()]
     write_manifest(other, [{**r, "id": "other-" + r["id"]} for r in rows])
-    ok(run_cli(other, "--out", tmp_path / "other-checks", "--judge", f"clip:{tiny_clip}", "--silent"))
+    cli(main, other, "--out", tmp_path / "other-checks", "--judge", f"clip:{tiny_clip}", "--silent")
     fails_with(
-        run_cli(images, "--out", tmp_path / "other-checks", "--judge", f"clip:{tiny_clip}"),
+        cli(main, images, "--out", tmp_path / "other-checks", "--judge", f"clip:{tiny_clip}", exit_code=None),
         "holds checks of other images",
     )
 
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / K.CHECKS_FILE).write_text('{"schema": 1, "id": "x"}\n')
     fails_with(
-        run_cli(images, "--out", tmp_path / "broken", "--judge", f"clip:{tiny_clip}"),
+        cli(main, images, "--out", tmp_path / "broken", "--judge", f"clip:{tiny_clip}", exit_code=None),
         "checks.jsonl:1: not an image-check row",
     )
 
     first = json.loads((images / "images.jsonl").open().readline())
     (images / first["path"]).write_bytes(b"not a png")
-    fails_with(run_cli(images, "--out", tmp_path / "c2", "--judge", f"clip:{tiny_clip}"), "cannot decode")
+    fails_with(
+        cli(main, images, "--out", tmp_path / "c2", "--judge", f"clip:{tiny_clip}", exit_code=None), "cannot decode"
+    )
 
 
 def test_verdicts_follow_the_group():
@@ -344,63 +334,53 @@ def test_checked_rows_drop_exactly_the_flagged_images(tmp_path):
         K.checked_rows(rows, None, ("object-missing",))
 
 
-def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
+def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn, cli):
     from synthprobe.tools.bias_report import main as bias_report
     from synthprobe.tools.cnn_hooks import main as cnn_hooks
     from synthprobe.tools.separability import main as separability
 
     images, checks = write_bias_folder(tmp_path / "images"), tmp_path / "checks"
-    ok(
-        CliRunner().invoke(
-            cnn_hooks,
-            [
-                str(images),
-                "--out",
-                str(tmp_path / "acts.zarr"),
-                "--model",
-                "resnet18",
-                "--weights",
-                "none",
-                "--image-size",
-                "64",
-                "--layers",
-                "layer4",
-                "--workers",
-                "0",
-                "--silent",
-            ],
-        )
+    cli(
+        cnn_hooks,
+        images,
+        "--out",
+        tmp_path / "acts.zarr",
+        "--model",
+        "resnet18",
+        "--weights",
+        "none",
+        "--image-size",
+        "64",
+        "--layers",
+        "layer4",
+        "--workers",
+        "0",
+        "--silent",
     )
-    ok(run_cli(images, "--out", checks, "--judge", f"clip:{tiny_clip}", "--silent"))
+    cli(main, images, "--out", checks, "--judge", f"clip:{tiny_clip}", "--silent")
     scores = read_rows(checks)
     context = sorted(r["object_score"] for r in scores if r["group"] == "context-only")
     other = sorted(r["object_score"] for r in scores if r["group"] != "context-only")
     # One leak and one miss, so that every synset keeps images.
-    ok(
-        run_cli(
-            images,
-            "--out",
-            checks,
-            "--judge",
-            f"clip:{tiny_clip}",
-            "--silent",
-            "--leaked-above",
-            (context[-1] + context[-2]) / 2,
-            "--missing-below",
-            (other[0] + other[1]) / 2,
-        )
+    cli(
+        main,
+        images,
+        "--out",
+        checks,
+        "--judge",
+        f"clip:{tiny_clip}",
+        "--silent",
+        "--leaked-above",
+        (context[-1] + context[-2]) / 2,
+        "--missing-below",
+        (other[0] + other[1]) / 2,
     )
     flagged = {r["verdict"]: r["id"] for r in read_rows(checks) if r["verdict"] != "ok"}
     assert set(flagged) == set(K.FLAGS)
     checks_file = str(checks / K.CHECKS_FILE)
 
     def bias_ids(out, *extra):
-        ok(
-            CliRunner().invoke(
-                bias_report,
-                [str(tmp_path / "acts.zarr"), "--out", str(out), "--classes", "bee,frog", "--silent", *extra],
-            )
-        )
+        cli(bias_report, tmp_path / "acts.zarr", "--out", out, "--classes", "bee,frog", "--silent", *extra)
         return set(pd.read_csv(out / "images.csv")["id"]), json.loads((out / "summary.json").read_text())
 
     everything, plain = bias_ids(tmp_path / "bias-all")
@@ -440,19 +420,21 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
         "image",
         "--silent",
     ]
-    ok(CliRunner().invoke(separability, [*sep, "--out", str(tmp_path / "sep-all")]))
-    ok(
-        CliRunner().invoke(
-            separability,
-            [*sep, "--out", str(tmp_path / "sep-drop"), "--checks", checks_file, "--drop", "object-missing"],
-        )
-    )
+    cli(separability, *sep, "--out", tmp_path / "sep-all")
+    cli(separability, *sep, "--out", tmp_path / "sep-drop", "--checks", checks_file, "--drop", "object-missing")
     before = json.loads((tmp_path / "sep-all" / "summary.json").read_text())
     after = json.loads((tmp_path / "sep-drop" / "summary.json").read_text())
     assert before["n_images"] == 8 and after["n_images"] == 7 and after["checks"]["n_dropped"] == 1
-    result = CliRunner().invoke(
+    result = cli(
         bias_report,
-        [str(tmp_path / "acts.zarr"), "--out", str(tmp_path / "b"), "--checks", checks_file, "--drop", "object-gone"],
+        tmp_path / "acts.zarr",
+        "--out",
+        tmp_path / "b",
+        "--checks",
+        checks_file,
+        "--drop",
+        "object-gone",
+        exit_code=None,
     )
     fails_with(result, "object-gone is not a flag verdict")
 

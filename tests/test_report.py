@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from helpers import build_store, page_content
 from PIL import Image
 
 from synthprobe.files import InputError
@@ -143,7 +143,26 @@ def fixed_inputs(tmp_path):
 
 def test_template_golden(fixed_inputs, golden, tmp_path):
     html = render(build_context(**fixed_inputs, title="golden", notice="toy & test"))
-    golden.check("report/fixed.html", html.replace(str(tmp_path), "TMP"))
+    golden.check("report/fixed-content.txt", page_content(html.replace(str(tmp_path), "TMP")))
+
+
+def test_a_stylesheet_edit_leaves_the_compared_content_alone(fixed_inputs, tmp_path, monkeypatch):
+    """The golden holds what the page says: a restyled template (new rules, other classes) compares the same."""
+    from importlib import resources
+
+    templates = resources.files("synthprobe.templates")
+    restyled = tmp_path / "restyled"
+    restyled.mkdir()
+    page = (templates / "report.html.j2").read_text(encoding="utf-8")
+    assert "<style>\n" in page and 'class="notice"' in page
+    page = page.replace("<style>\n", "<style>\n  body { color: #c00; font-size: 17px; }\n")
+    (restyled / "report.html.j2").write_text(page.replace('class="notice"', 'class="notice boxed"'), encoding="utf-8")
+    context = build_context(**fixed_inputs, title="golden", notice="toy & test")
+    html = render(context)
+    monkeypatch.setattr(resources, "files", lambda package: restyled)
+    restyled_html = render(context)
+    assert restyled_html != html
+    assert page_content(restyled_html) == page_content(html)
 
 
 def test_text_is_escaped(fixed_inputs):
@@ -160,8 +179,8 @@ def test_text_is_escaped(fixed_inputs):
     assert "bee.n.01 · mixed: object-missing (object score 0.02)" in checks  # the flagged image, as a thumbnail
 
 
-def test_missing_summary_is_one_clear_error(tmp_path):
-    result = CliRunner().invoke(report.main, ["--separability", str(tmp_path), "-o", str(tmp_path / "r.html")])
+def test_missing_summary_is_one_clear_error(tmp_path, cli):
+    result = cli(report.main, "--separability", tmp_path, "-o", tmp_path / "r.html", exit_code=None)
     assert result.exit_code != 0
     assert "no summary.json" in result.output and not (tmp_path / "r.html").exists()
 
@@ -171,14 +190,8 @@ def test_nothing_to_report(tmp_path):
         write_report(tmp_path / "r.html", separability_dirs=[], bias_dirs=[], image_dirs=[])
 
 
-def invoke(main, *args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
-
-
 @pytest.mark.slow
-def test_whole_chain_in_chromium(tmp_path, wn):
+def test_whole_chain_in_chromium(tmp_path, wn, cli):
     """prompts -> images -> activations -> analyses -> report, then the page in headless Chromium."""
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
@@ -199,17 +212,17 @@ def test_whole_chain_in_chromium(tmp_path, wn):
     ]
 
     concepts = tmp_path / "concepts.jsonl"
-    invoke(wn_prompts.main, "concepts", "--synsets", "dog.n.01,cat.n.01,car.n.01", "--per-synset", 3, "-o", concepts)
+    cli(wn_prompts.main, "concepts", "--synsets", "dog.n.01,cat.n.01,car.n.01", "--per-synset", 3, "-o", concepts)
     first = json.loads(concepts.read_text().splitlines()[0])
     lines = concepts.read_text().splitlines()
     lines[0] = json.dumps({**first, "prompt": HOSTILE_PROMPT})
     concepts.write_text("\n".join(lines) + "\n")
     bias = tmp_path / "bias.jsonl"
-    invoke(wn_prompts.main, "bias", "--classes", "bee,frog", "--per-group", 2, "--seeds-per-prompt", 2, "-o", bias)
+    cli(wn_prompts.main, "bias", "--classes", "bee,frog", "--per-group", 2, "--seeds-per-prompt", 2, "-o", bias)
 
     for name, prompts in (("concepts", concepts), ("bias", bias)):
-        invoke(sd_generate.main, prompts, "--out", tmp_path / "images" / name, *gen)
-        invoke(
+        cli(sd_generate.main, prompts, "--out", tmp_path / "images" / name, *gen)
+        cli(
             cnn_hooks.main,
             tmp_path / "images" / name,
             "--out",
@@ -225,10 +238,10 @@ def test_whole_chain_in_chromium(tmp_path, wn):
             "--silent",
         )
     stats = ["--permutations", 20]
-    invoke(separability.main, tmp_path / "concepts.zarr", "--out", tmp_path / "sep", "--group", "concept", *stats)
-    invoke(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog")
+    cli(separability.main, tmp_path / "concepts.zarr", "--out", tmp_path / "sep", "--group", "concept", *stats)
+    cli(bias_report.main, tmp_path / "bias.zarr", "--out", tmp_path / "biasout", "--classes", "bee,frog")
     html = tmp_path / "report.html"
-    invoke(
+    cli(
         report.main,
         "--separability",
         tmp_path / "sep",
@@ -290,7 +303,7 @@ def test_whole_chain_in_chromium(tmp_path, wn):
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
-def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_path):
+def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_path, cli):
     sep = fixed_inputs["separability_dirs"][0]
     aurocs = np.random.default_rng(0).uniform(0.5, 1, 1000)
     pd.DataFrame({"layer": "layer1", "channel": np.arange(1000), "synset": "cat.n.01", "auroc": aurocs}).to_csv(
@@ -311,16 +324,14 @@ def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_
     assert len(shown) == TABLE_ROWS_SHOWN and min(shown) >= float(f"{np.sort(aurocs)[-TABLE_ROWS_SHOWN]:.4g}")
     # Tables that fit are whole and linked to nothing; stdout names the original CSV.
     assert "report_files/sep-layers.csv" not in html
-    assert (sep / "selective_channels.csv").resolve().as_uri() in invoke(
+    assert (sep / "selective_channels.csv").resolve().as_uri() in cli(
         report.main, "--separability", sep, "-o", "-"
     ).output
 
 
 @pytest.mark.slow
-def test_report_of_250_hook_points_stays_under_5_mb(tmp_path):
+def test_report_of_250_hook_points_stays_under_5_mb(tmp_path, cli):
     """A real separability analysis of a 250-hook-point store (58,000 selective channels): the report stays small."""
-    from test_separability import build_store
-
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
     layers = {}
@@ -330,10 +341,10 @@ def test_report_of_250_hook_points_stays_under_5_mb(tmp_path):
     store = build_store(
         tmp_path / "acts.zarr", layers, [("ant.n.01", "bee.n.01", "cat.n.01")[k] for k in labels], batch=30
     )
-    invoke(separability.main, store, "--out", tmp_path / "sep", "--permutations", 5, "--silent")
+    cli(separability.main, store, "--out", tmp_path / "sep", "--permutations", 5, "--silent")
     assert len(pd.read_csv(tmp_path / "sep" / "selective_channels.csv")) > 10_000
     html = tmp_path / "report.html"
-    invoke(report.main, "--separability", tmp_path / "sep", "-o", html, "--silent")
+    cli(report.main, "--separability", tmp_path / "sep", "-o", html, "--silent")
     assert html.stat().st_size < 5_000_000
     linked = re.findall(r'<a href="(report_files/[^"]+)">', html.read_text())
     assert "report_files/sep-selective_channels.csv" in linked
@@ -352,6 +363,11 @@ def test_galleries_share_a_thumbnail_budget(tmp_path):
     assert [len(g.images) for g in thumbnails.galleries(per_set=8, budget=4)] == [1] * 4
 
 
+def write_summary(folder: Path, tool: str, **fields) -> None:
+    """An analysis folder's summary.json as the tool writes it, with only ``fields`` besides its name."""
+    (folder / "summary.json").write_text(json.dumps({"schema": 2, "kind": tool, "tool": tool, **fields}))
+
+
 def classifier_analyses(root: Path, model: str, scale: float) -> tuple[Path, Path]:
     """A separability and a bias-report folder as the stages write them for one classifier."""
     sep, bias = root / model / "separability", root / model / "bias"
@@ -367,17 +383,12 @@ def classifier_analyses(root: Path, model: str, scale: float) -> tuple[Path, Pat
             "silhouette": scale * depth / 10,
         }
     ).to_csv(sep / "layers.csv", index=False)
-    (sep / "summary.json").write_text(
-        json.dumps(
-            {
-                "schema": 2,
-                "kind": "separability",
-                "tool": "separability",
-                "store": {"model": model, "weights": "w"},
-                "tables": {"layers": {"file": "layers.csv"}},
-                "figures": {},
-            }
-        )
+    write_summary(
+        sep,
+        "separability",
+        store={"model": model, "weights": "w"},
+        tables={"layers": {"file": "layers.csv"}},
+        figures={},
     )
     pd.DataFrame(
         {
@@ -389,17 +400,8 @@ def classifier_analyses(root: Path, model: str, scale: float) -> tuple[Path, Pat
     pd.DataFrame(
         {"class": ["bee", "frog"], "context_reliance": [0.2 * scale, -0.1 * scale], "context_sufficiency": [0.1, 0.3]}
     ).to_csv(bias / "classes.csv", index=False)
-    (bias / "summary.json").write_text(
-        json.dumps(
-            {
-                "schema": 2,
-                "kind": "bias-report",
-                "tool": "bias-report",
-                "store": {"attrs": {"model": model}},
-                "tables": {"groups": {"file": "groups.csv"}, "classes": {"file": "classes.csv"}},
-            }
-        )
-    )
+    tables = {"groups": {"file": "groups.csv"}, "classes": {"file": "classes.csv"}}
+    write_summary(bias, "bias-report", store={"attrs": {"model": model}}, tables=tables)
     return sep, bias
 
 

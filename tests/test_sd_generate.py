@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from synthprobe.files import InputError
@@ -33,11 +32,10 @@ from synthprobe.sd.settings import (
     parse_size,
     resolve_dtype,
     resolve_quantization,
-    resolve_settings,
     select_records,
     shard_of,
 )
-from synthprobe.tiny_models import TINY_SD3_MULTIPLE, save_tiny_sd3
+from synthprobe.tiny_models import TINY_SD3_MULTIPLE, save_tiny_sd3, tiny_sd3_settings
 from synthprobe.tools.sd_generate import main
 
 FAST = ["--size", "32", "--steps", "2", "--quantize", "none", "--silent"]
@@ -84,28 +82,10 @@ def prompts(tmp_path):
     return write
 
 
-def settings_for(model: Path, cache: ImageCache, **overrides) -> Settings:
-    options = dict(
-        model=str(model),
-        revision=None,
-        steps=2,
-        guidance=3.5,
-        size="32",
-        batch_size=1,
-        device="cpu",
-        dtype="auto",
-        quantize="none",
-        offload=False,
-        cache=cache,
-    )
-    options.update(overrides)
-    return resolve_settings(**options)
-
-
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_model, tmp_path_factory):
     """The tiny pipeline loaded once through the real loader, shared by the in-process tests."""
-    settings = settings_for(tiny_model, ImageCache(tmp_path_factory.mktemp("loader-cache")))
+    settings = tiny_sd3_settings(tiny_model, ImageCache(tmp_path_factory.mktemp("loader-cache")))
     return load_pipeline(settings)
 
 
@@ -117,12 +97,6 @@ def no_model_load(monkeypatch):
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", refuse)
-
-
-def cli(args, expect_exit=0):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == expect_exit, (result.output, result.exception)
-    return result
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -140,12 +114,12 @@ def run_in_process(records, settings, cache, out, pipeline):
 # ---- the tool end to end ----------------------------------------------------------------------
 
 
-def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, monkeypatch):
+def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, monkeypatch, cli):
     """Real loader, batch 2: images.jsonl, run.json, PNG chunks, copies, pixels; then a rerun loads nothing."""
     cache = tmp_path / "cache"
     out = tmp_path / "out"
     path = prompts(make_records(4))
-    cli([path, "--out", out, "--model", tiny_model, "--cache", cache, "--batch-size", 2, *FAST])
+    cli(main, path, "--out", out, "--model", tiny_model, "--cache", cache, "--batch-size", 2, *FAST)
 
     rows = read_rows(out / "images.jsonl")
     assert [r["id"] for r in rows] == [r.id for r in read_prompts(path)]
@@ -164,12 +138,12 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
     golden.check("sd_generate/images.jsonl", "".join(json.dumps(r) + "\n" for r in masked))
 
     slices = {r["id"]: pixels(out / r["path"])[-3:, -3:, :].tolist() for r in rows}
-    slice_file = Path(__file__).parent / "golden" / "sd_generate" / "pixel_slices.json"
-    if golden.regen:
-        slice_file.write_text(json.dumps(slices) + "\n", encoding="utf-8")
-    expected = json.loads(slice_file.read_text(encoding="utf-8"))
-    for record_id, values in slices.items():  # a tolerance, as in diffusers' tests: BLAS order varies by CPU
-        assert np.abs(np.array(values) - np.array(expected[record_id])).max() <= 2, record_id
+
+    def assert_close(expected, slices):
+        for record_id, values in slices.items():  # a tolerance, as in diffusers' tests: BLAS order varies by CPU
+            assert np.abs(np.array(values) - np.array(expected[record_id])).max() <= 2, record_id
+
+    golden.check_json("sd_generate/pixel_slices.json", slices, assert_close)
 
     run = json.loads((out / "run.json").read_text())
     assert run["summary"] == {"records": 4, "generated": 4, "cached": 0, "failed": 0}
@@ -179,7 +153,7 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
     monkeypatch.setattr(
         "synthprobe.sd.pipeline.load_pipeline", lambda s: pytest.fail("an all-cached run loaded the model")
     )
-    cli([path, "--out", out, "--model", tiny_model, "--cache", cache, "--batch-size", 3, *FAST])
+    cli(main, path, "--out", out, "--model", tiny_model, "--cache", cache, "--batch-size", 3, *FAST)
     assert (out / "images.jsonl").read_bytes() == first_manifest
     assert json.loads((out / "run.json").read_text())["summary"] == {
         "records": 4,
@@ -189,42 +163,28 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
     }
 
 
-def test_dry_run_lists_work_and_writes_nothing(tiny_model, tiny_pipeline, prompts, tmp_path, no_model_load):
+def test_dry_run_lists_work_and_writes_nothing(tiny_model, tiny_pipeline, prompts, tmp_path, no_model_load, cli):
     cache = ImageCache(tmp_path / "cache")
     records = make_records(3)
-    run_in_process(records[:1], settings_for(tiny_model, cache), cache, tmp_path / "first", tiny_pipeline)
+    run_in_process(records[:1], tiny_sd3_settings(tiny_model, cache), cache, tmp_path / "first", tiny_pipeline)
     out = tmp_path / "out"
-    result = cli([prompts(records), "--out", out, "--model", tiny_model, "--cache", cache.root, "--dry-run", *FAST])
+    result = cli(main, prompts(records), "--out", out, "--model", tiny_model, "--cache", cache.root, "--dry-run", *FAST)
     lines = [line.split("\t")[:2] for line in result.stdout.splitlines()]
     assert lines == [["cached", records[0].id], ["generate", records[1].id], ["generate", records[2].id]]
     assert "2 to generate, 1 cached" in result.stderr
     assert not out.exists()
 
     fresh = tmp_path / "fresh-cache"
-    cli([prompts(records), "--out", out, "--model", tiny_model, "--cache", fresh, "--dry-run", *FAST])
+    cli(main, prompts(records), "--out", out, "--model", tiny_model, "--cache", fresh, "--dry-run", *FAST)
     assert not fresh.exists() and not out.exists(), "a dry run writes neither the cache nor the output"
 
 
-def test_limit_and_shard_select_records(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
+def test_limit_and_shard_select_records(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch, cli):
     monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda s: tiny_pipeline)
     records = make_records(8)
     out = tmp_path / "out"
-    cli(
-        [
-            prompts(records),
-            "--out",
-            out,
-            "--model",
-            tiny_model,
-            "--cache",
-            tmp_path / "c",
-            "--shard",
-            "1/2",
-            "--limit",
-            2,
-            *FAST,
-        ]
-    )
+    selection = ["--shard", "1/2", "--limit", 2]
+    cli(main, prompts(records), "--out", out, "--model", tiny_model, "--cache", tmp_path / "c", *selection, *FAST)
     shard_ids = [r.id for r in records if shard_of(r.id, 2) == 1][:2]
     assert [r["id"] for r in read_rows(out / "images.shard-1-of-2.jsonl")] == shard_ids
     assert sorted(p.name for p in out.glob("*.png")) == sorted(f"{i}.png" for i in shard_ids)
@@ -241,7 +201,7 @@ def test_images_do_not_depend_on_batch_size_or_order(tiny_model, tiny_pipeline, 
         cache = ImageCache(tmp_path / f"cache-{batch_size}")
         out = tmp_path / f"out-{batch_size}"
         result = run_in_process(
-            order, settings_for(tiny_model, cache, batch_size=batch_size), cache, out, tiny_pipeline
+            order, tiny_sd3_settings(tiny_model, cache, batch_size=batch_size), cache, out, tiny_pipeline
         )
         assert result.generated == 5
         results[batch_size] = {row["id"]: (row["cache_key"], pixels(out / row["path"])) for row in result.rows}
@@ -267,13 +227,13 @@ def test_shards_partition_by_id_and_match_an_unsharded_run(tiny_model, tiny_pipe
 
     whole_cache = ImageCache(tmp_path / "whole")
     whole = run_in_process(
-        records, settings_for(tiny_model, whole_cache), whole_cache, tmp_path / "whole-out", tiny_pipeline
+        records, tiny_sd3_settings(tiny_model, whole_cache), whole_cache, tmp_path / "whole-out", tiny_pipeline
     )
     shard_cache = ImageCache(tmp_path / "shards")
     shard_rows = {}
     for part in parts:
         result = run_in_process(
-            part, settings_for(tiny_model, shard_cache), shard_cache, tmp_path / "shard-out", tiny_pipeline
+            part, tiny_sd3_settings(tiny_model, shard_cache), shard_cache, tmp_path / "shard-out", tiny_pipeline
         )
         shard_rows.update({row["id"]: row for row in result.rows})
     for row in whole.rows:  # batch size 1: bit-identical PNGs whatever the shard
@@ -297,14 +257,14 @@ def test_parse_shard_and_size():
 def test_cache_key_covers_every_pixel_parameter(tiny_model, tmp_path):
     cache = ImageCache(tmp_path / "cache")
     record = make_records(1)[0]
-    base = settings_for(tiny_model, cache)
+    base = tiny_sd3_settings(tiny_model, cache)
     keys = {cache_key(base.key_fields(record))}
     variants = [
         base.key_fields(PromptRecord(**{**record.__dict__, "prompt": "another prompt"})),
         base.key_fields(PromptRecord(**{**record.__dict__, "negative_prompt": "ugly"})),
         base.key_fields(PromptRecord(**{**record.__dict__, "seed": record.seed + 1})),
         *(
-            settings_for(tiny_model, cache, **change).key_fields(record)
+            tiny_sd3_settings(tiny_model, cache, **change).key_fields(record)
             for change in [{"steps": 3}, {"guidance": 5.0}, {"size": "32x36"}, {"dtype": "bfloat16"}]
         ),
         {**base.key_fields(record), "scheduler": {"class": "EulerDiscreteScheduler", "config": {}}},
@@ -319,7 +279,7 @@ def test_cache_key_covers_every_pixel_parameter(tiny_model, tmp_path):
     )
     assert (
         base.model_identity["local_sha256"]
-        == settings_for(tiny_model, ImageCache(tmp_path / "fresh")).model_identity["local_sha256"]
+        == tiny_sd3_settings(tiny_model, ImageCache(tmp_path / "fresh")).model_identity["local_sha256"]
     )
 
 
@@ -351,7 +311,7 @@ def test_concurrent_stores_of_one_key_leave_one_valid_entry(tmp_path):
 
 def test_damaged_cache_entry_is_evicted_and_made_again(tiny_model, tiny_pipeline, tmp_path, caplog):
     cache = ImageCache(tmp_path / "cache")
-    settings = settings_for(tiny_model, cache)
+    settings = tiny_sd3_settings(tiny_model, cache)
     records = make_records(3)
     out = tmp_path / "out"
     first = run_in_process(records, settings, cache, out, tiny_pipeline)
@@ -375,7 +335,7 @@ def test_damaged_cache_entry_is_evicted_and_made_again(tiny_model, tiny_pipeline
 
 def test_editing_an_output_image_never_reaches_the_cache(tiny_model, tiny_pipeline, tmp_path):
     cache = ImageCache(tmp_path / "cache")
-    settings = settings_for(tiny_model, cache)
+    settings = tiny_sd3_settings(tiny_model, cache)
     records = make_records(1)
     out = tmp_path / "out"
     row = run_in_process(records, settings, cache, out, tiny_pipeline).rows[0]
@@ -392,7 +352,7 @@ def test_cache_hits_hash_each_file_once(tiny_model, tiny_pipeline, tmp_path, mon
     from synthprobe import files
 
     cache_root = tmp_path / "cache"
-    settings = settings_for(tiny_model, ImageCache(cache_root))
+    settings = tiny_sd3_settings(tiny_model, ImageCache(cache_root))
     records = make_records(3)
     run_in_process(records, settings, ImageCache(cache_root), tmp_path / "out", tiny_pipeline)
     monkeypatch.setattr(files, "sha256_file", lambda path: pytest.fail(f"hashed {path} again"))
@@ -461,7 +421,7 @@ def test_resume_after_kill_9(tiny_model, tiny_pipeline, prompts, tmp_path):
     process.wait()
     process.stderr.close()
 
-    settings = settings_for(tiny_model, cache, steps=8)
+    settings = tiny_sd3_settings(tiny_model, cache, steps=8)
     committed = {p.key: p.record.seed for p in plan(records, settings, cache) if p.entry}
     assert 2 <= len(committed) < len(records), "kill the run in the middle"
     for key in committed:
@@ -484,7 +444,7 @@ def test_resume_after_kill_9(tiny_model, tiny_pipeline, prompts, tmp_path):
     assert sorted(seeds_generated) == sorted(set(r.seed for r in records) - set(committed.values()))
 
 
-def test_concurrent_shards_share_one_cache(tiny_model, prompts, tmp_path, monkeypatch):
+def test_concurrent_shards_share_one_cache(tiny_model, prompts, tmp_path, monkeypatch, cli):
     records = make_records(6)
     # A record with another id but the same prompt and seed, in the other shard: both shards make that key at once.
     twin_id = next(
@@ -514,7 +474,7 @@ def test_concurrent_shards_share_one_cache(tiny_model, prompts, tmp_path, monkey
     monkeypatch.setattr(
         "synthprobe.sd.pipeline.load_pipeline", lambda s: pytest.fail("assembling the shards loaded the model")
     )
-    cli([path, "--out", out, "--model", tiny_model, "--cache", cache, *FAST])
+    cli(main, path, "--out", out, "--model", tiny_model, "--cache", cache, *FAST)
     rows = read_rows(out / "images.jsonl")
     assert [r["id"] for r in rows] == [r.id for r in records] and {r["status"] for r in rows} == {"ok"}
     assert len(list(Path(cache).glob("*/*.png"))) == 6 and rows[0]["sha256"] == rows[-1]["sha256"]
@@ -538,7 +498,7 @@ def failing_pipeline(pipeline):
     return pipe
 
 
-def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
+def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch, cli):
     records = make_records(5)
     records[1] = PromptRecord(**{**records[1].__dict__, "prompt": "boom"})
     records[3] = PromptRecord(**{**records[3].__dict__, "prompt": "nan"})
@@ -546,21 +506,8 @@ def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts
     out.mkdir()
     (out / f"{records[1].id}.png").write_bytes(b"stale image from an earlier run")
     monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda s: failing_pipeline(tiny_pipeline))
-    result = cli(
-        [
-            prompts(records),
-            "--out",
-            out,
-            "--model",
-            tiny_model,
-            "--cache",
-            tmp_path / "cache",
-            "--batch-size",
-            3,
-            *FAST,
-        ],
-        expect_exit=1,
-    )
+    model = ["--model", tiny_model, "--cache", tmp_path / "cache"]
+    result = cli(main, prompts(records), "--out", out, *model, "--batch-size", 3, *FAST, exit_code=1)
     assert "3 generated, 0 cached, 2 failed" in result.output
 
     rows = read_rows(out / "images.jsonl")
@@ -576,7 +523,7 @@ def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts
     clean_cache = ImageCache(tmp_path / "clean")
     clean = run_in_process(
         [records[0], records[2]],
-        settings_for(tiny_model, clean_cache),
+        tiny_sd3_settings(tiny_model, clean_cache),
         clean_cache,
         tmp_path / "clean-out",
         tiny_pipeline,
@@ -608,7 +555,7 @@ def hub_error(cls, message):
         "device",
     ],
 )
-def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypatch, no_model_load):
+def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypatch, no_model_load, cli):
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     path = prompts(make_records(2))
@@ -627,17 +574,17 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
         "cuda-quantize": "--quantize 4bit needs a CUDA GPU",
         "device": "--device 'gpu' is not a device name",
     }[case]
-    if case == "size":
-        args += ["--size", "30"]
-    elif case == "hub-size":
-        args += ["--model", "org/uncached", "--size", "1000"]
-    elif case == "missing-folder":
-        args += ["--model", "./no/such/model"]
-    elif case == "not-a-pipeline":
-        args += ["--model", tmp_path]
-    elif case == "offline-hub":
-        args += ["--model", "org/uncached"]
-    elif case in ("gated", "not-found"):
+    args += {
+        "size": ["--size", "30"],
+        "hub-size": ["--model", "org/uncached", "--size", "1000"],
+        "missing-folder": ["--model", "./no/such/model"],
+        "not-a-pipeline": ["--model", tmp_path],
+        "offline-hub": ["--model", "org/uncached"],
+        "shard": ["--shard", "3/3"],
+        "cuda-quantize": ["--quantize", "4bit", "--device", "cpu"],
+        "device": ["--device", "gpu"],
+    }.get(case, [])
+    if case in ("gated", "not-found"):
         error = hub_error(GatedRepoError, "401 gated") if case == "gated" else hub_error(RepositoryNotFoundError, "404")
 
         def download(*a, **k):
@@ -653,13 +600,7 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
     elif case == "cache":
         (tmp_path / "file").write_text("not a folder")
         args += ["--cache", tmp_path / "file" / "cache"]
-    elif case == "shard":
-        args += ["--shard", "3/3"]
-    elif case == "cuda-quantize":
-        args += ["--quantize", "4bit", "--device", "cpu"]
-    elif case == "device":
-        args += ["--device", "gpu"]
-    result = cli(args, expect_exit=1)
+    result = cli(main, *args, exit_code=1)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output
 
@@ -668,7 +609,7 @@ def test_load_errors_name_the_fix(monkeypatch, tiny_model, tmp_path):
     from diffusers import DiffusionPipeline
     from huggingface_hub.errors import GatedRepoError
 
-    settings = settings_for(tiny_model, ImageCache(tmp_path / "cache"))
+    settings = tiny_sd3_settings(tiny_model, ImageCache(tmp_path / "cache"))
     settings = Settings(**{**settings.__dict__, "source": ModelSource("org/gated", "main")})
 
     def gated(*args, **kwargs):
@@ -699,7 +640,7 @@ def test_cuda_quantized_generation(tiny_model, tmp_path, quantize):
     import bitsandbytes as bnb
 
     cache = ImageCache(tmp_path / "cache")
-    settings = settings_for(tiny_model, cache, device="auto", quantize=quantize)
+    settings = tiny_sd3_settings(tiny_model, cache, device="auto", quantize=quantize)
     assert (settings.device, settings.dtype, settings.quantization) == ("cuda", "bfloat16", quantize)
     pipe = load_pipeline(settings)
     layer = bnb.nn.Linear4bit if quantize == "4bit" else bnb.nn.Linear8bitLt
@@ -713,7 +654,7 @@ def test_cuda_quantized_generation(tiny_model, tmp_path, quantize):
 @pytest.mark.cuda
 def test_cuda_auto_quantizes_4bit_and_is_deterministic(tiny_model, tmp_path):
     cache = ImageCache(tmp_path / "cache")
-    settings = settings_for(tiny_model, cache, device="auto", quantize="auto", batch_size=2)
+    settings = tiny_sd3_settings(tiny_model, cache, device="auto", quantize="auto", batch_size=2)
     assert settings.quantization == "4bit" and settings.key_fields(make_records(1)[0])["device"] == "cuda"
     pipe = load_pipeline(settings)
     records = make_records(4)
@@ -764,27 +705,36 @@ def test_log_is_short_and_sums_up_long_prompts(tiny_model, prompts, tmp_path):
         )
 
 
-def test_a_cached_run_needs_nothing_of_a_local_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
+def test_a_cached_run_needs_nothing_of_a_local_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch, cli):
     model = tmp_path / "models" / "tiny-sd3"
     shutil.copytree(tiny_model, model)
     cache = tmp_path / "cache"
     path = prompts(make_records(3))
     real_load = load_pipeline
     monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: tiny_pipeline)
-    cli([path, "--out", tmp_path / "first", "--model", model, "--cache", cache, *FAST])
+    cli(main, path, "--out", tmp_path / "first", "--model", model, "--cache", cache, *FAST)
     shutil.rmtree(model)  # the cache travels to a machine without the model
     monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", real_load)
-    cli([path, "--out", tmp_path / "again", "--model", model, "--cache", cache, *FAST])
+    cli(main, path, "--out", tmp_path / "again", "--model", model, "--cache", cache, *FAST)
     assert [r["status"] for r in read_rows(tmp_path / "again" / "images.jsonl")] == ["ok"] * 3
     assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
     # A record that is not cached needs the model, and says so.
     result = cli(
-        [prompts(make_records(4)), "--out", tmp_path / "more", "--model", model, "--cache", cache, *FAST], expect_exit=1
+        main,
+        prompts(make_records(4)),
+        "--out",
+        tmp_path / "more",
+        "--model",
+        model,
+        "--cache",
+        cache,
+        *FAST,
+        exit_code=1,
     )
     assert f"model folder {model} does not exist" in result.output
 
 
-def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch):
+def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch, cli):
     hub_id = "someone/tiny-sd3"
     cache = tmp_path / "cache"
     path = prompts(make_records(3))
@@ -795,15 +745,23 @@ def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, pr
         lambda source, name, download=True: real_read(ModelSource(str(tiny_model), None, tiny_model), name),
     )
     monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: tiny_pipeline)
-    cli([path, "--out", tmp_path / "first", "--model", hub_id, "--cache", cache, *FAST])
+    cli(main, path, "--out", tmp_path / "first", "--model", hub_id, "--cache", cache, *FAST)
     # Then no config, no Hugging Face cache (the fixture's is empty and offline), no weights.
     monkeypatch.setattr("synthprobe.sd.model.read_model_json", real_read)
     monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: pytest.fail("the model was loaded"))
-    cli([path, "--out", tmp_path / "again", "--model", hub_id, "--cache", cache, *FAST])
+    cli(main, path, "--out", tmp_path / "again", "--model", hub_id, "--cache", cache, *FAST)
     assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
     # Without a record, the same offline run stops saying what to do.
     result = cli(
-        [path, "--out", tmp_path / "other", "--model", hub_id, "--cache", tmp_path / "empty-cache", *FAST],
-        expect_exit=1,
+        main,
+        path,
+        "--out",
+        tmp_path / "other",
+        "--model",
+        hub_id,
+        "--cache",
+        tmp_path / "empty-cache",
+        *FAST,
+        exit_code=1,
     )
     assert "not in the local Hugging Face cache" in result.output

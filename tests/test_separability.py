@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from helpers import build_store, fails_with
 from scipy import stats as sps
 from scipy.spatial.distance import pdist
 from sklearn.linear_model import RidgeClassifier
@@ -17,52 +17,9 @@ from sklearn.preprocessing import StandardScaler
 
 from synthprobe import separability as S
 from synthprobe import separation as T
-from synthprobe.formats.activation_store import ActivationStore, StoreWriter
+from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.separability_scan import reduce_sample, unit_sample
 from synthprobe.tools.separability import main
-
-ATTRS = {"model": "resnet50", "weights": "test", "preprocessing": "resize 224"}
-
-
-def build_store(
-    path, layers: dict[str, np.ndarray], synsets, groups=None, status=None, batch=7, prompts=None, aliases=None
-):
-    """A store whose rows are ``synsets`` (one per image); tiny chunks so that every layer spans several.
-
-    Without ``prompts`` every image is its own unit (empty prompt texts, as for ImageFolder rows).
-    """
-    n = len(synsets)
-    rows = pd.DataFrame(
-        {
-            "prompt": list(prompts) if prompts is not None else [""] * n,
-            "id": [f"img{i:03d}" for i in range(n)],
-            "synset": list(synsets),
-            "group": list(groups) if groups is not None else ["concept"] * n,
-            "target": list(synsets),
-            "path": [f"images/{s}/{i:03d}.png" for i, s in enumerate(synsets)],
-            "status": list(status) if status is not None else ["ok"] * n,
-        }
-    )
-    writer = StoreWriter(
-        path,
-        attrs={**ATTRS, "hook_aliases": aliases or {}},
-        hook_channels={k: v.shape[1] for k, v in layers.items()},
-        pools=("mean",),
-        min_chunk_bytes=64,
-    )
-    for start in range(0, n, batch):
-        writer.append(
-            rows.iloc[start : start + batch],
-            {k: {"mean": v[start : start + batch].astype("float32")} for k, v in layers.items()},
-        )
-    writer.finish()
-    return path
-
-
-def run(args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result
-
 
 # Three synsets, two images each at centroid +- (0.5, -0.5): centroids (0,0), (3,0), (0,4) on "shallow",
 # twice that on "deep". Pairwise centroid distances are 3, 4, 5 (mean 4) and 6, 8, 10 (mean 8).
@@ -77,25 +34,23 @@ def known_store(tmp_path):
     return build_store(tmp_path / "known.zarr", {"shallow": shallow, "deep": 2 * shallow}, synsets)
 
 
-def test_known_centroids_give_hand_computed_metrics(known_store, tmp_path, golden):
+def test_known_centroids_give_hand_computed_metrics(known_store, tmp_path, golden, cli):
     out = tmp_path / "out"
-    result = run(
-        [
-            known_store,
-            "--out",
-            out,
-            "--permutations",
-            20,
-            "--top-layers",
-            2,
-            "--top-neurons",
-            2,
-            "--top-images",
-            2,
-            "--silent",
-        ]
+    cli(
+        main,
+        known_store,
+        "--out",
+        out,
+        "--permutations",
+        20,
+        "--top-layers",
+        2,
+        "--top-neurons",
+        2,
+        "--top-images",
+        2,
+        "--silent",
     )
-    assert result.exit_code == 0, result.output
     layers = pd.read_csv(out / "layers.csv").set_index("layer")
     assert layers.loc["shallow", "avg_centroid_distance"] == pytest.approx(4.0)
     assert layers.loc["deep", "avg_centroid_distance"] == pytest.approx(8.0)
@@ -373,13 +328,12 @@ def test_subsample_takes_whole_units_by_synset_and_is_bounded(tmp_path):
 # ---------------------------------------------------------------- bad input
 
 
-def test_a_synset_with_one_image_is_undefined_not_a_crash(tmp_path):
+def test_a_synset_with_one_image_is_undefined_not_a_crash(tmp_path, cli):
     rng = np.random.default_rng(6)
     synsets = ["a.n.01"] * 4 + ["b.n.01"] * 4 + ["c.n.01"]
     store = build_store(tmp_path / "one.zarr", {"h": rng.normal(size=(9, 4))}, synsets)
     out = tmp_path / "out"
-    result = run([store, "--out", out, "--permutations", 10, "--silent"])
-    assert result.exit_code == 0, result.output
+    cli(main, store, "--out", out, "--permutations", 10, "--silent")
     summary = json.loads((out / "summary.json").read_text())
     assert any("c.n.01 has one image" in note for note in summary["notes"])
     assert any(
@@ -394,19 +348,19 @@ def test_a_synset_with_one_image_is_undefined_not_a_crash(tmp_path):
     assert np.isnan(layer["probe_p"]) and 0 < layer["fisher_p"] <= 1
 
 
-def test_store_without_prompt_texts(tmp_path, caplog):
+def test_store_without_prompt_texts(tmp_path, caplog, cli):
     """A store made before rows/prompt: image units with a warning by default, an error if prompt units are asked."""
     store = build_store(
         tmp_path / "old.zarr", {"h": np.random.default_rng(0).normal(size=(8, 3))}, ["a.n.01", "b.n.01"] * 4
     )
     for name in ("prompt", "template"):
         shutil.rmtree(store / "rows" / name)
-    bad(
-        [store, "--out", tmp_path / "o", "--unit", "prompt"],
+    fails_with(
+        cli(main, store, "--out", tmp_path / "o", "--unit", "prompt", exit_code=None),
         "has no prompt texts (made before rows/prompt existed); use --unit image, or rebuild the store with cnn-hooks",
     )
     out = tmp_path / "auto"
-    assert run([store, "--out", out, "--permutations", 10, "--silent"]).exit_code == 0
+    cli(main, store, "--out", out, "--permutations", 10, "--silent")
     summary = json.loads((out / "summary.json").read_text())
     assert (
         summary["unit"] == "image" and summary["n_units"] == 8 and "each image is its own unit" in summary["unit_note"]
@@ -414,52 +368,53 @@ def test_store_without_prompt_texts(tmp_path, caplog):
     assert summary["unit_note"] in summary["notes"]
 
 
-def bad(args, fragment):
-    result = run(args)
-    assert result.exit_code != 0
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith("Error:") and fragment in message, result.output
-    return message
-
-
-def test_fewer_than_two_synsets(tmp_path):
+def test_fewer_than_two_synsets(tmp_path, cli):
     store = build_store(tmp_path / "x.zarr", {"h": np.ones((4, 2))}, ["a.n.01"] * 4)
-    bad([store, "--out", tmp_path / "o"], "need at least two synsets")
+    fails_with(cli(main, store, "--out", tmp_path / "o", exit_code=None), "need at least two synsets")
 
 
-def test_nan_names_layer_and_row(tmp_path):
+def test_nan_names_layer_and_row(tmp_path, cli):
     values = np.arange(24, dtype=float).reshape(12, 2)
     values[9, 1] = np.inf
     store = build_store(tmp_path / "x.zarr", {"ok": np.ones((12, 2)), "bad.layer": values}, ["a.n.01", "b.n.01"] * 6)
-    bad([store, "--out", tmp_path / "o", "--silent"], "layer bad.layer has a NaN or infinite value in row img009")
+    fails_with(
+        cli(main, store, "--out", tmp_path / "o", "--silent", exit_code=None),
+        "layer bad.layer has a NaN or infinite value in row img009",
+    )
 
 
-def test_store_without_row_table(tmp_path):
+def test_store_without_row_table(tmp_path, cli):
     store = build_store(tmp_path / "x.zarr", {"h": np.ones((4, 2))}, ["a.n.01", "b.n.01"] * 2)
     shutil.rmtree(store / "rows")
-    bad([store, "--out", tmp_path / "o"], "has no row table")
+    fails_with(cli(main, store, "--out", tmp_path / "o", exit_code=None), "has no row table")
 
 
-def test_unknown_group_lists_the_known_ones(tmp_path):
+def test_unknown_group_lists_the_known_ones(tmp_path, cli):
     store = build_store(
         tmp_path / "x.zarr", {"h": np.ones((4, 2))}, ["a.n.01", "b.n.01"] * 2, groups=["object-only", "mixed"] * 2
     )
-    bad(
-        [store, "--out", tmp_path / "o", "--group", "concept"],
+    fails_with(
+        cli(main, store, "--out", tmp_path / "o", "--group", "concept", exit_code=None),
         "unknown --group concept; this store has: mixed, object-only",
     )
 
 
-def test_unknown_layers_and_pool(tmp_path):
+def test_unknown_layers_and_pool(tmp_path, cli):
     store = build_store(tmp_path / "x.zarr", {"h": np.ones((4, 2))}, ["a.n.01", "b.n.01"] * 2)
-    bad([store, "--out", tmp_path / "o", "--layers", "layer9.*"], "matches no hook point; the store has: h")
-    bad([store, "--out", tmp_path / "o", "--pool", "max"], "--pool max is not in the store; it has: mean")
+    fails_with(
+        cli(main, store, "--out", tmp_path / "o", "--layers", "layer9.*", exit_code=None),
+        "matches no hook point; the store has: h",
+    )
+    fails_with(
+        cli(main, store, "--out", tmp_path / "o", "--pool", "max", exit_code=None),
+        "--pool max is not in the store; it has: mean",
+    )
 
 
-def test_not_a_store(tmp_path):
-    bad([tmp_path, "--out", tmp_path / "o"], "is not an activation store")
+def test_not_a_store(tmp_path, cli):
+    fails_with(cli(main, tmp_path, "--out", tmp_path / "o", exit_code=None), "is not an activation store")
 
 
-def test_help_has_an_example():
-    result = run(["--help"])
-    assert result.exit_code == 0 and "Example:" in result.output and "--permutations" in result.output
+def test_help_has_an_example(cli):
+    result = cli(main, "--help")
+    assert "Example:" in result.output and "--permutations" in result.output

@@ -1,0 +1,142 @@
+"""Builders and checks that several test modules share; test modules import this, never each other."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from synthprobe.formats.activation_store import StoreWriter
+
+# Styling hooks and embedded image bytes: what a stylesheet or an image edit changes, not what the page says.
+STYLING_ATTRIBUTES = {"class", "style"}
+DATA_URI_PAYLOAD = re.compile(r"(data:[\w/+.-]+(?:;[\w=-]+)*),[\w+/=%-]*")
+VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+STORE_ATTRS = {"model": "resnet50", "weights": "test", "preprocessing": "resize 224"}
+
+
+def fails_with(result, *fragments: str) -> str:
+    """A bad input ends with one clear line and a non-zero exit."""
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def smooth_image(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """A photo-like RGB image: a few smooth colour gradients plus a little noise."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    channels = [np.sin(rng.uniform(1, 6) * x + rng.uniform(0, 3)) * np.cos(rng.uniform(1, 6) * y) for _ in range(3)]
+    image = (np.stack(channels, -1) + 1) * 110 + rng.normal(0, 8, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_manifest(folder: Path, rows: list[dict]) -> None:
+    """An images.jsonl as sd-generate writes it."""
+    (folder / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def prompt_record(**fields) -> dict:
+    """A valid prompt record (wn-prompts' output), with ``fields`` changed."""
+    return {
+        "id": "a",
+        "synset": "bee.n.01",
+        "lemma": "bee",
+        "group": "concept",
+        "target": "bee.n.01",
+        "prompt": "a bee",
+        "seed": 1,
+        **fields,
+    }
+
+
+def build_store(
+    path, layers: dict[str, np.ndarray], synsets, groups=None, status=None, batch=7, prompts=None, aliases=None
+):
+    """A store whose rows are ``synsets`` (one per image); tiny chunks so that every layer spans several.
+
+    Without ``prompts`` every image is its own unit (empty prompt texts, as for ImageFolder rows).
+    """
+    n = len(synsets)
+    rows = pd.DataFrame(
+        {
+            "prompt": list(prompts) if prompts is not None else [""] * n,
+            "id": [f"img{i:03d}" for i in range(n)],
+            "synset": list(synsets),
+            "group": list(groups) if groups is not None else ["concept"] * n,
+            "target": list(synsets),
+            "path": [f"images/{s}/{i:03d}.png" for i, s in enumerate(synsets)],
+            "status": list(status) if status is not None else ["ok"] * n,
+        }
+    )
+    writer = StoreWriter(
+        path,
+        attrs={**STORE_ATTRS, "hook_aliases": aliases or {}},
+        hook_channels={k: v.shape[1] for k, v in layers.items()},
+        pools=("mean",),
+        min_chunk_bytes=64,
+    )
+    for start in range(0, n, batch):
+        writer.append(
+            rows.iloc[start : start + batch],
+            {k: {"mean": v[start : start + batch].astype("float32")} for k, v in layers.items()},
+        )
+    writer.finish()
+    return path
+
+
+def without_payloads(text: str) -> str:
+    """Each data: URI reduced to its media type: ``data:image/png;base64,…``."""
+    return DATA_URI_PAYLOAD.sub(r"\1,…", text)
+
+
+class _ContentOutline(HTMLParser):
+    """The page as an indented outline of elements, kept attributes and text; style contents are left out."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        kept = "".join(
+            f" {name}" if value is None else f" {name}={json.dumps(without_payloads(value), ensure_ascii=False)}"
+            for name, value in attrs
+            if name not in STYLING_ATTRIBUTES
+        )
+        self.lines.append("  " * len(self.open) + tag + kept)
+        if tag not in VOID_ELEMENTS:
+            self.open.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID_ELEMENTS:
+            self.open.pop()
+
+    def handle_endtag(self, tag):
+        if tag in self.open:
+            while self.open.pop() != tag:
+                pass
+
+    def handle_data(self, data):
+        if "style" in self.open:
+            return
+        data = without_payloads(data)
+        # Preformatted text and scripts keep their lines; elsewhere white space is layout.
+        kept = data.splitlines() if {"pre", "script"} & set(self.open) else [" ".join(data.split())]
+        self.lines += ["  " * len(self.open) + line.rstrip() for line in kept if line.strip()]
+
+
+def page_content(html: str) -> str:
+    """What an HTML page says (headings, text, tables, links, image alt texts and captions), one line per element or
+    text, without its stylesheet, its class and style attributes or the bytes of its embedded images."""
+    outline = _ContentOutline()
+    outline.feed(html)
+    outline.close()
+    return "\n".join(outline.lines) + "\n"
