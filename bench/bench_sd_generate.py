@@ -26,7 +26,7 @@ from synthprobe.formats.image_cache import ImageCache, cache_key
 from synthprobe.formats.prompts import PromptRecord, write_prompts
 from synthprobe.sd.pipeline import load_pipeline
 from synthprobe.sd.run import png_bytes, run_generation
-from synthprobe.sd.settings import resolve_settings
+from synthprobe.sd.settings import RunOptions, resolve_settings
 from synthprobe.tiny_models import save_tiny_sd3
 
 
@@ -51,17 +51,7 @@ def cached_rerun(work: Path, model: Path, count: int) -> float:
     prompts = work / "many.jsonl"
     write_prompts(prompts, records(count))
     settings = resolve_settings(
-        model=str(model),
-        revision=None,
-        steps=2,
-        guidance=3.5,
-        size="32",
-        batch_size=1,
-        device="cpu",
-        dtype="auto",
-        quantize="none",
-        offload=False,
-        cache=cache,
+        RunOptions(model=str(model), steps=2, size=(32, 32), device="cpu", quantize="none"), cache
     )
     png = png_bytes(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy(), {"prompt": "bench"})
     for record in records(count):
@@ -126,19 +116,10 @@ def throughput_ratio(
 ) -> tuple[tuple, tuple]:
     """Best-of-``repeats`` (wall, CPU) seconds of the bare loop and of sd-generate (empty cache each time)."""
     batch = records(count)
-    settings = resolve_settings(
-        model=str(model),
-        revision=None,
-        steps=steps,
-        guidance=3.5,
-        size=str(size),
-        batch_size=batch_size,
-        device=device,
-        dtype="auto",
-        quantize="none",
-        offload=False,
-        cache=ImageCache(work / "unused"),
+    options = RunOptions(
+        model=str(model), steps=steps, size=(size, size), batch_size=batch_size, device=device, quantize="none"
     )
+    settings = resolve_settings(options, ImageCache(work / "unused"))
     pipe = load_pipeline(settings)
     bare_loop(pipe, batch[:batch_size], Path(tempfile.mkdtemp(dir=work)), size, steps, batch_size)  # warm-up
     bare, ours = [], []
@@ -203,7 +184,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (bfloat16 there, as sd-generate's auto dtype)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 there, as sd-generate's --precision auto)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

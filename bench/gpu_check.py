@@ -49,12 +49,12 @@ from synthprobe.formats.image_cache import ImageCache  # noqa: E402
 from synthprobe.formats.image_folder import read_image_folder  # noqa: E402
 from synthprobe.sd.pipeline import load_pipeline  # noqa: E402
 from synthprobe.sd.run import run_generation  # noqa: E402
-from synthprobe.sd.settings import resolve_settings  # noqa: E402
+from synthprobe.sd.settings import RunOptions, resolve_settings  # noqa: E402
 from synthprobe.tiny_models import save_tiny_sd3  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_COSINE = 0.999
-GENERATION = {"steps": 4, "guidance": 3.5, "size": "64", "batch_size": 4}
+GENERATION = {"steps": 4, "guidance": 3.5, "size": (64, 64), "batch_size": 4}
 # Sizes: a CUDA run must finish in under 5 minutes on 16 cores, a CPU one in about 2 (the benchmark scripts
 # measure the CPU in earnest); --quick is a smoke test (ResNet-18: a store of ResNet-50's 182 hook points
 # takes seconds to create on a CPU).
@@ -136,16 +136,8 @@ def tiny_models(ctx: Context, classifier: str) -> tuple[str, dict]:
 def generate(ctx: Context, label: str, device: str, quantize: str = "none", offload: bool = False):
     """sd-generate's library path on 8 records; keeps the pixels, returns settings, pipeline and seconds."""
     cache = ImageCache(ctx.work / f"cache-{label}")
-    settings = resolve_settings(
-        model=str(ctx.sd3),
-        revision=None,
-        device=device,
-        dtype="auto",
-        quantize=quantize,
-        offload=offload,
-        cache=cache,
-        **GENERATION,
-    )
+    options = RunOptions(model=str(ctx.sd3), device=device, quantize=quantize, offload=offload, **GENERATION)
+    settings = resolve_settings(options, cache)
     pipe = load_pipeline(settings)
     records = bench_sd_generate.records(8)
     out = ctx.work / f"images-{label}"

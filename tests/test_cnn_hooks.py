@@ -140,7 +140,7 @@ def tree(tmp_path_factory) -> Path:
 def small_store(tmp_path_factory, tree) -> Path:
     """resnet18 (random), both poolings, float16 values, fp32 compute: the store most tests read."""
     out = tmp_path_factory.mktemp("stores") / "acts.zarr"
-    ok(run_cli(tree, "--out", out, *SMALL, "--pool", "both", "--dtype", "float16", "--precision", "fp32"))
+    ok(run_cli(tree, "--out", out, *SMALL, "--pool", "both", "--store-dtype", "float16", "--precision", "fp32"))
     return out
 
 
@@ -822,7 +822,7 @@ def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_stor
     args = [
         "--pool",
         "both",
-        "--dtype",
+        "--store-dtype",
         "float16",
         "--precision",
         "fp32",
@@ -843,7 +843,7 @@ def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_stor
         "another preprocessing",
     )
     fails_with(
-        run_cli(tree, "--out", copy, *SMALL, "--pool", "mean", "--dtype", "float16", "--precision", "fp32"),
+        run_cli(tree, "--out", copy, *SMALL, "--pool", "mean", "--store-dtype", "float16", "--precision", "fp32"),
         "another pooling",
     )
     assert ActivationStore(copy).attrs == ActivationStore(small_store).attrs  # refused before touching it

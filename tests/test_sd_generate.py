@@ -28,9 +28,8 @@ from synthprobe.sd.model import ModelSource, read_model_json
 from synthprobe.sd.pipeline import load_pipeline
 from synthprobe.sd.run import plan, run_generation
 from synthprobe.sd.settings import (
+    RunOptions,
     Settings,
-    parse_shard,
-    parse_size,
     resolve_dtype,
     resolve_quantization,
     resolve_settings,
@@ -90,16 +89,15 @@ def settings_for(model: Path, cache: ImageCache, **overrides) -> Settings:
         revision=None,
         steps=2,
         guidance=3.5,
-        size="32",
+        size=(32, 32),
         batch_size=1,
         device="cpu",
-        dtype="auto",
+        precision="auto",
         quantize="none",
         offload=False,
-        cache=cache,
     )
     options.update(overrides)
-    return resolve_settings(**options)
+    return resolve_settings(RunOptions(**options), cache)
 
 
 @pytest.fixture(scope="session")
@@ -280,17 +278,6 @@ def test_shards_partition_by_id_and_match_an_unsharded_run(tiny_model, tiny_pipe
         assert shard_rows[row["id"]]["sha256"] == row["sha256"]
 
 
-def test_parse_shard_and_size():
-    assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
-    assert parse_size("64") == (64, 64) and parse_size("48x32") == (48, 32)
-    for bad in ["4/4", "0/0", "-1/2", "1", "a/b"]:
-        with pytest.raises(InputError, match="--shard"):
-            parse_shard(bad)
-    for bad in ["0", "x", "64x", "64x0"]:
-        with pytest.raises(InputError, match="--size"):
-            parse_size(bad)
-
-
 # ---- the cache --------------------------------------------------------------------------------
 
 
@@ -305,7 +292,7 @@ def test_cache_key_covers_every_pixel_parameter(tiny_model, tmp_path):
         base.key_fields(PromptRecord(**{**record.__dict__, "seed": record.seed + 1})),
         *(
             settings_for(tiny_model, cache, **change).key_fields(record)
-            for change in [{"steps": 3}, {"guidance": 5.0}, {"size": "32x36"}, {"dtype": "bfloat16"}]
+            for change in [{"steps": 3}, {"guidance": 5.0}, {"size": (32, 36)}, {"precision": "bf16"}]
         ),
         {**base.key_fields(record), "scheduler": {"class": "EulerDiscreteScheduler", "config": {}}},
         {**base.key_fields(record), "quantization": "4bit"},
