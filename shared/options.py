@@ -23,7 +23,7 @@ class CommaList(click.ParamType):
         self.choices = tuple(choices) if choices is not None else None
 
     def convert(self, value, param, ctx) -> tuple[str, ...]:
-        if isinstance(value, tuple):  # already converted (a default given as a tuple)
+        if isinstance(value, tuple):  # already converted: click hands defaults and values set in code here too
             return value
         items = tuple(comma_list(value))
         unknown = [item for item in items if self.choices is not None and item not in self.choices]

@@ -161,3 +161,44 @@ def test_repeated_choices_count_once():
 
     drop = parsed(separability.main, ["--drop", "object-missing,object-leaked", "--drop", "object-missing"])["drop"]
     assert drop == ("object-missing", "object-leaked")
+
+
+# config.mk's variables and the option each one feeds; PER_GROUP differs on purpose (config.mk says why)
+CONFIG_OPTIONS = {
+    "SEED": ("separability", "--seed"),
+    "N_SYNSETS": ("wn-prompts concepts", "--n-synsets"),
+    "PER_SYNSET": ("wn-prompts concepts", "--per-synset"),
+    "BIAS_CLASSES": ("wn-prompts bias", "--classes"),
+    "SEEDS_PER_PROMPT": ("wn-prompts bias", "--seeds-per-prompt"),
+    "GEN_MODEL": ("sd-generate", "--model"),
+    "STEPS": ("sd-generate", "--steps"),
+    "GUIDANCE": ("sd-generate", "--guidance"),
+    "SIZE": ("sd-generate", "--size"),
+    "GEN_BATCH": ("sd-generate", "--batch-size"),
+    "QUANTIZE": ("sd-generate", "--quantize"),
+    "CNNS": ("cnn-hooks", "--model"),
+    "WEIGHTS": ("cnn-hooks", "--weights"),
+    "HOOK_BATCH": ("cnn-hooks", "--batch-size"),
+    "JUDGE": ("image-check", "--judge"),
+    "JUDGE_WEIGHTS": ("image-check", "--weights"),
+    "MISSING_BELOW": ("image-check", "--missing-below"),
+    "LEAKED_ABOVE": ("image-check", "--leaked-above"),
+    "CHECK_BATCH": ("image-check", "--batch-size"),
+    "DROP": ("separability", "--drop"),
+    "PERMUTATIONS": ("separability", "--permutations"),
+}
+
+
+def test_config_mk_equals_the_tools_defaults():
+    import re
+
+    text = (Path(__file__).parents[1] / "config.mk").read_text()
+    values = dict(re.findall(r"^(\w+) \?= ?(.*)$", text, flags=re.MULTILINE))
+    commands_by_name = {name: command for name, command, _ in LEAVES}
+    for variable, (name, opt) in CONFIG_OPTIONS.items():
+        option = options(commands_by_name[name])[opt]
+        args = [opt, values[variable]] if values[variable] else []
+        assert parsed(commands_by_name[name], args)[option.name] == parsed(commands_by_name[name], [])[option.name], (
+            f"config.mk {variable}={values[variable]} is not {name}'s {opt} default: make one the other, "
+            "or say in config.mk why they differ"
+        )

@@ -590,7 +590,6 @@ def hub_error(cls, message):
         "not-found",
         "malformed",
         "cache",
-        "shard",
         "cuda-quantize",
         "device",
     ],
@@ -610,7 +609,6 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
         "not-found": "org/none was not found on the Hugging Face hub",
         "malformed": f"{tmp_path / 'bad.jsonl'}:2: missing field 'seed'",
         "cache": "cannot write to the image cache",
-        "shard": "--shard 3/3: K must be in 0..N-1",
         "cuda-quantize": "--quantize 4bit needs a CUDA GPU",
         "device": "--device 'gpu' is not a device name",
     }[case]
@@ -640,8 +638,6 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
     elif case == "cache":
         (tmp_path / "file").write_text("not a folder")
         args += ["--cache", tmp_path / "file" / "cache"]
-    elif case == "shard":
-        args += ["--shard", "3/3"]
     elif case == "cuda-quantize":
         args += ["--quantize", "4bit", "--device", "cpu"]
     elif case == "device":
