@@ -453,7 +453,7 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn):
         bias_report,
         [str(tmp_path / "acts.zarr"), "--out", str(tmp_path / "b"), "--checks", checks_file, "--drop", "object-gone"],
     )
-    fails_with(result, "object-gone is not a flag verdict")
+    fails_with(result, "object-gone is not one of object-missing, object-leaked")
 
 
 @pytest.mark.cuda
