@@ -1,5 +1,8 @@
 # The run's parameters, in one place. Override any of them on the command line:
 #   make all N_SYNSETS=20 STEPS=20
+# The tools' own defaults live in their settings dataclasses (docs/cli.md); make passes every value here
+# explicitly, so these override them for make runs. They equal the tools' defaults unless a comment says
+# otherwise (tests/test_cli_help.py checks).
 OUT ?= out
 # Image cache shared by every run (empty: ~/.cache/synthprobe/images, or $$SYNTHPROBE_CACHE/images)
 IMAGE_CACHE ?=
@@ -13,6 +16,7 @@ N_SYNSETS ?= 10
 PER_SYNSET ?= 10
 # Bias prompts
 BIAS_CLASSES ?= bee,frog,airplane,guitar,strawberry
+# wn-prompts bias takes every prompt text of a group by default; a make run takes at most 4
 PER_GROUP ?= 4
 SEEDS_PER_PROMPT ?= 2
 

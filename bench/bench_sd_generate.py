@@ -114,7 +114,7 @@ def throughput_ratio(
     """Best-of-``repeats`` (wall, CPU) seconds of the bare loop and of sd-generate (empty cache each time)."""
     batch = records(count)
     settings = tiny_sd3_settings(
-        model, ImageCache(work / "unused"), steps=steps, size=str(size), batch_size=batch_size, device=device
+        model, ImageCache(work / "unused"), steps=steps, size=(size, size), batch_size=batch_size, device=device
     )
     pipe = load_pipeline(settings)
     bare_loop(pipe, batch[:batch_size], Path(tempfile.mkdtemp(dir=work)), size, steps, batch_size)  # warm-up
@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (bfloat16 there, as sd-generate's auto dtype)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 there, as sd-generate's --precision auto)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -53,7 +53,7 @@ from synthprobe.tiny_models import save_tiny_sd3, tiny_sd3_settings  # noqa: E40
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_COSINE = 0.999
-GENERATION = {"steps": 4, "guidance": 3.5, "size": "64", "batch_size": 4}
+GENERATION = {"steps": 4, "guidance": 3.5, "size": (64, 64), "batch_size": 4}
 # Sizes: a CUDA run must finish in under 5 minutes on 16 cores, a CPU one in about 2 (the benchmark scripts
 # measure the CPU in earnest); --quick is a smoke test (ResNet-18: a store of ResNet-50's 182 hook points
 # takes seconds to create on a CPU).

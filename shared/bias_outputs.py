@@ -247,20 +247,21 @@ def run_bias_report(
     out: str | Path,
     class_names: list[str],
     *,
-    mapping: str = "hierarchy",
-    unit: str | None = None,
-    prompts_path: str | Path | None = None,
-    level: float = 0.95,
-    top: int = 5,
-    class_dir: Path | None = None,
-    wordnet_dir: str | None = None,
-    allow_incomplete: bool = False,
-    checks: str | Path | None = None,
-    drop: tuple[str, ...] = (),
+    mapping: str,
+    unit: str | None,
+    prompts_path: str | Path | None,
+    level: float,
+    top: int,
+    class_dir: Path | None,
+    wordnet_dir: str | None,
+    allow_incomplete: bool,
+    checks: str | Path | None,
+    drop: tuple[str, ...],
 ) -> dict:
     """Read the store, write every table, figure and ``summary.json`` (last, so it marks a finished report).
 
-    ``unit`` None: prompt units where the store has prompt texts, else image units (shared/units.py).
+    No defaults here: bias-report's options hold them. ``unit`` None: prompt units where the store has
+    prompt texts, else image units (shared/units.py).
     """
     definitions = load_classes(class_names, class_dir)
     store = ActivationStore(store_path, allow_incomplete)

@@ -1,10 +1,116 @@
-"""Option bundles used by more than one tool."""
+"""Option bundles and parameter types used by more than one tool; docs/cli.md states the conventions they keep."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
+
 import click
 
+from .cli import comma_list
 from .units import UNITS
+
+
+class CommaList(click.ParamType):
+    """One occurrence of a list option, split at commas; ``list_option`` joins the occurrences.
+
+    With ``choices`` every item must be one of them (else a usage error naming the option and the value).
+    """
+
+    name = "list"
+
+    def __init__(self, choices: Sequence[str] | None = None):
+        self.choices = tuple(choices) if choices is not None else None
+
+    def convert(self, value, param, ctx) -> tuple[str, ...]:
+        if isinstance(value, tuple):  # already converted: click hands defaults and values set in code here too
+            return value
+        items = tuple(comma_list(value))
+        unknown = [item for item in items if self.choices is not None and item not in self.choices]
+        if unknown:
+            self.fail(f"{', '.join(unknown)} is not one of {', '.join(self.choices)}", param, ctx)
+        return items
+
+
+def list_option(*decls: str, default: Sequence[str] = (), choices: Sequence[str] | None = None, **kwargs):
+    """A list option: ``--x a --x b`` and ``--x a,b`` give the same tuple, in the order given.
+
+    Items of a list of ``choices`` are a set, so a repeated one counts once.
+    """
+
+    kwargs["help"] = f"{kwargs['help']} Repeat the option or give a comma list."
+
+    def join(ctx, param, values) -> tuple[str, ...]:
+        items = tuple(item for value in values for item in value)
+        return tuple(dict.fromkeys(items)) if choices is not None else items
+
+    return click.option(*decls, type=CommaList(choices), multiple=True, default=tuple(default), callback=join, **kwargs)
+
+
+class SizeType(click.ParamType):
+    """``1024`` (square) or ``768x1024`` (width x height), both positive, to (width, height)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", value)
+        if not match or int(match[1]) == 0 or (match[2] is not None and int(match[2]) == 0):
+            self.fail(
+                f"{value!r}: expected a positive number such as 1024, or WIDTHxHEIGHT such as 768x1024", param, ctx
+            )
+        width = int(match[1])
+        return width, int(match[2]) if match[2] else width
+
+    @staticmethod
+    def format(size: tuple[int, int]) -> str:
+        return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
+
+
+class ShardType(click.ParamType):
+    """``K/N`` to (K, N), with 0 <= K < N."""
+
+    name = "shard"
+
+    def convert(self, value, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        match = re.fullmatch(r"(\d+)/(\d+)", value.strip())
+        if not match:
+            self.fail(f"{value!r}: expected K/N, such as 0/4", param, ctx)
+        index, count = int(match[1]), int(match[2])
+        if count < 1:
+            self.fail(f"{value}: N must be at least 1", param, ctx)
+        if index >= count:
+            self.fail(f"{value}: K must be in 0..N-1, here 0/{count} to {count - 1}/{count}", param, ctx)
+        return index, count
+
+
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def precision_option(default: str, auto: str) -> Callable:
+    """``--precision``: the compute precision (``auto`` resolves per device, as ``auto`` explains)."""
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISION_CHOICES),
+        default=default,
+        show_default=True,
+        help=f"Compute precision; auto: {auto}.",
+    )
+
+
+def device_option(default: str, auto: str) -> Callable:
+    return click.option(
+        "--device", default=default, show_default=True, help=f"auto ({auto}), cpu, cuda, cuda:N or mps."
+    )
+
+
+def batch_size_option(default: int, help: str) -> Callable:
+    """``--batch-size``: images per forward pass of the tool's model."""
+    return click.option("--batch-size", type=click.IntRange(min=1), default=default, show_default=True, help=help)
+
 
 wordnet_dir_option = click.option(
     "--wordnet-dir",
@@ -29,24 +135,15 @@ allow_incomplete_option = click.option(
 )
 
 
-def _drop_verdicts(ctx, param, value: str) -> tuple[str, ...]:
-    from .cli import comma_list
-    from .formats.image_checks import FLAGS
-
-    verdicts = tuple(dict.fromkeys(comma_list(value)))
-    unknown = [v for v in verdicts if v not in FLAGS]
-    if unknown:
-        raise click.BadParameter(f"{', '.join(unknown)} is not a flag verdict; choose from {', '.join(FLAGS)}")
-    return verdicts
-
-
 def checks_options(func):
     """``--checks`` and ``--drop``: leave out the images an image-check flagged (default: drop none, count them)."""
-    func = click.option(
+    from .formats.image_checks import FLAGS  # here, not at the top: it imports pandas, which most tools need not
+
+    func = list_option(
         "--drop",
-        default="",
-        callback=_drop_verdicts,
-        help="Comma list of image-check verdicts whose images to leave out: object-missing, "
+        choices=FLAGS,
+        metavar="VERDICT[,VERDICT...]",
+        help="Image-check verdicts whose images to leave out: object-missing, "
         "object-leaked (default: none; the flags are only counted).",
     )(func)
     return click.option(

@@ -111,23 +111,11 @@ def save_tiny_sd3(folder: str | Path) -> Path:
 
 def tiny_sd3_settings(model: str | Path, cache, **overrides):
     """sd-generate's settings for a tiny SD3 folder as the tests and benchmarks run it: on the CPU, 32 px, 2 steps,
-    guidance 3.5, one image a batch, nothing quantized or offloaded; ``overrides`` change any of them."""
-    from .sd.settings import resolve_settings
+    one image a batch, nothing quantized or offloaded; ``overrides`` are RunOptions fields that change any of them."""
+    from .sd.settings import RunOptions, resolve_settings
 
-    options = dict(
-        model=str(model),
-        revision=None,
-        steps=2,
-        guidance=3.5,
-        size="32",
-        batch_size=1,
-        device="cpu",
-        dtype="auto",
-        quantize="none",
-        offload=False,
-        cache=cache,
-    )
-    return resolve_settings(**{**options, **overrides})
+    options = {"steps": 2, "size": (32, 32), "device": "cpu", "quantize": "none", **overrides}
+    return resolve_settings(RunOptions(model=str(model), **options), cache)
 
 
 def build_tiny_clip():

@@ -110,7 +110,7 @@ def tree(tmp_path_factory) -> Path:
 def small_store(tmp_path_factory, tree, cli) -> Path:
     """resnet18 (random), both poolings, float16 values, fp32 compute: the store most tests read."""
     out = tmp_path_factory.mktemp("stores") / "acts.zarr"
-    cli(main, tree, "--out", out, *SMALL, "--pool", "both", "--dtype", "float16", "--precision", "fp32")
+    cli(main, tree, "--out", out, *SMALL, "--pool", "both", "--store-dtype", "float16", "--precision", "fp32")
     return out
 
 
@@ -756,7 +756,7 @@ def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_stor
     args = [
         "--pool",
         "both",
-        "--dtype",
+        "--store-dtype",
         "float16",
         "--precision",
         "fp32",
@@ -785,7 +785,7 @@ def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_stor
             *SMALL,
             "--pool",
             "mean",
-            "--dtype",
+            "--store-dtype",
             "float16",
             "--precision",
             "fp32",

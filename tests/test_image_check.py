@@ -436,7 +436,7 @@ def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn, 
         "object-gone",
         exit_code=None,
     )
-    fails_with(result, "object-gone is not a flag verdict")
+    fails_with(result, "object-gone is not one of object-missing, object-leaked")
 
 
 @pytest.mark.cuda

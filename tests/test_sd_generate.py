@@ -28,8 +28,6 @@ from synthprobe.sd.pipeline import load_pipeline
 from synthprobe.sd.run import plan, run_generation
 from synthprobe.sd.settings import (
     Settings,
-    parse_shard,
-    parse_size,
     resolve_dtype,
     resolve_quantization,
     select_records,
@@ -240,17 +238,6 @@ def test_shards_partition_by_id_and_match_an_unsharded_run(tiny_model, tiny_pipe
         assert shard_rows[row["id"]]["sha256"] == row["sha256"]
 
 
-def test_parse_shard_and_size():
-    assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
-    assert parse_size("64") == (64, 64) and parse_size("48x32") == (48, 32)
-    for bad in ["4/4", "0/0", "-1/2", "1", "a/b"]:
-        with pytest.raises(InputError, match="--shard"):
-            parse_shard(bad)
-    for bad in ["0", "x", "64x", "64x0"]:
-        with pytest.raises(InputError, match="--size"):
-            parse_size(bad)
-
-
 # ---- the cache --------------------------------------------------------------------------------
 
 
@@ -265,7 +252,7 @@ def test_cache_key_covers_every_pixel_parameter(tiny_model, tmp_path):
         base.key_fields(PromptRecord(**{**record.__dict__, "seed": record.seed + 1})),
         *(
             tiny_sd3_settings(tiny_model, cache, **change).key_fields(record)
-            for change in [{"steps": 3}, {"guidance": 5.0}, {"size": "32x36"}, {"dtype": "bfloat16"}]
+            for change in [{"steps": 3}, {"guidance": 5.0}, {"size": (32, 36)}, {"precision": "bf16"}]
         ),
         {**base.key_fields(record), "scheduler": {"class": "EulerDiscreteScheduler", "config": {}}},
         {**base.key_fields(record), "quantization": "4bit"},
@@ -550,7 +537,6 @@ def hub_error(cls, message):
         "not-found",
         "malformed",
         "cache",
-        "shard",
         "cuda-quantize",
         "device",
     ],
@@ -570,7 +556,6 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
         "not-found": "org/none was not found on the Hugging Face hub",
         "malformed": f"{tmp_path / 'bad.jsonl'}:2: missing field 'seed'",
         "cache": "cannot write to the image cache",
-        "shard": "--shard 3/3: K must be in 0..N-1",
         "cuda-quantize": "--quantize 4bit needs a CUDA GPU",
         "device": "--device 'gpu' is not a device name",
     }[case]
@@ -580,7 +565,6 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
         "missing-folder": ["--model", "./no/such/model"],
         "not-a-pipeline": ["--model", tmp_path],
         "offline-hub": ["--model", "org/uncached"],
-        "shard": ["--shard", "3/3"],
         "cuda-quantize": ["--quantize", "4bit", "--device", "cpu"],
         "device": ["--device", "gpu"],
     }.get(case, [])

@@ -8,19 +8,22 @@ import click
 
 from synthprobe.bias import MAPPINGS
 from synthprobe.bias_outputs import run_bias_report
-from synthprobe.cli import comma_list, run_guarded, silent_option
-from synthprobe.options import allow_incomplete_option, checks_options, unit_option, wordnet_dir_option
+from synthprobe.cli import run_guarded, silent_option
+from synthprobe.options import allow_incomplete_option, checks_options, list_option, unit_option, wordnet_dir_option
 from synthprobe.prompts import DEFAULT_BIAS_CLASSES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
 @click.argument("store", type=click.Path())
-@click.option("--out", required=True, type=click.Path(), help="Output folder (CSV tables, PNG figures, summary.json).")
 @click.option(
+    "-o", "--out", required=True, type=click.Path(), help="Output folder (CSV tables, PNG figures, summary.json)."
+)
+@list_option(
     "--classes",
-    default=",".join(DEFAULT_BIAS_CLASSES),
+    default=DEFAULT_BIAS_CLASSES,
     show_default=True,
+    metavar="CLASS[,CLASS...]",
     help="Bias classes to audit (files in data/bias_classes/ or --class-dir).",
 )
 @click.option(
@@ -90,7 +93,7 @@ def main(
     run_bias_report(
         store,
         out,
-        comma_list(classes),
+        list(classes),
         mapping=mapping,
         unit=unit,
         prompts_path=prompts_path,

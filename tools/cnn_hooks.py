@@ -7,19 +7,19 @@ from pathlib import Path
 
 import click
 
-from synthprobe.cli import comma_list, run_guarded, silent_option
+from synthprobe.cli import run_guarded, silent_option
 from synthprobe.cnn.hook_points import discover_hook_points, find_aliases
 from synthprobe.cnn.models import build_network
-from synthprobe.cnn.precision import PRECISIONS
 from synthprobe.cnn.run import RunSettings, run_hooks
 from synthprobe.files import InputError, os_reason
-from synthprobe.formats.activation_store import ROWS_PER_WRITE
 from synthprobe.formats.image_folder import read_image_folder
 from synthprobe.globs import select_by_globs
+from synthprobe.options import batch_size_option, device_option, list_option, precision_option
 
 log = logging.getLogger("synthprobe")
 
 POOL_CHOICES = {"mean": ("mean",), "max": ("max",), "both": ("mean", "max")}
+DEFAULTS = RunSettings()
 
 
 def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list[str]:
@@ -51,35 +51,27 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
     help="DEFAULT (downloaded once), none (random, seed 0), a torchvision weights name, "
     "or a local state dict (.pth/.safetensors).",
 )
-@click.option(
-    "--layers", multiple=True, help="Glob patterns of hook points, comma-separated or repeated (default: all)."
-)
+@list_option("--layers", metavar="GLOB[,GLOB...]", help="Glob patterns of hook points (default: all).")
 @click.option(
     "--list-layers", is_flag=True, help="Print every hook point with its channel count and output shape; stop."
 )
 @click.option(
     "--pool",
     type=click.Choice(list(POOL_CHOICES)),
-    default="mean",
+    default=next(name for name, pools in POOL_CHOICES.items() if pools == DEFAULTS.pools),
     show_default=True,
     help="Spatial pooling of each feature map.",
 )
 @click.option(
-    "--dtype",
+    "--store-dtype",
     type=click.Choice(["float32", "float16"]),
-    default="float32",
+    default=DEFAULTS.store_dtype,
     show_default=True,
-    help="Stored value type.",
+    help="Type of the stored values (float16 holds bf16 results exactly).",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", *PRECISIONS]),
-    default="auto",
-    show_default=True,
-    help="Autocast precision; auto is bf16 on CUDA or on a CPU with AMX/AVX-512-BF16, else fp32.",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@precision_option("auto", "bf16 on CUDA (fp16 where the GPU lacks bf16) or on a CPU with AMX/AVX-512-BF16, else fp32")
+@device_option(DEFAULTS.device, "CUDA when present, else the CPU")
+@batch_size_option(DEFAULTS.batch_size, "Images per forward pass.")
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
@@ -113,7 +105,7 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
 @click.option(
     "--rows-per-write",
     type=click.IntRange(min=1),
-    default=ROWS_PER_WRITE,
+    default=DEFAULTS.rows_per_write,
     show_default=True,
     help="Rows gathered before each write and commit; a kill loses at most this many.",
 )
@@ -127,7 +119,7 @@ def main(
     layers,
     list_layers,
     pool,
-    dtype,
+    store_dtype,
     precision,
     device,
     batch_size,
@@ -151,7 +143,7 @@ def main(
         cnn-hooks photos/ --out acts.zarr --model timm:efficientnet_lite0 --weights lite0.pth --layers 'blocks.*'
         cnn-hooks --list-layers --model resnet50 --layers 'layer4.*'
     """
-    patterns = [p for value in layers for p in comma_list(value)]
+    patterns = list(layers)
     if list_layers:
         click.echo("\n".join(layer_lines(model, image_size, patterns)))
         return
@@ -162,7 +154,7 @@ def main(
     settings = RunSettings(
         layers=patterns,
         pools=POOL_CHOICES[pool],
-        dtype=dtype,
+        store_dtype=store_dtype,
         precision=None if precision == "auto" else precision,
         device=device,
         batch_size=batch_size,

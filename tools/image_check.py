@@ -10,10 +10,11 @@ import click
 from synthprobe import image_check as C
 from synthprobe import image_judges as J
 from synthprobe.cli import run_guarded, silent_option
-from synthprobe.options import wordnet_dir_option
+from synthprobe.options import batch_size_option, device_option, wordnet_dir_option
 
 log = logging.getLogger("synthprobe")
 score = click.FloatRange(0, 1)
+DEFAULTS = C.RunSettings()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,14 +42,14 @@ score = click.FloatRange(0, 1)
 @click.option(
     "--missing-below",
     type=score,
-    default=C.DEFAULT_MISSING_BELOW,
+    default=DEFAULTS.thresholds.missing_below,
     show_default=True,
     help="object-missing: an object-only, mixed or concept image whose object score is below this.",
 )
 @click.option(
     "--leaked-above",
     type=score,
-    default=C.DEFAULT_LEAKED_ABOVE,
+    default=DEFAULTS.thresholds.leaked_above,
     show_default=True,
     help="object-leaked: a context-only image whose object score is above this.",
 )
@@ -58,12 +59,12 @@ score = click.FloatRange(0, 1)
     default=None,
     help="Folder of bias class definitions (their context prompts) instead of the bundled ones.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@device_option(DEFAULTS.device, "CUDA when present, else the CPU")
+@batch_size_option(DEFAULTS.batch_size, "Images per forward pass of the judge.")
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
-    default=0,
+    default=DEFAULTS.workers,
     show_default=True,
     help="DataLoader processes that decode images (0: in the main process).",
 )

@@ -43,11 +43,11 @@ log = logging.getLogger("synthprobe")
 )
 @click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
 @click.option("--notice", default=None, help="A line shown at the top of the report (e.g. that the models are toys).")
-@click.option("-o", "--output", default="report.html", show_default=True, help="The HTML file to write.")
+@click.option("-o", "--out", default="report.html", show_default=True, help="The HTML file to write.")
 @silent_option
 @run_guarded
 @click.version_option(package_name="synthprobe")
-def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, output, silent):
+def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, out, silent):
     """Assemble one HTML report (figures and thumbnails embedded) from analysis folders.
 
     Analyses of several classifiers (one folder set each) are also compared side by side.
@@ -61,7 +61,7 @@ def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, ou
     from pathlib import Path
 
     path = write_report(
-        output,
+        out,
         separability_dirs=[Path(d) for d in separability_dirs],
         bias_dirs=[Path(d) for d in bias_dirs],
         image_dirs=[Path(d) for d in image_dirs],

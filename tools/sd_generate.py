@@ -12,14 +12,15 @@ from synthprobe.cli import run_guarded, silent_option
 from synthprobe.files import atomic_write, begin_outputs
 from synthprobe.formats.image_cache import ImageCache, default_image_cache
 from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
+from synthprobe.options import ShardType, SizeType, batch_size_option, device_option, precision_option
 from synthprobe.sd import pipeline
-from synthprobe.sd.model import DEFAULT_MODEL
 from synthprobe.sd.run import Planned, plan, run_generation
-from synthprobe.sd.settings import DTYPES, Settings, parse_shard, resolve_settings, select_records
+from synthprobe.sd.settings import RunOptions, Settings, resolve_settings, select_records
 
 log = logging.getLogger("synthprobe")
 
 RUN_SCHEMA = 1
+DEFAULTS = RunOptions()
 
 
 def output_names(shard: tuple[int, int] | None) -> tuple[str, str]:
@@ -62,31 +63,29 @@ def print_dry_run(planned: list[Planned]) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
 @click.argument("prompts", metavar="PROMPTS.jsonl|-")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output image folder.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Output image folder.")
 @click.option(
-    "--model", default=DEFAULT_MODEL, show_default=True, help="Hugging Face model id or a local pipeline folder."
+    "--model", default=DEFAULTS.model, show_default=True, help="Hugging Face model id or a local pipeline folder."
 )
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) [default: main].")
-@click.option("--steps", type=click.IntRange(min=1), default=28, show_default=True, help="Denoising steps.")
-@click.option("--guidance", type=float, default=3.5, show_default=True, help="Classifier-free guidance scale.")
-@click.option("--size", default="1024", show_default=True, help="Image size: N for NxN, or WIDTHxHEIGHT.")
+@click.option("--revision", default=DEFAULTS.revision, help="Hub revision (branch, tag or commit) [default: main].")
+@click.option("--steps", type=click.IntRange(min=1), default=DEFAULTS.steps, show_default=True, help="Denoising steps.")
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per pipeline call."
+    "--guidance", type=float, default=DEFAULTS.guidance, show_default=True, help="Classifier-free guidance scale."
 )
 @click.option(
-    "--device", default="auto", show_default=True, help="cuda, cuda:1, cpu, mps; auto picks CUDA when present."
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(["auto", *DTYPES]),
-    default="auto",
+    "--size",
+    type=SizeType(),
+    default=SizeType.format(DEFAULTS.size),
     show_default=True,
-    help="auto: bfloat16 on CUDA, float32 elsewhere.",
+    help="Image size: N for NxN, or WIDTHxHEIGHT.",
 )
+@batch_size_option(DEFAULTS.batch_size, "Images per pipeline call.")
+@device_option(DEFAULTS.device, "CUDA, then MPS, then the CPU")
+@precision_option(DEFAULTS.precision, "bf16 on CUDA, fp32 elsewhere")
 @click.option(
     "--quantize",
     type=click.Choice(["auto", "4bit", "8bit", "none"]),
-    default="auto",
+    default=DEFAULTS.quantize,
     show_default=True,
     help="bitsandbytes quantization of the transformer; auto: 4-bit NF4 on CUDA, none elsewhere.",
 )
@@ -98,7 +97,13 @@ def print_dry_run(planned: list[Planned]) -> None:
     default=None,
     help="Image cache folder [default: $SYNTHPROBE_CACHE/images, else ~/.cache/synthprobe/images].",
 )
-@click.option("--shard", default=None, metavar="K/N", help="Only the records of shard K of N (by a hash of the id).")
+@click.option(
+    "--shard",
+    type=ShardType(),
+    default=None,
+    metavar="K/N",
+    help="Only the records of shard K of N (by a hash of the id).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records (after --shard).")
 @click.option("--dry-run", is_flag=True, help="List what would be generated and what is cached; change nothing.")
 @silent_option
@@ -113,7 +118,7 @@ def main(
     size,
     batch_size,
     device,
-    dtype,
+    precision,
     quantize,
     offload,
     cache_dir,
@@ -136,27 +141,14 @@ def main(
         wn-prompts concepts --synsets bee.n.01 --per-synset 2 | sd-generate - --out images/ --dry-run
     """
     started = time.perf_counter()
-    shard_spec = parse_shard(shard)
-    records = select_records(read_prompts(prompts), shard_spec, limit)
+    records = select_records(read_prompts(prompts), shard, limit)
     cache = ImageCache(cache_dir or default_image_cache(), writable=not dry_run)
-    settings = resolve_settings(
-        model=model,
-        revision=revision,
-        steps=steps,
-        guidance=guidance,
-        size=size,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        quantize=quantize,
-        offload=offload,
-        cache=cache,
-        dry_run=dry_run,
-    )
+    options = RunOptions(model, revision, steps, guidance, size, batch_size, device, precision, quantize, offload)
+    settings = resolve_settings(options, cache, dry_run)
     if dry_run:
         print_dry_run(plan(records, settings, cache))
         return
-    manifest_name, run_name = output_names(shard_spec)
+    manifest_name, run_name = output_names(shard)
     out = begin_outputs(out_dir, manifest_name, run_name)
     result = run_generation(records, settings, cache, out, build_pipeline=pipeline.load_pipeline, silent=silent)
     seconds = time.perf_counter() - started
@@ -167,7 +159,7 @@ def main(
                     "schema": RUN_SCHEMA,
                     "tool": "sd-generate",
                     "manifest": manifest_name,
-                    "config": run_config(settings, prompts, cache, shard_spec, limit),
+                    "config": run_config(settings, prompts, cache, shard, limit),
                     "summary": result.summary(),
                     "seconds": round(seconds, 3),
                     "versions": library_versions("torch", "diffusers", "transformers"),

@@ -7,10 +7,10 @@ import logging
 import click
 
 from synthprobe import separability as S
-from synthprobe.cli import comma_list, run_guarded, seed_option, silent_option
+from synthprobe.cli import run_guarded, seed_option, silent_option
 from synthprobe.files import InputError, check_writable_dir
 from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.options import allow_incomplete_option, checks_options, unit_option
+from synthprobe.options import allow_incomplete_option, checks_options, list_option, unit_option
 from synthprobe.progress import progress
 from synthprobe.separability_outputs import write_outputs
 from synthprobe.separation import FDR_METHODS
@@ -24,14 +24,21 @@ DEFAULTS = S.Params()
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
 @click.argument("store", type=click.Path())
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder.")
-@click.option(
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Output folder.")
+@list_option(
     "--group",
-    default="concept",
+    default=DEFAULTS.groups,
     show_default=True,
-    help="Rows to analyse by their group (comma list); ImageFolder rows are 'concept'.",
+    metavar="GROUP[,GROUP...]",
+    help="Rows to analyse by their group; ImageFolder rows are 'concept'.",
 )
-@click.option("--layers", default="*", show_default=True, help="Hook points to analyse (comma list of globs).")
+@list_option(
+    "--layers",
+    default=DEFAULTS.layers,
+    show_default=True,
+    metavar="GLOB[,GLOB...]",
+    help="Hook points to analyse (globs).",
+)
 @click.option(
     "--pool", default=DEFAULTS.pool, show_default=True, help="Spatial pooling to read (mean or max, as stored)."
 )
@@ -144,12 +151,11 @@ def main(
         separability photos.zarr --out sep/ --unit image        # every image its own unit
         separability acts.zarr --out sep/ --checks checks/checks.jsonl --drop object-missing
     """
-    groups, patterns = tuple(comma_list(group)), tuple(comma_list(layers))
-    if not groups:
+    if not group:
         raise InputError("--group is empty; give one group or a comma list, e.g. concept")
     params = S.Params(
-        groups=groups,
-        layers=patterns or ("*",),
+        groups=group,
+        layers=layers or DEFAULTS.layers,
         pool=pool,
         top_layers=top_layers,
         top_synsets=top_synsets,

@@ -8,28 +8,32 @@ from pathlib import Path
 import click
 
 from synthprobe import prompts as P
-from synthprobe.cli import comma_list, run_guarded, seed_option, silent_option
+from synthprobe.cli import run_guarded, seed_option, silent_option
 from synthprobe.core_wordnet import core_wordnet_file, parse_core_wordnet, resolve_entries
 from synthprobe.files import InputError, os_reason
 from synthprobe.formats.prompts import write_prompts
-from synthprobe.options import wordnet_dir_option
+from synthprobe.options import list_option, wordnet_dir_option
 from synthprobe.wordnet import get_synset, load_wordnet
 
 log = logging.getLogger("synthprobe")
 
 
-def read_synset_names(value: str) -> list[str]:
-    """A comma list, or ``@FILE`` / an existing file path with one synset name per line."""
-    path = Path(value[1:] if value.startswith("@") else value)
-    if value.startswith("@") or (path.is_file() and "," not in value):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise InputError(f"cannot read synset list {path}: {os_reason(exc)}") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: not UTF-8 text (a binary file?)") from None
-        return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
-    return comma_list(value)
+def read_synset_names(items: tuple[str, ...]) -> list[str]:
+    """Synset names, each item a name or ``@FILE`` / an existing file path with one synset name per line."""
+    return [name for item in items for name in read_synset_item(item)]
+
+
+def read_synset_item(item: str) -> list[str]:
+    path = Path(item[1:] if item.startswith("@") else item)
+    if not (item.startswith("@") or path.is_file()):
+        return [item]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read synset list {path}: {os_reason(exc)}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (a binary file?)") from None
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +50,11 @@ def main():
     default=None,
     help="Core WordNet list: a file, or a URL downloaded once into the cache (default: the bundled copy).",
 )
-@click.option("--synsets", default=None, help="Explicit synsets instead of Core WordNet: 'dog.n.01,cat.n.01' or @FILE.")
+@list_option(
+    "--synsets",
+    metavar="SYNSET[,SYNSET...]",
+    help="Explicit synsets instead of Core WordNet: dog.n.01,cat.n.01, or @FILE with one per line.",
+)
 @click.option(
     "--n-synsets",
     type=click.IntRange(min=1),
@@ -58,11 +66,12 @@ def main():
 @click.option(
     "--per-synset", type=click.IntRange(min=1), default=10, show_default=True, help="Prompts (images) per synset."
 )
-@click.option(
+@list_option(
     "--exclude",
-    default=",".join(f"{c}" for c in P.DEFAULT_BIAS_CLASSES),
+    default=P.DEFAULT_BIAS_CLASSES,
     show_default=True,
-    help="Synsets or bias class names to leave out (comma list; '' for none).",
+    metavar="NAME[,NAME...]",
+    help="Synsets or bias class names to leave out ('' for none).",
 )
 @click.option(
     "--templates",
@@ -71,13 +80,13 @@ def main():
     default=None,
     help="Template JSON file (default: the bundled photographic templates).",
 )
-@click.option("-o", "--output", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
+@click.option("-o", "--out", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
 @seed_option()
 @wordnet_dir_option
 @silent_option
 @run_guarded
 def concepts(
-    core_source, synsets, n_synsets, all_synsets, per_synset, exclude, templates_path, output, seed, wordnet_dir, silent
+    core_source, synsets, n_synsets, all_synsets, per_synset, exclude, templates_path, out, seed, wordnet_dir, silent
 ):
     """Concept prompts for picturable Core WordNet nouns (or for --synsets).
 
@@ -93,12 +102,12 @@ def concepts(
         synsets,
         None if all_synsets else n_synsets,
         per_synset,
-        comma_list(exclude),
+        list(exclude),
         templates_path,
         seed,
     )
-    count = write_prompts(output, records)
-    log.info("wrote %d concept prompts for %d synsets to %s", count, len({r.synset for r in records}), output)
+    count = write_prompts(out, records)
+    log.info("wrote %d concept prompts for %d synsets to %s", count, len({r.synset for r in records}), out)
 
 
 def make_concept_records(wn, core_source, synsets, n_synsets, per_synset, exclude, templates_path, seed):
@@ -122,35 +131,36 @@ def resolve_exclusions(wn, names: list[str]) -> set[str]:
 
 
 @main.command()
-@click.option(
+@list_option(
     "--classes",
-    default=",".join(P.DEFAULT_BIAS_CLASSES),
+    default=P.DEFAULT_BIAS_CLASSES,
     show_default=True,
+    metavar="CLASS[,CLASS...]",
     help="Bias classes (files in data/bias_classes/).",
 )
 @click.option("--per-group", type=click.IntRange(min=1), default=None, help="At most this many prompt texts per group.")
 @click.option(
     "--seeds-per-prompt", type=click.IntRange(min=1), default=2, show_default=True, help="Images per prompt text."
 )
-@click.option("-o", "--output", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
+@click.option("-o", "--out", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
 @seed_option()
 @wordnet_dir_option
 @silent_option
 @run_guarded
-def bias(classes, per_group, seeds_per_prompt, output, seed, wordnet_dir, silent):
+def bias(classes, per_group, seeds_per_prompt, out, seed, wordnet_dir, silent):
     """Object-only, context-only and mixed prompts for chosen ImageNet classes.
 
     \b
     Example:
         wn-prompts bias --classes bee,frog --per-group 4 --seeds-per-prompt 2 -o bias.jsonl
     """
-    names = comma_list(classes)
+    names = list(classes)
     if not names:
         raise InputError("--classes is empty; known classes: " + ", ".join(P.known_bias_classes()))
     bias_classes = [P.load_bias_class(name) for name in names]
     records = P.bias_records(bias_classes, load_wordnet(wordnet_dir), per_group, seeds_per_prompt, seed)
-    count = write_prompts(output, records)
-    log.info("wrote %d bias prompts for %d classes to %s", count, len(bias_classes), output)
+    count = write_prompts(out, records)
+    log.info("wrote %d bias prompts for %d classes to %s", count, len(bias_classes), out)
 
 
 if __name__ == "__main__":

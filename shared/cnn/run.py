@@ -39,7 +39,7 @@ log = logging.getLogger("synthprobe")
 class RunSettings:
     layers: list[str] = field(default_factory=list)
     pools: tuple[str, ...] = ("mean",)
-    dtype: str = "float32"
+    store_dtype: str = "float32"  # the stored values; compute is precision
     precision: str | None = None  # None: default_precision(device)
     device: str = "auto"
     batch_size: int = 16
@@ -112,7 +112,7 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
         store_attrs(network, precision, n_classes, folder, settings.class_names, kept),
         {p.name: p.channels for p in points},
         settings.pools,
-        settings.dtype,
+        settings.store_dtype,
         n_classes,
         rows_per_write=settings.rows_per_write,
         rebuild=settings.rebuild,

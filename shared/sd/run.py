@@ -93,7 +93,7 @@ def generate_batch(pipe, batch: list[Planned], settings: Settings) -> Iterator[t
         return
     for planned, image in zip(batch, images):
         if not np.isfinite(image).all():
-            yield planned, f"the image has NaN or infinite values (dtype {settings.dtype}; try --dtype float32)"
+            yield planned, f"the image has NaN or infinite values (dtype {settings.dtype}; try --precision fp32)"
         else:
             yield planned, image
 

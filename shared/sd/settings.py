@@ -4,42 +4,34 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass
 
 from ..devices import resolve_device
 from ..files import InputError
 from ..formats.image_cache import ImageCache
 from ..formats.prompts import PromptRecord
-from .model import ModelSource, resolve_model
+from .model import DEFAULT_MODEL, ModelSource, resolve_model
 
 log = logging.getLogger("synthprobe")
 
-DTYPES = ("float32", "bfloat16", "float16")
+# --precision's names to the torch dtype names that run.json, images.jsonl and the cache key record
+PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``1024`` or ``768x1024`` (width x height) to (width, height)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
-    if not match or int(match[1]) == 0 or (match[2] is not None and int(match[2]) == 0):
-        raise InputError(f"--size {text!r}: expected a positive number such as 1024, or WIDTHxHEIGHT such as 768x1024")
-    width = int(match[1])
-    return width, int(match[2]) if match[2] else width
+@dataclass(frozen=True)
+class RunOptions:
+    """A run's options as given; sd-generate's defaults are these field defaults. resolve_settings checks them."""
 
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``K/N`` to (K, N) with 0 <= K < N."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
-    if not match:
-        raise InputError(f"--shard {text!r}: expected K/N, such as 0/4")
-    index, count = int(match[1]), int(match[2])
-    if count < 1 or index >= count:
-        raise InputError(
-            f"--shard {text}: K must be in 0..N-1 and N at least 1 (for N={count}: 0/{count} to {count - 1}/{count})"
-        )
-    return index, count
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    steps: int = 28
+    guidance: float = 3.5
+    size: tuple[int, int] = (1024, 1024)  # (width, height)
+    batch_size: int = 1
+    device: str = "auto"
+    precision: str = "auto"  # auto, or a key of PRECISION_DTYPES
+    quantize: str = "auto"
+    offload: bool = False
 
 
 def shard_of(record_id: str, count: int) -> int:
@@ -53,10 +45,11 @@ def select_records(records: list[PromptRecord], shard: tuple[int, int] | None, l
     return records[:limit] if limit is not None else records
 
 
-def resolve_dtype(requested: str, device: str) -> str:
-    if requested == "auto":
+def resolve_dtype(precision: str, device: str) -> str:
+    """The torch dtype name of ``--precision``; auto is bfloat16 on CUDA, float32 elsewhere."""
+    if precision == "auto":
         return "bfloat16" if device.startswith("cuda") else "float32"
-    return requested
+    return PRECISION_DTYPES[precision]
 
 
 def resolve_quantization(requested: str, device: str) -> str:
@@ -121,37 +114,23 @@ class Settings:
         }
 
 
-def resolve_settings(
-    *,
-    model: str,
-    revision: str | None,
-    steps: int,
-    guidance: float,
-    size: str,
-    batch_size: int,
-    device: str,
-    dtype: str,
-    quantize: str,
-    offload: bool,
-    cache: ImageCache,
-    dry_run: bool = False,
-) -> Settings:
+def resolve_settings(options: RunOptions, cache: ImageCache, dry_run: bool = False) -> Settings:
     """Check every option and read the model's small config files (or the cache's record of them); never loads
     weights."""
-    width, height = parse_size(size)
-    source, scheduler, identity = resolve_model(model, revision, width, height, cache, dry_run)
-    device = str(resolve_device(device))  # Settings and run.json keep the name
+    width, height = options.size
+    source, scheduler, identity = resolve_model(options.model, options.revision, width, height, cache, dry_run)
+    device = str(resolve_device(options.device))  # Settings and run.json keep the name
     return Settings(
         source,
-        steps,
-        float(guidance),
+        options.steps,
+        float(options.guidance),
         width,
         height,
-        batch_size,
+        options.batch_size,
         device,
-        resolve_dtype(dtype, device),
-        resolve_quantization(quantize, device),
-        offload,
+        resolve_dtype(options.precision, device),
+        resolve_quantization(options.quantize, device),
+        options.offload,
         scheduler,
         identity,
     )
