@@ -12,6 +12,7 @@ from synthprobe.cli import run_guarded, silent_option
 from synthprobe.files import atomic_write, begin_outputs
 from synthprobe.formats.image_cache import ImageCache, default_image_cache
 from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
+from synthprobe.options import dask_option
 from synthprobe.sd import pipeline
 from synthprobe.sd.model import DEFAULT_MODEL
 from synthprobe.sd.run import Planned, plan, run_generation
@@ -101,6 +102,7 @@ def print_dry_run(planned: list[Planned]) -> None:
 @click.option("--shard", default=None, metavar="K/N", help="Only the records of shard K of N (by a hash of the id).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records (after --shard).")
 @click.option("--dry-run", is_flag=True, help="List what would be generated and what is cached; change nothing.")
+@dask_option
 @silent_option
 @run_guarded
 def main(
@@ -120,6 +122,7 @@ def main(
     shard,
     limit,
     dry_run,
+    dask,
     silent,
 ):
     """Render prompt records (JSON Lines, `-` for stdin) to DIR/<id>.png plus DIR/images.jsonl.
@@ -133,6 +136,7 @@ def main(
         sd-generate prompts.jsonl --out images/
         sd-generate prompts.jsonl --out images/ --model models/tiny-sd3 --size 64 --steps 4
         sd-generate prompts.jsonl --out images/ --shard 0/4      # and 1/4, 2/4, 3/4 at the same time
+        sd-generate prompts.jsonl --out images/ --dask local:4   # 4 worker processes, one GPU each
         wn-prompts concepts --synsets bee.n.01 --per-synset 2 | sd-generate - --out images/ --dry-run
     """
     started = time.perf_counter()
@@ -152,13 +156,16 @@ def main(
         offload=offload,
         cache=cache,
         dry_run=dry_run,
+        engine=dask,
     )
     if dry_run:
         print_dry_run(plan(records, settings, cache))
         return
     manifest_name, run_name = output_names(shard_spec)
     out = begin_outputs(out_dir, manifest_name, run_name)
-    result = run_generation(records, settings, cache, out, build_pipeline=pipeline.load_pipeline, silent=silent)
+    result = run_generation(
+        records, settings, cache, out, build_pipeline=pipeline.load_pipeline, silent=silent, engine=dask
+    )
     seconds = time.perf_counter() - started
     with atomic_write(out / run_name) as handle:
         handle.write(

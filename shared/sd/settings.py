@@ -135,12 +135,14 @@ def resolve_settings(
     offload: bool,
     cache: ImageCache,
     dry_run: bool = False,
+    engine=None,
 ) -> Settings:
     """Check every option and read the model's small config files (or the cache's record of them); never loads
-    weights."""
+    weights. With a Dask ``engine`` the device is the one its workers have."""
     width, height = parse_size(size)
+    # Settings and run.json keep the name; a cluster that cannot be reached stops the run before the cache is touched.
+    device = engine.resolve_device(device) if engine is not None else str(resolve_device(device))
     source, scheduler, identity = resolve_model(model, revision, width, height, cache, dry_run)
-    device = str(resolve_device(device))  # Settings and run.json keep the name
     return Settings(
         source,
         steps,
