@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,13 @@ _ADDRESS = re.compile(r"([a-z]+://)?[A-Za-z0-9._\-\[\]:]+:\d+")
 
 # The models a worker process has built: one at a time, keyed by builder and settings.
 _worker_models: dict[tuple, object] = {}
+# A worker with several threads (dask worker's default) still runs one task at a time: each uses the whole device.
+_task_lock = threading.Lock()
+
+
+def one_at_a_time(func: Callable, *args):
+    with _task_lock:
+        return func(*args)
 
 
 def worker_model(builder: Callable, *args):
@@ -137,14 +145,12 @@ class DaskEngine:
             where = "a local cluster" if self.kind == "local" else "the Dask scheduler"
             raise InputError(f"--dask {self.spec}: cannot reach {where} ({error_line(exc)})") from None
 
-    def resolve_device(self, requested: str) -> str:
-        """The device a worker resolves ``requested`` to: a remote worker may have a GPU where the client has
-        none. A local cluster's workers see the client's devices."""
-        from .devices import resolve_device
-
+    def as_a_worker_sees_it(self, func: Callable, *args):
+        """``func(*args)`` where the workers' view counts (their devices, say): a remote worker may have a GPU where
+        the client has none. A local cluster's workers share this machine, so it runs here."""
         if self.kind == "local":
-            return str(resolve_device(requested))
-        return self.client.submit(_resolve_on_worker, requested, pure=False).result()
+            return func(*args)
+        return self.client.submit(func, *args, pure=False).result()
 
     def run_tasks(
         self, func: Callable, tasks: list[tuple], sizes: list[int], *, desc: str, unit: str, silent: bool
@@ -158,7 +164,7 @@ class DaskEngine:
 
         run = uuid.uuid4().hex[:8]
         futures = [
-            self.client.submit(func, *task, key=f"{desc}-{run}-{i}", pure=False, retries=0)
+            self.client.submit(one_at_a_time, func, *task, key=f"{desc}-{run}-{i}", pure=False, retries=0)
             for i, task in enumerate(tasks)
         ]
         index = {future.key: i for i, future in enumerate(futures)}
@@ -188,9 +194,3 @@ class DaskEngine:
             if self.cluster is not None:
                 self.cluster.close()
         self._client = self.cluster = None
-
-
-def _resolve_on_worker(requested: str) -> str:
-    from .devices import resolve_device
-
-    return str(resolve_device(requested))

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import test_sd_generate
 from test_sd_generate import FAST, cli, failing_pipeline, make_records, read_rows, settings_for
@@ -213,3 +214,35 @@ def test_bad_cluster_is_one_line_and_the_cache_untouched(value, expected, tiny_m
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output
     assert not cache.exists() and not (tmp_path / "out").exists()
+
+
+# ---- cnn-hooks ---------------------------------------------------------------------------------
+
+
+def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_path):
+    import zarr
+    from test_cnn_hooks import SMALL, make_tree, ok, run_cli, store_arrays
+
+    from synthprobe.formats.activation_store import ActivationStore
+
+    images = make_tree(tmp_path / "images", per_synset=6)  # 18 images, 4 blocks of 4 and one of 2
+    args = [images, *SMALL, "--precision", "fp32", "--batch-size", "2", "--rows-per-write", "4", "--layers", "layer4*"]
+    reference, clustered = tmp_path / "reference.zarr", tmp_path / "clustered.zarr"
+    ok(run_cli(*args, "--out", reference))
+    address = engine.cluster.scheduler_address
+    ok(run_cli(*args, "--out", clustered, "--dask", address))
+    want = store_arrays(reference)
+    got = store_arrays(clustered)
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert ActivationStore(clustered).attrs == ActivationStore(reference).attrs
+    built = engine.client.run(lambda: [key[1] for key in sys.modules["synthprobe.cluster"]._worker_models])
+    assert ["build_network"] in built.values(), "the workers ran no network"
+
+    # As a kill leaves it: 8 rows committed, later ones written but not; the rerun resumes from row 8.
+    zarr.open_group(str(clustered), mode="r+").attrs.update({"rows_committed": 8, "complete": False})
+    ok(run_cli(*args, "--out", clustered, "--dask", address))
+    got = store_arrays(clustered)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -16,6 +16,7 @@ from synthprobe.files import InputError, os_reason
 from synthprobe.formats.activation_store import ROWS_PER_WRITE
 from synthprobe.formats.image_folder import read_image_folder
 from synthprobe.globs import select_by_globs
+from synthprobe.options import dask_option
 
 log = logging.getLogger("synthprobe")
 
@@ -117,6 +118,7 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
     show_default=True,
     help="Rows gathered before each write and commit; a kill loses at most this many.",
 )
+@dask_option
 @silent_option
 @run_guarded
 def main(
@@ -137,6 +139,7 @@ def main(
     class_names,
     rebuild,
     rows_per_write,
+    dask,
     silent,
 ):
     """Record the pooled response of every hook point of a CNN to every image in IMAGES.
@@ -172,6 +175,7 @@ def main(
         rebuild=rebuild,
         silent=silent,
         class_names=read_class_names(class_names) if class_names else None,
+        engine=dask,
     )
     result = run_hooks(folder, Path(out), network, settings)
     if result.written == 0:

@@ -53,6 +53,10 @@ def select_records(records: list[PromptRecord], shard: tuple[int, int] | None, l
     return records[:limit] if limit is not None else records
 
 
+def device_name(requested: str) -> str:
+    return str(resolve_device(requested))
+
+
 def resolve_dtype(requested: str, device: str) -> str:
     if requested == "auto":
         return "bfloat16" if device.startswith("cuda") else "float32"
@@ -141,7 +145,7 @@ def resolve_settings(
     weights. With a Dask ``engine`` the device is the one its workers have."""
     width, height = parse_size(size)
     # Settings and run.json keep the name; a cluster that cannot be reached stops the run before the cache is touched.
-    device = engine.resolve_device(device) if engine is not None else str(resolve_device(device))
+    device = engine.as_a_worker_sees_it(device_name, device) if engine is not None else device_name(device)
     source, scheduler, identity = resolve_model(model, revision, width, height, cache, dry_run)
     return Settings(
         source,
