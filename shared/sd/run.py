@@ -19,7 +19,7 @@ from .settings import Settings, shard_of
 
 log = logging.getLogger("synthprobe")
 # Records per Dask task: small enough that a dead worker costs little, large enough to hide the task overhead.
-TASK_RECORDS = 8
+TASK_RECORDS = 4
 
 
 @dataclass
@@ -202,6 +202,7 @@ def generate_on_cluster(
     unique = list({p.key: p for p in missing}.values())
     count = -(-len(unique) // max(TASK_RECORDS, settings.batch_size))
     tasks = [t for t in ([p for p in unique if shard_of(p.record.id, count) == i] for i in range(count)) if t]
+    tasks.sort(key=len, reverse=True)  # the largest first, so that the last tasks to finish are short ones
     root, out = cache.root.resolve(), out_dir.resolve()
     errors: dict[str, str] = {}
     for _, task_errors in engine.run_tasks(
