@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -246,3 +247,18 @@ def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_pa
     got = store_arrays(clustered)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_slurm_script_asks_one_gpu_per_job_and_runs_one_worker():
+    script = Path(__file__).parents[1] / "scripts" / "dask-slurm"
+    result = subprocess.run(
+        [sys.executable, str(script), "--print-job-script", "--partition", "gpu", "--cores", "4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for directive in ("#SBATCH -p gpu", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=4"):
+        assert directive in lines, result.stdout
+    assert sum("distributed.cli.dask_worker" in line for line in lines) == 1
