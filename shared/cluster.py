@@ -150,6 +150,8 @@ class DaskEngine:
         the client has none. A local cluster's workers share this machine, so it runs here."""
         if self.kind == "local":
             return func(*args)
+        if not self.client.scheduler_info().get("workers"):
+            log.info("--dask %s: waiting for the first worker to join (Ctrl-C stops)", self.spec)
         return self.client.submit(func, *args, pure=False).result()
 
     def run_tasks(

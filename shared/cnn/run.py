@@ -158,6 +158,7 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
         try:
             failed = _write_batches(todo, folder, files, stamps, batches, points, writer, settings, memo, retry)
         finally:
+            batches.close()  # now, not when collected: removes the hooks (and cancels a cluster's tasks)
             memo.save()
     writer.finish()
     return RunResult(len(todo), failed, len(folder.rows) - len(todo), time.perf_counter() - started)
@@ -199,9 +200,10 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: 
 
 def forward_batches(module, loader, normalize, points: list[HookPoint], pools, device, precision: str) -> Iterator:
     """(digests, errors, pooled values, logits or None) per batch of decoded images."""
-    with PoolingHooks(module, points, pools) as hooks, torch.no_grad(), autocast(device, precision):
+    with PoolingHooks(module, points, pools) as hooks:
         for images, digests, errors in loader:
-            logits = module(normalize(images))
+            with torch.no_grad(), autocast(device, precision):  # not held across the yield: the caller's code
+                logits = module(normalize(images))
             pooled = hooks.take()
             logits = logits.float().cpu().numpy() if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
             yield list(digests), list(errors), pooled, logits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections import deque
@@ -178,6 +179,12 @@ def generate_missing(
     return errors
 
 
+@functools.lru_cache(maxsize=4)
+def task_cache(root: Path) -> ImageCache:
+    """A worker's view of the shared cache, kept between tasks: its hash memo is read once, not once per task."""
+    return ImageCache(root)
+
+
 def generate_task(
     batch: list[Planned], settings: Settings, cache_root: Path, out_dir: Path, build_pipeline: Callable
 ) -> dict[str, str]:
@@ -187,7 +194,7 @@ def generate_task(
     """
     from ..cluster import worker_model
 
-    cache = ImageCache(cache_root)
+    cache = task_cache(cache_root)
     todo = [p for p in batch if cache.lookup(p.key) is None]
     if not todo:
         return {}
