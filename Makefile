@@ -25,7 +25,7 @@ system-deps:
 
 $(STAMP): pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,dask]'
 	touch $@
 
 setup: system-deps $(STAMP)
@@ -58,6 +58,7 @@ prompts: $(OUT)/prompts/concepts.jsonl $(OUT)/prompts/bias.jsonl
 
 # ---- stages after the prompts ------------------------------------------------
 CACHE_ARG := $(if $(IMAGE_CACHE),--cache $(IMAGE_CACHE))
+DASK_ARG = $(if $(DASK),--dask $(DASK))
 $(eval $(call params,generate,$(GEN_MODEL) $(STEPS) $(GUIDANCE) $(SIZE) $(QUANTIZE)))
 $(eval $(call params,stats,$(PERMUTATIONS) $(SEED)))
 
@@ -65,7 +66,7 @@ $(eval $(call params,stats,$(PERMUTATIONS) $(SEED)))
 # makes the next make retry them (finished images come from the cache).
 $(OUT)/images/%/images.jsonl: $(OUT)/prompts/%.jsonl $(OUT)/.params/generate | $(STAMP)
 	$(BIN)/sd-generate $< --out $(@D) --model $(GEN_MODEL) --steps $(STEPS) --guidance $(GUIDANCE) \
-		--size $(SIZE) --batch-size $(GEN_BATCH) --quantize $(QUANTIZE) $(CACHE_ARG) \
+		--size $(SIZE) --batch-size $(GEN_BATCH) --quantize $(QUANTIZE) $(CACHE_ARG) $(DASK_ARG) \
 		|| { touch -c -d @0 $@ 2>/dev/null; exit 1; }
 
 # A tiny random SD3 pipeline (about 2 MB, built from configs, no download) for tests and the offline demo.
@@ -106,7 +107,7 @@ $(1)/acts/%.done: $(OUT)/images/%/images.jsonl $(1)/.params | $(STAMP)
 	@mkdir -p $$(@D); cat $(1)/.params $$< | cksum > $$(@D)/$$*.params.new
 	@cmp -s $$(@D)/$$*.params.new $$(@D)/$$*.params || rm -rf $$(@D)/$$*.zarr
 	@mv $$(@D)/$$*.params.new $$(@D)/$$*.params
-	$(BIN)/cnn-hooks $$(<D) --out $$(@D)/$$*.zarr --model $(2) --weights $(3) --batch-size $(HOOK_BATCH)
+	$(BIN)/cnn-hooks $$(<D) --out $$(@D)/$$*.zarr --model $(2) --weights $(3) --batch-size $(HOOK_BATCH) $$(DASK_ARG)
 	@touch $$@
 
 $(1)/.params: FORCE

@@ -20,6 +20,10 @@ BIAS_CLASSES ?= bee,frog,airplane,guitar,strawberry
 PER_GROUP ?= 4
 SEEDS_PER_PROMPT ?= 2
 
+# Dask cluster for sd-generate and cnn-hooks (empty: one process): local:N for N worker processes here (one GPU
+# each), a scheduler address (tcp://host:8786) or a scheduler file (scripts/dask-slurm writes one)
+DASK ?=
+
 # Generator
 GEN_MODEL ?= stabilityai/stable-diffusion-3.5-large
 STEPS ?= 28

@@ -152,3 +152,29 @@ def checks_options(func):
         default=None,
         help="checks.jsonl from image-check: flagged images are counted in summary.json, and dropped with --drop.",
     )(func)
+
+
+def _dask_engine(ctx, param, value: str | None):
+    """A DaskEngine (connected on first use, closed when the command ends), or None without --dask."""
+    if value is None:
+        return None
+    from .cluster import DaskEngine
+    from .files import InputError
+
+    try:
+        engine = DaskEngine(value)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.call_on_close(engine.close)
+    return engine
+
+
+dask_option = click.option(
+    "--dask",
+    "dask",
+    metavar="ADDRESS|local:N",
+    default=None,
+    callback=_dask_engine,
+    help="Run on a Dask cluster: a scheduler address (tcp://host:8786) or scheduler file, or local:N for N worker "
+    "processes here (one GPU each where there are GPUs). Needs pip install 'synthprobe[dask]'.",
+)

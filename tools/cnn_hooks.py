@@ -14,7 +14,7 @@ from synthprobe.cnn.run import RunSettings, run_hooks
 from synthprobe.files import InputError, os_reason
 from synthprobe.formats.image_folder import read_image_folder
 from synthprobe.globs import select_by_globs
-from synthprobe.options import batch_size_option, device_option, list_option, precision_option
+from synthprobe.options import batch_size_option, dask_option, device_option, list_option, precision_option
 
 log = logging.getLogger("synthprobe")
 
@@ -109,6 +109,7 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
     show_default=True,
     help="Rows gathered before each write and commit; a kill loses at most this many.",
 )
+@dask_option
 @silent_option
 @run_guarded
 def main(
@@ -129,6 +130,7 @@ def main(
     class_names,
     rebuild,
     rows_per_write,
+    dask,
     silent,
 ):
     """Record the pooled response of every hook point of a CNN to every image in IMAGES.
@@ -164,6 +166,7 @@ def main(
         rebuild=rebuild,
         silent=silent,
         class_names=read_class_names(class_names) if class_names else None,
+        engine=dask,
     )
     result = run_hooks(folder, Path(out), network, settings)
     if result.written == 0:

@@ -12,7 +12,7 @@ from synthprobe.cli import run_guarded, silent_option
 from synthprobe.files import atomic_write, begin_outputs
 from synthprobe.formats.image_cache import ImageCache, default_image_cache
 from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
-from synthprobe.options import ShardType, SizeType, batch_size_option, device_option, precision_option
+from synthprobe.options import ShardType, SizeType, batch_size_option, dask_option, device_option, precision_option
 from synthprobe.sd import pipeline
 from synthprobe.sd.run import Planned, plan, run_generation
 from synthprobe.sd.settings import RunOptions, Settings, resolve_settings, select_records
@@ -106,6 +106,7 @@ def print_dry_run(planned: list[Planned]) -> None:
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records (after --shard).")
 @click.option("--dry-run", is_flag=True, help="List what would be generated and what is cached; change nothing.")
+@dask_option
 @silent_option
 @run_guarded
 def main(
@@ -125,6 +126,7 @@ def main(
     shard,
     limit,
     dry_run,
+    dask,
     silent,
 ):
     """Render prompt records (JSON Lines, `-` for stdin) to DIR/<id>.png plus DIR/images.jsonl.
@@ -138,19 +140,22 @@ def main(
         sd-generate prompts.jsonl --out images/
         sd-generate prompts.jsonl --out images/ --model models/tiny-sd3 --size 64 --steps 4
         sd-generate prompts.jsonl --out images/ --shard 0/4      # and 1/4, 2/4, 3/4 at the same time
+        sd-generate prompts.jsonl --out images/ --dask local:4   # 4 worker processes, one GPU each
         wn-prompts concepts --synsets bee.n.01 --per-synset 2 | sd-generate - --out images/ --dry-run
     """
     started = time.perf_counter()
     records = select_records(read_prompts(prompts), shard, limit)
     cache = ImageCache(cache_dir or default_image_cache(), writable=not dry_run)
     options = RunOptions(model, revision, steps, guidance, size, batch_size, device, precision, quantize, offload)
-    settings = resolve_settings(options, cache, dry_run)
+    settings = resolve_settings(options, cache, dry_run, engine=dask)
     if dry_run:
         print_dry_run(plan(records, settings, cache))
         return
     manifest_name, run_name = output_names(shard)
     out = begin_outputs(out_dir, manifest_name, run_name)
-    result = run_generation(records, settings, cache, out, build_pipeline=pipeline.load_pipeline, silent=silent)
+    result = run_generation(
+        records, settings, cache, out, build_pipeline=pipeline.load_pipeline, silent=silent, engine=dask
+    )
     seconds = time.perf_counter() - started
     with atomic_write(out / run_name) as handle:
         handle.write(

@@ -24,6 +24,7 @@ class Network:
     weights: str  # what the weights are: "IMAGENET1K_V2", "none", "sha256:<hex>", "timm:resnet18.a1_in1k"
     weights_source: str | None  # the local file, when there is one
     preprocessing: Preprocessing
+    build_args: tuple = ()  # build_network's arguments: how a Dask worker builds the same network
 
 
 def build_network(name: str, weights: str = "DEFAULT", image_size: int | None = None) -> Network:
@@ -45,7 +46,7 @@ def build_network(name: str, weights: str = "DEFAULT", image_size: int | None = 
     if image_size is not None:
         preprocessing = preprocessing.with_crop(image_size)
     module.eval().requires_grad_(False)
-    return Network(module, name, identity, source, preprocessing)
+    return Network(module, name, identity, source, preprocessing, (name, source or weights, image_size))
 
 
 def weights_kind(weights: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .models import Network
 from .precision import autocast, default_precision
 from .preprocessing import Preprocessing
 from .reader import ImageDataset, decode_workers
+from .run_cluster import cluster_batches
 from .writer import WriteBuffer
 
 log = logging.getLogger("synthprobe")
@@ -49,6 +51,7 @@ class RunSettings:
     rebuild: bool = False  # delete the store first
     silent: bool = False
     class_names: list[str] | None = None  # for a head other than ImageNet-1k's (default class_0, class_1, ...)
+    engine: object = None  # a synthprobe.cluster.DaskEngine: blocks of rows run on its workers
 
 
 @dataclass
@@ -97,8 +100,12 @@ def store_attrs(
 
 def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSettings) -> RunResult:
     """Append every image of ``folder`` that ``out`` does not hold yet; resumable at any moment."""
-    device = resolve_device(settings.device, auto_mps=False)
-    precision = settings.precision or default_precision(device)
+    if settings.engine is None:
+        device, precision = device_and_precision(settings.device, settings.precision)
+    else:
+        device, precision = settings.engine.as_a_worker_sees_it(
+            device_and_precision, settings.device, settings.precision
+        )
     # Discovery and aliases run on the CPU in fp32; an earlier run may have left the model on a GPU.
     network.module.cpu()
     points, n_classes = discover_hook_points(network.module, network.preprocessing)
@@ -138,15 +145,28 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
             precision,
             device,
         )
-        module = network.module.to(device, memory_format=torch.channels_last)
-        try:
-            failed = _run_batches(
-                todo, folder, module, network.preprocessing, points, writer, device, precision, settings, memo, retry
+        files = [folder.file(p).resolve() for p in todo["path"]]
+        # Stamps taken before the images are read: a file changed in between is hashed again next time.
+        stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
+        if settings.engine is None:
+            module = network.module.to(device, memory_format=torch.channels_last)
+            batches = local_batches(
+                files, list(todo["sha256"]), module, network.preprocessing, points, device, precision, settings
             )
+        else:
+            batches = cluster_batches(files, list(todo["sha256"]), network, points, device, precision, settings)
+        try:
+            failed = _write_batches(todo, folder, files, stamps, batches, points, writer, settings, memo, retry)
         finally:
+            batches.close()  # now, not when collected: removes the hooks (and cancels a cluster's tasks)
             memo.save()
     writer.finish()
     return RunResult(len(todo), failed, len(folder.rows) - len(todo), time.perf_counter() - started)
+
+
+def device_and_precision(requested: str, precision: str | None) -> tuple[torch.device, str]:
+    device = resolve_device(requested, auto_mps=False)
+    return device, precision or default_precision(device)
 
 
 def source_memo(folder: ImageFolder) -> Sha256Memo:
@@ -178,44 +198,52 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: 
         )
 
 
-def _run_batches(
-    todo: pd.DataFrame,
-    folder: ImageFolder,
-    module,
-    preprocessing: Preprocessing,
-    points: list[HookPoint],
-    writer: StoreWriter,
-    device: torch.device,
-    precision: str,
-    settings: RunSettings,
-    memo: Sha256Memo,
-    retry: dict[str, int],
-) -> int:
-    files = [folder.file(p).resolve() for p in todo["path"]]
-    # Stamps taken before the workers read the files: a file changed in between is hashed again next time.
-    stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
-    dataset = ImageDataset(files, list(todo["sha256"]), preprocessing)
+def forward_batches(module, loader, normalize, points: list[HookPoint], pools, device, precision: str) -> Iterator:
+    """(digests, errors, pooled values, logits or None) per batch of decoded images."""
+    with PoolingHooks(module, points, pools) as hooks:
+        for images, digests, errors in loader:
+            with torch.no_grad(), autocast(device, precision):  # not held across the yield: the caller's code
+                logits = module(normalize(images))
+            pooled = hooks.take()
+            logits = logits.float().cpu().numpy() if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+            yield list(digests), list(errors), pooled, logits
+
+
+def local_batches(files, expected, module, preprocessing: Preprocessing, points, device, precision, settings):
+    dataset = ImageDataset(files, expected, preprocessing)
     workers = decode_workers(device) if settings.workers is None else settings.workers
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=settings.batch_size, num_workers=workers, pin_memory=device.type == "cuda"
     )
-    normalize = preprocessing.normalizer(device)
+    yield from forward_batches(
+        module, loader, preprocessing.normalizer(device), points, settings.pools, device, precision
+    )
+
+
+def _write_batches(
+    todo: pd.DataFrame,
+    folder: ImageFolder,
+    files: list[Path],
+    stamps: list,
+    batches: Iterator,
+    points: list[HookPoint],
+    writer: StoreWriter,
+    settings: RunSettings,
+    memo: Sha256Memo,
+    retry: dict[str, int],
+) -> int:
+    """Check, mark and append each batch in order; the number of failed rows."""
     failed = 0
     bar = progress(None, total=len(todo), desc="cnn-hooks", unit="img", silent=settings.silent)
-    with (
-        WriteBuffer(writer, points, settings.pools, retry) as buffer,
-        PoolingHooks(module, points, settings.pools) as hooks,
-        torch.no_grad(),
-        autocast(device, precision),
-    ):
+    with WriteBuffer(writer, points, settings.pools, retry) as buffer:
         start = 0
-        for images, digests, errors in loader:
-            rows = todo.iloc[start : start + len(images)].copy()
+        for digests, errors, pooled, logits in batches:
+            rows = todo.iloc[start : start + len(digests)].copy()
             rows["sha256"] = digests
             for i, digest in enumerate(digests):
                 if digest and stamps[start + i]:
                     memo.remember(files[start + i], digest, stamps[start + i])
-            start += len(images)
+            start += len(digests)
             bad = [i for i, error in enumerate(errors) if error]
             if bad and not settings.skip_bad:
                 raise InputError(
@@ -224,9 +252,6 @@ def _run_batches(
                 )
             for i in bad:
                 log.warning("skipped %s: %s", folder.file(rows["path"].iloc[i]), errors[i])
-            logits = module(normalize(images))
-            pooled = hooks.take()
-            logits = logits.float().cpu().numpy() if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
             rows["status"] = "ok"
             if bad:
                 rows.iloc[bad, rows.columns.get_loc("status")] = "failed"
@@ -234,6 +259,6 @@ def _run_batches(
                     values[bad] = np.nan
             failed += len(bad)
             buffer.add(rows, pooled, logits)
-            bar.update(len(images))
+            bar.update(len(digests))
     bar.close()
     return failed

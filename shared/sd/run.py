@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections import deque
@@ -15,9 +16,11 @@ from ..formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_j
 from ..formats.prompts import PromptRecord
 from ..progress import progress
 from .pipeline import load_pipeline
-from .settings import Settings
+from .settings import Settings, shard_of
 
 log = logging.getLogger("synthprobe")
+# Records per Dask task: small enough that a dead worker costs little, large enough to hide the task overhead.
+TASK_RECORDS = 4
 
 
 @dataclass
@@ -173,8 +176,51 @@ def generate_missing(
                 in_flight.popleft().result()
     finally:
         bar.close()
-    for planned in missing:  # duplicates of a generated key share its entry
-        planned.entry = planned.entry or cache.lookup(planned.key)
+    return errors
+
+
+@functools.lru_cache(maxsize=4)
+def task_cache(root: Path) -> ImageCache:
+    """A worker's view of the shared cache, kept between tasks: its hash memo is read once, not once per task."""
+    return ImageCache(root)
+
+
+def generate_task(
+    batch: list[Planned], settings: Settings, cache_root: Path, out_dir: Path, build_pipeline: Callable
+) -> dict[str, str]:
+    """One Dask task: generate the images of ``batch`` the shared cache still lacks; errors by cache key.
+
+    A task run again after its worker died finds the images that worker finished in the cache.
+    """
+    from ..cluster import worker_model
+
+    cache = task_cache(cache_root)
+    todo = [p for p in batch if cache.lookup(p.key) is None]
+    if not todo:
+        return {}
+    return generate_missing(todo, settings, cache, out_dir, lambda s: worker_model(build_pipeline, s), silent=True)
+
+
+def generate_on_cluster(
+    engine, missing: list[Planned], settings: Settings, cache: ImageCache, out_dir: Path, build_pipeline, silent: bool
+) -> dict[str, str]:
+    """Generate the missing images as Dask tasks of about ``TASK_RECORDS`` records, partitioned by a hash of the
+    record id (as ``--shard`` does); errors by cache key."""
+    unique = list({p.key: p for p in missing}.values())
+    count = -(-len(unique) // max(TASK_RECORDS, settings.batch_size))
+    tasks = [t for t in ([p for p in unique if shard_of(p.record.id, count) == i] for i in range(count)) if t]
+    tasks.sort(key=len, reverse=True)  # the largest first, so that the last tasks to finish are short ones
+    root, out = cache.root.resolve(), out_dir.resolve()
+    errors: dict[str, str] = {}
+    for _, task_errors in engine.run_tasks(
+        generate_task,
+        [(task, settings, root, out, build_pipeline) for task in tasks],
+        [len(task) for task in tasks],
+        desc="generating",
+        unit="img",
+        silent=silent,
+    ):
+        errors.update(task_errors)
     return errors
 
 
@@ -186,14 +232,23 @@ def run_generation(
     *,
     build_pipeline: Callable[[Settings], object] = load_pipeline,
     silent: bool = False,
+    engine=None,
 ) -> RunResult:
-    """Make sure every record has its image in ``out_dir``; return one row per record, in order."""
+    """Make sure every record has its image in ``out_dir``; return one row per record, in order.
+
+    With a Dask ``engine`` (synthprobe.cluster) its workers generate the missing images into the shared cache.
+    """
     planned = plan(records, settings, cache)
     missing = [p for p in planned if p.entry is None]
     errors: dict[str, str] = {}
     if missing:
         cache.check_writable()
-        errors = generate_missing(missing, settings, cache, out_dir, build_pipeline, silent)
+        if engine is None:
+            errors = generate_missing(missing, settings, cache, out_dir, build_pipeline, silent)
+        else:
+            errors = generate_on_cluster(engine, missing, settings, cache, out_dir, build_pipeline, silent)
+        for p in missing:  # duplicates of a generated key share its entry
+            p.entry = p.entry or cache.lookup(p.key)
     result = RunResult([])
     params = settings.params()
     missing_keys = {p.key for p in missing}

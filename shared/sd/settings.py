@@ -45,6 +45,10 @@ def select_records(records: list[PromptRecord], shard: tuple[int, int] | None, l
     return records[:limit] if limit is not None else records
 
 
+def device_name(requested: str) -> str:
+    return str(resolve_device(requested))
+
+
 def resolve_dtype(precision: str, device: str) -> str:
     """The torch dtype name of ``--precision``; auto is bfloat16 on CUDA, float32 elsewhere."""
     if precision == "auto":
@@ -114,12 +118,15 @@ class Settings:
         }
 
 
-def resolve_settings(options: RunOptions, cache: ImageCache, dry_run: bool = False) -> Settings:
+def resolve_settings(options: RunOptions, cache: ImageCache, dry_run: bool = False, engine=None) -> Settings:
     """Check every option and read the model's small config files (or the cache's record of them); never loads
-    weights."""
+    weights. With a Dask ``engine`` the device is the one its workers have."""
     width, height = options.size
+    # Settings and run.json keep the name; a cluster that cannot be reached stops the run before the cache is touched.
+    device = (
+        engine.as_a_worker_sees_it(device_name, options.device) if engine is not None else device_name(options.device)
+    )
     source, scheduler, identity = resolve_model(options.model, options.revision, width, height, cache, dry_run)
-    device = str(resolve_device(options.device))  # Settings and run.json keep the name
     return Settings(
         source,
         options.steps,

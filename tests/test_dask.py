@@ -1,0 +1,278 @@
+"""sd-generate on Dask: a LocalCluster of 2 worker processes gives what one process gives, survives a killed
+worker without making any image twice, and bad clusters are one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_sd_generate
+from test_sd_generate import FAST, failing_pipeline, make_records, read_rows
+
+from synthprobe.files import InputError
+from synthprobe.formats.image_cache import ImageCache
+from synthprobe.formats.prompts import PromptRecord, write_jsonl
+from synthprobe.sd.pipeline import load_pipeline
+from synthprobe.sd.run import run_generation
+from synthprobe.tiny_models import tiny_sd3_settings
+from synthprobe.tools import cnn_hooks, sd_generate
+
+pytest.importorskip("distributed")
+cloudpickle = pytest.importorskip("cloudpickle")
+# instrument_worker runs on the workers, which cannot import this test module: send it by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(test_sd_generate)
+
+
+def instrument_worker(log_path: str) -> None:
+    """On each worker process (a worker plugin, so a restarted worker too): the real loader and cache, logging
+    each pipeline build and each image stored; 'nan' prompts give NaN pixels and 'boom' prompts raise."""
+    import functools
+
+    from synthprobe.formats.image_cache import ImageCache
+    from synthprobe.sd import pipeline as pipeline_module
+
+    def log_event(line: str) -> None:
+        with open(log_path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    store, load = ImageCache.store, pipeline_module.load_pipeline
+
+    def counted_store(cache, key, png, fields):
+        entry = store(cache, key, png, fields)
+        log_event(f"store {key}")
+        return entry
+
+    @functools.wraps(load)
+    def counted_load(settings):
+        pipeline = failing_pipeline(load(settings))
+        log_event(f"build {os.getpid()}")
+        return pipeline
+
+    ImageCache.store = counted_store
+    pipeline_module.load_pipeline = counted_load
+
+
+def events(path: Path, kind: str) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return [line.split(" ", 1)[1] for line in lines if line.startswith(kind + " ")]
+
+
+@pytest.fixture(scope="module")
+def event_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("events") / "events.log"
+
+
+@pytest.fixture(scope="module")
+def engine(event_log):
+    """One LocalCluster of 2 worker processes for the module, its workers instrumented."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    from synthprobe.cluster import DaskEngine
+
+    class Instrument(WorkerPlugin):
+        name = "test-instrument"
+
+        def setup(self, worker):
+            instrument_worker(str(event_log))
+
+    engine = DaskEngine("local:2")
+    engine.client.register_plugin(Instrument())
+    engine.client.wait_for_workers(2)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from synthprobe.tiny_models import save_tiny_sd3
+
+    return save_tiny_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")
+
+
+@pytest.fixture(scope="module")
+def single_process(tiny_model, tmp_path_factory):
+    """A single-process run of the same records, through a pipeline loaded once by the real loader."""
+    pipeline = load_pipeline(tiny_sd3_settings(tiny_model, ImageCache(tmp_path_factory.mktemp("loader-cache"))))
+
+    def run(records, tmp_path):
+        cache = ImageCache(tmp_path / "single-cache")
+        out = tmp_path / "single"
+        settings = tiny_sd3_settings(tiny_model, cache)
+        result = run_generation(records, settings, cache, out, build_pipeline=lambda s: pipeline, silent=True)
+        write_jsonl(out / "images.jsonl", result.rows)
+        return out
+
+    return run
+
+
+def assert_same_folder(out: Path, expected: Path) -> None:
+    assert (out / "images.jsonl").read_bytes() == (expected / "images.jsonl").read_bytes()
+    for row in read_rows(expected / "images.jsonl"):
+        if row["status"] == "ok":
+            assert (out / row["path"]).read_bytes() == (expected / row["path"]).read_bytes(), row["id"]
+
+
+def test_the_tool_on_a_cluster_matches_one_process(engine, single_process, tiny_model, tmp_path, cli):
+    records = make_records(10)
+    records.append(PromptRecord(**{**records[0].__dict__, "id": "twin"}))  # a shared key, made once
+    prompts = tmp_path / "prompts.jsonl"
+    write_jsonl(prompts, [r.to_json() for r in records])
+    cache = tmp_path / "cache"
+    address = engine.cluster.scheduler_address  # the tool connects to the running local:2 cluster by its address
+    cli(
+        sd_generate.main,
+        prompts,
+        "--out",
+        tmp_path / "out",
+        "--model",
+        tiny_model,
+        "--cache",
+        cache,
+        "--dask",
+        address,
+        *FAST,
+    )
+    assert_same_folder(tmp_path / "out", single_process(records, tmp_path))
+    assert len(list(cache.glob("*/*.png"))) == 10
+
+
+@pytest.mark.slow  # the killed worker's successor imports torch and diffusers again
+def test_a_worker_killed_mid_run_costs_nothing_twice(
+    engine, event_log, single_process, tiny_model, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("synthprobe.sd.run.TASK_RECORDS", 3)
+    records = make_records(24)
+    cache = ImageCache(tmp_path / "cache")
+    settings = tiny_sd3_settings(tiny_model, cache)
+    killed = {}
+    stores_before = len(events(event_log, "store"))
+
+    def kill_a_busy_worker():
+        deadline = time.monotonic() + 60
+        while not any(cache.root.glob("*/*.json")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        busy = [address for address, keys in engine.client.processing().items() if keys]
+        pids = engine.client.run(os.getpid, workers=busy[:1])
+        killed.update(pids)
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    result = run_generation(records, settings, cache, tmp_path / "out", silent=True, engine=engine)
+    killer.join()
+    write_jsonl(tmp_path / "out" / "images.jsonl", result.rows)
+
+    assert killed, "no worker was busy when the first image landed"
+    assert (result.generated, result.failed) == (24, 0)
+    stored = events(event_log, "store")[stores_before:]
+    assert sorted(stored) == sorted({r["cache_key"] for r in result.rows}), "each image stored exactly once"
+    assert_same_folder(tmp_path / "out", single_process(records, tmp_path))
+
+
+def test_each_worker_loads_its_pipeline_once_and_failures_are_rows(engine, event_log, tiny_model, tmp_path):
+    records = make_records(8)
+    records[2] = PromptRecord(**{**records[2].__dict__, "prompt": "nan"})
+    records[5] = PromptRecord(**{**records[5].__dict__, "prompt": "boom"})
+    cache = ImageCache(tmp_path / "cache")
+    settings = tiny_sd3_settings(tiny_model, cache)
+    result = run_generation(records, settings, cache, tmp_path / "out", engine=engine)
+    assert [r["status"] for r in result.rows] == ["ok", "ok", "failed", "ok", "ok", "failed", "ok", "ok"]
+    assert "out of memory" in result.rows[5]["error"] and "NaN" in result.rows[2]["error"]
+    assert not (tmp_path / "out" / f"{records[2].id}.png").exists()
+    # Another run with the same settings reuses each worker's pipeline.
+    more = make_records(6, start=8)
+    result = run_generation(more, settings, cache, tmp_path / "out", engine=engine)
+    assert result.generated == 6
+    builds = events(event_log, "build")  # the killed worker's successor has a pid of its own
+    assert builds and len(set(builds)) == len(builds), "a worker process built the pipeline twice"
+    models = engine.client.run(lambda: len(sys.modules["synthprobe.cluster"]._worker_models))
+    assert set(models.values()) <= {0, 1}, "a worker holds one pipeline at most"
+
+
+def test_a_worker_without_the_model_files_is_one_line_and_the_cache_stays_empty(engine, tiny_model, tmp_path):
+    model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    cache = ImageCache(tmp_path / "cache")
+    settings = tiny_sd3_settings(model, cache)  # the client reads the configs; then the folder goes
+    shutil.rmtree(model)
+    with pytest.raises(InputError, match=f"model folder {model} does not exist") as error:
+        run_generation(make_records(4), settings, cache, tmp_path / "out", silent=True, engine=engine)
+    assert "\n" not in str(error.value)
+    assert not list(cache.root.glob("*/*"))
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("127.0.0.1:1", "--dask 127.0.0.1:1: cannot reach the Dask scheduler"),
+        ("local:0", "--dask local:0: a local cluster needs at least one worker"),
+        ("no such host", "--dask 'no such host': expected local:N, a scheduler address"),
+        ("missing.json", "--dask missing.json: no such scheduler file"),
+    ],
+)
+def test_bad_cluster_is_one_line_and_the_cache_untouched(value, expected, tiny_model, tmp_path, monkeypatch, cli):
+    monkeypatch.setattr("synthprobe.cluster.CONNECT_TIMEOUT_S", 1)
+    prompts = tmp_path / "prompts.jsonl"
+    write_jsonl(prompts, [r.to_json() for r in make_records(2)])
+    cache = tmp_path / "cache"
+    args = [prompts, "--out", tmp_path / "out", "--model", tiny_model, "--cache", cache, "--dask", value, *FAST]
+    result = cli(sd_generate.main, *args, exit_code=1)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output
+    assert not cache.exists() and not (tmp_path / "out").exists()
+
+
+# ---- cnn-hooks ---------------------------------------------------------------------------------
+
+
+def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_path, cli):
+    import zarr
+    from test_cnn_hooks import SMALL, make_tree, store_arrays
+
+    from synthprobe.formats.activation_store import ActivationStore
+
+    images = make_tree(tmp_path / "images", per_synset=6)  # 18 images, 4 blocks of 4 and one of 2
+    args = [images, *SMALL, "--precision", "fp32", "--batch-size", "2", "--rows-per-write", "4", "--layers", "layer4*"]
+    reference, clustered = tmp_path / "reference.zarr", tmp_path / "clustered.zarr"
+    cli(cnn_hooks.main, *args, "--out", reference)
+    address = engine.cluster.scheduler_address
+    cli(cnn_hooks.main, *args, "--out", clustered, "--dask", address)
+    want = store_arrays(reference)
+    got = store_arrays(clustered)
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert ActivationStore(clustered).attrs == ActivationStore(reference).attrs
+    built = engine.client.run(lambda: [key[1] for key in sys.modules["synthprobe.cluster"]._worker_models])
+    assert ["build_network"] in built.values(), "the workers ran no network"
+
+    # As a kill leaves it: 8 rows committed, later ones written but not; the rerun resumes from row 8.
+    zarr.open_group(str(clustered), mode="r+").attrs.update({"rows_committed": 8, "complete": False})
+    cli(cnn_hooks.main, *args, "--out", clustered, "--dask", address)
+    got = store_arrays(clustered)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_slurm_script_asks_one_gpu_per_job_and_runs_one_worker():
+    script = Path(__file__).parents[1] / "scripts" / "dask-slurm"
+    result = subprocess.run(
+        [sys.executable, str(script), "--print-job-script", "--partition", "gpu", "--cores", "4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for directive in ("#SBATCH -p gpu", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=4"):
+        assert directive in lines, result.stdout
+    assert sum("distributed.cli.dask_worker" in line for line in lines) == 1
