@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import click
 
@@ -45,6 +46,14 @@ def list_option(*decls: str, default: Sequence[str] = (), choices: Sequence[str]
         return tuple(dict.fromkeys(items)) if choices is not None else items
 
     return click.option(*decls, type=CommaList(choices), multiple=True, default=tuple(default), callback=join, **kwargs)
+
+
+def setting_option(decl: str, settings: object, *, field: str | None = None, **kwargs) -> Callable:
+    """An option whose default, shown in --help, is the field of ``settings`` (a settings dataclass) that the
+    option names (``--top-layers``: ``top_layers``; ``field`` where the names differ): each default is written
+    once, in the dataclass (docs/cli.md, Defaults)."""
+    default = getattr(settings, field or decl.lstrip("-").replace("-", "_"))
+    return click.option(decl, default=default, show_default=True, **kwargs)
 
 
 class SizeType(click.ParamType):
@@ -118,6 +127,28 @@ wordnet_dir_option = click.option(
     default=None,
     help="A WordNet 3.0 dict folder (default: nltk's corpus, else /usr/share/wordnet).",
 )
+
+
+def class_dir_option(use: str) -> Callable:
+    """``--class-dir``: bias class definitions instead of the bundled ones; ``use`` says what the tool reads in them."""
+    return click.option(
+        "--class-dir",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=None,
+        help=f"Folder of bias class definitions (NAME.json, as in data/bias_classes/) to read {use} from, instead of "
+        "the bundled ones.",
+    )
+
+
+def workers_option(default: int | None, note: str) -> Callable:
+    """``--workers``: the processes that decode images for the tool's model; ``note`` says what the default means."""
+    return click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        default=default,
+        show_default=default is not None,
+        help=f"DataLoader processes that decode images ({note}).",
+    )
 
 
 unit_option = click.option(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from synthprobe.bias import MAPPINGS
 from synthprobe.bias_outputs import run_bias_report
 from synthprobe.cli import run_guarded, silent_option
-from synthprobe.options import allow_incomplete_option, checks_options, list_option, unit_option, wordnet_dir_option
+from synthprobe.options import (
+    allow_incomplete_option,
+    checks_options,
+    class_dir_option,
+    list_option,
+    unit_option,
+    wordnet_dir_option,
+)
 from synthprobe.prompts import DEFAULT_BIAS_CLASSES
 
 
@@ -26,12 +31,7 @@ from synthprobe.prompts import DEFAULT_BIAS_CLASSES
     metavar="CLASS[,CLASS...]",
     help="Bias classes to audit (files in data/bias_classes/ or --class-dir).",
 )
-@click.option(
-    "--class-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Folder of bias class definitions to use instead of the bundled ones.",
-)
+@class_dir_option("the --classes")
 @click.option(
     "--mapping",
     type=click.Choice(MAPPINGS),

@@ -14,7 +14,15 @@ from synthprobe.cnn.run import RunSettings, run_hooks
 from synthprobe.files import InputError, os_reason
 from synthprobe.formats.image_folder import read_image_folder
 from synthprobe.globs import select_by_globs
-from synthprobe.options import batch_size_option, dask_option, device_option, list_option, precision_option
+from synthprobe.options import (
+    batch_size_option,
+    dask_option,
+    device_option,
+    list_option,
+    precision_option,
+    setting_option,
+    workers_option,
+)
 
 log = logging.getLogger("synthprobe")
 
@@ -62,23 +70,16 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
     show_default=True,
     help="Spatial pooling of each feature map.",
 )
-@click.option(
+@setting_option(
     "--store-dtype",
+    DEFAULTS,
     type=click.Choice(["float32", "float16"]),
-    default=DEFAULTS.store_dtype,
-    show_default=True,
     help="Type of the stored values (float16 holds bf16 results exactly).",
 )
 @precision_option("auto", "bf16 on CUDA (fp16 where the GPU lacks bf16) or on a CPU with AMX/AVX-512-BF16, else fp32")
 @device_option(DEFAULTS.device, "CUDA when present, else the CPU")
 @batch_size_option(DEFAULTS.batch_size, "Images per forward pass.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="DataLoader processes that decode images (default: all CPU cores but one with a GPU, "
-    "half of them, at most 8, without).",
-)
+@workers_option(None, "default: all CPU cores but one with a GPU, half of them, at most 8, without")
 @click.option(
     "--image-size",
     type=click.IntRange(min=16),
@@ -102,11 +103,10 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
     is_flag=True,
     help="Delete the store at --out and start it again (after a damaged store or changed images).",
 )
-@click.option(
+@setting_option(
     "--rows-per-write",
+    DEFAULTS,
     type=click.IntRange(min=1),
-    default=DEFAULTS.rows_per_write,
-    show_default=True,
     help="Rows gathered before each write and commit; a kill loses at most this many.",
 )
 @dask_option

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
 from synthprobe import image_check as C
 from synthprobe import image_judges as J
 from synthprobe.cli import run_guarded, silent_option
-from synthprobe.options import batch_size_option, device_option, wordnet_dir_option
+from synthprobe.options import (
+    batch_size_option,
+    class_dir_option,
+    device_option,
+    setting_option,
+    wordnet_dir_option,
+    workers_option,
+)
 
 log = logging.getLogger("synthprobe")
 score = click.FloatRange(0, 1)
@@ -39,35 +45,22 @@ DEFAULTS = C.RunSettings()
     show_default=True,
     help="Classifier judges only, as in cnn-hooks: DEFAULT, none, a torchvision weights name or a local state dict.",
 )
-@click.option(
+@setting_option(
     "--missing-below",
+    DEFAULTS.thresholds,
     type=score,
-    default=DEFAULTS.thresholds.missing_below,
-    show_default=True,
     help="object-missing: an object-only, mixed or concept image whose object score is below this.",
 )
-@click.option(
+@setting_option(
     "--leaked-above",
+    DEFAULTS.thresholds,
     type=score,
-    default=DEFAULTS.thresholds.leaked_above,
-    show_default=True,
     help="object-leaked: a context-only image whose object score is above this.",
 )
-@click.option(
-    "--class-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Folder of bias class definitions (their context prompts) instead of the bundled ones.",
-)
+@class_dir_option("context-only prompts")
 @device_option(DEFAULTS.device, "CUDA when present, else the CPU")
 @batch_size_option(DEFAULTS.batch_size, "Images per forward pass of the judge.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=DEFAULTS.workers,
-    show_default=True,
-    help="DataLoader processes that decode images (0: in the main process).",
-)
+@workers_option(DEFAULTS.workers, "0: in the main process")
 @wordnet_dir_option
 @silent_option
 @run_guarded

@@ -12,34 +12,17 @@ from synthprobe.report import write_report
 log = logging.getLogger("synthprobe")
 
 
+def folders_option(flag: str, dest: str, help: str):
+    """An option naming one input folder, repeated for more: never a comma list, as paths may hold commas."""
+    return click.option(flag, dest, multiple=True, type=click.Path(), help=help)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--separability",
-    "separability_dirs",
-    multiple=True,
-    type=click.Path(),
-    help="A separability output folder (repeatable).",
-)
-@click.option(
-    "--bias",
-    "bias_dirs",
-    multiple=True,
-    type=click.Path(),
-    help="A bias-report output folder (repeatable: one per classifier).",
-)
-@click.option(
-    "--images",
-    "image_dirs",
-    multiple=True,
-    type=click.Path(),
-    help="An image folder for galleries and thumbnails (repeatable).",
-)
-@click.option(
-    "--checks",
-    "check_dirs",
-    multiple=True,
-    type=click.Path(),
-    help="An image-check output folder: leak and miss rates, flagged images (repeatable).",
+@folders_option("--separability", "separability_dirs", "A separability output folder (repeatable).")
+@folders_option("--bias", "bias_dirs", "A bias-report output folder (repeatable: one per classifier).")
+@folders_option("--images", "image_dirs", "An image folder for galleries and thumbnails (repeatable).")
+@folders_option(
+    "--checks", "check_dirs", "An image-check output folder: leak and miss rates, flagged images (repeatable)."
 )
 @click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
 @click.option("--notice", default=None, help="A line shown at the top of the report (e.g. that the models are toys).")

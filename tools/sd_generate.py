@@ -12,7 +12,15 @@ from synthprobe.cli import run_guarded, silent_option
 from synthprobe.files import atomic_write, begin_outputs
 from synthprobe.formats.image_cache import ImageCache, default_image_cache
 from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
-from synthprobe.options import ShardType, SizeType, batch_size_option, dask_option, device_option, precision_option
+from synthprobe.options import (
+    ShardType,
+    SizeType,
+    batch_size_option,
+    dask_option,
+    device_option,
+    precision_option,
+    setting_option,
+)
 from synthprobe.sd import pipeline
 from synthprobe.sd.run import Planned, plan, run_generation
 from synthprobe.sd.settings import RunOptions, Settings, resolve_settings, select_records
@@ -64,14 +72,10 @@ def print_dry_run(planned: list[Planned]) -> None:
 @click.version_option(package_name="synthprobe")
 @click.argument("prompts", metavar="PROMPTS.jsonl|-")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Output image folder.")
-@click.option(
-    "--model", default=DEFAULTS.model, show_default=True, help="Hugging Face model id or a local pipeline folder."
-)
+@setting_option("--model", DEFAULTS, help="Hugging Face model id or a local pipeline folder.")
 @click.option("--revision", default=DEFAULTS.revision, help="Hub revision (branch, tag or commit) [default: main].")
-@click.option("--steps", type=click.IntRange(min=1), default=DEFAULTS.steps, show_default=True, help="Denoising steps.")
-@click.option(
-    "--guidance", type=float, default=DEFAULTS.guidance, show_default=True, help="Classifier-free guidance scale."
-)
+@setting_option("--steps", DEFAULTS, type=click.IntRange(min=1), help="Denoising steps.")
+@setting_option("--guidance", DEFAULTS, type=float, help="Classifier-free guidance scale.")
 @click.option(
     "--size",
     type=SizeType(),
@@ -82,11 +86,10 @@ def print_dry_run(planned: list[Planned]) -> None:
 @batch_size_option(DEFAULTS.batch_size, "Images per pipeline call.")
 @device_option(DEFAULTS.device, "CUDA, then MPS, then the CPU")
 @precision_option(DEFAULTS.precision, "bf16 on CUDA, fp32 elsewhere")
-@click.option(
+@setting_option(
     "--quantize",
+    DEFAULTS,
     type=click.Choice(["auto", "4bit", "8bit", "none"]),
-    default=DEFAULTS.quantize,
-    show_default=True,
     help="bitsandbytes quantization of the transformer; auto: 4-bit NF4 on CUDA, none elsewhere.",
 )
 @click.option("--offload", is_flag=True, help="Model CPU offload, for GPUs with little memory.")
@@ -94,7 +97,6 @@ def print_dry_run(planned: list[Planned]) -> None:
     "--cache",
     "cache_dir",
     type=click.Path(),
-    default=None,
     help="Image cache folder [default: $SYNTHPROBE_CACHE/images, else ~/.cache/synthprobe/images].",
 )
 @click.option(

@@ -10,7 +10,7 @@ from synthprobe import separability as S
 from synthprobe.cli import run_guarded, seed_option, silent_option
 from synthprobe.files import InputError, check_writable_dir
 from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.options import allow_incomplete_option, checks_options, list_option, unit_option
+from synthprobe.options import allow_incomplete_option, checks_options, list_option, setting_option, unit_option
 from synthprobe.progress import progress
 from synthprobe.separability_outputs import write_outputs
 from synthprobe.separation import FDR_METHODS
@@ -39,74 +39,36 @@ DEFAULTS = S.Params()
     metavar="GLOB[,GLOB...]",
     help="Hook points to analyse (globs).",
 )
-@click.option(
-    "--pool", default=DEFAULTS.pool, show_default=True, help="Spatial pooling to read (mean or max, as stored)."
-)
-@click.option(
-    "--top-layers",
-    type=positive,
-    default=DEFAULTS.top_layers,
-    show_default=True,
-    help="Layers in the top-K table and heatmap.",
-)
-@click.option(
-    "--top-synsets",
-    type=positive,
-    default=DEFAULTS.top_synsets,
-    show_default=True,
-    help="Synsets listed per top layer.",
-)
-@click.option(
-    "--top-neurons",
-    type=positive,
-    default=DEFAULTS.top_neurons,
-    show_default=True,
-    help="Most active channels per layer.",
-)
-@click.option(
-    "--top-images", type=positive, default=DEFAULTS.top_images, show_default=True, help="Images listed per top channel."
-)
+@setting_option("--pool", DEFAULTS, help="Spatial pooling to read (mean or max, as stored).")
+@setting_option("--top-layers", DEFAULTS, type=positive, help="Layers in the top-K table and heatmap.")
+@setting_option("--top-synsets", DEFAULTS, type=positive, help="Synsets listed per top layer.")
+@setting_option("--top-neurons", DEFAULTS, type=positive, help="Most active channels per layer.")
+@setting_option("--top-images", DEFAULTS, type=positive, help="Images listed per top channel.")
 @unit_option
-@click.option(
-    "--permutations",
-    type=count,
-    default=DEFAULTS.permutations,
-    show_default=True,
-    help="Label permutations over units for p-values (0: none).",
-)
-@click.option(
+@setting_option("--permutations", DEFAULTS, type=count, help="Label permutations over units for p-values (0: none).")
+@setting_option(
     "--sample",
+    DEFAULTS,
     type=click.IntRange(min=4),
-    default=DEFAULTS.sample,
-    show_default=True,
     help="Rows (at most) for the scale-free measures and selectivity; more are subsampled by synset.",
 )
-@click.option(
+@setting_option(
     "--dims",
+    DEFAULTS,
     type=positive,
-    default=DEFAULTS.dims,
-    show_default=True,
     help="Wider layers are reduced to this many principal components for the scale-free measures.",
 )
-@click.option(
-    "--folds",
-    type=click.IntRange(min=2),
-    default=DEFAULTS.folds,
-    show_default=True,
-    help="Linear-probe cross-validation folds.",
-)
-@click.option(
+@setting_option("--folds", DEFAULTS, type=click.IntRange(min=2), help="Linear-probe cross-validation folds.")
+@setting_option(
     "--alpha",
+    DEFAULTS,
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=DEFAULTS.alpha,
-    show_default=True,
     help="False-discovery rate for concept-selective channels.",
 )
-@click.option(
+@setting_option(
     "--fdr",
+    DEFAULTS,
     type=click.Choice(FDR_METHODS),
-    default=DEFAULTS.fdr,
-    show_default=True,
     help="Multiple-testing correction over all (layer, synset, channel) tests: Benjamini-Hochberg, or "
     "Benjamini-Yekutieli (valid under any dependence between channels).",
 )

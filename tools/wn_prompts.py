@@ -16,6 +16,7 @@ from synthprobe.options import list_option, wordnet_dir_option
 from synthprobe.wordnet import get_synset, load_wordnet
 
 log = logging.getLogger("synthprobe")
+out_option = click.option("-o", "--out", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
 
 
 def read_synset_names(items: tuple[str, ...]) -> list[str]:
@@ -77,10 +78,9 @@ def main():
     "--templates",
     "templates_path",
     type=click.Path(),
-    default=None,
     help="Template JSON file (default: the bundled photographic templates).",
 )
-@click.option("-o", "--out", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
+@out_option
 @seed_option()
 @wordnet_dir_option
 @silent_option
@@ -142,7 +142,7 @@ def resolve_exclusions(wn, names: list[str]) -> set[str]:
 @click.option(
     "--seeds-per-prompt", type=click.IntRange(min=1), default=2, show_default=True, help="Images per prompt text."
 )
-@click.option("-o", "--out", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
+@out_option
 @seed_option()
 @wordnet_dir_option
 @silent_option
