@@ -35,13 +35,12 @@ import argparse
 import copy
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter
+from photos import make_images
 
 from synthprobe.cnn.hook_points import HookPoint, discover_hook_points, is_poolable
 from synthprobe.cnn.models import build_network
@@ -51,33 +50,6 @@ from synthprobe.cnn.run import RunSettings, run_hooks
 from synthprobe.devices import resolve_device
 from synthprobe.formats.activation_store import ActivationStore, StoreWriter
 from synthprobe.formats.image_folder import ImageFolder, read_image_folder
-
-
-def photo_like(rng: np.random.Generator, size: int) -> Image.Image:
-    """Smooth colour fields, a dozen hard-edged shapes, a little blur and sensor noise: PNG-encodes like a photo."""
-    image = Image.fromarray(rng.uniform(0, 255, (6, 6, 3)).astype(np.uint8)).resize((size, size), Image.BICUBIC)
-    draw = ImageDraw.Draw(image)
-    for _ in range(12):
-        x, y = rng.integers(0, size, 2)
-        width, height = rng.integers(size // 16, size // 3, 2)
-        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-        shape([x, y, x + width, y + height], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32)
-    pixels += rng.normal(0, 4, pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def save_photo(path: Path, size: int, seed: tuple[int, int]) -> None:
-    photo_like(np.random.default_rng(seed), size).save(path)
-
-
-def make_images(folder: Path, count: int, size: int, seed: int = 0) -> None:
-    """``count`` photo-like PNGs in an ImageFolder tree of four classes, made on every core (0.3 s each at 1024 px)."""
-    paths = [folder / f"class{i % 4}.n.01" / f"{i:04d}.png" for i in range(count)]
-    for path in paths[:4]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor() as pool:
-        list(pool.map(save_photo, paths, [size] * count, [(seed, i) for i in range(count)]))
 
 
 def timed(function, device: torch.device = torch.device("cpu")) -> float:

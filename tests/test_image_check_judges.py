@@ -1,79 +1,30 @@
-"""image-check on a tiny random CLIP and an untrained ResNet-18: scores, verdicts, golden, re-thresholding, resume,
-bad input."""
+"""image-check's judges: CLIP and classifier scores, thresholds that rescore nothing, resume, bad input, the
+GPU against the CPU.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from helpers import fails_with, smooth_image, write_manifest
+from helpers.image_check import BIAS_CLASSES, GROUPS, clip_settings, read_rows, write_bias_folder
 from PIL import Image
 from scipy.special import softmax
 
 from synthprobe import image_check as C
 from synthprobe import image_judges as J
-from synthprobe.check_rates import flag_rates
 from synthprobe.cnn.models import build_network
 from synthprobe.decode import load_rgb
-from synthprobe.files import InputError
 from synthprobe.formats import image_checks as K
 from synthprobe.formats.analysis_folder import SUMMARY_FILE
 from synthprobe.imagenet import hierarchy_indices
 from synthprobe.prompts import load_bias_class
-from synthprobe.stats import clustered_proportion
-from synthprobe.tiny_models import save_tiny_clip
 from synthprobe.tools.image_check import main
-
-BIAS_CLASSES = {"bee": "bee.n.01", "frog": "frog.n.01"}
-GROUPS = ("object-only", "context-only", "mixed")
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> Path:
-    return save_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
-
-
-def write_bias_folder(root: Path, per_group: int = 2, seed: int = 0, size: int = 48) -> Path:
-    """A manifest folder as sd-generate writes it for 'wn-prompts bias' records (two classes, three groups)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name, synset in BIAS_CLASSES.items():
-        for group in GROUPS:
-            for t in range(per_group):
-                row_id = f"bias-{name}-{group}-{t:02d}-s00"
-                Image.fromarray(smooth_image(rng, size)).save(root / f"{row_id}.png")
-                rows.append(
-                    {
-                        "schema": 1,
-                        "id": row_id,
-                        "synset": synset,
-                        "lemma": name,
-                        "group": group,
-                        "target": synset,
-                        "prompt": f"{name} {group} {t}",
-                        "seed": t,
-                        "template": f"{name}/{group}/{t:02d}",
-                        "path": f"{row_id}.png",
-                        "status": "ok",
-                    }
-                )
-    write_manifest(root, rows)
-    return root
-
-
-def read_rows(out: Path) -> list[dict]:
-    return K.read_checks(out / K.CHECKS_FILE)
-
-
-def clip_settings(**changes) -> C.RunSettings:
-    return C.RunSettings(silent=True, batch_size=4, **changes)
 
 
 def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_path, tiny_clip, wn, golden, cli):
@@ -276,169 +227,6 @@ def test_bad_input_gets_one_line(tmp_path, tiny_clip, wn, monkeypatch, cli):
     )
 
 
-def test_verdicts_follow_the_group():
-    thresholds = C.Thresholds(missing_below=0.2, leaked_above=0.6)
-    assert C.verdict("context-only", 0.7, thresholds) == "object-leaked"
-    assert C.verdict("context-only", 0.1, thresholds) == "ok"
-    assert all(C.verdict(g, 0.1, thresholds) == "object-missing" for g in ("object-only", "mixed", "concept"))
-    assert all(C.verdict(g, 0.7, thresholds) == "ok" for g in ("object-only", "mixed", "concept"))
-    assert C.verdict("mixed", math.nan, thresholds) == "unscored"
-
-
-def test_checked_rows_drop_exactly_the_flagged_images(tmp_path):
-    rows = pd.DataFrame(
-        {
-            "id": ["a", "b", "c", "d", "e"],
-            "synset": ["bee.n.01"] * 3 + ["frog.n.01"] * 2,
-            "group": ["object-only", "context-only", "mixed", "object-only", "context-only"],
-        }
-    )
-    checks = [
-        {"schema": 1, "id": i, "judge": judge, "verdict": v}
-        for i, judge, v in (
-            ("a", "clip:x", "object-missing"),
-            ("b", "clip:x", "object-leaked"),
-            ("c", "clip:x", "ok"),
-            ("d", "clip:x", "ok"),
-            ("d", "resnet50@none", "object-missing"),
-        )
-    ]  # e has no check
-    path = tmp_path / "checks.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in checks))
-    keep, flagged, _ = K.checked_rows(rows, None, ())
-    assert keep.all() and not flagged.any()
-    for drop, dropped in (
-        ((), set()),
-        (("object-leaked",), {"b"}),
-        (("object-missing",), {"a", "d"}),
-        (K.FLAGS, {"a", "b", "d"}),
-    ):
-        keep, flagged, summary = K.checked_rows(rows, path, drop)
-        assert set(rows["id"][~keep]) == dropped
-        assert set(rows["id"][flagged]) == {"a", "b", "d"}
-        assert summary["n_dropped"] == len(dropped) and summary["n_unchecked"] == 1
-    bee_object_only = next(c for c in summary["counts"] if (c["synset"], c["group"]) == ("bee.n.01", "object-only"))
-    assert bee_object_only == {
-        "synset": "bee.n.01",
-        "group": "object-only",
-        "n": 1,
-        "checked": 1,
-        "object-missing": 1,
-        "object-leaked": 0,
-        "dropped": 1,
-    }
-    assert summary["judges"] == ["clip:x", "resnet50@none"]
-    with pytest.raises(InputError, match="holds checks of other images"):
-        K.checked_rows(rows.assign(id=rows["id"] + "-other"), path, ())
-    with pytest.raises(InputError, match="--drop needs --checks"):
-        K.checked_rows(rows, None, ("object-missing",))
-
-
-def test_analyses_leave_out_exactly_the_dropped_images(tmp_path, tiny_clip, wn, cli):
-    from synthprobe.tools.bias_report import main as bias_report
-    from synthprobe.tools.cnn_hooks import main as cnn_hooks
-    from synthprobe.tools.separability import main as separability
-
-    images, checks = write_bias_folder(tmp_path / "images"), tmp_path / "checks"
-    cli(
-        cnn_hooks,
-        images,
-        "--out",
-        tmp_path / "acts.zarr",
-        "--model",
-        "resnet18",
-        "--weights",
-        "none",
-        "--image-size",
-        "64",
-        "--layers",
-        "layer4",
-        "--workers",
-        "0",
-        "--silent",
-    )
-    cli(main, images, "--out", checks, "--judge", f"clip:{tiny_clip}", "--silent")
-    scores = read_rows(checks)
-    context = sorted(r["object_score"] for r in scores if r["group"] == "context-only")
-    other = sorted(r["object_score"] for r in scores if r["group"] != "context-only")
-    # One leak and one miss, so that every synset keeps images.
-    cli(
-        main,
-        images,
-        "--out",
-        checks,
-        "--judge",
-        f"clip:{tiny_clip}",
-        "--silent",
-        "--leaked-above",
-        (context[-1] + context[-2]) / 2,
-        "--missing-below",
-        (other[0] + other[1]) / 2,
-    )
-    flagged = {r["verdict"]: r["id"] for r in read_rows(checks) if r["verdict"] != "ok"}
-    assert set(flagged) == set(K.FLAGS)
-    checks_file = str(checks / K.CHECKS_FILE)
-
-    def bias_ids(out, *extra):
-        cli(bias_report, tmp_path / "acts.zarr", "--out", out, "--classes", "bee,frog", "--silent", *extra)
-        return set(pd.read_csv(out / "images.csv")["id"]), json.loads((out / "summary.json").read_text())
-
-    everything, plain = bias_ids(tmp_path / "bias-all")
-    counted, summary = bias_ids(tmp_path / "bias-counted", "--checks", checks_file)
-    assert counted == everything and len(everything) == 12 and "checks" not in plain
-    assert summary["checks"]["n_dropped"] == 0 and sum(c["object-leaked"] for c in summary["checks"]["counts"]) == 1
-    # Every group with and without the flagged images, side by side.
-    groups = pd.read_csv(tmp_path / "bias-counted" / "groups.csv")
-    images_table = pd.read_csv(tmp_path / "bias-counted" / "images.csv")
-    assert (groups["n"] - groups["n_unflagged"]).sum() == 2
-    for line in groups.itertuples():
-        clean = images_table[
-            (images_table["class"] == line[1])
-            & (images_table["group"] == line.group)
-            & ~images_table["id"].isin(set(flagged.values()))
-        ]
-        assert line.n_unflagged == len(clean)
-        assert line.confidence_mean_unflagged == pytest.approx(
-            clean.groupby("unit")["confidence"].mean().mean(), rel=1e-5
-        )
-    assert "n_unflagged" not in pd.read_csv(tmp_path / "bias-all" / "groups.csv")
-    kept, summary = bias_ids(tmp_path / "bias-drop", "--checks", checks_file, "--drop", "object-missing,object-leaked")
-    assert kept == everything - set(flagged.values())
-    assert summary["checks"]["n_dropped"] == 2 and summary["parameters"]["drop"] == list(K.FLAGS)
-    kept, _ = bias_ids(tmp_path / "bias-leak", "--checks", checks_file, "--drop", "object-leaked")
-    assert kept == everything - {flagged["object-leaked"]}
-
-    sep = [
-        str(tmp_path / "acts.zarr"),
-        "--group",
-        "object-only,mixed",
-        "--permutations",
-        "0",
-        "--folds",
-        "2",
-        "--unit",
-        "image",
-        "--silent",
-    ]
-    cli(separability, *sep, "--out", tmp_path / "sep-all")
-    cli(separability, *sep, "--out", tmp_path / "sep-drop", "--checks", checks_file, "--drop", "object-missing")
-    before = json.loads((tmp_path / "sep-all" / "summary.json").read_text())
-    after = json.loads((tmp_path / "sep-drop" / "summary.json").read_text())
-    assert before["n_images"] == 8 and after["n_images"] == 7 and after["checks"]["n_dropped"] == 1
-    result = cli(
-        bias_report,
-        tmp_path / "acts.zarr",
-        "--out",
-        tmp_path / "b",
-        "--checks",
-        checks_file,
-        "--drop",
-        "object-gone",
-        exit_code=None,
-    )
-    fails_with(result, "object-gone is not one of object-missing, object-leaked")
-
-
 @pytest.mark.cuda
 def test_judges_batch_on_the_gpu_and_agree_with_the_cpu(tmp_path, tiny_clip, wn):
     images = write_bias_folder(tmp_path / "images")
@@ -450,62 +238,3 @@ def test_judges_batch_on_the_gpu_and_agree_with_the_cpu(tmp_path, tiny_clip, wn)
             scores[device] = [r["object_score"] for r in read_rows(out)]
         # Half precision on the GPU moves softmax probabilities by well under 0.03 on these tiny models.
         np.testing.assert_allclose(scores["cuda"], scores["cpu"], atol=0.03)
-
-
-# ---- leak and miss rates: units and calibration ------------------------------------------------
-
-
-def test_flag_rates_count_prompt_units():
-    images = pd.DataFrame(
-        {
-            "id": ["a0", "a1", "b0", "c0", "c1", "d0"],
-            "synset": ["bee.n.01"] * 6,
-            "prompt": ["p1", "p1", "p2", "c1", "c1", "c2"],
-        }
-    )
-    checks = pd.DataFrame(
-        {
-            "id": images["id"],
-            "synset": "bee.n.01",
-            "group": ["object-only"] * 3 + ["context-only"] * 3,
-            "verdict": ["object-missing", "ok", "ok", "object-leaked", "object-leaked", "unscored"],
-        }
-    )
-    rates = flag_rates(checks, images).set_index("group")
-    assert rates.loc["object-only", ["flag", "n", "n_units", "n_flagged"]].tolist() == ["object-missing", 3, 2, 1]
-    assert rates.loc["context-only", ["flag", "n", "n_units", "n_flagged"]].tolist() == ["object-leaked", 2, 1, 2]
-    assert rates.loc["object-only", "rate"] == pytest.approx(1 / 3)
-    assert 0 <= rates.loc["object-only", "rate_low"] < 1 / 3 < rates.loc["object-only", "rate_high"] <= 1
-    assert np.isnan(rates.loc["context-only", "rate_low"])  # one unit: no interval
-
-
-def clustered_flags(rng, rate: float, concentration: float):
-    """5-10 prompts of 2-4 images; each prompt's own flag rate ~ Beta(mean ``rate``)."""
-    k = rng.integers(5, 11)
-    sizes = rng.integers(2, 5, size=k)
-    prompt_rates = rng.beta(rate * concentration, (1 - rate) * concentration, size=k)
-    return rng.binomial(sizes, prompt_rates), sizes
-
-
-def wilson_over_images(flagged, sizes, z=1.959964):
-    """What treating images as independent gives: Wilson's interval on all images."""
-    n, p = sizes.sum(), flagged.sum() / sizes.sum()
-    centre, half = (
-        (p + z * z / (2 * n)) / (1 + z * z / n),
-        z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
-    )
-    return centre - half, centre + half
-
-
-@pytest.mark.parametrize("rate", [0.05, 0.2, 0.5])
-def test_flag_rate_intervals_cover_with_correlated_images(rate):
-    rng = np.random.default_rng(int(rate * 100))
-    ours, naive = [], []
-    for _ in range(400):
-        flagged, sizes = clustered_flags(rng, rate, concentration=2.0)
-        estimate = clustered_proportion(flagged, sizes)
-        ours.append(estimate.low <= rate <= estimate.high)
-        low, high = wilson_over_images(flagged, sizes)
-        naive.append(low <= rate <= high)
-    assert 0.9 <= np.mean(ours) <= 0.995, np.mean(ours)
-    assert np.mean(naive) < 0.9, np.mean(naive)  # the check can fail: images of a prompt are not independent

@@ -1,4 +1,7 @@
-"""Builders and checks that several test modules share; test modules import this, never each other."""
+"""Builders and checks that several test modules share; test modules import this package, never each other.
+
+This module holds what serves several tools; helpers.<tool> what serves one tool's test modules.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ STYLING_ATTRIBUTES = {"class", "style"}
 DATA_URI_PAYLOAD = re.compile(r"(data:[\w/+.-]+(?:;[\w=-]+)*),[\w+/=%-]*")
 VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 STORE_ATTRS = {"model": "resnet50", "weights": "test", "preprocessing": "resize 224"}
+# A prompt that must reach every page as text: markup, an ampersand and quotes.
+HOSTILE_PROMPT = 'a <script>window.__pwned = 1</script> cat & "dog"'
 
 
 def fails_with(result, *fragments: str) -> str:
