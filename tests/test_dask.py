@@ -12,10 +12,12 @@ import threading
 import time
 from pathlib import Path
 
+import cloudpickle
+import helpers.sd_generate
 import numpy as np
 import pytest
-import test_sd_generate
-from test_sd_generate import FAST, failing_pipeline, make_records, read_rows
+from helpers.cnn_hooks import SMALL, make_tree, store_arrays
+from helpers.sd_generate import FAST, failing_pipeline, make_records, read_rows
 
 from synthprobe.files import InputError
 from synthprobe.formats.image_cache import ImageCache
@@ -25,11 +27,9 @@ from synthprobe.sd.run import run_generation
 from synthprobe.tiny_models import tiny_sd3_settings
 from synthprobe.tools import cnn_hooks, sd_generate
 
-pytest.importorskip("distributed")
-cloudpickle = pytest.importorskip("cloudpickle")
 # instrument_worker runs on the workers, which cannot import this test module: send it by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-cloudpickle.register_pickle_by_value(test_sd_generate)
+cloudpickle.register_pickle_by_value(helpers.sd_generate)
 
 
 def instrument_worker(log_path: str) -> None:
@@ -89,13 +89,6 @@ def engine(event_log):
     engine.client.wait_for_workers(2)
     yield engine
     engine.close()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from synthprobe.tiny_models import save_tiny_sd3
-
-    return save_tiny_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +229,6 @@ def test_bad_cluster_is_one_line_and_the_cache_untouched(value, expected, tiny_m
 
 def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_path, cli):
     import zarr
-    from test_cnn_hooks import SMALL, make_tree, store_arrays
 
     from synthprobe.formats.activation_store import ActivationStore
 

@@ -11,9 +11,16 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers.sd_generate import FAST, make_records, read_rows, run_in_process, subprocess_env, tool_command
+from helpers.sd_generate import (
+    FAST,
+    failing_pipeline,
+    make_records,
+    read_rows,
+    run_in_process,
+    subprocess_env,
+    tool_command,
+)
 from PIL import Image
 
 from synthprobe.formats.image_cache import ImageCache
@@ -103,21 +110,6 @@ def test_concurrent_shards_share_one_cache(tiny_model, prompts, tmp_path, monkey
 
 
 # ---- failures are rows ------------------------------------------------------------------------
-
-
-def failing_pipeline(pipeline):
-    """The tiny pipeline, except that 'boom' prompts raise (like an OOM) and 'nan' prompts give NaN pixels."""
-
-    def pipe(**kwargs):
-        if any("boom" in prompt for prompt in kwargs["prompt"]):
-            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
-        output = pipeline(**kwargs)
-        for index, prompt in enumerate(kwargs["prompt"]):
-            if "nan" in prompt:
-                output.images[index][0, 0, 0] = np.nan
-        return output
-
-    return pipe
 
 
 def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch, cli):

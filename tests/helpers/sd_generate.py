@@ -69,3 +69,18 @@ def tool_command(prompt_path, out, model, cache, *extra):
 def subprocess_env():
     """One thread (a tiny pipeline runs fastest so) and no network."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def failing_pipeline(pipeline):
+    """The tiny pipeline, except that 'boom' prompts raise (like an OOM) and 'nan' prompts give NaN pixels."""
+
+    def pipe(**kwargs):
+        if any("boom" in prompt for prompt in kwargs["prompt"]):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+        output = pipeline(**kwargs)
+        for index, prompt in enumerate(kwargs["prompt"]):
+            if "nan" in prompt:
+                output.images[index][0, 0, 0] = np.nan
+        return output
+
+    return pipe
