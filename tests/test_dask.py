@@ -3,6 +3,7 @@ worker without making any image twice, and bad clusters are one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -135,6 +136,7 @@ def test_the_tool_on_a_cluster_matches_one_process(engine, single_process, tiny_
         *FAST,
     )
     assert_same_folder(tmp_path / "out", single_process(records, tmp_path))
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["config"]["dask"] == address
     assert len(list(cache.glob("*/*.png"))) == 10
 
 

@@ -62,6 +62,7 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
     run = json.loads((out / "run.json").read_text())
     assert run["summary"] == {"records": 4, "generated": 4, "cached": 0, "failed": 0}
     assert run["config"]["batch_size"] == 2 and run["config"]["quantization"] == "none"
+    assert run["config"]["dask"] is None
 
     first_manifest = (out / "images.jsonl").read_bytes()
     monkeypatch.setattr(

@@ -39,7 +39,7 @@ def output_names(shard: tuple[int, int] | None) -> tuple[str, str]:
     return f"images.{suffix}.jsonl", f"run.{suffix}.json"
 
 
-def run_config(settings: Settings, prompts: str, cache: ImageCache, shard, limit) -> dict:
+def run_config(settings: Settings, prompts: str, cache: ImageCache, shard, limit, dask) -> dict:
     return {
         "prompts": prompts,
         "model": settings.source.name,
@@ -58,6 +58,7 @@ def run_config(settings: Settings, prompts: str, cache: ImageCache, shard, limit
         "cache": str(cache.root),
         "shard": f"{shard[0]}/{shard[1]}" if shard else None,
         "limit": limit,
+        "dask": dask.spec if dask is not None else None,
     }
 
 
@@ -166,7 +167,7 @@ def main(
                     "schema": RUN_SCHEMA,
                     "tool": "sd-generate",
                     "manifest": manifest_name,
-                    "config": run_config(settings, prompts, cache, shard, limit),
+                    "config": run_config(settings, prompts, cache, shard, limit, dask),
                     "summary": result.summary(),
                     "seconds": round(seconds, 3),
                     "versions": library_versions("torch", "diffusers", "transformers"),
