@@ -91,6 +91,7 @@ def main() -> None:
             engines[workers] = DaskEngine(f"local:{workers}")
             stack.callback(engines[workers].close)
             engines[workers].client.wait_for_workers(workers)
+            engines[workers].client.run(torch.set_num_threads, 1)  # the same one thread per process everywhere
         best: dict = {}
         # Rounds alternate the three set-ups, so that load from other jobs reaches each alike; best of the rounds.
         for round_ in range(args.rounds):

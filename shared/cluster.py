@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import logging
 import os
 import re
@@ -75,28 +76,28 @@ def _local_worker_setup(gpus: list[str], torch_threads: int):
                 os.environ["CUDA_VISIBLE_DEVICES"] = gpus[worker.name % len(gpus)]
             import torch
 
-            torch.set_num_threads(torch_threads)  # N workers must not each use every core
+            torch.set_num_threads(torch_threads)
 
     return LocalWorkerSetup()
 
 
 def parse_dask(text: str) -> tuple[str, int | str]:
     """``local:N`` -> ("local", N); a scheduler address (``tcp://host:8786``, ``host:8786``) or a scheduler
-    file (``scheduler.json``) -> ("address", text) or ("file", text)."""
+    file (``scheduler.json``) -> ("address", text) or ("file", text). A bad value is a ValueError naming it."""
     text = text.strip()
     local = re.fullmatch(r"local:(\d+)", text)
     if local:
         workers = int(local[1])
         if workers < 1:
-            raise InputError(f"--dask {text}: a local cluster needs at least one worker (local:1, local:2, ...)")
+            raise ValueError(f"{text}: a local cluster needs at least one worker (local:1, local:2, ...)")
         return "local", workers
     if text.endswith(".json"):
         if not Path(text).is_file():
-            raise InputError(f"--dask {text}: no such scheduler file")
+            raise ValueError(f"{text}: no such scheduler file")
         return "file", text
     if not _ADDRESS.fullmatch(text):
-        raise InputError(
-            f"--dask {text!r}: expected local:N, a scheduler address such as tcp://host:8786, or a scheduler file"
+        raise ValueError(
+            f"{text!r}: expected local:N, a scheduler address such as tcp://host:8786, or a scheduler file"
         )
     return "address", text
 
@@ -106,7 +107,10 @@ class DaskEngine:
 
     def __init__(self, spec: str):
         self.spec = spec.strip()
-        self.kind, self.target = parse_dask(spec)
+        try:
+            self.kind, self.target = parse_dask(spec)
+        except ValueError as exc:
+            raise InputError(f"--dask {exc}") from None
         self.cluster = None
         self._client = None
 
@@ -135,7 +139,7 @@ class DaskEngine:
                     silence_logs=logging.ERROR,
                 )
                 client = Client(self.cluster)
-                client.register_plugin(_local_worker_setup(visible_gpus(), torch_threads=1))
+                client.register_plugin(_local_worker_setup(self._local_gpus(), self._local_threads()))
                 return client
             if self.kind == "file":
                 return Client(scheduler_file=self.target, timeout=f"{CONNECT_TIMEOUT_S}s")
@@ -144,6 +148,22 @@ class DaskEngine:
             self.close()
             where = "a local cluster" if self.kind == "local" else "the Dask scheduler"
             raise InputError(f"--dask {self.spec}: cannot reach {where} ({error_line(exc)})") from None
+
+    def _local_gpus(self) -> list[str]:
+        gpus = visible_gpus()
+        if gpus and self.target > len(gpus):
+            log.warning(
+                "--dask %s: %d workers share %d GPUs, so some GPUs hold two models; local:%d gives one each",
+                self.spec,
+                self.target,
+                len(gpus),
+                len(gpus),
+            )
+        return gpus
+
+    def _local_threads(self) -> int:
+        """The machine's cores shared out: N workers must not each use every core."""
+        return max(1, (os.cpu_count() or 1) // self.target)
 
     def as_a_worker_sees_it(self, func: Callable, *args):
         """``func(*args)`` where the workers' view counts (their devices, say): a remote worker may have a GPU where
@@ -157,36 +177,55 @@ class DaskEngine:
     def run_tasks(
         self, func: Callable, tasks: list[tuple], sizes: list[int], *, desc: str, unit: str, silent: bool
     ) -> Iterator[tuple[int, object]]:
-        """Submit ``func(*task)`` for every task; yield (task index, result) as they finish.
+        """Run ``func(*task)`` for every task on the workers; yield (task index, result) as they finish.
 
-        A task that raises stops the run (the others are cancelled) and its error is raised here. A worker
-        that dies mid-task costs that task only: the scheduler runs it again elsewhere.
+        Tasks are submitted in order, a few per worker ahead of the results, so that neither the workers nor
+        this process hold more than a window of results; each result is released once yielded. A task that
+        raises stops the run (the others are cancelled) with one line. A worker that dies mid-task costs that
+        task only: the scheduler runs it again elsewhere.
         """
         from distributed import as_completed
+        from distributed.scheduler import KilledWorker
 
         run = uuid.uuid4().hex[:8]
-        futures = [
-            self.client.submit(one_at_a_time, func, *task, key=f"{desc}-{run}-{i}", pure=False, retries=0)
-            for i, task in enumerate(tasks)
-        ]
-        index = {future.key: i for i, future in enumerate(futures)}
+        queued = iter(enumerate(tasks))
+        pending: dict = {}  # future -> task index
+        finished = as_completed()
+
+        def top_up() -> None:
+            window = self._window()
+            for i, task in itertools.islice(queued, max(0, window - len(pending))):
+                future = self.client.submit(one_at_a_time, func, *task, key=f"{desc}-{run}-{i}")
+                pending[future] = i
+                finished.add(future)
+
         bar = progress(None, total=sum(sizes), desc=desc, unit=unit, silent=silent)
         try:
-            for future in as_completed(futures):
+            top_up()
+            for future in finished:
+                i = pending.pop(future)
                 try:
                     result = future.result()
-                except Exception as exc:
-                    if type(exc).__name__ == "KilledWorker":
-                        raise InputError(
-                            f"--dask {self.spec}: workers died running task {index[future.key]} again and again "
-                            f"({error_line(exc)}); see the worker logs"
-                        ) from None
+                except KilledWorker as exc:
+                    raise InputError(
+                        f"--dask {self.spec}: workers died running task {i} again and again ({error_line(exc)}); "
+                        "see the worker logs"
+                    ) from None
+                except (InputError, KeyboardInterrupt):
                     raise
-                bar.update(sizes[index[future.key]])
-                yield index[future.key], result
+                except BaseException as exc:  # a worker's own failure (a missing library, a lost scheduler)
+                    raise InputError(f"--dask {self.spec}: task {i} failed ({error_line(exc)})") from None
+                del future  # the worker frees a result once no future refers to it
+                top_up()
+                bar.update(sizes[i])
+                yield i, result
         finally:
             bar.close()
-            self.client.cancel([f for f in futures if not f.done()])
+            self.client.cancel(list(pending))
+
+    def _window(self) -> int:
+        """Tasks in flight: two per worker (one running, one ready), at least four while workers join."""
+        return max(4, 2 * len(self.client.scheduler_info().get("workers", {})))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -189,13 +189,13 @@ def _dask_engine(ctx, param, value: str | None):
     """A DaskEngine (connected on first use, closed when the command ends), or None without --dask."""
     if value is None:
         return None
-    from .cluster import DaskEngine
-    from .files import InputError
+    from .cluster import DaskEngine, parse_dask
 
     try:
-        engine = DaskEngine(value)
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from None
+        parse_dask(value)
+    except ValueError as exc:  # a value of the wrong form is a usage error (docs/cli.md)
+        raise click.BadParameter(str(exc), ctx, param) from None
+    engine = DaskEngine(value)
     ctx.call_on_close(engine.close)
     return engine
 

@@ -206,23 +206,27 @@ def test_a_worker_without_the_model_files_is_one_line_and_the_cache_stays_empty(
 
 
 @pytest.mark.parametrize(
-    "value, expected",
+    "value, exit_code, expected",
     [
-        ("127.0.0.1:1", "--dask 127.0.0.1:1: cannot reach the Dask scheduler"),
-        ("local:0", "--dask local:0: a local cluster needs at least one worker"),
-        ("no such host", "--dask 'no such host': expected local:N, a scheduler address"),
-        ("missing.json", "--dask missing.json: no such scheduler file"),
+        ("127.0.0.1:1", 1, "Error: --dask 127.0.0.1:1: cannot reach the Dask scheduler"),
+        ("local:0", 2, "Error: Invalid value for '--dask': local:0: a local cluster needs at least one worker"),
+        ("no such host", 2, "Error: Invalid value for '--dask': 'no such host': expected local:N, a scheduler address"),
+        ("missing.json", 2, "Error: Invalid value for '--dask': missing.json: no such scheduler file"),
     ],
 )
-def test_bad_cluster_is_one_line_and_the_cache_untouched(value, expected, tiny_model, tmp_path, monkeypatch, cli):
+def test_bad_cluster_is_one_line_and_the_cache_untouched(
+    value, exit_code, expected, tiny_model, tmp_path, monkeypatch, cli
+):
+    """An unreachable scheduler is one error line (exit 1); a value of the wrong form, click's usage error (2)."""
     monkeypatch.setattr("synthprobe.cluster.CONNECT_TIMEOUT_S", 1)
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [r.to_json() for r in make_records(2)])
     cache = tmp_path / "cache"
     args = [prompts, "--out", tmp_path / "out", "--model", tiny_model, "--cache", cache, "--dask", value, *FAST]
-    result = cli(sd_generate.main, *args, exit_code=1)
+    result = cli(sd_generate.main, *args, exit_code=exit_code)
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output
+    assert lines[-1].startswith(expected), result.output
+    assert len(lines) == 1 if exit_code == 1 else lines[0].startswith("Usage: "), result.output
     assert not cache.exists() and not (tmp_path / "out").exists()
 
 

@@ -149,7 +149,18 @@ def main(
     started = time.perf_counter()
     records = select_records(read_prompts(prompts), shard, limit)
     cache = ImageCache(cache_dir or default_image_cache(), writable=not dry_run)
-    options = RunOptions(model, revision, steps, guidance, size, batch_size, device, precision, quantize, offload)
+    options = RunOptions(
+        model=model,
+        revision=revision,
+        steps=steps,
+        guidance=guidance,
+        size=size,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        quantize=quantize,
+        offload=offload,
+    )
     settings = resolve_settings(options, cache, dry_run, engine=dask)
     if dry_run:
         print_dry_run(plan(records, settings, cache))

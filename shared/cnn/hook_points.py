@@ -208,7 +208,7 @@ class PoolingHooks:
         self.module = module
         self.points = points
         self.pools = pools
-        self.wanted = {(p.module, p.call): p for p in points}
+        self.wanted = {(p.module, p.call): (p.name, p.layout) for p in points}
         self.handles: list = []
         self._reset()
 
@@ -233,16 +233,17 @@ class PoolingHooks:
         def hook(_module, _inputs, output):
             call = self.calls.get(name, 0)
             self.calls[name] = call + 1
-            point = self.wanted.get((name, call))
-            if point is None or not is_poolable(output):
+            wanted = self.wanted.get((name, call))
+            if wanted is None or not is_poolable(output):
                 return
+            point, layout = wanted
             # A block returns its last module's output object unchanged: pool it once. The version
             # counter tells an in-place change (BatchNorm output, then ReLU(inplace=True)) apart.
             if self.last is not None and self.last[0] is output and self.last[1] == output._version:
-                self.pooled[point.name] = self.last[2]
+                self.pooled[point] = self.last[2]
                 return
-            pooled = pool_output(output, self.pools, point.layout)
-            self.pooled[point.name] = pooled
+            pooled = pool_output(output, self.pools, layout)
+            self.pooled[point] = pooled
             self.last = (output, output._version, pooled)
 
         return hook

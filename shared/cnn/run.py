@@ -150,8 +150,18 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
         stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
         if settings.engine is None:
             module = network.module.to(device, memory_format=torch.channels_last)
-            batches = local_batches(
-                files, list(todo["sha256"]), module, network.preprocessing, points, device, precision, settings
+            workers = decode_workers(device) if settings.workers is None else settings.workers
+            batches = image_batches(
+                files,
+                list(todo["sha256"]),
+                module,
+                network.preprocessing,
+                points,
+                settings.pools,
+                device,
+                precision,
+                settings.batch_size,
+                workers,
             )
         else:
             batches = cluster_batches(files, list(todo["sha256"]), network, points, device, precision, settings)
@@ -209,15 +219,15 @@ def forward_batches(module, loader, normalize, points: list[HookPoint], pools, d
             yield list(digests), list(errors), pooled, logits
 
 
-def local_batches(files, expected, module, preprocessing: Preprocessing, points, device, precision, settings):
+def image_batches(
+    files, expected, module, preprocessing: Preprocessing, points, pools, device, precision, batch_size, workers
+) -> Iterator:
+    """forward_batches over the images of ``files``, decoded by ``workers`` DataLoader processes (0: here)."""
     dataset = ImageDataset(files, expected, preprocessing)
-    workers = decode_workers(device) if settings.workers is None else settings.workers
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=settings.batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+        dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
     )
-    yield from forward_batches(
-        module, loader, preprocessing.normalizer(device), points, settings.pools, device, precision
-    )
+    yield from forward_batches(module, loader, preprocessing.normalizer(device), points, pools, device, precision)
 
 
 def _write_batches(

@@ -3,6 +3,7 @@ returns the pooled values; the client writes them to the store in row order, as 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import torch
 from ..cluster import worker_model
 from .hook_points import HookPoint
 from .models import Network, build_network
-from .reader import ImageDataset
 
 # Batches per task: enough work to hide a task's overhead, little enough to lose when a worker dies.
 BATCHES_PER_TASK = 4
@@ -32,16 +32,14 @@ def hooks_task(
     Decoding runs in the worker process itself: a Dask worker is a daemon process, which may not start
     DataLoader processes.
     """
-    from .run import forward_batches
+    from .run import image_batches
 
     network = worker_model(build_network, *build_args)
     where = torch.device(device)
     module = network.module.to(where, memory_format=torch.channels_last)
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(files, expected, network.preprocessing), batch_size=batch_size, num_workers=0
+    return list(
+        image_batches(files, expected, module, network.preprocessing, points, pools, where, precision, batch_size, 0)
     )
-    normalize = network.preprocessing.normalizer(where)
-    return list(forward_batches(module, loader, normalize, points, pools, where, precision))
 
 
 def cluster_batches(
@@ -74,8 +72,9 @@ def cluster_batches(
     results = settings.engine.run_tasks(
         hooks_task, tasks, [len(t[1]) for t in tasks], desc="cnn-hooks", unit="img", silent=True
     )
-    for index, batches in results:
-        finished[index] = batches
-        while following in finished:  # a block that finished early waits for those before it
-            yield from finished.pop(following)
-            following += 1
+    with contextlib.closing(results):  # closed with this generator: the cluster's tasks are cancelled at once
+        for index, batches in results:
+            finished[index] = batches
+            while following in finished:  # a block that finished early waits for those before it
+                yield from finished.pop(following)
+                following += 1

@@ -95,6 +95,13 @@ class ImageCache:
                 self.evict(key)
         return None
 
+    def adopt(self, key: str, sha256: str) -> CacheEntry:
+        """The entry another process (a Dask worker) has just stored, with the hash it computed: remembered,
+        not read again."""
+        png = self._paths(key)[0]
+        self.memo.remember(png, sha256)
+        return CacheEntry(key, png, sha256)
+
     def evict(self, key: str) -> None:
         for path in self._paths(key)[::-1]:  # the record first: without it the entry no longer counts
             path.unlink(missing_ok=True)

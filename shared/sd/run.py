@@ -16,10 +16,11 @@ from ..formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_j
 from ..formats.prompts import PromptRecord
 from ..progress import progress
 from .pipeline import load_pipeline
-from .settings import Settings, shard_of
+from .settings import Settings
 
 log = logging.getLogger("synthprobe")
-# Records per Dask task: small enough that a dead worker costs little, large enough to hide the task overhead.
+# Records per Dask task (rounded up to whole batches): small enough that a dead worker costs little, large
+# enough to hide the task overhead.
 TASK_RECORDS = 4
 
 
@@ -187,8 +188,9 @@ def task_cache(root: Path) -> ImageCache:
 
 def generate_task(
     batch: list[Planned], settings: Settings, cache_root: Path, out_dir: Path, build_pipeline: Callable
-) -> dict[str, str]:
-    """One Dask task: generate the images of ``batch`` the shared cache still lacks; errors by cache key.
+) -> tuple[dict[str, str], dict[str, str]]:
+    """One Dask task: generate the images of ``batch`` the shared cache still lacks; return errors and the
+    sha256 of each image stored, by cache key.
 
     A task run again after its worker died finds the images that worker finished in the cache.
     """
@@ -197,22 +199,25 @@ def generate_task(
     cache = task_cache(cache_root)
     todo = [p for p in batch if cache.lookup(p.key) is None]
     if not todo:
-        return {}
-    return generate_missing(todo, settings, cache, out_dir, lambda s: worker_model(build_pipeline, s), silent=True)
+        return {}, {}
+    errors = generate_missing(todo, settings, cache, out_dir, lambda s: worker_model(build_pipeline, s), silent=True)
+    return errors, {p.key: p.entry.sha256 for p in todo if p.entry is not None}
 
 
 def generate_on_cluster(
     engine, missing: list[Planned], settings: Settings, cache: ImageCache, out_dir: Path, build_pipeline, silent: bool
 ) -> dict[str, str]:
-    """Generate the missing images as Dask tasks of about ``TASK_RECORDS`` records, partitioned by a hash of the
-    record id (as ``--shard`` does); errors by cache key."""
+    """Generate the missing images as Dask tasks of whole batches, at least ``TASK_RECORDS`` records each, in the
+    prompt file's order; errors by cache key.
+
+    The workers' images are taken as the workers hashed them: the cache and the output copies are not read again.
+    """
     unique = list({p.key: p for p in missing}.values())
-    count = -(-len(unique) // max(TASK_RECORDS, settings.batch_size))
-    tasks = [t for t in ([p for p in unique if shard_of(p.record.id, count) == i] for i in range(count)) if t]
-    tasks.sort(key=len, reverse=True)  # the largest first, so that the last tasks to finish are short ones
+    size = -(-max(TASK_RECORDS, settings.batch_size) // settings.batch_size) * settings.batch_size
+    tasks = [unique[start : start + size] for start in range(0, len(unique), size)]
     root, out = cache.root.resolve(), out_dir.resolve()
     errors: dict[str, str] = {}
-    for _, task_errors in engine.run_tasks(
+    for i, (task_errors, stored) in engine.run_tasks(
         generate_task,
         [(task, settings, root, out, build_pipeline) for task in tasks],
         [len(task) for task in tasks],
@@ -221,6 +226,10 @@ def generate_on_cluster(
         silent=silent,
     ):
         errors.update(task_errors)
+        for planned in tasks[i]:
+            if planned.key in stored:
+                planned.entry = cache.adopt(planned.key, stored[planned.key])
+                cache.memo.remember(out_dir / f"{planned.record.id}.png", planned.entry.sha256)
     return errors
 
 
