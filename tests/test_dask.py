@@ -205,6 +205,35 @@ def test_a_worker_without_the_model_files_is_one_line_and_the_cache_stays_empty(
     assert not list(cache.root.glob("*/*"))
 
 
+def slow_square(value: int) -> int:
+    time.sleep(0.02)
+    return value * value
+
+
+def test_a_window_of_tasks_is_in_flight_and_results_are_released(engine, monkeypatch):
+    monkeypatch.setattr(engine, "_window", lambda: 3)
+    in_flight = []
+    results = {}
+    for index, result in engine.run_tasks(
+        slow_square, [(v,) for v in range(20)], [1] * 20, desc="squares", unit="task", silent=True
+    ):
+        in_flight.append(sum(key.startswith("squares-") for key in engine.client.futures))
+        results[index] = result
+    assert results == {v: v * v for v in range(20)}
+    # the window, plus the finished one that as_completed lets go of at its next step
+    assert max(in_flight) <= 3 + 1
+    assert sum(key.startswith("squares-") for key in engine.client.futures) == 0
+
+
+def failing_task() -> None:
+    raise ModuleNotFoundError("No module named 'diffusers'")
+
+
+def test_a_task_that_fails_on_a_worker_is_one_line(engine):
+    with pytest.raises(InputError, match=r"task 0 failed \(ModuleNotFoundError: No module named 'diffusers'\)"):
+        list(engine.run_tasks(failing_task, [()], [1], desc="failing", unit="task", silent=True))
+
+
 @pytest.mark.parametrize(
     "value, exit_code, expected",
     [
