@@ -106,6 +106,8 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
         device, precision = settings.engine.as_a_worker_sees_it(
             device_and_precision, settings.device, settings.precision
         )
+        if settings.workers:
+            log.warning("--workers %d is not used with --dask: a Dask worker decodes its images", settings.workers)
     # Discovery and aliases run on the CPU in fp32; an earlier run may have left the model on a GPU.
     network.module.cpu()
     points, n_classes = discover_hook_points(network.module, network.preprocessing)

@@ -39,7 +39,7 @@ def resolve_model_source(model: str, revision: str | None) -> ModelSource:
             raise InputError(f"model folder {model} is not a diffusers pipeline (it has no model_index.json)")
         if revision:
             raise InputError(f"--revision applies to hub models, not to the local folder {model}")
-        return ModelSource(model, None, folder)
+        return ModelSource(model, None, folder.resolve())  # absolute: a Dask worker may run in another folder
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or folder.exists():
         raise InputError(f"model folder {model} does not exist (a hub model is named like {DEFAULT_MODEL})")
     from huggingface_hub.utils import validate_repo_id
