@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -130,14 +131,16 @@ class DaskEngine:
             logging.getLogger("distributed").setLevel(logging.WARNING)
             if self.kind == "local":
                 log.info("starting a local Dask cluster of %d worker processes", self.target)
-                self.cluster = LocalCluster(
-                    n_workers=self.target,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    memory_limit=0,  # a pipeline loads many GB on the CPU first; no nanny kills for it
-                    silence_logs=logging.ERROR,
-                )
+                with warnings.catch_warnings():  # "Port 8787 is already in use": another cluster's dashboard
+                    warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+                    self.cluster = LocalCluster(
+                        n_workers=self.target,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        memory_limit=0,  # a pipeline loads many GB on the CPU first; no nanny kills for it
+                        silence_logs=logging.ERROR,
+                    )
                 client = Client(self.cluster)
                 client.register_plugin(_local_worker_setup(self._local_gpus(), self._local_threads()))
                 return client
@@ -190,7 +193,7 @@ class DaskEngine:
         run = uuid.uuid4().hex[:8]
         queued = iter(enumerate(tasks))
         pending: dict = {}  # future -> task index
-        finished = as_completed()
+        finished = as_completed(loop=self.client.loop)  # this client's loop, whichever client is the default
 
         def top_up() -> None:
             window = self._window()

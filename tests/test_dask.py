@@ -115,6 +115,19 @@ def assert_same_folder(out: Path, expected: Path) -> None:
             assert (out / row["path"]).read_bytes() == (expected / row["path"]).read_bytes(), row["id"]
 
 
+def test_the_tool_starts_and_closes_its_own_local_cluster(tmp_path, cli):
+    """--dask local:N with no client running yet (so first in this module, before the shared cluster starts): the
+    tool starts the cluster, runs on it and closes it."""
+    images = make_tree(tmp_path / "images", per_synset=2)
+    args = [images, *SMALL, "--precision", "fp32", "--layers", "layer4"]
+    cli(cnn_hooks.main, *args, "--out", tmp_path / "reference.zarr")
+    cli(cnn_hooks.main, *args, "--out", tmp_path / "local.zarr", "--dask", "local:1")
+    want, got = store_arrays(tmp_path / "reference.zarr"), store_arrays(tmp_path / "local.zarr")
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
 def test_the_tool_on_a_cluster_matches_one_process(engine, single_process, tiny_model, tmp_path, cli):
     records = make_records(10)
     records.append(PromptRecord(**{**records[0].__dict__, "id": "twin"}))  # a shared key, made once
