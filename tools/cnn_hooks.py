@@ -166,9 +166,8 @@ def main(
         rebuild=rebuild,
         silent=silent,
         class_names=read_class_names(class_names) if class_names else None,
-        engine=dask,
     )
-    result = run_hooks(folder, Path(out), network, settings)
+    result = run_hooks(folder, Path(out), network, settings, engine=dask)
     if result.written == 0:
         log.info("%s already holds all %d images of %s", out, result.skipped, images)
         return

@@ -51,7 +51,6 @@ class RunSettings:
     rebuild: bool = False  # delete the store first
     silent: bool = False
     class_names: list[str] | None = None  # for a head other than ImageNet-1k's (default class_0, class_1, ...)
-    engine: object = None  # a synthprobe.cluster.DaskEngine: blocks of rows run on its workers
 
 
 @dataclass
@@ -98,14 +97,15 @@ def store_attrs(
     return attrs
 
 
-def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSettings) -> RunResult:
-    """Append every image of ``folder`` that ``out`` does not hold yet; resumable at any moment."""
-    if settings.engine is None:
+def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSettings, engine=None) -> RunResult:
+    """Append every image of ``folder`` that ``out`` does not hold yet; resumable at any moment.
+
+    With a Dask ``engine`` (synthprobe.cluster) blocks of rows run on its workers.
+    """
+    if engine is None:
         device, precision = device_and_precision(settings.device, settings.precision)
     else:
-        device, precision = settings.engine.as_a_worker_sees_it(
-            device_and_precision, settings.device, settings.precision
-        )
+        device, precision = engine.as_a_worker_sees_it(device_and_precision, settings.device, settings.precision)
         if settings.workers:
             log.warning("--workers %d is not used with --dask: a Dask worker decodes its images", settings.workers)
     # Discovery and aliases run on the CPU in fp32; an earlier run may have left the model on a GPU.
@@ -150,7 +150,7 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
         files = [folder.file(p).resolve() for p in todo["path"]]
         # Stamps taken before the images are read: a file changed in between is hashed again next time.
         stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
-        if settings.engine is None:
+        if engine is None:
             module = network.module.to(device, memory_format=torch.channels_last)
             workers = decode_workers(device) if settings.workers is None else settings.workers
             batches = image_batches(
@@ -166,7 +166,7 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSet
                 workers,
             )
         else:
-            batches = cluster_batches(files, list(todo["sha256"]), network, points, device, precision, settings)
+            batches = cluster_batches(engine, files, list(todo["sha256"]), network, points, device, precision, settings)
         try:
             failed = _write_batches(todo, folder, files, stamps, batches, points, writer, settings, memo, retry)
         finally:

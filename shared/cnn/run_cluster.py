@@ -43,6 +43,7 @@ def hooks_task(
 
 
 def cluster_batches(
+    engine,
     files: list[Path],
     expected: list[str],
     network: Network,
@@ -51,7 +52,7 @@ def cluster_batches(
     precision: str,
     settings,
 ) -> Iterator[tuple]:
-    """The batches of every block, computed on ``settings.engine``'s workers and yielded in row order."""
+    """The batches of every block, computed on ``engine``'s workers and yielded in row order."""
     block = settings.batch_size * BATCHES_PER_TASK
     starts = range(0, len(files), block)
     tasks = [
@@ -69,9 +70,7 @@ def cluster_batches(
     ]
     finished: dict[int, list] = {}
     following = 0
-    results = settings.engine.run_tasks(
-        hooks_task, tasks, [len(t[1]) for t in tasks], desc="cnn-hooks", unit="img", silent=True
-    )
+    results = engine.run_tasks(hooks_task, tasks, [len(t[1]) for t in tasks], desc="cnn-hooks", unit="img", silent=True)
     with contextlib.closing(results):  # closed with this generator: the cluster's tasks are cancelled at once
         for index, batches in results:
             finished[index] = batches
