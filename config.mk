@@ -38,7 +38,7 @@ CNNS ?= resnet50
 WEIGHTS ?= DEFAULT
 HOOK_BATCH ?= 16
 
-# Image check (image-check): the judge (clip:<hub id or folder>, a torchvision name, or timm:<name>),
+# Image check (image-check): the judge (clip:<hub id[@revision] or folder>, a torchvision name, or timm:<name>),
 # its weights (classifier judges), and the verdict thresholds (docs/methods.md)
 JUDGE ?= clip:openai/clip-vit-large-patch14
 JUDGE_WEIGHTS ?= DEFAULT

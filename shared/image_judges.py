@@ -86,20 +86,31 @@ def parse_judge(spec: str, weights: str):
     built at once, since its weights name the judge."""
     if spec.startswith(CLIP_PREFIX):
         source = spec[len(CLIP_PREFIX) :]
-        if not source:
-            raise InputError("--judge clip: needs a hub id or a local folder, e.g. clip:openai/clip-vit-large-patch14")
-        return ClipJudge(source)
+        revision = None
+        if not Path(source).is_dir() and "@" in source:  # clip:HUB_ID@REVISION pins the hub model
+            source, revision = source.rsplit("@", 1)
+        if not source or revision == "":
+            raise InputError(
+                "--judge clip: needs a hub id (optionally @REVISION) or a local folder, "
+                "e.g. clip:openai/clip-vit-large-patch14"
+            )
+        return ClipJudge(source, revision)
     return ClassifierJudge(spec, weights)
 
 
 class ClipJudge:
     """Zero-shot CLIP through transformers, from a hub id or a folder saved with save_pretrained."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, revision: str | None = None):
         self.source = source
+        self.revision = revision
         folder = Path(source)
-        # A local folder is named by its content, so the same folder anywhere gives the same cache keys.
-        self.identity = f"clip:{folder.name}@{folder_digest(folder)}" if folder.is_dir() else f"clip:{source}"
+        # A local folder is named by its content, so the same folder anywhere gives the same cache keys; a hub
+        # model by its id and, when pinned, its revision (unpinned, the hub may change it under the same name).
+        if folder.is_dir():
+            self.identity = f"clip:{folder.name}@{folder_digest(folder)}"
+        else:
+            self.identity = f"clip:{source}" + (f"@{revision}" if revision else "")
         self.model = None
 
     def captions(self, targets: dict[str, Target]) -> list[str]:
@@ -115,7 +126,7 @@ class ClipJudge:
 
         from .cnn.preprocessing import Preprocessing
 
-        self.model, processor = load_clip(self.source)
+        self.model, processor = load_clip(self.source, self.revision)
         self.model.to(device)
         captions = self.captions(targets)
         tokens = processor.tokenizer(captions, padding=True, truncation=True, return_tensors="pt").to(device)
@@ -159,19 +170,21 @@ class ClipJudge:
         return scores
 
 
-def load_clip(source: str):
-    """CLIPModel and CLIPProcessor from a hub id or a local folder; any failure is one line."""
+def load_clip(source: str, revision: str | None = None):
+    """CLIPModel and CLIPProcessor from a hub id (at ``revision``: a branch, tag or commit) or a local folder; any
+    failure is one line."""
     from transformers import CLIPModel, CLIPProcessor
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # the stage has its own bar, on a terminal only
     transformers_logging.set_verbosity_error()  # one warning per caption cut at 77 tokens; docs/methods.md says so
     try:
-        model = CLIPModel.from_pretrained(source)
-        processor = CLIPProcessor.from_pretrained(source)
+        model = CLIPModel.from_pretrained(source, revision=revision)
+        processor = CLIPProcessor.from_pretrained(source, revision=revision)
     except Exception as exc:  # offline, unknown id, not a CLIP folder: all end in the same advice
         raise InputError(
-            f"cannot load the CLIP judge {source!r} ({error_line(exc)}); with no internet, give a "
+            f"cannot load the CLIP judge {source!r}{f' at revision {revision}' if revision else ''} "
+            f"({error_line(exc)}); with no internet, give a "
             "local folder saved with save_pretrained"
         ) from None
     return model.eval().requires_grad_(False), processor

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from synthprobe import image_check as C
 from synthprobe import image_judges as J
 from synthprobe.cnn.models import build_network
 from synthprobe.decode import load_rgb
+from synthprobe.files import InputError
 from synthprobe.formats import image_checks as K
 from synthprobe.formats.analysis_folder import SUMMARY_FILE
 from synthprobe.imagenet import hierarchy_indices
@@ -225,6 +227,27 @@ def test_bad_input_gets_one_line(tmp_path, tiny_clip, wn, monkeypatch, cli):
     fails_with(
         cli(main, images, "--out", tmp_path / "c2", "--judge", f"clip:{tiny_clip}", exit_code=None), "cannot decode"
     )
+
+
+def test_a_hub_clip_judge_is_pinned_by_its_revision(tmp_path, tiny_clip, monkeypatch):
+    pinned = J.parse_judge("clip:org/clip@0123abc", "DEFAULT")
+    assert (pinned.source, pinned.revision, pinned.identity) == ("org/clip", "0123abc", "clip:org/clip@0123abc")
+    assert J.parse_judge("clip:org/clip", "DEFAULT").identity == "clip:org/clip"
+    folder = tmp_path / "clip@v2"  # a local folder whose name holds an @ is still the folder
+    shutil.copytree(tiny_clip, folder)
+    assert J.parse_judge(f"clip:{folder}", "DEFAULT").revision is None
+    with pytest.raises(InputError, match="needs a hub id"):
+        J.parse_judge("clip:org/clip@", "DEFAULT")
+    asked = []
+
+    def from_pretrained(source, revision=None):
+        asked.append((source, revision))
+        raise OSError("offline")
+
+    monkeypatch.setattr("transformers.CLIPModel.from_pretrained", from_pretrained)
+    with pytest.raises(InputError, match="cannot load the CLIP judge 'org/clip' at revision 0123abc"):
+        J.load_clip(pinned.source, pinned.revision)
+    assert asked == [("org/clip", "0123abc")]
 
 
 @pytest.mark.cuda
