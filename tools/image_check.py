@@ -37,7 +37,7 @@ DEFAULTS = C.RunSettings()
     "--judge",
     default=J.DEFAULT_JUDGE,
     show_default=True,
-    help="clip:<hub id or local folder>, a torchvision ImageNet classifier name (resnet50), or timm:<name>.",
+    help="clip:<hub id[@revision] or local folder>, a torchvision ImageNet classifier name (resnet50), or timm:<name>.",
 )
 @click.option(
     "--weights",
