@@ -18,24 +18,6 @@ log = logging.getLogger("synthprobe")
 
 CHECKS_SCHEMA = 1
 CHECKS_FILE = "checks.jsonl"
-# The keys of a row, in this order; ``note`` only on unscored rows.
-CHECK_FIELDS = (
-    "schema",
-    "id",
-    "judge",
-    "synset",
-    "group",
-    "target",
-    "path",
-    "sha256",
-    "object_score",
-    "context_score",
-    "verdict",
-    "missing_below",
-    "leaked_above",
-    "contrast",
-    "note",
-)
 VERDICTS = ("ok", "object-missing", "object-leaked", "unscored")
 FLAGS = ("object-missing", "object-leaked")
 
