@@ -45,12 +45,12 @@ import numpy as np
 import torch
 from photos import make_images
 
-from synthprobe.cnn.hook_points import HookPoint, discover_hook_points, is_poolable
-from synthprobe.cnn.models import build_network
-from synthprobe.cnn.precision import autocast, default_precision
-from synthprobe.cnn.reader import ImageDataset, decode_workers
-from synthprobe.cnn.run import RunSettings, run_hooks
-from synthprobe.devices import resolve_device
+from synthprobe.cnn_hooks.hook_points import HookPoint, discover_hook_points, is_poolable
+from synthprobe.cnn_hooks.run import RunSettings, run_hooks
+from synthprobe.common.devices import resolve_device
+from synthprobe.common.image_dataset import ImageDataset, decode_workers
+from synthprobe.common.networks import build_network
+from synthprobe.common.precision import autocast, default_precision
 from synthprobe.formats.activation_store import ActivationStore, StoreWriter
 from synthprobe.formats.image_folder import ImageFolder, read_image_folder
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from bench_sd_generate import records
 
-from synthprobe.cluster import DaskEngine, worker_model
+from synthprobe.common.cluster import DaskEngine, worker_model
 from synthprobe.formats.image_cache import ImageCache
-from synthprobe.sd import run
-from synthprobe.sd.pipeline import load_pipeline
+from synthprobe.sd_generate import run
+from synthprobe.sd_generate.pipeline import load_pipeline
 from synthprobe.tiny_models import save_tiny_sd3, tiny_sd3_settings
 
 

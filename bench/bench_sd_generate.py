@@ -24,8 +24,8 @@ import torch
 
 from synthprobe.formats.image_cache import ImageCache, cache_key
 from synthprobe.formats.prompts import PromptRecord, write_prompts
-from synthprobe.sd.pipeline import load_pipeline
-from synthprobe.sd.run import png_bytes, run_generation
+from synthprobe.sd_generate.pipeline import load_pipeline
+from synthprobe.sd_generate.run import png_bytes, run_generation
 from synthprobe.tiny_models import save_tiny_sd3, tiny_sd3_settings
 
 

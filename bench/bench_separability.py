@@ -87,9 +87,9 @@ def build(path: Path, n_rows: int, channels: dict[str, int], n_synsets: int, see
 
 def measure(store: str, out: str, permutations: int) -> None:
     """Run in the child: one analysis, then print time and memory as JSON."""
-    from synthprobe import separability as S
     from synthprobe.formats.activation_store import ActivationStore
-    from synthprobe.separability_outputs import write_outputs
+    from synthprobe.separability import analysis as S
+    from synthprobe.separability.outputs import write_outputs
 
     tracemalloc.start()
     started = time.perf_counter()

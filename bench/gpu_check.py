@@ -49,7 +49,7 @@ from gpu_check_steps import (  # noqa: E402
 )
 
 from synthprobe import library_versions  # noqa: E402
-from synthprobe.files import error_line  # noqa: E402
+from synthprobe.common.files import error_line  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Sizes: a CUDA run must finish in under 5 minutes on 16 cores, a CPU one in about 2 (the benchmark scripts

@@ -12,14 +12,14 @@ import numpy as np
 from photos import make_images
 from PIL import Image
 
-from synthprobe.cnn.hook_points import discover_hook_points
-from synthprobe.cnn.models import Network, build_network
-from synthprobe.cnn.run import RunSettings, run_hooks
+from synthprobe.cnn_hooks.hook_points import discover_hook_points
+from synthprobe.cnn_hooks.run import RunSettings, run_hooks
+from synthprobe.common.networks import Network, build_network
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.image_cache import ImageCache
 from synthprobe.formats.image_folder import read_image_folder
-from synthprobe.sd.pipeline import load_pipeline
-from synthprobe.sd.run import run_generation
+from synthprobe.sd_generate.pipeline import load_pipeline
+from synthprobe.sd_generate.run import run_generation
 from synthprobe.tiny_models import save_tiny_sd3, tiny_sd3_settings
 
 MIN_COSINE = 0.999

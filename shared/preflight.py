@@ -10,9 +10,9 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from .cnn.models import TIMM_PREFIX, weights_kind
-from .files import InputError, error_line
-from .sd.model import hub_error_message, offline_message, read_model_json, resolve_model_source
+from synthprobe.common.files import InputError, error_line
+from synthprobe.common.networks import TIMM_PREFIX, weights_kind
+from synthprobe.sd_generate.model import hub_error_message, offline_message, read_model_json, resolve_model_source
 
 DEMO_HINT = "; to see the whole pipeline work offline, run `make demo`"
 

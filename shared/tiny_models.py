@@ -112,7 +112,7 @@ def save_tiny_sd3(folder: str | Path) -> Path:
 def tiny_sd3_settings(model: str | Path, cache, **overrides):
     """sd-generate's settings for a tiny SD3 folder as the tests and benchmarks run it: on the CPU, 32 px, 2 steps,
     one image a batch, nothing quantized or offloaded; ``overrides`` are RunOptions fields that change any of them."""
-    from .sd.settings import RunOptions, resolve_settings
+    from synthprobe.sd_generate.settings import RunOptions, resolve_settings
 
     options = {"steps": 2, "size": (32, 32), "device": "cpu", "quantize": "none", **overrides}
     return resolve_settings(RunOptions(model=str(model), **options), cache)
@@ -155,7 +155,7 @@ def save_tiny_clip(folder: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    from .quiet import quiet_libraries
+    from synthprobe.common.quiet import quiet_libraries
 
     quiet_libraries(silent=True)  # diffusers' notes on the absent T5 and its save bars
     if len(sys.argv) == 3 and sys.argv[1] == "--clip":

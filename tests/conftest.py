@@ -57,7 +57,7 @@ def hermetic_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def wn(hermetic_cache):
     """WordNet 3.0 built from /usr/share/wordnet (Debian's wordnet-base) into the session cache."""
-    from synthprobe.wordnet import load_wordnet
+    from synthprobe.common.wordnet import load_wordnet
 
     if not Path("/usr/share/wordnet/data.noun").is_file():
         pytest.fail("WordNet is missing: install Debian's wordnet-base (make system-deps does it)")
@@ -67,7 +67,7 @@ def wn(hermetic_cache):
 @pytest.fixture(scope="session")
 def core_wordnet_path():
     """The copy bundled in the package (tests never read outside the repository)."""
-    from synthprobe.core_wordnet import core_wordnet_file
+    from synthprobe.wn_prompts.core_wordnet import core_wordnet_file
 
     return core_wordnet_file(None)
 
@@ -197,7 +197,7 @@ def prompts(tmp_path):
 def tiny_pipeline(tiny_model, tmp_path_factory):
     """The tiny pipeline loaded once through the real loader, shared by the in-process tests."""
     from synthprobe.formats.image_cache import ImageCache
-    from synthprobe.sd.pipeline import load_pipeline
+    from synthprobe.sd_generate.pipeline import load_pipeline
     from synthprobe.tiny_models import tiny_sd3_settings
 
     settings = tiny_sd3_settings(tiny_model, ImageCache(tmp_path_factory.mktemp("loader-cache")))
@@ -211,7 +211,7 @@ def no_model_load(monkeypatch):
     def refuse(settings):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", refuse)
+    monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", refuse)
 
 
 # ---- bad input -------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ def no_model_load(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(
+        "synthprobe.sd_generate.pipeline.load_pipeline", lambda settings: pytest.fail("a model was loaded")
+    )
 
 
 @pytest.mark.parametrize("case", list(SD_GENERATE_CASES))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from helpers.bias_report import CUSTOM_CLASS, assert_one_line_error, row, write_store
 
-from synthprobe.imagenet import imagenet_wnids
+from synthprobe.common.imagenet import imagenet_wnids
 from synthprobe.tools.bias_report import main
 
 

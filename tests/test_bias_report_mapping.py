@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from helpers.bias_report import CUSTOM_CLASS
 
-from synthprobe import bias as B
-from synthprobe.files import InputError
-from synthprobe.imagenet import hierarchy_indices, imagenet_names, imagenet_wnids
-from synthprobe.prompts import DEFAULT_BIAS_CLASSES, load_bias_class
+from synthprobe.bias_report import analysis as B
+from synthprobe.common.files import InputError
+from synthprobe.common.imagenet import hierarchy_indices, imagenet_names, imagenet_wnids
+from synthprobe.formats.bias_classes import DEFAULT_BIAS_CLASSES, load_bias_class
 from synthprobe.tools.bias_report import main
 
 EXPECTED_INDICES = {

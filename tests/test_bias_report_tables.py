@@ -15,9 +15,9 @@ import pytest
 from helpers.bias_report import TARGETS
 from scipy import stats
 
-from synthprobe.bias_outputs import TABLES
+from synthprobe.bias_report.outputs import TABLES
 from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.prompts import load_bias_class
+from synthprobe.formats.bias_classes import load_bias_class
 from synthprobe.tools.bias_report import main
 
 

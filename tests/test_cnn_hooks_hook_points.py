@@ -8,10 +8,10 @@ import torch
 import torchvision
 from helpers.cnn_hooks import SMALL
 
-from synthprobe.cnn.hook_points import discover_hook_points, find_aliases, select_hook_points
-from synthprobe.cnn.models import build_network
-from synthprobe.decode import load_rgb
-from synthprobe.files import InputError
+from synthprobe.cnn_hooks.hook_points import discover_hook_points, find_aliases, select_hook_points
+from synthprobe.common.decode import load_rgb
+from synthprobe.common.files import InputError
+from synthprobe.common.networks import build_network
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.tools.cnn_hooks import main
 

@@ -12,10 +12,10 @@ from helpers import fails_with
 from helpers.cnn_hooks import SMALL, make_tree
 from PIL import Image
 
-from synthprobe.cnn.models import build_network
-from synthprobe.cnn.preprocessing import DECODING
-from synthprobe.cnn.reader import ImageDataset
-from synthprobe.decode import decode_rgb, load_rgb
+from synthprobe.common.decode import decode_rgb, load_rgb
+from synthprobe.common.image_dataset import ImageDataset
+from synthprobe.common.networks import build_network
+from synthprobe.common.preprocessing import DECODING
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.tools.cnn_hooks import main
 

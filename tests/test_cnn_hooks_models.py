@@ -9,8 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from synthprobe.cnn.models import build_network
-from synthprobe.decode import load_rgb
+from synthprobe.common.decode import load_rgb
+from synthprobe.common.networks import build_network
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.tools.cnn_hooks import main
 

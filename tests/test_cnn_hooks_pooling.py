@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from synthprobe.cnn.hook_points import PoolingHooks, column_slices, discover_hook_points
-from synthprobe.cnn.models import RANDOM_INIT_SEED, build_network
-from synthprobe.decode import load_rgb
+from synthprobe.cnn_hooks.hook_points import PoolingHooks, column_slices, discover_hook_points
+from synthprobe.common.decode import load_rgb
+from synthprobe.common.networks import RANDOM_INIT_SEED, build_network
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.tools.cnn_hooks import main
 

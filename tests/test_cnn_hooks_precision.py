@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from synthprobe.cnn.hook_points import PoolingHooks, column_slices, discover_hook_points
-from synthprobe.cnn.models import Network, build_network
-from synthprobe.cnn.precision import autocast, default_precision
-from synthprobe.cnn.reader import decode_workers
-from synthprobe.cnn.run import RunSettings, run_hooks
-from synthprobe.decode import load_rgb
+from synthprobe.cnn_hooks.hook_points import PoolingHooks, column_slices, discover_hook_points
+from synthprobe.cnn_hooks.run import RunSettings, run_hooks
+from synthprobe.common.decode import load_rgb
+from synthprobe.common.image_dataset import decode_workers
+from synthprobe.common.networks import Network, build_network
+from synthprobe.common.precision import autocast, default_precision
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.image_folder import read_image_folder
 
@@ -79,9 +79,9 @@ def test_cuda_runs_twice_with_one_network(tree, tmp_path):
 
 
 def test_default_precision_follows_the_hardware(monkeypatch):
-    monkeypatch.setattr("synthprobe.cnn.precision.cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr("synthprobe.common.precision.cpu_has_fast_bf16", lambda: True)
     assert default_precision(torch.device("cpu")) == "bf16"
-    monkeypatch.setattr("synthprobe.cnn.precision.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("synthprobe.common.precision.cpu_has_fast_bf16", lambda: False)
     assert default_precision(torch.device("cpu")) == "fp32"
 
 

@@ -120,7 +120,7 @@ def test_rerun_appends_new_manifest_rows_only_and_refuses_changed_images(tmp_pat
 
 
 def test_imagefolder_rerun_rehashes_only_touched_files_and_refuses_changed_content(tmp_path, monkeypatch, cli):
-    from synthprobe import files
+    from synthprobe.common import files
 
     images = make_tree(tmp_path / "images", per_synset=2)
     out = tmp_path / "acts.zarr"

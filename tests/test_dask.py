@@ -20,11 +20,11 @@ import pytest
 from helpers.cnn_hooks import SMALL, make_tree, store_arrays
 from helpers.sd_generate import FAST, failing_pipeline, make_records, read_rows
 
-from synthprobe.files import InputError
+from synthprobe.common.files import InputError
 from synthprobe.formats.image_cache import ImageCache
 from synthprobe.formats.prompts import PromptRecord, write_jsonl
-from synthprobe.sd.pipeline import load_pipeline
-from synthprobe.sd.run import run_generation
+from synthprobe.sd_generate.pipeline import load_pipeline
+from synthprobe.sd_generate.run import run_generation
 from synthprobe.tiny_models import tiny_sd3_settings
 from synthprobe.tools import cnn_hooks, sd_generate
 
@@ -39,7 +39,7 @@ def instrument_worker(log_path: str) -> None:
     import functools
 
     from synthprobe.formats.image_cache import ImageCache
-    from synthprobe.sd import pipeline as pipeline_module
+    from synthprobe.sd_generate import pipeline as pipeline_module
 
     def log_event(line: str) -> None:
         with open(log_path, "a", encoding="utf-8") as handle:
@@ -77,7 +77,7 @@ def engine(event_log):
     """One LocalCluster of 2 worker processes for the module, its workers instrumented."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
-    from synthprobe.cluster import DaskEngine
+    from synthprobe.common.cluster import DaskEngine
 
     class Instrument(WorkerPlugin):
         name = "test-instrument"
@@ -157,7 +157,7 @@ def test_the_tool_on_a_cluster_matches_one_process(engine, single_process, tiny_
 def test_a_worker_killed_mid_run_costs_nothing_twice(
     engine, event_log, single_process, tiny_model, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("synthprobe.sd.run.TASK_RECORDS", 3)
+    monkeypatch.setattr("synthprobe.sd_generate.run.TASK_RECORDS", 3)
     records = make_records(24)
     cache = ImageCache(tmp_path / "cache")
     settings = tiny_sd3_settings(tiny_model, cache)
@@ -203,7 +203,7 @@ def test_each_worker_loads_its_pipeline_once_and_failures_are_rows(engine, event
     assert result.generated == 6
     builds = events(event_log, "build")  # the killed worker's successor has a pid of its own
     assert builds and len(set(builds)) == len(builds), "a worker process built the pipeline twice"
-    models = engine.client.run(lambda: len(sys.modules["synthprobe.cluster"]._worker_models))
+    models = engine.client.run(lambda: len(sys.modules["synthprobe.common.cluster"]._worker_models))
     assert set(models.values()) <= {0, 1}, "a worker holds one pipeline at most"
 
 
@@ -260,7 +260,7 @@ def test_bad_cluster_is_one_line_and_the_cache_untouched(
     value, exit_code, expected, tiny_model, tmp_path, monkeypatch, cli
 ):
     """An unreachable scheduler is one error line (exit 1); a value of the wrong form, click's usage error (2)."""
-    monkeypatch.setattr("synthprobe.cluster.CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr("synthprobe.common.cluster.CONNECT_TIMEOUT_S", 1)
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [r.to_json() for r in make_records(2)])
     cache = tmp_path / "cache"
@@ -292,7 +292,7 @@ def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_pa
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     assert ActivationStore(clustered).attrs == ActivationStore(reference).attrs
-    built = engine.client.run(lambda: [key[1] for key in sys.modules["synthprobe.cluster"]._worker_models])
+    built = engine.client.run(lambda: [key[1] for key in sys.modules["synthprobe.common.cluster"]._worker_models])
     assert ["build_network"] in built.values(), "the workers ran no network"
 
     # As a kill leaves it: 8 rows committed, later ones written but not; the rerun resumes from row 8.

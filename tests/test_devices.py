@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synthprobe.devices import resolve_device
-from synthprobe.files import InputError
+from synthprobe.common.devices import resolve_device
+from synthprobe.common.files import InputError
 
 
 def test_auto_prefers_cuda_then_mps_where_allowed(monkeypatch):

@@ -7,8 +7,8 @@ import json
 import click
 import pytest
 
-from synthprobe.cli import run_guarded
-from synthprobe.files import InputError, Sha256Memo, atomic_write, begin_outputs
+from synthprobe.common.cli import run_guarded
+from synthprobe.common.files import InputError, Sha256Memo, atomic_write, begin_outputs
 
 
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
@@ -61,7 +61,7 @@ def test_decoding_and_json_errors_that_a_reader_missed_are_one_line():
 def test_sha256_memo_reads_a_file_again_only_when_it_changed(tmp_path, monkeypatch):
     import os
 
-    from synthprobe import files
+    from synthprobe.common import files
 
     path = tmp_path / "image.png"
     path.write_bytes(b"one")

@@ -10,9 +10,9 @@ import pytest
 from helpers import fails_with
 from helpers.image_check import read_rows, write_bias_folder
 
-from synthprobe import image_check as C
-from synthprobe.files import InputError
+from synthprobe.common.files import InputError
 from synthprobe.formats import image_checks as K
+from synthprobe.image_check import checks as C
 from synthprobe.tools.image_check import main
 
 

@@ -17,15 +17,15 @@ from helpers.image_check import BIAS_CLASSES, GROUPS, clip_settings, read_rows, 
 from PIL import Image
 from scipy.special import softmax
 
-from synthprobe import image_check as C
-from synthprobe import image_judges as J
-from synthprobe.cnn.models import build_network
-from synthprobe.decode import load_rgb
-from synthprobe.files import InputError
+from synthprobe.common.decode import load_rgb
+from synthprobe.common.files import InputError
+from synthprobe.common.imagenet import hierarchy_indices
+from synthprobe.common.networks import build_network
 from synthprobe.formats import image_checks as K
 from synthprobe.formats.analysis_folder import SUMMARY_FILE
-from synthprobe.imagenet import hierarchy_indices
-from synthprobe.prompts import load_bias_class
+from synthprobe.formats.bias_classes import load_bias_class
+from synthprobe.image_check import checks as C
+from synthprobe.image_check import judges as J
 from synthprobe.tools.image_check import main
 
 

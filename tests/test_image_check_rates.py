@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthprobe.check_rates import flag_rates
-from synthprobe.stats import clustered_proportion
+from synthprobe.common.stats import clustered_proportion
+from synthprobe.image_check.rates import flag_rates
 
 
 def test_flag_rates_count_prompt_units():

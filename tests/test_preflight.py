@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthprobe.files import InputError
+from synthprobe.common.files import InputError
 from synthprobe.preflight import check_cnn_weights, check_generator
 from synthprobe.tiny_models import save_tiny_sd3
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from helpers import HOSTILE_PROMPT, build_store
 
-from synthprobe.report import build_context, render
+from synthprobe.report.page import build_context, render
 from synthprobe.tiny_models import save_tiny_sd3
 from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
 

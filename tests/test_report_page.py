@@ -12,9 +12,9 @@ import pytest
 from helpers import HOSTILE_PROMPT, page_content
 from PIL import Image
 
-from synthprobe.files import InputError
-from synthprobe.report import build_context, render, write_report
-from synthprobe.report_data import TABLE_ROWS_SHOWN
+from synthprobe.common.files import InputError
+from synthprobe.report.data import TABLE_ROWS_SHOWN
+from synthprobe.report.page import build_context, render, write_report
 from synthprobe.tools import report
 
 
@@ -213,7 +213,7 @@ def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_
 
 
 def test_galleries_share_a_thumbnail_budget(tmp_path):
-    from synthprobe.report_data import Thumbnails
+    from synthprobe.report.data import Thumbnails
 
     for synset in range(10):
         for image in range(3):

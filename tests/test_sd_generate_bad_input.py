@@ -7,11 +7,11 @@ import types
 import pytest
 from helpers.sd_generate import FAST, make_records
 
-from synthprobe.files import InputError
+from synthprobe.common.files import InputError
 from synthprobe.formats.image_cache import ImageCache
-from synthprobe.sd.model import ModelSource
-from synthprobe.sd.pipeline import load_pipeline
-from synthprobe.sd.settings import Settings
+from synthprobe.sd_generate.model import ModelSource
+from synthprobe.sd_generate.pipeline import load_pipeline
+from synthprobe.sd_generate.settings import Settings
 from synthprobe.tiny_models import TINY_SD3_MULTIPLE, tiny_sd3_settings
 from synthprobe.tools.sd_generate import main
 

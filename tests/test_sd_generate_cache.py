@@ -114,7 +114,7 @@ def test_editing_an_output_image_never_reaches_the_cache(tiny_model, tiny_pipeli
 
 def test_cache_hits_hash_each_file_once(tiny_model, tiny_pipeline, tmp_path, monkeypatch):
     """The sha256 check of a hit is memoised by inode, size and mtime: a rerun reads no image."""
-    from synthprobe import files
+    from synthprobe.common import files
 
     cache_root = tmp_path / "cache"
     settings = tiny_sd3_settings(tiny_model, ImageCache(cache_root))

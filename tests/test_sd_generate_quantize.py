@@ -7,9 +7,9 @@ import pytest
 from helpers.sd_generate import make_records, pixels
 
 from synthprobe.formats.image_cache import ImageCache
-from synthprobe.sd.pipeline import load_pipeline
-from synthprobe.sd.run import run_generation
-from synthprobe.sd.settings import resolve_dtype, resolve_quantization
+from synthprobe.sd_generate.pipeline import load_pipeline
+from synthprobe.sd_generate.run import run_generation
+from synthprobe.sd_generate.settings import resolve_dtype, resolve_quantization
 from synthprobe.tiny_models import tiny_sd3_settings
 
 pytestmark = pytest.mark.usefixtures("offline_hub")

@@ -25,8 +25,8 @@ from PIL import Image
 
 from synthprobe.formats.image_cache import ImageCache
 from synthprobe.formats.prompts import PromptRecord
-from synthprobe.sd.run import plan, run_generation
-from synthprobe.sd.settings import shard_of
+from synthprobe.sd_generate.run import plan, run_generation
+from synthprobe.sd_generate.settings import shard_of
 from synthprobe.tiny_models import tiny_sd3_settings
 from synthprobe.tools.sd_generate import main
 
@@ -101,7 +101,7 @@ def test_concurrent_shards_share_one_cache(tiny_model, prompts, tmp_path, monkey
     assert not shard_ids[0] & shard_ids[1] and shard_ids[0] | shard_ids[1] == {r.id for r in records}
 
     monkeypatch.setattr(
-        "synthprobe.sd.pipeline.load_pipeline", lambda s: pytest.fail("assembling the shards loaded the model")
+        "synthprobe.sd_generate.pipeline.load_pipeline", lambda s: pytest.fail("assembling the shards loaded the model")
     )
     cli(main, path, "--out", out, "--model", tiny_model, "--cache", cache, *FAST)
     rows = read_rows(out / "images.jsonl")
@@ -119,7 +119,7 @@ def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts
     out = tmp_path / "out"
     out.mkdir()
     (out / f"{records[1].id}.png").write_bytes(b"stale image from an earlier run")
-    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda s: failing_pipeline(tiny_pipeline))
+    monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", lambda s: failing_pipeline(tiny_pipeline))
     model = ["--model", tiny_model, "--cache", tmp_path / "cache"]
     result = cli(main, prompts(records), "--out", out, *model, "--batch-size", 3, *FAST, exit_code=1)
     assert "3 generated, 0 cached, 2 failed" in result.output

@@ -19,9 +19,9 @@ from PIL import Image
 
 from synthprobe.formats.image_cache import ImageCache
 from synthprobe.formats.prompts import read_prompts
-from synthprobe.sd.model import ModelSource, read_model_json
-from synthprobe.sd.pipeline import load_pipeline
-from synthprobe.sd.settings import select_records, shard_of
+from synthprobe.sd_generate.model import ModelSource, read_model_json
+from synthprobe.sd_generate.pipeline import load_pipeline
+from synthprobe.sd_generate.settings import select_records, shard_of
 from synthprobe.tiny_models import tiny_sd3_settings
 from synthprobe.tools.sd_generate import main
 
@@ -66,7 +66,7 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
 
     first_manifest = (out / "images.jsonl").read_bytes()
     monkeypatch.setattr(
-        "synthprobe.sd.pipeline.load_pipeline", lambda s: pytest.fail("an all-cached run loaded the model")
+        "synthprobe.sd_generate.pipeline.load_pipeline", lambda s: pytest.fail("an all-cached run loaded the model")
     )
     cli(main, path, "--out", out, "--model", tiny_model, "--cache", cache, "--batch-size", 3, *FAST)
     assert (out / "images.jsonl").read_bytes() == first_manifest
@@ -95,7 +95,7 @@ def test_dry_run_lists_work_and_writes_nothing(tiny_model, tiny_pipeline, prompt
 
 
 def test_limit_and_shard_select_records(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch, cli):
-    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda s: tiny_pipeline)
+    monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", lambda s: tiny_pipeline)
     records = make_records(8)
     out = tmp_path / "out"
     selection = ["--shard", "1/2", "--limit", 2]
@@ -194,10 +194,10 @@ def test_a_cached_run_needs_nothing_of_a_local_model(tiny_model, tiny_pipeline, 
     cache = tmp_path / "cache"
     path = prompts(make_records(3))
     real_load = load_pipeline
-    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: tiny_pipeline)
+    monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", lambda settings: tiny_pipeline)
     cli(main, path, "--out", tmp_path / "first", "--model", model, "--cache", cache, *FAST)
     shutil.rmtree(model)  # the cache travels to a machine without the model
-    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", real_load)
+    monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", real_load)
     cli(main, path, "--out", tmp_path / "again", "--model", model, "--cache", cache, *FAST)
     assert [r["status"] for r in read_rows(tmp_path / "again" / "images.jsonl")] == ["ok"] * 3
     assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
@@ -224,14 +224,16 @@ def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, pr
     # The first run reads the configs from the hub (here: the tiny model's files) and loads the pipeline.
     real_read = read_model_json
     monkeypatch.setattr(
-        "synthprobe.sd.model.read_model_json",
+        "synthprobe.sd_generate.model.read_model_json",
         lambda source, name, download=True: real_read(ModelSource(str(tiny_model), None, tiny_model), name),
     )
-    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: tiny_pipeline)
+    monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", lambda settings: tiny_pipeline)
     cli(main, path, "--out", tmp_path / "first", "--model", hub_id, "--cache", cache, *FAST)
     # Then no config, no Hugging Face cache (the fixture's is empty and offline), no weights.
-    monkeypatch.setattr("synthprobe.sd.model.read_model_json", real_read)
-    monkeypatch.setattr("synthprobe.sd.pipeline.load_pipeline", lambda settings: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("synthprobe.sd_generate.model.read_model_json", real_read)
+    monkeypatch.setattr(
+        "synthprobe.sd_generate.pipeline.load_pipeline", lambda settings: pytest.fail("the model was loaded")
+    )
     cli(main, path, "--out", tmp_path / "again", "--model", hub_id, "--cache", cache, *FAST)
     assert read_rows(tmp_path / "again" / "images.jsonl") == read_rows(tmp_path / "first" / "images.jsonl")
     # Without a record, the same offline run stops saying what to do.

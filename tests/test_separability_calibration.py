@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from synthprobe import separation as T
-from synthprobe.separability_scan import reduce_sample
+from synthprobe.separability import measures as T
+from synthprobe.separability.scan import reduce_sample
 
 N_LAYERS = 200
 PERMUTATIONS = 99

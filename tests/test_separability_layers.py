@@ -13,9 +13,9 @@ from helpers import build_store
 from helpers.separability import two_layer_signal_store
 from scipy.spatial.distance import pdist
 
-from synthprobe import separability as S
 from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.separability_scan import unit_sample
+from synthprobe.separability import analysis as S
+from synthprobe.separability.scan import unit_sample
 from synthprobe.tools.separability import main
 
 # Three synsets, two images each at centroid +- (0.5, -0.5): centroids (0,0), (3,0), (0,4) on "shallow",

@@ -12,10 +12,10 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.metrics import calinski_harabasz_score, roc_auc_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
 
-from synthprobe import separability as S
-from synthprobe import separation as T
 from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.separability_scan import reduce_sample
+from synthprobe.separability import analysis as S
+from synthprobe.separability import measures as T
+from synthprobe.separability.scan import reduce_sample
 
 
 def sklearn_probe_hits(x, labels, folds):

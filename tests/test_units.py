@@ -7,8 +7,8 @@ import logging
 import pandas as pd
 import pytest
 
-from synthprobe.files import InputError
-from synthprobe.units import assign_units
+from synthprobe.common.files import InputError
+from synthprobe.common.units import assign_units
 
 ROWS = pd.DataFrame(
     {

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from helpers import prompt_record
 
-from synthprobe import prompts as P
-from synthprobe.core_wordnet import parse_core_wordnet, resolve_entries
-from synthprobe.files import InputError
+from synthprobe.common.files import InputError
+from synthprobe.common.wordnet import DICT_FILES, build_nltk_layout, load_wordnet
+from synthprobe.formats import bias_classes
 from synthprobe.formats.prompts import ID_PATTERN, read_prompts
 from synthprobe.tools.wn_prompts import main
-from synthprobe.wordnet import DICT_FILES, build_nltk_layout, load_wordnet
+from synthprobe.wn_prompts import prompts as P
+from synthprobe.wn_prompts.core_wordnet import parse_core_wordnet, resolve_entries
 
 SMALL_CORE = Path(__file__).parent / "data" / "core-wordnet-small.txt"
 
@@ -51,14 +52,14 @@ def test_concepts_on_full_core_wordnet(wn, core_wordnet_path, cli):
     assert len(records) == 80 and len(synsets) == 40
     assert len({r["id"] for r in records}) == 80 and all(ID_PATTERN.match(r["id"]) for r in records)
     assert all(P.is_picturable(wn.synset(name)) for name in synsets)
-    bias_synsets = {P.load_bias_class(c).synset for c in P.DEFAULT_BIAS_CLASSES}
+    bias_synsets = {bias_classes.load_bias_class(c).synset for c in bias_classes.DEFAULT_BIAS_CLASSES}
     assert not synsets & bias_synsets
     assert all(r["group"] == "concept" and r["target"] == r["synset"] for r in records)
     assert len({r["template"] for r in records}) >= 6
 
 
 def test_concepts_default_to_the_bundled_core_wordnet(wn, core_wordnet_path, cli):
-    assert core_wordnet_path.is_relative_to(Path(P.__file__).resolve().parents[1])
+    assert core_wordnet_path.is_relative_to(Path(P.__file__).resolve().parents[2])
     notice = " ".join((core_wordnet_path.parent / "core-wordnet.LICENSE").read_text().split())
     assert "WordNet 3.0 Copyright 2006 by Princeton University" in notice
     args = ("concepts", "--n-synsets", 5, "--per-synset", 1)
@@ -139,7 +140,7 @@ def test_explicit_synsets_and_file(wn, tmp_path, cli):
 def test_bias_records_cover_groups_and_seeds(wn, cli):
     records = records_of(cli(main, "bias", "--per-group", 4, "--seeds-per-prompt", 3).stdout)
     assert len(records) == 5 * 3 * 4 * 3
-    for group in P.BIAS_GROUPS:
+    for group in bias_classes.BIAS_GROUPS:
         assert sum(r["group"] == group for r in records) == 5 * 4 * 3
     assert {r["target"] for r in records} == {
         "bee.n.01",
@@ -152,10 +153,10 @@ def test_bias_records_cover_groups_and_seeds(wn, cli):
 
 
 def test_every_bias_class_has_at_least_four_texts_per_group(wn):
-    for name in P.known_bias_classes():
-        bias_class = P.load_bias_class(name)
+    for name in bias_classes.known_bias_classes():
+        bias_class = bias_classes.load_bias_class(name)
         wn.synset(bias_class.synset)
-        assert all(len(bias_class.prompts[g]) >= 4 for g in P.BIAS_GROUPS), name
+        assert all(len(bias_class.prompts[g]) >= 4 for g in bias_classes.BIAS_GROUPS), name
 
 
 def test_record_seed_depends_only_on_seed_and_id():
@@ -168,7 +169,7 @@ def test_output_reads_back_through_the_contract(wn, tmp_path, cli):
     out = tmp_path / "bias.jsonl"
     cli(main, "bias", "--classes", "guitar", "-o", out)
     records = read_prompts(out)
-    assert records and all(r.group in P.BIAS_GROUPS for r in records)
+    assert records and all(r.group in bias_classes.BIAS_GROUPS for r in records)
 
 
 # ---- WordNet loader -----------------------------------------------------------

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from synthprobe.bias import MAPPINGS
-from synthprobe.bias_outputs import run_bias_report
-from synthprobe.cli import run_guarded, silent_option
-from synthprobe.options import (
+from synthprobe.bias_report.analysis import MAPPINGS
+from synthprobe.bias_report.outputs import run_bias_report
+from synthprobe.common.cli import run_guarded, silent_option
+from synthprobe.common.options import (
     allow_incomplete_option,
     checks_options,
     class_dir_option,
@@ -15,7 +15,7 @@ from synthprobe.options import (
     unit_option,
     wordnet_dir_option,
 )
-from synthprobe.prompts import DEFAULT_BIAS_CLASSES
+from synthprobe.formats.bias_classes import DEFAULT_BIAS_CLASSES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

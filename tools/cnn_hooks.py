@@ -7,14 +7,13 @@ from pathlib import Path
 
 import click
 
-from synthprobe.cli import run_guarded, silent_option
-from synthprobe.cnn.hook_points import discover_hook_points, find_aliases
-from synthprobe.cnn.models import build_network
-from synthprobe.cnn.run import RunSettings, run_hooks
-from synthprobe.files import InputError, os_reason
-from synthprobe.formats.image_folder import read_image_folder
-from synthprobe.globs import select_by_globs
-from synthprobe.options import (
+from synthprobe.cnn_hooks.hook_points import discover_hook_points, find_aliases
+from synthprobe.cnn_hooks.run import RunSettings, run_hooks
+from synthprobe.common.cli import run_guarded, silent_option
+from synthprobe.common.files import InputError, os_reason
+from synthprobe.common.globs import select_by_globs
+from synthprobe.common.networks import build_network
+from synthprobe.common.options import (
     batch_size_option,
     dask_option,
     device_option,
@@ -23,6 +22,7 @@ from synthprobe.options import (
     setting_option,
     workers_option,
 )
+from synthprobe.formats.image_folder import read_image_folder
 
 log = logging.getLogger("synthprobe")
 

@@ -6,10 +6,8 @@ import logging
 
 import click
 
-from synthprobe import image_check as C
-from synthprobe import image_judges as J
-from synthprobe.cli import run_guarded, silent_option
-from synthprobe.options import (
+from synthprobe.common.cli import run_guarded, silent_option
+from synthprobe.common.options import (
     batch_size_option,
     class_dir_option,
     device_option,
@@ -17,6 +15,8 @@ from synthprobe.options import (
     wordnet_dir_option,
     workers_option,
 )
+from synthprobe.image_check import checks as C
+from synthprobe.image_check import judges as J
 
 log = logging.getLogger("synthprobe")
 score = click.FloatRange(0, 1)

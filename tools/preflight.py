@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from synthprobe.cli import run_guarded
+from synthprobe.common.cli import run_guarded
 from synthprobe.preflight import check_cnn_weights, check_generator
 
 

@@ -6,8 +6,8 @@ import logging
 
 import click
 
-from synthprobe.cli import run_guarded, silent_option
-from synthprobe.report import write_report
+from synthprobe.common.cli import run_guarded, silent_option
+from synthprobe.report.page import write_report
 
 log = logging.getLogger("synthprobe")
 

@@ -8,11 +8,9 @@ import time
 import click
 
 from synthprobe import library_versions
-from synthprobe.cli import run_guarded, silent_option
-from synthprobe.files import atomic_write, begin_outputs
-from synthprobe.formats.image_cache import ImageCache, default_image_cache
-from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
-from synthprobe.options import (
+from synthprobe.common.cli import run_guarded, silent_option
+from synthprobe.common.files import atomic_write, begin_outputs
+from synthprobe.common.options import (
     ShardType,
     SizeType,
     batch_size_option,
@@ -21,9 +19,11 @@ from synthprobe.options import (
     precision_option,
     setting_option,
 )
-from synthprobe.sd import pipeline
-from synthprobe.sd.run import Planned, plan, run_generation
-from synthprobe.sd.settings import RunOptions, Settings, resolve_settings, select_records
+from synthprobe.formats.image_cache import ImageCache, default_image_cache
+from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
+from synthprobe.sd_generate import pipeline
+from synthprobe.sd_generate.run import Planned, plan, run_generation
+from synthprobe.sd_generate.settings import RunOptions, Settings, resolve_settings, select_records
 
 log = logging.getLogger("synthprobe")
 

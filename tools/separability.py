@@ -6,14 +6,14 @@ import logging
 
 import click
 
-from synthprobe import separability as S
-from synthprobe.cli import run_guarded, seed_option, silent_option
-from synthprobe.files import InputError, check_writable_dir
+from synthprobe.common.cli import run_guarded, seed_option, silent_option
+from synthprobe.common.files import InputError, check_writable_dir
+from synthprobe.common.options import allow_incomplete_option, checks_options, list_option, setting_option, unit_option
+from synthprobe.common.progress import progress
 from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.options import allow_incomplete_option, checks_options, list_option, setting_option, unit_option
-from synthprobe.progress import progress
-from synthprobe.separability_outputs import write_outputs
-from synthprobe.separation import FDR_METHODS
+from synthprobe.separability import analysis as S
+from synthprobe.separability.measures import FDR_METHODS
+from synthprobe.separability.outputs import write_outputs
 
 log = logging.getLogger("synthprobe")
 count = click.IntRange(min=0)

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import click
 
-from synthprobe import prompts as P
-from synthprobe.cli import run_guarded, seed_option, silent_option
-from synthprobe.core_wordnet import core_wordnet_file, parse_core_wordnet, resolve_entries
-from synthprobe.files import InputError, os_reason
+from synthprobe.common.cli import run_guarded, seed_option, silent_option
+from synthprobe.common.files import InputError, os_reason
+from synthprobe.common.options import list_option, wordnet_dir_option
+from synthprobe.common.wordnet import get_synset, load_wordnet
+from synthprobe.formats import bias_classes
 from synthprobe.formats.prompts import write_prompts
-from synthprobe.options import list_option, wordnet_dir_option
-from synthprobe.wordnet import get_synset, load_wordnet
+from synthprobe.wn_prompts import prompts as P
+from synthprobe.wn_prompts.core_wordnet import core_wordnet_file, parse_core_wordnet, resolve_entries
 
 log = logging.getLogger("synthprobe")
 out_option = click.option("-o", "--out", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
@@ -69,7 +70,7 @@ def main():
 )
 @list_option(
     "--exclude",
-    default=P.DEFAULT_BIAS_CLASSES,
+    default=bias_classes.DEFAULT_BIAS_CLASSES,
     show_default=True,
     metavar="NAME[,NAME...]",
     help="Synsets or bias class names to leave out ('' for none).",
@@ -126,14 +127,14 @@ def make_concept_records(wn, core_source, synsets, n_synsets, per_synset, exclud
 
 def resolve_exclusions(wn, names: list[str]) -> set[str]:
     """Bias class names map to their synsets; anything else must be a synset name."""
-    known = set(P.known_bias_classes())
-    return {P.load_bias_class(n).synset if n in known else get_synset(wn, n).name() for n in names}
+    known = set(bias_classes.known_bias_classes())
+    return {bias_classes.load_bias_class(n).synset if n in known else get_synset(wn, n).name() for n in names}
 
 
 @main.command()
 @list_option(
     "--classes",
-    default=P.DEFAULT_BIAS_CLASSES,
+    default=bias_classes.DEFAULT_BIAS_CLASSES,
     show_default=True,
     metavar="CLASS[,CLASS...]",
     help="Bias classes (files in data/bias_classes/).",
@@ -156,11 +157,11 @@ def bias(classes, per_group, seeds_per_prompt, out, seed, wordnet_dir, silent):
     """
     names = list(classes)
     if not names:
-        raise InputError("--classes is empty; known classes: " + ", ".join(P.known_bias_classes()))
-    bias_classes = [P.load_bias_class(name) for name in names]
-    records = P.bias_records(bias_classes, load_wordnet(wordnet_dir), per_group, seeds_per_prompt, seed)
+        raise InputError("--classes is empty; known classes: " + ", ".join(bias_classes.known_bias_classes()))
+    definitions = [bias_classes.load_bias_class(name) for name in names]
+    records = P.bias_records(definitions, load_wordnet(wordnet_dir), per_group, seeds_per_prompt, seed)
     count = write_prompts(out, records)
-    log.info("wrote %d bias prompts for %d classes to %s", count, len(bias_classes), out)
+    log.info("wrote %d bias prompts for %d classes to %s", count, len(definitions), out)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..files import InputError, atomic_write, error_line, read_json
+from synthprobe import __version__
+from synthprobe.common.files import InputError, atomic_write, error_line, read_json
 
 SUMMARY_FILE = "summary.json"
 # kind -> the summary schema this version writes and reads (bias-report 2: its tables under "tables", not "files").

@@ -27,7 +27,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import Sha256Memo, atomic_write, atomic_write_bytes, cache_root, check_writable_dir
+from synthprobe.common.files import Sha256Memo, atomic_write, atomic_write_bytes, cache_root, check_writable_dir
 
 log = logging.getLogger("synthprobe")
 

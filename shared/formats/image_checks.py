@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..files import InputError, atomic_write
-from .prompts import dumps, parse_jsonl
+from synthprobe.common.files import InputError, atomic_write
+from synthprobe.formats.prompts import dumps, parse_jsonl
 
 log = logging.getLogger("synthprobe")
 

@@ -7,7 +7,7 @@ sd-generate run leaves ``images.shard-K-of-N.jsonl`` files instead; they are
 read in name order. A plain tree ``DIR/<synset>/*.png|jpg`` is read in sorted
 path order with the synset from the folder name.
 
-Decoding the images is shared/decode.py's.
+Decoding the images is shared/common/decode.py's.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
-from ..files import InputError, open_input, sha256_file
-from .prompts import GROUPS, ID_PATTERN, ID_RULE, brief_text, parse_jsonl, safe_id
+from synthprobe.common.files import InputError, open_input, sha256_file
+from synthprobe.formats.prompts import GROUPS, ID_PATTERN, ID_RULE, brief_text, parse_jsonl, safe_id
 
 MANIFEST = "images.jsonl"
 SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"

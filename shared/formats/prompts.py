@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO
 
-from ..files import InputError, open_input, open_output
+from synthprobe.common.files import InputError, open_input, open_output
 
 PROMPT_SCHEMA = 1
 GROUPS = ("concept", "object-only", "context-only", "mixed")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from synthprobe.common.imagenet import imagenet_wnids
 from synthprobe.formats.activation_store import StoreWriter
-from synthprobe.imagenet import imagenet_wnids
 
 MARKERS = {"summary.json", "images.jsonl", "run.json", "report.html", "out.jsonl"}
 BINARY = bytes(range(256)) * 4  # not UTF-8, not JSON, not an image

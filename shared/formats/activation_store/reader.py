@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...files import InputError
-from .layout import (
+from synthprobe.common.files import InputError
+from synthprobe.formats.activation_store.layout import (
     REBUILD_HINT,
     ROW_FIELDS,
     array_keys,

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...files import InputError, os_reason
-from .layout import (
+from synthprobe.common.files import InputError, os_reason
+from synthprobe.formats.activation_store.layout import (
     FILL_TEXT,
     MIN_CHUNK_BYTES,
     ROW_FIELDS,

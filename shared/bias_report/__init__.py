@@ -1,0 +1,1 @@
+"""bias-report: the classifier's confidence on each bias group."""

@@ -1,0 +1,2 @@
+"""Infrastructure every stage uses: CLI options, files, devices, progress, statistics kernels, networks and
+image decoding."""

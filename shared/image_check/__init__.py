@@ -1,0 +1,1 @@
+"""image-check: an independent judge's verdict on each generated image."""

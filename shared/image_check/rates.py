@@ -1,0 +1,53 @@
+"""How often the image checks flag images: leak and miss rates per synset and group, on prompt units.
+
+An object-only, mixed or concept image can miss its object; a context-only
+image can leak it. A rate is the share of flagged images among the scored ones,
+with an interval that treats the images of one prompt as correlated
+(``stats.clustered_proportion``; coverage measured in tests/test_image_check_rates.py).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from synthprobe.common.stats import clustered_proportion
+from synthprobe.common.units import assign_units
+
+RATES_FILE = "rates.csv"
+
+
+def flag_of(group: str) -> str:
+    """The verdict that flags an image of ``group``."""
+    return "object-leaked" if group == "context-only" else "object-missing"
+
+
+def flag_rates(checks: pd.DataFrame, images: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per (synset, group): scored images and prompt units, flagged images, the rate and its interval.
+
+    ``checks`` holds one judge's rows (id, synset, group, verdict); ``images`` the
+    image folder's rows (id, synset, prompt), which give each image its unit.
+    Unscored images (no score from this judge) are left out.
+    """
+    units = assign_units(images, None, source="the image folder")
+    unit_of = dict(zip(images["id"], units.codes))
+    scored = checks[checks["verdict"] != "unscored"].assign(unit=lambda t: t["id"].map(unit_of))
+    lines = []
+    for (synset, group), part in scored.groupby(["synset", "group"], sort=True):
+        flag = flag_of(group)
+        per_unit = part.assign(flagged=part["verdict"] == flag).groupby("unit")["flagged"].agg(["sum", "size"])
+        estimate = clustered_proportion(per_unit["sum"], per_unit["size"], level)
+        lines.append(
+            {
+                "synset": synset,
+                "group": group,
+                "flag": flag,
+                "n": len(part),
+                "n_units": len(per_unit),
+                "n_flagged": int(per_unit["sum"].sum()),
+                "rate": estimate.value,
+                "rate_low": estimate.low,
+                "rate_high": estimate.high,
+            }
+        )
+    columns = ["synset", "group", "flag", "n", "n_units", "n_flagged", "rate", "rate_low", "rate_high"]
+    return pd.DataFrame(lines, columns=columns)

@@ -1,0 +1,1 @@
+"""report: one HTML page from the analysis folders."""

@@ -1,0 +1,248 @@
+"""The report's inputs: analysis folders (summary, tables, figures) read into ``Analysis`` and ``Table``, and
+thumbnails and galleries from image folders."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from synthprobe.common.decode import load_rgb
+from synthprobe.common.files import InputError, error_line, open_input, read_json
+from synthprobe.formats.analysis_folder import SUMMARY_FILE, read_summary
+from synthprobe.formats.image_folder import MANIFEST, SHARD_MANIFESTS, read_image_folder
+from synthprobe.formats.prompts import parse_jsonl
+
+THUMBNAIL_PX = 128
+GALLERY_PER_SET = 8
+GALLERY_THUMBNAILS = 240  # about 1.5 MB of thumbnails in all; many sets get fewer images each
+LONG_TABLE_ROWS = 12  # tables longer than this are collapsed and sortable
+TABLE_ROWS_SHOWN = 200  # longer tables show their top rows and link the full CSV
+# What ranks the rows of a long table, (column, largest first); other tables keep the order of their CSV.
+TABLE_RANKING = {
+    "layers": ("distance_rank", False),
+    "selective_channels": ("auroc", True),
+    "synset_max_activation": ("max_activation", True),
+    "images": ("confidence", True),
+}
+# Per-channel tables of separability cover every layer; the report shows their top layers only.
+TOP_LAYER_TABLES = ("top_neurons", "top_images")
+
+
+@dataclass
+class Table:
+    key: str
+    file: str
+    description: str
+    columns: list[str]
+    rows: list[list]
+    source: Path | None = None  # the CSV the rows come from
+    total_rows: int | None = None  # the CSV's rows, where only some are shown
+    shown_note: str = ""  # which rows are shown, where only some are
+    href: str | None = None  # relative link to the full CSV beside the report
+
+    @property
+    def long(self) -> bool:
+        return len(self.rows) > LONG_TABLE_ROWS
+
+    @property
+    def partial(self) -> bool:
+        return self.total_rows is not None and self.total_rows > len(self.rows)
+
+    def subset(self, rows: list[list], shown_note: str) -> Table:
+        total = self.total_rows if self.total_rows is not None else len(self.rows)
+        note = f"{self.shown_note}; of those, {shown_note}" if self.shown_note else shown_note
+        return Table(self.key, self.file, self.description, self.columns, rows, self.source, total, note)
+
+    def top_rows(self, limit: int = TABLE_ROWS_SHOWN) -> Table:
+        """At most ``limit`` rows, ranked by TABLE_RANKING where the table has that column."""
+        if len(self.rows) <= limit:
+            return self
+        column, largest_first = TABLE_RANKING.get(self.key, (None, False))
+        if column not in self.columns:
+            return self.subset(self.rows[:limit], f"the first {limit} rows")
+        index = self.columns.index(column)
+
+        def rank(row):  # empty cells (NaN) last
+            value = pd.to_numeric(row[index], errors="coerce")
+            return (math.isnan(value), -value if largest_first else value)
+
+        order = "largest" if largest_first else "smallest"
+        return self.subset(sorted(self.rows, key=rank)[:limit], f"the {limit} rows with the {order} {column}")
+
+    def split_by(self, column_name: str) -> dict[str, Table]:
+        """One table per value of a column (e.g. per bias class), in first-seen order."""
+        column = self.columns.index(column_name)
+        parts: dict[str, list] = {}
+        for row in self.rows:
+            parts.setdefault(str(row[column]), []).append(row)
+        return {
+            value: Table(self.key, self.file, self.description, self.columns, rows, self.source)
+            for value, rows in parts.items()
+        }
+
+    def only_layers(self, layers: list[str]) -> Table:
+        column = self.columns.index("layer")
+        return self.subset([row for row in self.rows if row[column] in layers], "the top layers' rows")
+
+
+@dataclass
+class Analysis:
+    folder: Path
+    summary: dict
+    tables: dict[str, Table]
+    figures: dict[str, str]  # name -> data URI
+
+    @property
+    def store(self) -> dict:
+        """The attrs of the store the analysis read (bias-report nests them under "attrs")."""
+        store = self.summary.get("store", {})
+        return store.get("attrs", store)
+
+
+@dataclass
+class Gallery:
+    title: str
+    images: list[dict] = field(default_factory=list)  # {id, thumb, caption}
+
+
+def png_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def figure_uri(data: bytes) -> str:
+    """A PNG figure as a data URI, in a 256-colour palette where that is smaller (plots: about a third)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").quantize(256).save(buffer, format="PNG", optimize=True)
+    return png_uri(min(data, buffer.getvalue(), key=len))
+
+
+def format_cell(value) -> object:
+    """Numbers to 4 significant digits; NaN as an empty cell."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.4g}"
+    return value
+
+
+def read_table(folder: Path, key: str, file: str, description: str = "") -> Table:
+    path = folder / file
+    try:
+        frame = pd.read_csv(path, keep_default_na=True)
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read table {path}: not UTF-8 text (a binary file?)") from None
+    except (OSError, ValueError) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise InputError(f"cannot read table {path}: {error_line(exc)}") from None
+    rows = [[format_cell(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+    return Table(key, file, description, [str(c) for c in frame.columns], rows, path)
+
+
+def load_analysis(folder: str | Path) -> Analysis:
+    """An analysis folder (shared/formats/analysis_folder.py): summary.json names its tables and figures."""
+    read = read_summary(folder)
+    summary_path = read.folder / SUMMARY_FILE
+    tables = {}
+    for key, entry in read.tables.items():
+        tables[key] = read_table(read.folder, key, entry.file, entry.description)
+        if key in TOP_LAYER_TABLES and read.summary.get("top_layers") and "layer" in tables[key].columns:
+            tables[key] = tables[key].only_layers(read.summary["top_layers"])
+    figures = {}
+    for name, file in read.figures.items():
+        path = read.folder / file
+        if not path.is_file():
+            raise InputError(f"{summary_path} names the figure {file}, which is missing")
+        figures[name] = figure_uri(path.read_bytes())
+    return Analysis(read.folder, read.summary, tables, figures)
+
+
+class Thumbnails:
+    """Image lookup by row id across the given image folders; each thumbnail is embedded once.
+
+    ``thumb`` gives a key into ``uris`` (key -> JPEG data URI); the page fills every image
+    with that key from one table, so an image shown in several places costs its bytes once.
+    """
+
+    def __init__(self, image_dirs: list[Path]):
+        self.folders = [read_image_folder(d) for d in image_dirs]
+        self.files: dict[str, Path] = {}
+        self.prompts: dict[str, str] = {}
+        for folder in self.folders:
+            for row in folder.rows.itertuples(index=False):
+                self.files.setdefault(row.id, folder.file(row.path))
+            self.prompts.update(manifest_prompts(folder.root))
+        self.keys: dict[Path, str | None] = {}
+        self.uris: dict[str, str] = {}
+
+    def thumb(self, image_id: str, path: str | None = None) -> str | None:
+        file = self.files.get(image_id)
+        if file is None and path:
+            file = next((f.file(path) for f in self.folders if f.file(path).is_file()), None)
+        if file is None:
+            return None
+        if file not in self.keys:
+            try:
+                image = load_rgb(file)
+            except (OSError, ValueError):
+                self.keys[file] = None
+                return None
+            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=85)
+            self.keys[file] = f"t{len(self.uris)}"
+            self.uris[self.keys[file]] = png_uri(buffer.getvalue(), "image/jpeg")
+        return self.keys[file]
+
+    def galleries(self, per_set: int = GALLERY_PER_SET, budget: int = GALLERY_THUMBNAILS) -> list[Gallery]:
+        """One gallery per synset for concept images, one per (target, group) for bias images.
+
+        At most ``budget`` thumbnails in all: with many sets each shows fewer images (at least one),
+        and beyond ``budget`` sets the rest are left out.
+        """
+        members: dict[str, list] = {}
+        for folder in self.folders:
+            for row in folder.rows.itertuples(index=False):
+                title = row.synset if row.group == "concept" else f"{row.target} · {row.group}"
+                members.setdefault(title, []).append(row)
+        per_set = max(1, min(per_set, budget // max(1, len(members))))
+        return [
+            Gallery(
+                title,
+                [
+                    {"id": row.id, "thumb": self.thumb(row.id), "caption": self.prompts.get(row.id, row.id)}
+                    for row in rows[:per_set]
+                ],
+            )
+            for title, rows in list(members.items())[:budget]
+        ]
+
+
+def manifest_prompts(root: Path) -> dict[str, str]:
+    """id -> prompt text from an image folder's manifest or shard manifests (none for a plain tree)."""
+    manifests = [root / MANIFEST] if (root / MANIFEST).is_file() else sorted(root.glob(SHARD_MANIFESTS))
+    prompts = {}
+    for manifest in manifests:
+        with open_input(manifest) as handle:
+            for _, row in parse_jsonl(handle, str(manifest)):
+                if isinstance(row, dict) and "id" in row and "prompt" in row:
+                    prompts[row["id"]] = row["prompt"]
+    return prompts
+
+
+def run_summaries(image_dirs: list[Path]) -> list[dict]:
+    """The generation summaries (run.json of sd-generate) of the image folders that have one."""
+    runs = []
+    for folder in image_dirs:
+        path = Path(folder) / "run.json"
+        if path.is_file():
+            run = read_json(path)
+            if not isinstance(run, dict):
+                raise InputError(f"{path}: not a run summary (a JSON object); rerun sd-generate")
+            runs.append({"folder": str(folder), **run})
+    return runs

@@ -1,0 +1,1 @@
+"""sd-generate: prompt records to images through a diffusers pipeline and the image cache."""

@@ -1,0 +1,236 @@
+"""The model before it is loaded: its source, small config files, identity and the cache's record of it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthprobe.common.files import InputError, atomic_write, read_json, sha256_file
+from synthprobe.formats.image_cache import ImageCache, canonical_json
+
+log = logging.getLogger("synthprobe")
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-3.5-large"
+# SD3's VAE scales by 8 and its transformer patches are 2 pixels of latent.
+SD3_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A hub id (with a revision) or a local pipeline folder."""
+
+    name: str
+    revision: str | None = None
+    folder: Path | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.folder is not None
+
+
+def resolve_model_source(model: str, revision: str | None) -> ModelSource:
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        if not (folder / "model_index.json").is_file():
+            raise InputError(f"model folder {model} is not a diffusers pipeline (it has no model_index.json)")
+        if revision:
+            raise InputError(f"--revision applies to hub models, not to the local folder {model}")
+        return ModelSource(model, None, folder.resolve())  # absolute: a Dask worker may run in another folder
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or folder.exists():
+        raise InputError(f"model folder {model} does not exist (a hub model is named like {DEFAULT_MODEL})")
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except ValueError:
+        raise InputError(
+            f"--model {model!r} is neither a local folder nor a Hugging Face model id like {DEFAULT_MODEL}"
+        ) from None
+    return ModelSource(model, revision or "main")
+
+
+def hub_error_message(exc: BaseException, source: ModelSource) -> str | None:
+    """One actionable line for a hub failure anywhere in the exception chain, else None."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    name = source.name
+    while exc is not None:
+        if isinstance(exc, GatedRepoError):
+            return (
+                f"model {name} is gated: accept its licence at https://huggingface.co/{name} "
+                "and log in with `hf auth login` (or set HF_TOKEN)"
+            )
+        if isinstance(exc, RepositoryNotFoundError):
+            return (
+                f"model {name} was not found on the Hugging Face hub: check the id; "
+                "if it is private, log in with `hf auth login`"
+            )
+        if isinstance(exc, RevisionNotFoundError):
+            return f"revision {source.revision!r} of model {name} was not found on the Hugging Face hub"
+        if isinstance(exc, LocalEntryNotFoundError):
+            return offline_message(source)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def offline_message(source: ModelSource) -> str:
+    return (
+        f"model {source.name} is not in the local Hugging Face cache and the hub cannot be reached: "
+        f"connect once (for a gated model accept its licence at https://huggingface.co/{source.name} "
+        "and run `hf auth login`), or pass a local pipeline folder"
+    )
+
+
+def read_model_json(source: ModelSource, filename: str, download: bool = True) -> dict | None:
+    """A small JSON file of the pipeline (local folder, hub cache, else hub); None if absent or unreachable."""
+    if source.is_local:
+        path = source.folder / filename
+        return read_config(path) if path.is_file() else None
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    cached = try_to_load_from_cache(source.name, filename, revision=source.revision)
+    if isinstance(cached, str):
+        path = cached
+    elif cached is not None or not download:  # cached as absent, or the caller wants no network
+        return None
+    else:
+        try:
+            path = hf_hub_download(source.name, filename, revision=source.revision)
+        except EntryNotFoundError:
+            return None
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+            message = hub_error_message(exc, source)
+            if message and not isinstance(exc, LocalEntryNotFoundError):
+                raise InputError(message) from None
+            return None
+    return read_config(Path(path))
+
+
+def read_config(path: Path) -> dict:
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a model config (a JSON object)")
+    return config
+
+
+def required_multiple(source: ModelSource) -> int:
+    """Width and height must be multiples of vae_scale_factor * patch size (SD3's 16 when not in a cache)."""
+    vae = read_model_json(source, "vae/config.json", download=False)
+    if vae is None or "block_out_channels" not in vae:
+        return SD3_MULTIPLE
+    transformer = read_model_json(source, "transformer/config.json", download=False) or {}
+    return 2 ** (len(vae["block_out_channels"]) - 1) * int(transformer.get("patch_size", 1))
+
+
+def check_size(width: int, height: int, multiple: int, source: ModelSource) -> None:
+    if width % multiple or height % multiple:
+        suggestion = f"{max(multiple, width // multiple * multiple)}x{max(multiple, height // multiple * multiple)}"
+        raise InputError(
+            f"--size {width}x{height}: width and height must be multiples of {multiple} "
+            f"for {source.name} (for example {suggestion})"
+        )
+
+
+def scheduler_spec(source: ModelSource) -> dict | None:
+    """The scheduler class and config the model ships with; part of the cache key."""
+    config = read_model_json(source, "scheduler/scheduler_config.json")
+    if config is None:
+        if source.is_local:
+            return None
+        raise InputError(offline_message(source))
+    return {
+        "class": config.get("_class_name"),
+        "config": {k: v for k, v in sorted(config.items()) if not k.startswith("_")},
+    }
+
+
+def local_model_digest(folder: Path, memo_file: Path, remember: bool = True) -> str:
+    """sha256 over every file of a local pipeline; memoised by (path, size, mtime) since weights are large.
+
+    ``remember=False`` reads the memo but never writes it (``--dry-run`` changes nothing).
+    """
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+    )
+    stamp = [(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    memo_key = hashlib.sha256(canonical_json([str(folder.resolve()), stamp]).encode()).hexdigest()
+    try:
+        memo = json.loads(memo_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    if memo_key in memo:
+        return memo[memo_key]
+    digest = hashlib.sha256()
+    for path, (relative, _, _) in zip(files, stamp):
+        digest.update(f"{relative}\0{sha256_file(path)}\n".encode())
+    result = digest.hexdigest()
+    if not remember:
+        return result
+    try:  # a read-only cache just means hashing again next time
+        with atomic_write(memo_file) as handle:
+            json.dump({**memo, memo_key: result}, handle)
+    except (OSError, InputError):
+        pass
+    return result
+
+
+def model_record_file(cache: ImageCache, model: str, revision: str | None) -> Path:
+    """Where the image cache keeps what the cache keys need of a model, by its name and revision as given."""
+    name = canonical_json([os.path.normpath(os.path.expanduser(model)), revision])
+    return cache.root / f"model-{hashlib.sha256(name.encode()).hexdigest()[:32]}.json"  # beside, not among, the entries
+
+
+def resolve_model(
+    model: str, revision: str | None, width: int, height: int, cache: ImageCache, dry_run: bool
+) -> tuple[ModelSource, dict | None, dict]:
+    """The model's source, scheduler and identity (the cache key's part), with the size checked.
+
+    Read from the model (its small config files, a local folder's file hashes) and recorded in the
+    image cache; where the model cannot be had (no folder, no Hugging Face cache, no network) the
+    record stands in, so a run whose images are all cached needs nothing of the model.
+    """
+    record_file = model_record_file(cache, model, revision)
+    try:
+        source = resolve_model_source(model, revision)
+        multiple = required_multiple(source)
+        check_size(width, height, multiple, source)
+        scheduler = scheduler_spec(source)
+    except InputError as exc:
+        try:
+            record = json.loads(record_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise exc from None
+        source = ModelSource(record["name"], record["revision"], Path(record["folder"]) if record["folder"] else None)
+        check_size(width, height, record["multiple"], source)
+        log.info("%s cannot be read here; the image cache's record of it serves for the images cached", model)
+        return source, record["scheduler"], record["identity"]
+    if source.is_local:
+        identity = {"local_sha256": local_model_digest(source.folder, cache.root / "model-digests.json", not dry_run)}
+    else:
+        identity = {"hub": source.name, "revision": source.revision}
+    record = {
+        "name": source.name,
+        "revision": source.revision,
+        "folder": str(source.folder) if source.folder else None,
+        "multiple": multiple,
+        "scheduler": scheduler,
+        "identity": identity,
+    }
+    if not dry_run:
+        try:  # a read-only cache can still serve a run that has the model
+            if not record_file.is_file() or json.loads(record_file.read_text(encoding="utf-8")) != record:
+                with atomic_write(record_file) as handle:
+                    json.dump(record, handle, indent=1)
+        except (OSError, ValueError, InputError):
+            pass
+    return source, scheduler, identity

@@ -1,0 +1,293 @@
+"""The cached generation run: plan cache keys, generate what is missing in batches, one row per record."""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthprobe.common.files import error_line
+from synthprobe.common.progress import progress
+from synthprobe.formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_json
+from synthprobe.formats.prompts import PromptRecord
+from synthprobe.sd_generate.pipeline import load_pipeline
+from synthprobe.sd_generate.settings import Settings
+
+log = logging.getLogger("synthprobe")
+# Records per Dask task (rounded up to whole batches): small enough that a dead worker costs little, large
+# enough to hide the task overhead.
+TASK_RECORDS = 4
+
+
+@dataclass
+class Planned:
+    record: PromptRecord
+    key: str
+    fields: dict
+    entry: CacheEntry | None
+
+
+def plan(records: list[PromptRecord], settings: Settings, cache: ImageCache) -> list[Planned]:
+    planned = []
+    for record in records:
+        fields = settings.key_fields(record)
+        key = cache_key(fields)
+        planned.append(Planned(record, key, fields, cache.lookup(key)))
+    return planned
+
+
+def png_bytes(pixels, text: dict) -> bytes:
+    """Encode HxWx3 uint8 pixels as PNG with ``text`` in tEXt/iTXt chunks."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for name, value in text.items():
+        if value is not None:
+            info.add_text(name, str(value))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def to_uint8(image):
+    """Float [0, 1] pixels to uint8 exactly as diffusers' numpy_to_pil does."""
+    import numpy as np
+
+    return (image * 255).round().astype(np.uint8)
+
+
+def call_pipeline(pipe, batch: list[Planned], settings: Settings):
+    """One pipeline call for a batch; numpy output so NaNs stay visible (PIL output hides them as black)."""
+    import torch
+
+    return pipe(
+        prompt=[p.record.prompt for p in batch],
+        negative_prompt=[p.record.negative_prompt or "" for p in batch],
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance,
+        width=settings.width,
+        height=settings.height,
+        # One CPU generator per record: the noise depends on the record's seed only, on any device.
+        generator=[torch.Generator("cpu").manual_seed(p.record.seed) for p in batch],
+        output_type="np",
+    ).images
+
+
+def generate_batch(pipe, batch: list[Planned], settings: Settings) -> Iterator[tuple[Planned, object]]:
+    """Yield (planned, float image or error text). A failed batch is retried one record at a time."""
+    import numpy as np
+    import torch
+
+    try:
+        images = call_pipeline(pipe, batch, settings)
+    except Exception as exc:  # out of memory or a pipeline error: isolate the record(s) that fail
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(batch) > 1:
+            for planned in batch:
+                yield from generate_batch(pipe, [planned], settings)
+            return
+        yield batch[0], error_line(exc)
+        return
+    for planned, image in zip(batch, images):
+        if not np.isfinite(image).all():
+            yield planned, f"the image has NaN or infinite values (dtype {settings.dtype}; try --precision fp32)"
+        else:
+            yield planned, image
+
+
+@dataclass
+class RunResult:
+    rows: list[dict]
+    generated: int = 0
+    cached: int = 0
+    failed: int = 0
+
+    def summary(self) -> dict:
+        return {"records": len(self.rows), "generated": self.generated, "cached": self.cached, "failed": self.failed}
+
+
+def save_image(planned: Planned, image, settings: Settings, cache: ImageCache, out_dir: Path) -> None:
+    """Encode, cache and link one generated image."""
+    record = planned.record
+    text = {
+        "prompt": record.prompt,
+        "negative_prompt": record.negative_prompt,
+        "seed": record.seed,
+        "model": settings.source.name,
+        "synthprobe": canonical_json({"cache_key": planned.key, "params": settings.params()}),
+    }
+    planned.entry = cache.store(planned.key, png_bytes(to_uint8(image), text), planned.fields)
+    cache.export(planned.entry, out_dir / f"{record.id}.png")
+
+
+def long_prompt_note(pipe, records: list[PromptRecord]) -> str | None:
+    """One line for the prompts longer than the CLIP tokenizer's limit (diffusers warns per batch and encoder)."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is None or not callable(tokenizer):
+        return None
+    limit = tokenizer.model_max_length
+    texts = {r.prompt for r in records} | {r.negative_prompt for r in records if r.negative_prompt}
+    long = sum(len(tokenizer(text, verbose=False).input_ids) > limit for text in texts)
+    if not long:
+        return None
+    rest = "T5 gets the whole prompt" if getattr(pipe, "text_encoder_3", None) is not None else "the rest is cut off"
+    prompts = "1 prompt exceeds" if long == 1 else f"{long} prompts exceed"
+    return f"{prompts} the CLIP text encoders' {limit} tokens; {rest}"
+
+
+def generate_missing(
+    missing: list[Planned],
+    settings: Settings,
+    cache: ImageCache,
+    out_dir: Path,
+    build_pipeline: Callable[[Settings], object],
+    silent: bool,
+) -> dict[str, str]:
+    """Generate, cache and link every missing image; return errors by cache key."""
+    errors: dict[str, str] = {}
+    unique = list({p.key: p for p in missing}.values())  # records sharing a key are made once
+    pipe = build_pipeline(settings)
+    note = long_prompt_note(pipe, [p.record for p in unique])
+    if note:
+        log.warning("%s", note)
+    bar = progress(None, total=len(unique), desc="generating", unit="img", silent=silent)
+    # PNG encoding and the cache's fsyncs run in a writer thread while the next batch is denoised;
+    # at most two batches wait there, and leaving the block (even on Ctrl-C) finishes them.
+    in_flight: deque = deque()
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="png-writer") as writer:
+            for start in range(0, len(unique), settings.batch_size):
+                for planned, outcome in generate_batch(pipe, unique[start : start + settings.batch_size], settings):
+                    if isinstance(outcome, str):
+                        errors[planned.key] = outcome
+                    else:
+                        in_flight.append(writer.submit(save_image, planned, outcome, settings, cache, out_dir))
+                while len(in_flight) > 2 * settings.batch_size:
+                    in_flight.popleft().result()
+                bar.update(min(settings.batch_size, len(unique) - start))
+                bar.set_postfix(failed=len(errors))
+            while in_flight:
+                in_flight.popleft().result()
+    finally:
+        bar.close()
+    return errors
+
+
+@functools.lru_cache(maxsize=4)
+def task_cache(root: Path) -> ImageCache:
+    """A worker's view of the shared cache, kept between tasks: its hash memo is read once, not once per task."""
+    return ImageCache(root)
+
+
+def generate_task(
+    batch: list[Planned], settings: Settings, cache_root: Path, out_dir: Path, build_pipeline: Callable
+) -> tuple[dict[str, str], dict[str, str]]:
+    """One Dask task: generate the images of ``batch`` the shared cache still lacks; return errors and the
+    sha256 of each image stored, by cache key.
+
+    A task run again after its worker died finds the images that worker finished in the cache.
+    """
+    from synthprobe.common.cluster import worker_model
+
+    cache = task_cache(cache_root)
+    todo = [p for p in batch if cache.lookup(p.key) is None]
+    if not todo:
+        return {}, {}
+    errors = generate_missing(todo, settings, cache, out_dir, lambda s: worker_model(build_pipeline, s), silent=True)
+    return errors, {p.key: p.entry.sha256 for p in todo if p.entry is not None}
+
+
+def generate_on_cluster(
+    engine, missing: list[Planned], settings: Settings, cache: ImageCache, out_dir: Path, build_pipeline, silent: bool
+) -> dict[str, str]:
+    """Generate the missing images as Dask tasks of whole batches, at least ``TASK_RECORDS`` records each, in the
+    prompt file's order; errors by cache key.
+
+    The workers' images are taken as the workers hashed them: the cache and the output copies are not read again.
+    """
+    unique = list({p.key: p for p in missing}.values())
+    size = -(-max(TASK_RECORDS, settings.batch_size) // settings.batch_size) * settings.batch_size
+    tasks = [unique[start : start + size] for start in range(0, len(unique), size)]
+    root, out = cache.root.resolve(), out_dir.resolve()
+    errors: dict[str, str] = {}
+    for i, (task_errors, stored) in engine.run_tasks(
+        generate_task,
+        [(task, settings, root, out, build_pipeline) for task in tasks],
+        [len(task) for task in tasks],
+        desc="generating",
+        unit="img",
+        silent=silent,
+    ):
+        errors.update(task_errors)
+        for planned in tasks[i]:
+            if planned.key in stored:
+                planned.entry = cache.adopt(planned.key, stored[planned.key])
+                cache.memo.remember(out_dir / f"{planned.record.id}.png", planned.entry.sha256)
+    return errors
+
+
+def run_generation(
+    records: list[PromptRecord],
+    settings: Settings,
+    cache: ImageCache,
+    out_dir: Path,
+    *,
+    build_pipeline: Callable[[Settings], object] = load_pipeline,
+    silent: bool = False,
+    engine=None,
+) -> RunResult:
+    """Make sure every record has its image in ``out_dir``; return one row per record, in order.
+
+    With a Dask ``engine`` (synthprobe.common.cluster) its workers generate the missing images into the shared cache.
+    """
+    planned = plan(records, settings, cache)
+    missing = [p for p in planned if p.entry is None]
+    errors: dict[str, str] = {}
+    if missing:
+        cache.check_writable()
+        if engine is None:
+            errors = generate_missing(missing, settings, cache, out_dir, build_pipeline, silent)
+        else:
+            errors = generate_on_cluster(engine, missing, settings, cache, out_dir, build_pipeline, silent)
+        for p in missing:  # duplicates of a generated key share its entry
+            p.entry = p.entry or cache.lookup(p.key)
+    result = RunResult([])
+    params = settings.params()
+    missing_keys = {p.key for p in missing}
+    for p in planned:
+        base = p.record.to_json()
+        target = out_dir / f"{p.record.id}.png"
+        if p.entry is None:
+            target.unlink(missing_ok=True)  # an image from earlier parameters would contradict the row
+            result.failed += 1
+            row = {
+                **base,
+                "status": "failed",
+                "error": errors.get(p.key, "no image was produced"),
+                "cache_key": p.key,
+                "params": params,
+            }
+        else:
+            cache.export(p.entry, target)
+            if p.key in missing_keys:
+                result.generated += 1
+            else:
+                result.cached += 1
+            row = {
+                **base,
+                "path": target.name,
+                "sha256": p.entry.sha256,
+                "status": "ok",
+                "cache_key": p.key,
+                "params": params,
+            }
+        result.rows.append(row)
+    cache.save_memo()
+    return result

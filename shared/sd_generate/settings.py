@@ -1,0 +1,143 @@
+"""The options of a generation run, checked and resolved before any model loads."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from synthprobe.common.devices import resolve_device
+from synthprobe.common.files import InputError
+from synthprobe.formats.image_cache import ImageCache
+from synthprobe.formats.prompts import PromptRecord
+from synthprobe.sd_generate.model import DEFAULT_MODEL, ModelSource, resolve_model
+
+log = logging.getLogger("synthprobe")
+
+# --precision's names to the torch dtype names that run.json, images.jsonl and the cache key record
+PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """A run's options as given; sd-generate's defaults are these field defaults. resolve_settings checks them."""
+
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    steps: int = 28
+    guidance: float = 3.5
+    size: tuple[int, int] = (1024, 1024)  # (width, height)
+    batch_size: int = 1
+    device: str = "auto"
+    precision: str = "auto"  # auto, or a key of PRECISION_DTYPES
+    quantize: str = "auto"
+    offload: bool = False
+
+
+def shard_of(record_id: str, count: int) -> int:
+    """The shard of a record: a hash of its id, so adding records never moves existing ones."""
+    return int.from_bytes(hashlib.sha256(record_id.encode("utf-8")).digest()[:8], "big") % count
+
+
+def select_records(records: list[PromptRecord], shard: tuple[int, int] | None, limit: int | None) -> list[PromptRecord]:
+    if shard is not None:
+        records = [r for r in records if shard_of(r.id, shard[1]) == shard[0]]
+    return records[:limit] if limit is not None else records
+
+
+def device_name(requested: str) -> str:
+    return str(resolve_device(requested))
+
+
+def resolve_dtype(precision: str, device: str) -> str:
+    """The torch dtype name of ``--precision``; auto is bfloat16 on CUDA, float32 elsewhere."""
+    if precision == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    return PRECISION_DTYPES[precision]
+
+
+def resolve_quantization(requested: str, device: str) -> str:
+    """``auto`` means 4-bit NF4 on CUDA, else none; bitsandbytes quantization needs CUDA."""
+    on_cuda = device.startswith("cuda")
+    if requested == "auto":
+        if on_cuda:
+            return "4bit"
+        log.info("--quantize auto: no CUDA GPU, so the model loads unquantized")
+        return "none"
+    if requested != "none" and not on_cuda:
+        raise InputError(f"--quantize {requested} needs a CUDA GPU (bitsandbytes); use --quantize none or auto here")
+    return requested
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything resolved before any model loads."""
+
+    source: ModelSource
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    batch_size: int
+    device: str
+    dtype: str
+    quantization: str
+    offload: bool
+    scheduler: dict | None
+    model_identity: dict
+
+    def params(self) -> dict:
+        """The generation parameters as listed in images.jsonl."""
+        return {
+            "model": self.source.name,
+            "revision": self.source.revision,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "width": self.width,
+            "height": self.height,
+            "scheduler": (self.scheduler or {}).get("class"),
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+        }
+
+    def key_fields(self, record: PromptRecord) -> dict:
+        """Everything that changes the pixels of this record's image."""
+        return {
+            "model": self.model_identity,
+            "prompt": record.prompt,
+            "negative_prompt": record.negative_prompt or "",
+            "seed": record.seed,
+            "width": self.width,
+            "height": self.height,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "scheduler": self.scheduler,
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+            "device": self.device.split(":")[0],
+        }
+
+
+def resolve_settings(options: RunOptions, cache: ImageCache, dry_run: bool = False, engine=None) -> Settings:
+    """Check every option and read the model's small config files (or the cache's record of them); never loads
+    weights. With a Dask ``engine`` the device is the one its workers have."""
+    width, height = options.size
+    # Settings and run.json keep the name; a cluster that cannot be reached stops the run before the cache is touched.
+    device = (
+        engine.as_a_worker_sees_it(device_name, options.device) if engine is not None else device_name(options.device)
+    )
+    source, scheduler, identity = resolve_model(options.model, options.revision, width, height, cache, dry_run)
+    return Settings(
+        source,
+        options.steps,
+        float(options.guidance),
+        width,
+        height,
+        options.batch_size,
+        device,
+        resolve_dtype(options.precision, device),
+        resolve_quantization(options.quantize, device),
+        options.offload,
+        scheduler,
+        identity,
+    )

@@ -1,0 +1,1 @@
+"""separability: per-layer concept separability and per-channel concept statistics."""

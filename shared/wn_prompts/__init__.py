@@ -1,0 +1,1 @@
+"""wn-prompts: WordNet synsets to prompt records."""

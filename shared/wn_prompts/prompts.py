@@ -1,0 +1,135 @@
+"""Prompt records for concept images and for bias audits (the ``wn-prompts`` logic)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from synthprobe.common.files import InputError, read_json
+from synthprobe.common.wordnet import get_synset, indefinite, lemma_text
+from synthprobe.formats.bias_classes import BIAS_GROUPS, BiasClass
+from synthprobe.formats.prompts import PromptRecord, safe_id
+
+# Lexicographer files whose nouns are things a camera can see.
+PICTURABLE_LEXNAMES = frozenset({"noun.animal", "noun.artifact", "noun.food", "noun.object", "noun.plant"})
+PHYSICAL_ENTITY = "physical_entity.n.01"
+TEMPLATE_FIELDS = frozenset({"lemma", "a_lemma", "hypernym", "gloss"})
+
+
+def record_seed(base_seed: int, record_id: str) -> int:
+    """A seed that depends only on the run's seed and the record id (stable under reordering)."""
+    digest = hashlib.sha256(f"{base_seed}:{record_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def is_picturable(synset) -> bool:
+    """A noun whose lexicographer file holds visible things and that is a physical entity."""
+    if synset.pos() != "n" or synset.lexname() not in PICTURABLE_LEXNAMES:
+        return False
+    return any(PHYSICAL_ENTITY == h.name() for path in synset.hypernym_paths() for h in path)
+
+
+@dataclass(frozen=True)
+class Template:
+    id: str
+    text: str
+
+
+def load_templates(path: str | Path | None = None) -> list[Template]:
+    source = Path(path) if path else resources.files("synthprobe.data") / "concept_templates.json"
+    doc = read_json(source)
+    try:
+        templates = [Template(t["id"], t["text"]) for t in doc["templates"]]
+    except KeyError as exc:
+        raise InputError(f"{source}: not a template file (no {exc} field)") from None
+    except TypeError as exc:
+        raise InputError(f"{source}: not a template file ({exc})") from None
+    if not templates:
+        raise InputError(f"{source}: no templates")
+    for template in templates:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(template.text) if name is not None}
+        except ValueError as exc:
+            raise InputError(f"{source}: template {template.id!r}: {exc}") from None
+        if fields - TEMPLATE_FIELDS:
+            raise InputError(
+                f"{source}: template {template.id!r} uses {', '.join(sorted(fields - TEMPLATE_FIELDS))}; "
+                f"known fields: {', '.join(sorted(TEMPLATE_FIELDS))}"
+            )
+    return templates
+
+
+def fill_template(template: Template, synset) -> str:
+    lemma = lemma_text(synset)
+    # nltk keeps pointers in a set, whose order changes between processes: sort for identical output.
+    hypernyms = sorted(synset.hypernyms() or synset.instance_hypernyms(), key=lambda s: s.name())
+    hypernym = lemma_text(hypernyms[0]) if hypernyms else "object"
+    gloss = synset.definition().split(";")[0].strip()
+    return template.text.format(lemma=lemma, a_lemma=indefinite(lemma), hypernym=hypernym, gloss=gloss)
+
+
+def select_synsets(candidates: list, n_synsets: int | None, seed: int, exclude: set[str]) -> list:
+    """Picturable candidates minus ``exclude``; a seeded sample of ``n_synsets`` in name order."""
+    chosen = sorted({s.name(): s for s in candidates if is_picturable(s) and s.name() not in exclude}.items())
+    if n_synsets is not None and n_synsets < len(chosen):
+        chosen = sorted(random.Random(seed).sample(chosen, n_synsets))
+    return [synset for _, synset in chosen]
+
+
+def concept_records(synsets: list, templates: list[Template], per_synset: int, seed: int) -> list[PromptRecord]:
+    """``per_synset`` prompts per synset, cycling through the templates from a seeded offset."""
+    if not synsets:
+        raise InputError("the selection is empty: no synsets left to make prompts for")
+    records = []
+    for synset in synsets:
+        offset = record_seed(seed, synset.name()) % len(templates)
+        lemma = lemma_text(synset)
+        for k in range(per_synset):
+            template = templates[(offset + k) % len(templates)]
+            record_id = safe_id(f"{synset.name()}-{k:03d}")
+            records.append(
+                PromptRecord(
+                    id=record_id,
+                    synset=synset.name(),
+                    lemma=lemma,
+                    group="concept",
+                    target=synset.name(),
+                    prompt=fill_template(template, synset),
+                    seed=record_seed(seed, record_id),
+                    template=template.id,
+                )
+            )
+    return records
+
+
+def bias_records(
+    classes: list[BiasClass], wn, per_group: int | None, seeds_per_prompt: int, seed: int
+) -> list[PromptRecord]:
+    """Every class x group x prompt text x seed; ``synset`` and ``target`` are the class's synset."""
+    records = []
+    for bias_class in classes:
+        synset = get_synset(wn, bias_class.synset)
+        lemma = lemma_text(synset)
+        for group in BIAS_GROUPS:
+            for t, text in enumerate(bias_class.prompts[group][:per_group]):
+                for s in range(seeds_per_prompt):
+                    record_id = safe_id(f"bias-{bias_class.name}-{group}-{t:02d}-s{s:02d}")
+                    records.append(
+                        PromptRecord(
+                            id=record_id,
+                            synset=synset.name(),
+                            lemma=lemma,
+                            group=group,
+                            target=synset.name(),
+                            prompt=text,
+                            seed=record_seed(seed, record_id),
+                            template=f"{bias_class.name}/{group}/{t:02d}",
+                        )
+                    )
+    if not records:
+        raise InputError("the selection is empty: no bias prompts")
+    return records
