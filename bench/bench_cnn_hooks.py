@@ -46,7 +46,7 @@ import torch
 from photos import make_images
 
 from synthprobe.cnn_hooks.hook_points import HookPoint, discover_hook_points, is_poolable
-from synthprobe.cnn_hooks.run import RunSettings, run_hooks
+from synthprobe.cnn_hooks.run import Params, run_hooks
 from synthprobe.common.devices import resolve_device
 from synthprobe.common.image_dataset import ImageDataset, decode_workers
 from synthprobe.common.networks import build_network
@@ -202,7 +202,7 @@ def run(
         uint8_batches = [b.pin_memory() if device.type == "cuda" else b for b in decoded.split(batch_size)]
         normalize = network.preprocessing.normalizer(device)
         naive_batches = [normalize(b).contiguous() for b in uint8_batches]
-        settings = RunSettings(
+        settings = Params(
             pools=("mean",),
             precision=precision,
             device=str(device),

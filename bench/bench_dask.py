@@ -33,7 +33,7 @@ def load_once(settings) -> None:
 
 
 def setup(work: Path, model: Path, args, name: str):
-    """Settings, an empty cache and the records for one measurement."""
+    """The resolved parameters, an empty cache and the records for one measurement."""
     cache = ImageCache(work / f"cache-{name}")
     settings = tiny_sd3_settings(model, cache, steps=args.steps, size=(args.size, args.size), precision="fp32")
     return settings, cache, records(args.records), work / f"out-{name}"

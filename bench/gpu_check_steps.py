@@ -13,7 +13,7 @@ from photos import make_images
 from PIL import Image
 
 from synthprobe.cnn_hooks.hook_points import discover_hook_points
-from synthprobe.cnn_hooks.run import RunSettings, run_hooks
+from synthprobe.cnn_hooks.run import Params, run_hooks
 from synthprobe.common.networks import Network, build_network
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.image_cache import ImageCache
@@ -129,7 +129,7 @@ def generate_offload(ctx: Context) -> tuple[str, dict]:
 def hooks_store(ctx: Context, label: str, device: str, precision: str | None) -> str:
     """cnn-hooks' library path on the photos; the store path is kept for comparisons. Returns the precision used."""
     store = ctx.work / f"acts-{label}.zarr"
-    settings = RunSettings(pools=("mean", "max"), precision=precision, device=device, workers=None, silent=True)
+    settings = Params(pools=("mean", "max"), precision=precision, device=device, workers=None, silent=True)
     run_hooks(read_image_folder(ctx.images), store, ctx.classifier, settings)
     ctx.stores[label] = store
     return ActivationStore(store).attrs["precision"]

@@ -111,11 +111,11 @@ def save_tiny_sd3(folder: str | Path) -> Path:
 
 def tiny_sd3_settings(model: str | Path, cache, **overrides):
     """sd-generate's settings for a tiny SD3 folder as the tests and benchmarks run it: on the CPU, 32 px, 2 steps,
-    one image a batch, nothing quantized or offloaded; ``overrides`` are RunOptions fields that change any of them."""
-    from synthprobe.sd_generate.settings import RunOptions, resolve_settings
+    one image a batch, nothing quantized or offloaded; ``overrides`` are Params fields that change any of them."""
+    from synthprobe.sd_generate.settings import Params, resolve_settings
 
     options = {"steps": 2, "size": (32, 32), "device": "cpu", "quantize": "none", **overrides}
-    return resolve_settings(RunOptions(model=str(model), **options), cache)
+    return resolve_settings(Params(model=str(model), **options), cache)
 
 
 def build_tiny_clip():

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from synthprobe.cnn_hooks.hook_points import discover_hook_points, find_aliases
-from synthprobe.cnn_hooks.run import RunSettings, run_hooks
+from synthprobe.cnn_hooks.run import Params, run_hooks
 from synthprobe.common.cli import run_guarded, silent_option
 from synthprobe.common.files import InputError, os_reason
 from synthprobe.common.globs import select_by_globs
@@ -27,7 +27,7 @@ from synthprobe.formats.image_folder import read_image_folder
 log = logging.getLogger("synthprobe")
 
 POOL_CHOICES = {"mean": ("mean",), "max": ("max",), "both": ("mean", "max")}
-DEFAULTS = RunSettings()
+DEFAULTS = Params()
 
 
 def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list[str]:
@@ -153,7 +153,7 @@ def main(
         raise InputError("give IMAGES and --out STORE.zarr (or --list-layers)")
     folder = read_image_folder(images)
     network = build_network(model, weights, image_size)
-    settings = RunSettings(
+    settings = Params(
         layers=patterns,
         pools=POOL_CHOICES[pool],
         store_dtype=store_dtype,

@@ -20,7 +20,7 @@ from synthprobe.image_check import judges as J
 
 log = logging.getLogger("synthprobe")
 score = click.FloatRange(0, 1)
-DEFAULTS = C.RunSettings()
+DEFAULTS = C.Params()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,7 +94,7 @@ def main(
         image-check images/ --out checks/ --judge clip:models/tiny-clip --missing-below 0.2
         image-check photos/ --out checks/ --judge resnet50 --weights IMAGENET1K_V2
     """
-    settings = C.RunSettings(
+    settings = C.Params(
         thresholds=C.Thresholds(missing_below, leaked_above),
         device=device,
         batch_size=batch_size,

@@ -23,12 +23,12 @@ from synthprobe.formats.image_cache import ImageCache, default_image_cache
 from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
 from synthprobe.sd_generate import pipeline
 from synthprobe.sd_generate.run import Planned, plan, run_generation
-from synthprobe.sd_generate.settings import RunOptions, Settings, resolve_settings, select_records
+from synthprobe.sd_generate.settings import Params, ResolvedParams, resolve_settings, select_records
 
 log = logging.getLogger("synthprobe")
 
 RUN_SCHEMA = 1
-DEFAULTS = RunOptions()
+DEFAULTS = Params()
 
 
 def output_names(shard: tuple[int, int] | None) -> tuple[str, str]:
@@ -39,7 +39,7 @@ def output_names(shard: tuple[int, int] | None) -> tuple[str, str]:
     return f"images.{suffix}.jsonl", f"run.{suffix}.json"
 
 
-def run_config(settings: Settings, prompts: str, cache: ImageCache, shard, limit, dask) -> dict:
+def run_config(settings: ResolvedParams, prompts: str, cache: ImageCache, shard, limit, dask) -> dict:
     return {
         "prompts": prompts,
         "model": settings.source.name,
@@ -149,7 +149,7 @@ def main(
     started = time.perf_counter()
     records = select_records(read_prompts(prompts), shard, limit)
     cache = ImageCache(cache_dir or default_image_cache(), writable=not dry_run)
-    options = RunOptions(
+    options = Params(
         model=model,
         revision=revision,
         steps=steps,

@@ -37,7 +37,7 @@ log = logging.getLogger("synthprobe")
 
 
 @dataclass
-class RunSettings:
+class Params:
     layers: list[str] = field(default_factory=list)
     pools: tuple[str, ...] = ("mean",)
     store_dtype: str = "float32"  # the stored values; compute is precision
@@ -96,7 +96,7 @@ def store_attrs(
     return attrs
 
 
-def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: RunSettings, engine=None) -> RunResult:
+def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: Params, engine=None) -> RunResult:
     """Append every image of ``folder`` that ``out`` does not hold yet; resumable at any moment.
 
     With a Dask ``engine`` (synthprobe.common.cluster) blocks of rows run on its workers.
@@ -202,7 +202,7 @@ def _write_batches(
     batches: Iterator,
     points: list[HookPoint],
     writer: StoreWriter,
-    settings: RunSettings,
+    settings: Params,
     memo: Sha256Memo,
     retry: dict[str, int],
 ) -> int:

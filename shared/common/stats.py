@@ -3,7 +3,7 @@
 The interval functions take one value per experimental unit (a prompt's mean
 confidence, say), never raw images: images of one prompt are not independent.
 Their coverage on simulated prompt-level data is measured in
-tests/test_bias_stats.py.
+tests/bias_report/test_stats.py.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def rethreshold(row: dict, thresholds: Thresholds) -> dict:
 
 
 @dataclass
-class RunSettings:
+class Params:
     thresholds: Thresholds = Thresholds()
     device: str = "auto"
     batch_size: int = 32
@@ -134,7 +134,7 @@ class CheckResult:
     summary: dict
 
 
-def run_image_check(images: str | Path, out: str | Path, judge, settings: RunSettings) -> CheckResult:
+def run_image_check(images: str | Path, out: str | Path, judge, settings: Params) -> CheckResult:
     """Score every image of ``images`` that ``out``'s checks.jsonl has not scored with this judge; summary last."""
     folder = read_image_folder(images)
     out = begin_outputs(out, SUMMARY_FILE)
@@ -219,7 +219,7 @@ def hashed_rows(folder: ImageFolder) -> pd.DataFrame:
     return rows
 
 
-def score_images(judge, folder: ImageFolder, todo: pd.DataFrame, targets: dict[str, Target], wn, settings: RunSettings):
+def score_images(judge, folder: ImageFolder, todo: pd.DataFrame, targets: dict[str, Target], wn, settings: Params):
     """Yield (image row, (object score, context score)) in ``todo`` order, decoding in DataLoader workers."""
     import torch
 
@@ -265,7 +265,7 @@ def count_table(rows: list[dict]) -> list[dict]:
 
 
 def build_summary(
-    folder: ImageFolder, judge, contrast: str, rows: list[dict], kept: list[dict], settings: RunSettings
+    folder: ImageFolder, judge, contrast: str, rows: list[dict], kept: list[dict], settings: Params
 ) -> dict:
     by_group = pd.DataFrame(rows, columns=["group", "verdict"])
     groups = {

@@ -3,7 +3,7 @@
 An object-only, mixed or concept image can miss its object; a context-only
 image can leak it. A rate is the share of flagged images among the scored ones,
 with an interval that treats the images of one prompt as correlated
-(``stats.clustered_proportion``; coverage measured in tests/test_image_check_rates.py).
+(``stats.clustered_proportion``; coverage measured in tests/image_check/test_rates.py).
 """
 
 from __future__ import annotations

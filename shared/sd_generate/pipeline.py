@@ -7,7 +7,7 @@ import logging
 from synthprobe.common.files import InputError, error_line
 from synthprobe.common.quiet import quiet_loaded_libraries
 from synthprobe.sd_generate.model import hub_error_message, read_model_json
-from synthprobe.sd_generate.settings import Settings
+from synthprobe.sd_generate.settings import ResolvedParams
 
 log = logging.getLogger("synthprobe")
 
@@ -21,7 +21,7 @@ def dtype_argument() -> str:
     return "dtype"
 
 
-def load_pipeline(settings: Settings):
+def load_pipeline(settings: ResolvedParams):
     """The real loader: any diffusers text-to-image pipeline, optionally bitsandbytes-quantized."""
     import torch
     from diffusers import DiffusionPipeline, PipelineQuantizationConfig

@@ -16,7 +16,7 @@ from synthprobe.common.progress import progress
 from synthprobe.formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_json
 from synthprobe.formats.prompts import PromptRecord
 from synthprobe.sd_generate.pipeline import load_pipeline
-from synthprobe.sd_generate.settings import Settings
+from synthprobe.sd_generate.settings import ResolvedParams
 
 log = logging.getLogger("synthprobe")
 # Records per Dask task (rounded up to whole batches): small enough that a dead worker costs little, large
@@ -32,7 +32,7 @@ class Planned:
     entry: CacheEntry | None
 
 
-def plan(records: list[PromptRecord], settings: Settings, cache: ImageCache) -> list[Planned]:
+def plan(records: list[PromptRecord], settings: ResolvedParams, cache: ImageCache) -> list[Planned]:
     planned = []
     for record in records:
         fields = settings.key_fields(record)
@@ -62,7 +62,7 @@ def to_uint8(image):
     return (image * 255).round().astype(np.uint8)
 
 
-def call_pipeline(pipe, batch: list[Planned], settings: Settings):
+def call_pipeline(pipe, batch: list[Planned], settings: ResolvedParams):
     """One pipeline call for a batch; numpy output so NaNs stay visible (PIL output hides them as black)."""
     import torch
 
@@ -79,7 +79,7 @@ def call_pipeline(pipe, batch: list[Planned], settings: Settings):
     ).images
 
 
-def generate_batch(pipe, batch: list[Planned], settings: Settings) -> Iterator[tuple[Planned, object]]:
+def generate_batch(pipe, batch: list[Planned], settings: ResolvedParams) -> Iterator[tuple[Planned, object]]:
     """Yield (planned, float image or error text). A failed batch is retried one record at a time."""
     import numpy as np
     import torch
@@ -113,7 +113,7 @@ class RunResult:
         return {"records": len(self.rows), "generated": self.generated, "cached": self.cached, "failed": self.failed}
 
 
-def save_image(planned: Planned, image, settings: Settings, cache: ImageCache, out_dir: Path) -> None:
+def save_image(planned: Planned, image, settings: ResolvedParams, cache: ImageCache, out_dir: Path) -> None:
     """Encode, cache and link one generated image."""
     record = planned.record
     text = {
@@ -144,10 +144,10 @@ def long_prompt_note(pipe, records: list[PromptRecord]) -> str | None:
 
 def generate_missing(
     missing: list[Planned],
-    settings: Settings,
+    settings: ResolvedParams,
     cache: ImageCache,
     out_dir: Path,
-    build_pipeline: Callable[[Settings], object],
+    build_pipeline: Callable[[ResolvedParams], object],
     silent: bool,
 ) -> dict[str, str]:
     """Generate, cache and link every missing image; return errors by cache key."""
@@ -187,7 +187,7 @@ def task_cache(root: Path) -> ImageCache:
 
 
 def generate_task(
-    batch: list[Planned], settings: Settings, cache_root: Path, out_dir: Path, build_pipeline: Callable
+    batch: list[Planned], settings: ResolvedParams, cache_root: Path, out_dir: Path, build_pipeline: Callable
 ) -> tuple[dict[str, str], dict[str, str]]:
     """One Dask task: generate the images of ``batch`` the shared cache still lacks; return errors and the
     sha256 of each image stored, by cache key.
@@ -205,7 +205,13 @@ def generate_task(
 
 
 def generate_on_cluster(
-    engine, missing: list[Planned], settings: Settings, cache: ImageCache, out_dir: Path, build_pipeline, silent: bool
+    engine,
+    missing: list[Planned],
+    settings: ResolvedParams,
+    cache: ImageCache,
+    out_dir: Path,
+    build_pipeline,
+    silent: bool,
 ) -> dict[str, str]:
     """Generate the missing images as Dask tasks of whole batches, at least ``TASK_RECORDS`` records each, in the
     prompt file's order; errors by cache key.
@@ -235,11 +241,11 @@ def generate_on_cluster(
 
 def run_generation(
     records: list[PromptRecord],
-    settings: Settings,
+    settings: ResolvedParams,
     cache: ImageCache,
     out_dir: Path,
     *,
-    build_pipeline: Callable[[Settings], object] = load_pipeline,
+    build_pipeline: Callable[[ResolvedParams], object] = load_pipeline,
     silent: bool = False,
     engine=None,
 ) -> RunResult:

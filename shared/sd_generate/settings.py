@@ -19,7 +19,7 @@ PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass(frozen=True)
-class RunOptions:
+class Params:
     """A run's options as given; sd-generate's defaults are these field defaults. resolve_settings checks them."""
 
     model: str = DEFAULT_MODEL
@@ -70,7 +70,7 @@ def resolve_quantization(requested: str, device: str) -> str:
 
 
 @dataclass(frozen=True)
-class Settings:
+class ResolvedParams:
     """Everything resolved before any model loads."""
 
     source: ModelSource
@@ -118,16 +118,17 @@ class Settings:
         }
 
 
-def resolve_settings(options: RunOptions, cache: ImageCache, dry_run: bool = False, engine=None) -> Settings:
+def resolve_settings(options: Params, cache: ImageCache, dry_run: bool = False, engine=None) -> ResolvedParams:
     """Check every option and read the model's small config files (or the cache's record of them); never loads
     weights. With a Dask ``engine`` the device is the one its workers have."""
     width, height = options.size
-    # Settings and run.json keep the name; a cluster that cannot be reached stops the run before the cache is touched.
+    # The resolved parameters and run.json keep the name; a cluster that cannot be reached stops the run before
+    # the cache is touched.
     device = (
         engine.as_a_worker_sees_it(device_name, options.device) if engine is not None else device_name(options.device)
     )
     source, scheduler, identity = resolve_model(options.model, options.revision, width, height, cache, dry_run)
-    return Settings(
+    return ResolvedParams(
         source,
         options.steps,
         float(options.guidance),

@@ -49,5 +49,5 @@ def read_rows(out: Path) -> list[dict]:
     return K.read_checks(out / K.CHECKS_FILE)
 
 
-def clip_settings(**changes) -> C.RunSettings:
-    return C.RunSettings(silent=True, batch_size=4, **changes)
+def clip_settings(**changes) -> C.Params:
+    return C.Params(silent=True, batch_size=4, **changes)

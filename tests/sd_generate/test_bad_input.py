@@ -11,7 +11,7 @@ from synthprobe.common.files import InputError
 from synthprobe.formats.image_cache import ImageCache
 from synthprobe.sd_generate.model import ModelSource
 from synthprobe.sd_generate.pipeline import load_pipeline
-from synthprobe.sd_generate.settings import Settings
+from synthprobe.sd_generate.settings import ResolvedParams
 from synthprobe.tiny_models import TINY_SD3_MULTIPLE, tiny_sd3_settings
 from synthprobe.tools.sd_generate import main
 
@@ -91,7 +91,7 @@ def test_load_errors_name_the_fix(monkeypatch, tiny_model, tmp_path):
     from huggingface_hub.errors import GatedRepoError
 
     settings = tiny_sd3_settings(tiny_model, ImageCache(tmp_path / "cache"))
-    settings = Settings(**{**settings.__dict__, "source": ModelSource("org/gated", "main")})
+    settings = ResolvedParams(**{**settings.__dict__, "source": ModelSource("org/gated", "main")})
 
     def gated(*args, **kwargs):
         try:

@@ -3,7 +3,7 @@
 Every case must end with a non-zero exit, exactly one stderr line (``Error: ...``, no traceback) that
 names the damaged file, and no new or changed file that looks complete (a summary.json, a manifest, a
 report, a store marked complete). The valid inputs are built once; each case damages a copy. The tables
-are in tests/helpers/bad_input_cases.py, their runs in tests/test_bad_inputs_<tool>.py.
+are in tests/helpers/bad_input_cases.py, their runs in tests/<tool>/test_bad_input_table.py.
 """
 
 from __future__ import annotations

@@ -304,7 +304,7 @@ def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_pa
 
 
 def test_slurm_script_asks_one_gpu_per_job_and_runs_one_worker():
-    script = Path(__file__).parents[1] / "scripts" / "dask-slurm"
+    script = Path(__file__).parents[2] / "scripts" / "dask-slurm"
     result = subprocess.run(
         [sys.executable, str(script), "--print-job-script", "--partition", "gpu", "--cores", "4"],
         capture_output=True,

@@ -23,7 +23,7 @@ from synthprobe.tools.cnn_hooks import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def committed(store: Path) -> int:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from synthprobe.cnn_hooks.hook_points import PoolingHooks, column_slices, discover_hook_points
-from synthprobe.cnn_hooks.run import RunSettings, run_hooks
+from synthprobe.cnn_hooks.run import Params, run_hooks
 from synthprobe.common.decode import load_rgb
 from synthprobe.common.image_dataset import decode_workers
 from synthprobe.common.networks import Network, build_network
@@ -71,7 +71,7 @@ def test_cuda_precisions_match_cpu_fp32(tree):
 def test_cuda_runs_twice_with_one_network(tree, tmp_path):
     """run_hooks leaves the model on the GPU; the next run must still find hook points and aliases (on the CPU)."""
     network = build_network("resnet18", "none", image_size=32)
-    settings = RunSettings(device="cuda", workers=None, silent=True)
+    settings = Params(device="cuda", workers=None, silent=True)
     folder = read_image_folder(tree)
     for name in ("first.zarr", "second.zarr"):
         assert run_hooks(folder, tmp_path / name, network, settings).written == len(folder.rows)
