@@ -89,3 +89,51 @@ def test_sha256_memo_drops_the_entries_of_files_that_are_gone_when_saved(tmp_pat
     memo.remember(kept, memo.sha256(kept))
     memo.save()
     assert set(json.loads((tmp_path / "memo.json").read_text())) == {str(kept)}
+
+
+# ---- one writer at a time ------------------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from synthprobe.common.locks import exclusive_writer
+with exclusive_writer(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+    open(sys.argv[1] + "/done", "w").close()  # the last thing done under the lock
+"""
+
+
+def lock_holder(folder, seconds: float):
+    """Another process that holds ``folder``'s writer lock for ``seconds`` (returned once it holds it)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(folder), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_second_writer_is_refused_naming_the_first(tmp_path):
+    from synthprobe.common.locks import exclusive_writer
+
+    process = lock_holder(tmp_path, 30)
+    try:
+        with pytest.raises(InputError, match=rf"being written by pid {process.pid} on "):
+            with exclusive_writer(tmp_path):
+                pass
+    finally:
+        process.kill()
+        process.wait()
+    with exclusive_writer(tmp_path):  # kill -9 leaves the lock file, not the lock
+        pass
+
+
+def test_a_waiting_writer_goes_on_once_the_first_is_done(tmp_path):
+    from synthprobe.common.locks import exclusive_writer
+
+    process = lock_holder(tmp_path, 0.5)
+    with exclusive_writer(tmp_path, wait=True):
+        assert (tmp_path / "done").exists(), "entered while the other process still held the lock"
+    process.wait()
