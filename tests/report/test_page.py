@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -186,8 +187,8 @@ def test_nothing_to_report(tmp_path):
         write_report(tmp_path / "r.html", separability_dirs=[], bias_dirs=[], image_dirs=[])
 
 
-def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_path, cli):
-    sep = fixed_inputs["separability_dirs"][0]
+def add_long_table(sep: Path) -> np.ndarray:
+    """A selective_channels table of 1000 rows in a separability folder; its AUROCs."""
     aurocs = np.random.default_rng(0).uniform(0.5, 1, 1000)
     pd.DataFrame({"layer": "layer1", "channel": np.arange(1000), "synset": "cat.n.01", "auroc": aurocs}).to_csv(
         sep / "selective_channels.csv", index=False
@@ -195,6 +196,24 @@ def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_
     summary = json.loads((sep / "summary.json").read_text())
     summary["tables"]["selective_channels"] = {"file": "selective_channels.csv"}
     (sep / "summary.json").write_text(json.dumps(summary))
+    return aurocs
+
+
+def test_building_the_page_changes_none_of_its_inputs(fixed_inputs, tmp_path):
+    add_long_table(fixed_inputs["separability_dirs"][0])
+    inputs = read_inputs(**fixed_inputs)
+    analyses = inputs.separability + inputs.biases + inputs.checks
+    before = copy.deepcopy([a.tables for a in analyses])
+    first = build_context(inputs, output=tmp_path / "report.html")
+    shown = first["separability"][0]["analysis"].tables["selective_channels"]
+    assert shown.partial and shown.href == "report_files/sep-selective_channels.csv"
+    assert [a.tables for a in analyses] == before  # whole, unlinked
+    assert render(build_context(inputs, output=tmp_path / "report.html")) == render(first)
+
+
+def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_path, cli):
+    sep = fixed_inputs["separability_dirs"][0]
+    aurocs = add_long_table(sep)
     html_path = tmp_path / "out" / "report.html"
     html_path.parent.mkdir()
     write_report(html_path, **fixed_inputs)
