@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
-from synthprobe.cnn_hooks.hook_points import discover_hook_points, find_aliases
-from synthprobe.cnn_hooks.run import Params, run_hooks
+from synthprobe.cnn_hooks import Params, layer_lines, read_class_names, record_activations
 from synthprobe.common.cli import run_guarded, silent_option
-from synthprobe.common.files import InputError, os_reason
-from synthprobe.common.globs import select_by_globs
-from synthprobe.common.networks import build_network
+from synthprobe.common.files import InputError
 from synthprobe.common.options import (
     batch_size_option,
     dask_option,
@@ -22,27 +18,11 @@ from synthprobe.common.options import (
     setting_option,
     workers_option,
 )
-from synthprobe.formats.image_folder import read_image_folder
 
 log = logging.getLogger("synthprobe")
 
 POOL_CHOICES = {"mean": ("mean",), "max": ("max",), "both": ("mean", "max")}
 DEFAULTS = Params()
-
-
-def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list[str]:
-    """One line per hook point: name, channels, output shape, and '= canonical' for an alias (stored once, as its
-    canonical). Weights do not change layers, so none are loaded."""
-    network = build_network(model, "none", image_size)
-    points, _ = discover_hook_points(network.module, network.preprocessing)
-    aliases = find_aliases(network.module, points, network.preprocessing)
-    chosen = set(select_by_globs([p.name for p in points], patterns, more=" (see --list-layers)"))
-    return [
-        f"{p.name}\t{p.channels}\t{'x'.join(map(str, p.shape))}"
-        + (f"\t= {aliases[p.name]}" if p.name in aliases else "")
-        for p in points
-        if p.name in chosen
-    ]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,9 +131,7 @@ def main(
         return
     if not images or not out:
         raise InputError("give IMAGES and --out STORE.zarr (or --list-layers)")
-    folder = read_image_folder(images)
-    network = build_network(model, weights, image_size)
-    settings = Params(
+    params = Params(
         layers=patterns,
         pools=POOL_CHOICES[pool],
         store_dtype=store_dtype,
@@ -167,7 +145,7 @@ def main(
         silent=silent,
         class_names=read_class_names(class_names) if class_names else None,
     )
-    result = run_hooks(folder, Path(out), network, settings, engine=dask)
+    result = record_activations(images, out, params, model=model, weights=weights, image_size=image_size, engine=dask)
     if result.written == 0:
         log.info("%s already holds all %d images of %s", out, result.skipped, images)
         return
@@ -179,13 +157,6 @@ def main(
         result.seconds,
         result.written / max(result.seconds, 1e-9),
     )
-
-
-def read_class_names(path: str) -> list[str]:
-    try:
-        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as exc:
-        raise InputError(f"cannot read --class-names {path}: {os_reason(exc)}") from None
 
 
 if __name__ == "__main__":

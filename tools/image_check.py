@@ -15,12 +15,12 @@ from synthprobe.common.options import (
     wordnet_dir_option,
     workers_option,
 )
-from synthprobe.image_check import checks as C
-from synthprobe.image_check import judges as J
+from synthprobe.image_check import Params, Thresholds, parse_judge, run_image_check
+from synthprobe.image_check.judges import DEFAULT_JUDGE
 
 log = logging.getLogger("synthprobe")
 score = click.FloatRange(0, 1)
-DEFAULTS = C.Params()
+DEFAULTS = Params()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +35,7 @@ DEFAULTS = C.Params()
 )
 @click.option(
     "--judge",
-    default=J.DEFAULT_JUDGE,
+    default=DEFAULT_JUDGE,
     show_default=True,
     help="clip:<hub id[@revision] or local folder>, a torchvision ImageNet classifier name (resnet50), or timm:<name>.",
 )
@@ -94,8 +94,8 @@ def main(
         image-check images/ --out checks/ --judge clip:models/tiny-clip --missing-below 0.2
         image-check photos/ --out checks/ --judge resnet50 --weights IMAGENET1K_V2
     """
-    settings = C.Params(
-        thresholds=C.Thresholds(missing_below, leaked_above),
+    params = Params(
+        thresholds=Thresholds(missing_below, leaked_above),
         device=device,
         batch_size=batch_size,
         workers=workers,
@@ -103,7 +103,7 @@ def main(
         class_dir=class_dir,
         silent=silent,
     )
-    result = C.run_image_check(images, out, J.parse_judge(judge, weights), settings)
+    result = run_image_check(images, out, parse_judge(judge, weights), params)
     verdicts = ", ".join(f"{count} {name}" for name, count in result.summary["verdicts"].items() if count)
     log.info(
         "%s: scored %d images, reused %d; %s; wrote %s",

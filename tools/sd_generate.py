@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import click
 
-from synthprobe import library_versions
 from synthprobe.common.cli import run_guarded, silent_option
-from synthprobe.common.files import atomic_write, begin_outputs
 from synthprobe.common.options import (
     ShardType,
     SizeType,
@@ -19,54 +16,11 @@ from synthprobe.common.options import (
     precision_option,
     setting_option,
 )
-from synthprobe.formats.image_cache import ImageCache, default_image_cache
-from synthprobe.formats.prompts import dumps, read_prompts, write_jsonl
-from synthprobe.sd_generate import pipeline
-from synthprobe.sd_generate.run import Planned, plan, run_generation
-from synthprobe.sd_generate.settings import Params, ResolvedParams, resolve_settings, select_records
+from synthprobe.sd_generate import Params, Selection, generate, plan_run
 
 log = logging.getLogger("synthprobe")
 
-RUN_SCHEMA = 1
 DEFAULTS = Params()
-
-
-def output_names(shard: tuple[int, int] | None) -> tuple[str, str]:
-    """Shards write their own manifest so concurrent shards never overwrite one another's."""
-    if shard is None:
-        return "images.jsonl", "run.json"
-    suffix = f"shard-{shard[0]}-of-{shard[1]}"
-    return f"images.{suffix}.jsonl", f"run.{suffix}.json"
-
-
-def run_config(settings: ResolvedParams, prompts: str, cache: ImageCache, shard, limit, dask) -> dict:
-    return {
-        "prompts": prompts,
-        "model": settings.source.name,
-        "revision": settings.source.revision,
-        "model_identity": settings.model_identity,
-        "steps": settings.steps,
-        "guidance": settings.guidance,
-        "width": settings.width,
-        "height": settings.height,
-        "batch_size": settings.batch_size,
-        "device": settings.device,
-        "dtype": settings.dtype,
-        "quantization": settings.quantization,
-        "offload": settings.offload,
-        "scheduler": settings.scheduler,
-        "cache": str(cache.root),
-        "shard": f"{shard[0]}/{shard[1]}" if shard else None,
-        "limit": limit,
-        "dask": dask.spec if dask is not None else None,
-    }
-
-
-def print_dry_run(planned: list[Planned]) -> None:
-    for p in planned:
-        click.echo(f"{'cached' if p.entry else 'generate'}\t{p.record.id}\t{p.key}")
-    cached = sum(p.entry is not None for p in planned)
-    click.echo(f"dry run: {len(planned) - cached} to generate, {cached} cached", err=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,10 +100,8 @@ def main(
         sd-generate prompts.jsonl --out images/ --dask local:4   # 4 worker processes, one GPU each
         wn-prompts concepts --synsets bee.n.01 --per-synset 2 | sd-generate - --out images/ --dry-run
     """
-    started = time.perf_counter()
-    records = select_records(read_prompts(prompts), shard, limit)
-    cache = ImageCache(cache_dir or default_image_cache(), writable=not dry_run)
-    options = Params(
+    selection = Selection(prompts, shard, limit)
+    params = Params(
         model=model,
         revision=revision,
         steps=steps,
@@ -161,35 +113,18 @@ def main(
         quantize=quantize,
         offload=offload,
     )
-    settings = resolve_settings(options, cache, dry_run, engine=dask)
     if dry_run:
-        print_dry_run(plan(records, settings, cache))
+        planned = plan_run(selection, params, cache_dir, engine=dask)
+        for p in planned:
+            click.echo(f"{'cached' if p.entry else 'generate'}\t{p.record.id}\t{p.key}")
+        cached = sum(p.entry is not None for p in planned)
+        click.echo(f"dry run: {len(planned) - cached} to generate, {cached} cached", err=True)
         return
-    manifest_name, run_name = output_names(shard)
-    out = begin_outputs(out_dir, manifest_name, run_name)
-    result = run_generation(
-        records, settings, cache, out, build_pipeline=pipeline.load_pipeline, silent=silent, engine=dask
-    )
-    seconds = time.perf_counter() - started
-    with atomic_write(out / run_name) as handle:
-        handle.write(
-            dumps(
-                {
-                    "schema": RUN_SCHEMA,
-                    "tool": "sd-generate",
-                    "manifest": manifest_name,
-                    "config": run_config(settings, prompts, cache, shard, limit, dask),
-                    "summary": result.summary(),
-                    "seconds": round(seconds, 3),
-                    "versions": library_versions("torch", "diffusers", "transformers"),
-                }
-            )
-            + "\n"
-        )
-    write_jsonl(out / manifest_name, result.rows)
+    run = generate(selection, out_dir, params, cache_dir=cache_dir, engine=dask, silent=silent)
+    result = run.result
     line = (
-        f"{len(result.rows)} records -> {out / manifest_name}: {result.generated} generated, "
-        f"{result.cached} cached, {result.failed} failed in {seconds:.1f} s"
+        f"{len(result.rows)} records -> {run.manifest}: {result.generated} generated, "
+        f"{result.cached} cached, {result.failed} failed in {run.seconds:.1f} s"
     )
     if result.failed:
         raise click.ClickException(f"{line}; the failed rows hold their errors")

@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
 from synthprobe.common.cli import run_guarded, seed_option, silent_option
-from synthprobe.common.files import InputError, os_reason
+from synthprobe.common.files import InputError
 from synthprobe.common.options import list_option, wordnet_dir_option
-from synthprobe.common.wordnet import get_synset, load_wordnet
+from synthprobe.common.wordnet import load_wordnet
 from synthprobe.formats import bias_classes
 from synthprobe.formats.prompts import write_prompts
 from synthprobe.wn_prompts import prompts as P
-from synthprobe.wn_prompts.core_wordnet import core_wordnet_file, parse_core_wordnet, resolve_entries
+from synthprobe.wn_prompts.selection import make_concept_records
 
 log = logging.getLogger("synthprobe")
 out_option = click.option("-o", "--out", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
-
-
-def read_synset_names(items: tuple[str, ...]) -> list[str]:
-    """Synset names, each item a name or ``@FILE`` / an existing file path with one synset name per line."""
-    return [name for item in items for name in read_synset_item(item)]
-
-
-def read_synset_item(item: str) -> list[str]:
-    path = Path(item[1:] if item.startswith("@") else item)
-    if not (item.startswith("@") or path.is_file()):
-        return [item]
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot read synset list {path}: {os_reason(exc)}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text (a binary file?)") from None
-    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,26 +90,6 @@ def concepts(
     )
     count = write_prompts(out, records)
     log.info("wrote %d concept prompts for %d synsets to %s", count, len({r.synset for r in records}), out)
-
-
-def make_concept_records(wn, core_source, synsets, n_synsets, per_synset, exclude, templates_path, seed):
-    excluded = resolve_exclusions(wn, exclude)
-    if synsets:
-        candidates = [get_synset(wn, name) for name in read_synset_names(synsets)]
-        chosen = [s for s in candidates if s.name() not in excluded]
-    else:
-        entries = parse_core_wordnet(core_wordnet_file(core_source))
-        resolution = resolve_entries(wn, entries)
-        if resolution.unresolved:
-            log.warning("%s", resolution.report())
-        chosen = P.select_synsets(resolution.synsets, n_synsets, seed, excluded)
-    return P.concept_records(chosen, P.load_templates(templates_path), per_synset, seed)
-
-
-def resolve_exclusions(wn, names: list[str]) -> set[str]:
-    """Bias class names map to their synsets; anything else must be a synset name."""
-    known = set(bias_classes.known_bias_classes())
-    return {bias_classes.load_bias_class(n).synset if n in known else get_synset(wn, n).name() for n in names}
 
 
 @main.command()

@@ -1,7 +1,16 @@
 """cnn-hooks: images to an activation store through forward hooks.
 
+The notebook API: ``record_activations(images, out, Params(...), model=..., weights=...)`` (``run_hooks`` with a
+network built elsewhere), ``layer_lines`` (``--list-layers``), and the store's reader,
+``synthprobe.formats.activation_store.ActivationStore``.
+
 ``hook_points`` names and pools the module calls; ``run`` drives the run between the decoding workers
 (common.image_dataset) and ``writer`` (the store's write buffer); ``forward`` is the per-batch forward, in this
 process or, through ``run_cluster``, on Dask workers. Networks and their preprocessing are common's, since
 image-check's classifier judges build them too.
 """
+
+from synthprobe.cnn_hooks.run import Params, RunResult, run_hooks
+from synthprobe.cnn_hooks.stage import layer_lines, read_class_names, record_activations
+
+__all__ = ["Params", "RunResult", "layer_lines", "read_class_names", "record_activations", "run_hooks"]

@@ -154,7 +154,7 @@ def find_aliases(
 
 
 def recorded_aliases(store: Path) -> dict[str, str] | None:
-    """The aliases an existing store was made with ({} for a store made before aliases), None without a store."""
+    """The aliases an existing store was made with, None without a store."""
     try:
         attrs = json.loads((store / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
     except (OSError, ValueError):  # no store yet, or one StoreWriter reports on

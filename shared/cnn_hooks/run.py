@@ -107,24 +107,7 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: Params
         device, precision = engine.as_a_worker_sees_it(device_and_precision, settings.device, settings.precision)
         if settings.workers:
             log.warning("--workers %d is not used with --dask: a Dask worker decodes its images", settings.workers)
-    # Discovery and aliases run on the CPU in fp32; an earlier run may have left the model on a GPU.
-    network.module.cpu()
-    points, n_classes = discover_hook_points(network.module, network.preprocessing)
-    aliases = None if settings.rebuild else recorded_aliases(out)  # a store keeps the aliases it was made with
-    if aliases is None:
-        aliases = find_aliases(network.module, points, network.preprocessing, settings.pools)
-    points = select_hook_points(points, settings.layers, aliases)
-    kept = {alias: canonical for alias, canonical in aliases.items() if canonical in {p.name for p in points}}
-    writer = StoreWriter(
-        out,
-        store_attrs(network, precision, n_classes, folder, settings.class_names, kept),
-        {p.name: p.channels for p in points},
-        settings.pools,
-        settings.store_dtype,
-        n_classes,
-        rows_per_write=settings.rows_per_write,
-        rebuild=settings.rebuild,
-    )
+    writer, points = open_store(folder, out, network, settings, precision)
     memo = source_memo(folder)
     stored = writer.committed_rows(("id", "sha256", "status"))
     done = stored[stored["status"] != "failed"]
@@ -158,6 +141,31 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: Params
             memo.save()
     writer.finish()
     return RunResult(len(todo), failed, len(folder.rows) - len(todo), time.perf_counter() - started)
+
+
+def open_store(
+    folder: ImageFolder, out: Path, network: Network, settings: Params, precision: str
+) -> tuple[StoreWriter, list[HookPoint]]:
+    """The store to append to (created, resumed or rebuilt) and the hook points it records."""
+    # Discovery and aliases run on the CPU in fp32, wherever the model was left.
+    network.module.cpu()
+    points, n_classes = discover_hook_points(network.module, network.preprocessing)
+    aliases = None if settings.rebuild else recorded_aliases(out)  # a store keeps the aliases it was made with
+    if aliases is None:
+        aliases = find_aliases(network.module, points, network.preprocessing, settings.pools)
+    points = select_hook_points(points, settings.layers, aliases)
+    kept = {alias: canonical for alias, canonical in aliases.items() if canonical in {p.name for p in points}}
+    writer = StoreWriter(
+        out,
+        store_attrs(network, precision, n_classes, folder, settings.class_names, kept),
+        {p.name: p.channels for p in points},
+        settings.pools,
+        settings.store_dtype,
+        n_classes,
+        rows_per_write=settings.rows_per_write,
+        rebuild=settings.rebuild,
+    )
+    return writer, points
 
 
 def device_and_precision(requested: str, precision: str | None) -> tuple[torch.device, str]:

@@ -5,7 +5,6 @@ presence marks the folder complete. summary.json always holds::
 
     schema      the version of this kind's summary (KINDS)
     kind        separability | bias-report | image-check
-    tool        the same name (older readers look for it)
     ...         the tool's own keys
     tables      {key: {file, rows, description}}, each file a CSV in the folder
     figures     {key: file}, each file a PNG in the folder
@@ -27,8 +26,8 @@ from synthprobe import __version__
 from synthprobe.common.files import InputError, atomic_write, error_line, read_json
 
 SUMMARY_FILE = "summary.json"
-# kind -> the summary schema this version writes and reads (bias-report 2: its tables under "tables", not "files").
-KINDS = {"separability": 2, "bias-report": 2, "image-check": 1}
+# kind -> the summary schema this version writes and reads; a reader refuses any other.
+KINDS = {"separability": 3, "bias-report": 3, "image-check": 2}
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def write_summary(
 ) -> dict:
     """Write ``out/summary.json`` (atomically, after every table and figure it names) and return it.
 
-    ``fields`` are the tool's own keys; ``schema``, ``kind``, ``tool``, ``tables``, ``figures`` and
+    ``fields`` are the tool's own keys; ``schema``, ``kind``, ``tables``, ``figures`` and
     ``provenance`` are set here.
     """
     out = Path(out)
@@ -86,7 +85,6 @@ def write_summary(
     summary = {
         "schema": KINDS[kind],
         "kind": kind,
-        "tool": kind,
         **fields,
         "tables": tables,
         "figures": dict(figures),
@@ -117,7 +115,7 @@ def read_summary(folder: str | Path) -> AnalysisSummary:
     if summary.get("schema") != KINDS[kind]:
         raise InputError(
             f"{path}: schema {summary.get('schema')!r}, but this version reads {kind} schema {KINDS[kind]}; "
-            f"rerun {kind}"
+            f"rerun {kind} to write the folder again"
         )
     try:
         tables = {

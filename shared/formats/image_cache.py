@@ -76,11 +76,11 @@ class ImageCache:
         png, meta = self._paths(key)
         try:
             record = json.loads(meta.read_text(encoding="utf-8"))
-            sha, size = record["sha256"], record.get("size")
+            sha, size = record["sha256"], record["size"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
         try:
-            intact = (size is None or png.stat().st_size == size) and self.memo.sha256(png) == sha
+            intact = png.stat().st_size == size and self.memo.sha256(png) == sha
         except OSError:
             intact = False
         if intact:
@@ -122,8 +122,8 @@ class ImageCache:
     def export(self, entry: CacheEntry, dest: Path) -> None:
         """Put the entry's PNG at ``dest`` unless an intact copy is there already (checked through the memo)."""
         with contextlib.suppress(OSError):
-            if not os.path.samefile(entry.png, dest) and self.memo.sha256(dest) == entry.sha256:
-                return  # a hard link from an older version is replaced by a copy below
+            if self.memo.sha256(dest) == entry.sha256:
+                return
         reflink_or_copy(entry.png, dest)
         self.memo.remember(dest, entry.sha256)
 

@@ -23,17 +23,18 @@ FLAGS = ("object-missing", "object-leaked")
 
 
 def read_checks(path: str | Path) -> list[dict]:
-    """The rows of a checks.jsonl, with file:line on the first bad one."""
+    """The rows of a checks.jsonl, with file:line on the first bad one; another schema is refused."""
     rows = []
     with open(path, encoding="utf-8") as handle:
         for lineno, row in parse_jsonl(handle, str(path)):
-            if (
-                not isinstance(row, dict)
-                or row.get("schema") != CHECKS_SCHEMA
-                or not {"id", "judge", "verdict"} <= row.keys()
-            ):
+            if not isinstance(row, dict) or not {"id", "judge", "verdict"} <= row.keys():
                 raise InputError(
                     f"{path}:{lineno}: not an image-check row (schema {CHECKS_SCHEMA}, id, judge, verdict)"
+                )
+            if row.get("schema") != CHECKS_SCHEMA:
+                raise InputError(
+                    f"{path}:{lineno}: image-check schema {row.get('schema')!r}, but this version reads schema "
+                    f"{CHECKS_SCHEMA}; delete {path} and rerun image-check to score the images again"
                 )
             rows.append(row)
     return rows

@@ -1,11 +1,12 @@
-"""Reading an image folder (docs/formats.md): a manifest folder or a plain ImageFolder tree.
+"""An image folder (docs/formats.md): a manifest folder or a plain ImageFolder tree, and sd-generate's run.json.
 
 A manifest folder has ``images.jsonl`` (sd-generate writes it; a user may too):
 one JSON row per record with at least ``path`` (relative to the folder) and
 ``synset``; ``status`` "failed" rows have no image and are skipped. A sharded
 sd-generate run leaves ``images.shard-K-of-N.jsonl`` files instead; they are
 read in name order. A plain tree ``DIR/<synset>/*.png|jpg`` is read in sorted
-path order with the synset from the folder name.
+path order with the synset from the folder name. ``run.json`` (schema
+RUN_SCHEMA) beside the manifest says how sd-generate made the folder.
 
 Decoding the images is shared/common/decode.py's.
 """
@@ -19,11 +20,13 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
-from synthprobe.common.files import InputError, open_input, sha256_file
-from synthprobe.formats.prompts import GROUPS, ID_PATTERN, ID_RULE, brief_text, parse_jsonl, safe_id
+from synthprobe.common.files import InputError, atomic_write, open_input, read_json, sha256_file
+from synthprobe.formats.prompts import GROUPS, ID_PATTERN, ID_RULE, brief_text, dumps, parse_jsonl, safe_id, write_jsonl
 
 MANIFEST = "images.jsonl"
 SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"
+RUN_FILE = "run.json"
+RUN_SCHEMA = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # sha256 from the manifest, else ""; prompt and template (the prompt unit of the analyses) "" for a plain tree.
 ROW_COLUMNS = ("id", "synset", "group", "target", "path", "sha256", "prompt", "template")
@@ -135,3 +138,36 @@ def scan_tree(root: Path) -> list[dict]:
                     }
                 )
     return rows
+
+
+def output_names(shard: tuple[int, int] | None) -> tuple[str, str]:
+    """The manifest and run.json names of a run; a shard writes its own, so concurrent shards never overwrite one
+    another's."""
+    if shard is None:
+        return MANIFEST, RUN_FILE
+    suffix = f"shard-{shard[0]}-of-{shard[1]}"
+    return f"images.{suffix}.jsonl", f"run.{suffix}.json"
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    """One row per record, in order (atomically: the manifest is complete or absent)."""
+    write_jsonl(path, rows)
+
+
+def write_run(path: Path, run: dict) -> None:
+    """sd-generate's run.json: ``run`` (tool, manifest, config, summary, seconds, versions) under RUN_SCHEMA."""
+    with atomic_write(path) as handle:
+        handle.write(dumps({"schema": RUN_SCHEMA, **run}) + "\n")
+
+
+def read_run(path: Path) -> dict:
+    """A run.json; another schema is refused in one line saying how to make it again."""
+    run = read_json(path)
+    if not isinstance(run, dict):
+        raise InputError(f"{path}: not a run summary (a JSON object); rerun sd-generate")
+    if run.get("schema") != RUN_SCHEMA:
+        raise InputError(
+            f"{path}: schema {run.get('schema')!r}, but this version reads run.json schema {RUN_SCHEMA}; "
+            "rerun sd-generate on the folder (its images come from the cache)"
+        )
+    return run

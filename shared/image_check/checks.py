@@ -134,6 +134,18 @@ class CheckResult:
     summary: dict
 
 
+@dataclass
+class Judged:
+    """One judge's verdicts on every image of a folder (``rows``, in folder order) beside the other judges' rows
+    (``kept``), and how many were scored now or reused from the checks file."""
+
+    rows: list[dict]
+    kept: list[dict]
+    contrast: str
+    scored: int
+    reused: int
+
+
 def run_image_check(images: str | Path, out: str | Path, judge, settings: Params) -> CheckResult:
     """Score every image of ``images`` that ``out``'s checks.jsonl has not scored with this judge; summary last."""
     folder = read_image_folder(images)
@@ -141,6 +153,14 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: Params
     checks_path = out / CHECKS_FILE
     previous = read_checks(checks_path) if checks_path.is_file() else []
     check_same_images(previous, folder, checks_path)
+    judged = judge_images(folder, previous, judge, settings, checks_path)
+    summary = write_check_outputs(out, folder, judge, judged, settings)
+    return CheckResult(judged.scored, judged.reused, summary)
+
+
+def judge_images(folder: ImageFolder, previous: list[dict], judge, settings: Params, checks_path: Path) -> Judged:
+    """Verdicts from the cache of ``previous`` rows, or scored now; checks.jsonl is rewritten as scores come in
+    (every ``rows_per_write`` and at the end, even on an error), so an interrupted run keeps them."""
     rows = hashed_rows(folder)
     wn = load_wordnet(settings.wordnet_dir)
     targets = resolve_targets(rows["synset"], wn, settings.class_dir)
@@ -162,13 +182,14 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: Params
     reused = len(done)
 
     def save():
-        ordered = [done[i] for i in rows["id"] if i in done]
-        write_checks(checks_path, kept + ordered)
+        write_checks(checks_path, kept + [done[i] for i in rows["id"] if i in done])
 
-    if todo:
-        log.info("%s: %d images to score with %s (%d already scored)", images, len(todo), judge.identity, reused)
-        todo_rows = pd.DataFrame(todo).reset_index(drop=True)
-        try:
+    try:
+        if todo:
+            log.info(
+                "%s: %d images to score with %s (%d already scored)", folder.root, len(todo), judge.identity, reused
+            )
+            todo_rows = pd.DataFrame(todo).reset_index(drop=True)
             for image, (object_score, context_score) in score_images(judge, folder, todo_rows, targets, wn, settings):
                 note = unscored_note(targets[image["synset"]]) if math.isnan(object_score) else ""
                 done[image["id"]] = check_row(
@@ -176,23 +197,24 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: Params
                 )
                 if (len(done) - reused) % settings.rows_per_write == 0:  # a hard kill loses at most this many
                     save()
-        finally:
-            save()  # an interrupt or an error keeps every score made so far
-    else:
-        save()
-    judged = [done[i] for i in rows["id"]]
-    rates = flag_rates(pd.DataFrame(judged, columns=["id", "synset", "group", "verdict"]), folder.rows)
+    finally:
+        save()  # an interrupt or an error keeps every score made so far
+    return Judged([done[i] for i in rows["id"]], kept, contrast, len(todo), reused)
+
+
+def write_check_outputs(out: Path, folder: ImageFolder, judge, judged: Judged, settings: Params) -> dict:
+    """The flag rates table, then summary.json (which marks the folder complete); returns the summary."""
+    rates = flag_rates(pd.DataFrame(judged.rows, columns=["id", "synset", "group", "verdict"]), folder.rows)
     with atomic_write(out / RATES_FILE) as handle:
         rates.to_csv(handle, index=False, float_format="%.6g", lineterminator="\n")
-    summary = write_summary(
+    return write_summary(
         out,
         "image-check",
-        build_summary(folder, judge, contrast, judged, kept, settings),
+        build_summary(folder, judge, judged.contrast, judged.rows, judged.kept, settings),
         tables={"rates": table_entry(RATES_FILE, len(rates), RATES_DESCRIPTION)},
         figures={},
         provenance=provenance_of(images=folder.root.resolve()),
     )
-    return CheckResult(len(todo), reused, summary)
 
 
 def check_same_images(previous: list[dict], folder: ImageFolder, path: Path) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from synthprobe.common.decode import load_rgb
-from synthprobe.common.files import InputError, error_line, open_input, read_json
+from synthprobe.common.files import InputError, error_line, open_input
 from synthprobe.formats.analysis_folder import SUMMARY_FILE, read_summary
-from synthprobe.formats.image_folder import MANIFEST, SHARD_MANIFESTS, read_image_folder
+from synthprobe.formats.image_folder import MANIFEST, RUN_FILE, SHARD_MANIFESTS, read_image_folder, read_run
 from synthprobe.formats.prompts import parse_jsonl
 
 THUMBNAIL_PX = 128
@@ -52,6 +52,11 @@ class Table:
     @property
     def partial(self) -> bool:
         return self.total_rows is not None and self.total_rows > len(self.rows)
+
+    @property
+    def shown_in_part(self) -> bool:
+        """Whether the page shows only some rows (``top_rows`` leaves some out, or some were left out already)."""
+        return self.partial or len(self.rows) > TABLE_ROWS_SHOWN
 
     def subset(self, rows: list[list], shown_note: str) -> Table:
         total = self.total_rows if self.total_rows is not None else len(self.rows)
@@ -237,12 +242,8 @@ def manifest_prompts(root: Path) -> dict[str, str]:
 
 def run_summaries(image_dirs: list[Path]) -> list[dict]:
     """The generation summaries (run.json of sd-generate) of the image folders that have one."""
-    runs = []
-    for folder in image_dirs:
-        path = Path(folder) / "run.json"
-        if path.is_file():
-            run = read_json(path)
-            if not isinstance(run, dict):
-                raise InputError(f"{path}: not a run summary (a JSON object); rerun sd-generate")
-            runs.append({"folder": str(folder), **run})
-    return runs
+    return [
+        {"folder": str(folder), **read_run(Path(folder) / RUN_FILE)}
+        for folder in image_dirs
+        if (Path(folder) / RUN_FILE).is_file()
+    ]

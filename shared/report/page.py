@@ -6,6 +6,9 @@ figures, and optionally image folders for galleries and thumbnails. Figures
 and thumbnails are embedded as data URIs. The report stays small (under 5 MB)
 for any number of hook points or images: a long table shows its top rows and
 links its full CSV, copied into ``<report>_files/`` beside the HTML.
+
+One stage shape: ``read_inputs`` (the folders) -> ``build_context`` (what the page shows; no input is changed)
+-> ``render`` (HTML) -> ``write_page`` (the HTML and the full tables); ``write_report`` runs the four.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +25,35 @@ from synthprobe.common.files import InputError, open_output
 from synthprobe.formats.activation_store import grouped_aliases
 from synthprobe.report.compare import bias_tables, classifier_name, compared, depth_figures
 from synthprobe.report.data import Analysis, Table, Thumbnails, load_analysis, run_summaries
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the report reads: the analysis folders, and the image folders' thumbnails and run.json files."""
+
+    separability: list[Analysis]
+    biases: list[Analysis]
+    checks: list[Analysis]
+    thumbnails: Thumbnails | None  # memoises the thumbnails it makes; their lookup never changes
+    runs: list[dict]
+
+
+def read_inputs(
+    separability_dirs: list[Path] = (),
+    bias_dirs: list[Path] = (),
+    image_dirs: list[Path] = (),
+    check_dirs: list[Path] = (),
+) -> ReportInputs:
+    if not separability_dirs and not bias_dirs:
+        raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
+    return ReportInputs(
+        [load_analysis(d) for d in separability_dirs],
+        [load_analysis(d) for d in bias_dirs],
+        [load_analysis(d) for d in check_dirs],
+        Thumbnails(image_dirs) if image_dirs else None,
+        run_summaries(image_dirs),
+    )
+
 
 TOP_CHANNELS_SHOWN = 3
 FLAGGED_SHOWN = 60  # flagged images shown per image-check folder
@@ -80,43 +113,39 @@ def toy_warnings(analyses: list[Analysis]) -> list[str]:
     return notes
 
 
-def shown_tables(analyses: list[Analysis], per_class: list[dict[str, dict[str, Table]]]) -> list[Table]:
-    """Cut every table the report shows to its top rows; returns them all, the partial ones to be linked."""
-    shown = []
-    for analysis in analyses:
-        analysis.tables = {key: table.top_rows() for key, table in analysis.tables.items()}
-        shown += analysis.tables.values()
-    for tables in (tables for classes in per_class for tables in classes.values()):
-        for key in tables:
-            tables[key] = tables[key].top_rows()
-            shown.append(tables[key])
-    return shown
+def shown(table: Table, links: dict[Path, str]) -> Table:
+    """The table as the page shows it: its top rows, linked to its full CSV where rows were left out."""
+    top = table.top_rows()
+    return replace(top, href=links.get(top.source.resolve())) if top.partial and top.source is not None else top
 
 
-def link_full_tables(tables: list[Table], output: str | Path) -> None:
-    """Copy the full CSV of each partial table into ``<report>_files/`` and link it relatively.
+def full_table_sources(tables: list[Table]) -> set[Path]:
+    """The CSVs of the tables the page shows only in part."""
+    return {t.source.resolve() for t in tables if t.shown_in_part and t.source is not None}
 
-    The copies are named by their path below the analysis folders' common parent
-    (``sep-layers.csv``; ``resnet50-separability-concepts-layers.csv`` beside another
-    classifier's); a report written to stdout names the original file instead.
-    """
-    partial = [t for t in tables if t.partial and t.source is not None]
-    if str(output) == "-":
-        for table in partial:
-            table.href = table.source.resolve().as_uri()
-        return
-    output = Path(output)
-    files_dir = output.with_name(f"{output.stem}_files")
-    shutil.rmtree(files_dir, ignore_errors=True)  # no stale tables from an earlier report
-    if not partial:
-        return
-    sources = {table.source.resolve() for table in partial}
+
+def full_table_names(sources: set[Path]) -> dict[Path, str]:
+    """Each full CSV's name in ``<report>_files/``: its path below the analysis folders' common parent
+    (``sep-layers.csv``; ``resnet50-separability-concepts-layers.csv`` beside another classifier's)."""
+    if not sources:
+        return {}
     common = Path(os.path.commonpath([source.parent for source in sources])).parent
-    files_dir.mkdir(parents=True, exist_ok=True)
-    for source in sources:
-        shutil.copyfile(source, files_dir / "-".join(source.relative_to(common).parts))
-    for table in partial:
-        table.href = f"{files_dir.name}/{'-'.join(table.source.resolve().relative_to(common).parts)}"
+    return {source: "-".join(source.relative_to(common).parts) for source in sources}
+
+
+def files_dir(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(f"{output.stem}_files")
+
+
+def full_table_links(tables: list[Table], output: str | Path | None) -> dict[Path, str]:
+    """{full CSV: href}: relative to the report, or the original file's URI for a report on stdout."""
+    sources = full_table_sources(tables)
+    if output is None:
+        return {}
+    if str(output) == "-":
+        return {source: source.as_uri() for source in sources}
+    return {source: f"{files_dir(output).name}/{name}" for source, name in full_table_names(sources).items()}
 
 
 def store_warnings(analyses: list[Analysis]) -> list[str]:
@@ -151,49 +180,58 @@ def flagged_images(checks: Analysis, thumbnails: Thumbnails | None, limit: int =
     ]
 
 
+def all_tables(inputs: ReportInputs, per_class: list[dict[str, dict[str, Table]]]) -> list[Table]:
+    analyses = inputs.separability + inputs.biases + inputs.checks
+    return [t for a in analyses for t in a.tables.values()] + [
+        t for classes in per_class for tables in classes.values() for t in tables.values()
+    ]
+
+
 def build_context(
-    separability_dirs: list[Path],
-    bias_dirs: list[Path],
-    image_dirs: list[Path],
-    check_dirs: list[Path] = (),
-    title: str = "synthprobe report",
-    notice: str | None = None,
+    inputs: ReportInputs, title: str = "synthprobe report", notice: str | None = None, output: str | Path | None = None
 ) -> dict:
-    separability = [load_analysis(d) for d in separability_dirs]
-    biases = [load_analysis(d) for d in bias_dirs]
-    checks = [load_analysis(d) for d in check_dirs]
-    if not separability and not biases:
-        raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
-    thumbnails = Thumbnails(image_dirs) if image_dirs else None
-    analyses = separability + biases + checks
-    per_class = [bias_class_tables(bias) for bias in biases]
-    top_channels = [top_channel_images(a, thumbnails) for a in separability]  # from the whole top_images table
-    comparison = {
-        "figures": depth_figures(separability) if compared(separability) else {},
-        "tables": bias_tables(biases) if compared(biases) else [],
-    }  # from the whole CSVs
+    """Everything the template shows. Long tables are cut to their top rows and, given the report's ``output``,
+    linked to their full CSVs (``write_page`` copies them there)."""
+    thumbnails = inputs.thumbnails
+    per_class = [bias_class_tables(bias) for bias in inputs.biases]
+    links = full_table_links(all_tables(inputs, per_class), output)
+
+    def cut(analysis: Analysis) -> Analysis:
+        return replace(analysis, tables={key: shown(t, links) for key, t in analysis.tables.items()})
+
+    analyses = inputs.separability + inputs.biases + inputs.checks
     return {
-        "tables": shown_tables(analyses, per_class),
         "title": title,
         "notices": ([notice] if notice else []) + toy_warnings(analyses) + store_warnings(analyses),
         "separability": [
-            {"analysis": a, "top_channels": channels, "aliases": hook_aliases(a), "classifier": classifier_name(a)}
-            for a, channels in zip(separability, top_channels)
+            {
+                "analysis": cut(a),
+                "top_channels": top_channel_images(a, thumbnails),  # from the whole top_images table
+                "aliases": hook_aliases(a),
+                "classifier": classifier_name(a),
+            }
+            for a in inputs.separability
         ],
         "biases": [
             {
-                "analysis": bias,
-                "classes": classes,
+                "analysis": cut(bias),
+                "classes": {
+                    name: {key: shown(t, links) for key, t in tables.items()} for name, tables in classes.items()
+                },
                 "class_keys": {key for tables in classes.values() for key in tables},
                 "classifier": classifier_name(bias),
             }
-            for bias, classes in zip(biases, per_class)
+            for bias, classes in zip(inputs.biases, per_class)
         ],
-        "comparison": comparison,
-        "checks": [{"analysis": a, "flagged": flagged_images(a, thumbnails)} for a in checks],
+        "comparison": {  # from the whole CSVs
+            "figures": depth_figures(inputs.separability) if compared(inputs.separability) else {},
+            "tables": bias_tables(inputs.biases) if compared(inputs.biases) else [],
+        },
+        "checks": [{"analysis": cut(a), "flagged": flagged_images(a, thumbnails)} for a in inputs.checks],
         "galleries": thumbnails.galleries() if thumbnails else [],
         "thumbnails": thumbnails.uris if thumbnails else {},
-        "runs": run_summaries(image_dirs),
+        "runs": inputs.runs,
+        "full_tables": sorted(links),
     }
 
 
@@ -213,10 +251,30 @@ def render(context: dict) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
-def write_report(output: str | Path, **kwargs) -> Path:
-    context = build_context(**kwargs)
-    link_full_tables(context["tables"], output)
-    html = render(context)
+def write_page(output: str | Path, html: str, full_tables: list[Path]) -> Path:
+    """The HTML, and the full CSVs of its partial tables in ``<report>_files/`` (none for a report on stdout)."""
+    if str(output) != "-":
+        copies = files_dir(output)
+        shutil.rmtree(copies, ignore_errors=True)  # no stale tables from another report
+        if full_tables:
+            copies.mkdir(parents=True, exist_ok=True)
+            for source, name in full_table_names(set(full_tables)).items():
+                shutil.copyfile(source, copies / name)
     with open_output(output) as handle:
         handle.write(html)
     return Path(output)
+
+
+def write_report(
+    output: str | Path,
+    separability_dirs: list[Path] = (),
+    bias_dirs: list[Path] = (),
+    image_dirs: list[Path] = (),
+    check_dirs: list[Path] = (),
+    title: str = "synthprobe report",
+    notice: str | None = None,
+) -> Path:
+    """read_inputs -> build_context -> render -> write_page: one HTML file (``-`` for stdout)."""
+    inputs = read_inputs(separability_dirs, bias_dirs, image_dirs, check_dirs)
+    context = build_context(inputs, title, notice, output)
+    return write_page(output, render(context), context["full_tables"])

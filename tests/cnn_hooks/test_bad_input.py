@@ -10,9 +10,11 @@ import pytest
 import torch
 import torchvision
 from helpers import fails_with, write_manifest
+from helpers.bad_inputs import set_attr
 from helpers.cnn_hooks import SMALL, manifest_row
 
-from synthprobe.formats.activation_store import ActivationStore
+from synthprobe.common.files import InputError
+from synthprobe.formats.activation_store import STORE_SCHEMA, ActivationStore
 from synthprobe.tools.cnn_hooks import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -125,6 +127,20 @@ def test_existing_store_from_another_model_is_refused(tmp_path, tree, small_stor
         "another pooling",
     )
     assert ActivationStore(copy).attrs == ActivationStore(small_store).attrs  # refused before touching it
+
+
+@pytest.mark.parametrize("schema", [STORE_SCHEMA - 1, STORE_SCHEMA + 1, None])
+def test_a_store_of_another_schema_is_refused_with_how_to_rebuild(schema, tmp_path, tree, small_store, cli):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_store, copy)
+    set_attr(copy, schema=schema)
+    expected = [str(copy / "zarr.json"), f"schema {schema!r}", f"reads schema {STORE_SCHEMA}", "--rebuild"]
+    with pytest.raises(InputError) as refused:
+        ActivationStore(copy)
+    assert all(fragment in str(refused.value) for fragment in expected), refused.value
+    fails_with(cli(main, tree, "--out", copy, *SMALL, "--pool", "both", exit_code=None), *expected)
+    rebuilt = cli(main, tree, "--out", copy, *SMALL, "--pool", "both", "--store-dtype", "float16", "--rebuild")
+    assert rebuilt.exit_code == 0 and ActivationStore(copy).attrs["schema"] == STORE_SCHEMA
 
 
 def test_out_that_is_not_a_store_is_refused(tmp_path, tree, cli):

@@ -21,7 +21,7 @@ def test_store_layout_dtype_chunks_and_attrs(small_store, tree):
 
     store = ActivationStore(small_store)
     attrs = store.attrs
-    assert attrs["schema"] == 1 and attrs["complete"] is True and attrs["rows_committed"] == 6
+    assert attrs["schema"] == 2 and attrs["complete"] is True and attrs["rows_committed"] == 6
     assert attrs["model"] == "resnet18" and attrs["weights"] == "none" and attrs["precision"] == "fp32"
     assert attrs["pooling"] == ["mean", "max"] and attrs["dtype"] == "float16"
     assert attrs["preprocessing"]["resize"] == 73 and attrs["preprocessing"]["crop"] == 64

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from helpers import HOSTILE_PROMPT, build_store
 
-from synthprobe.report.page import build_context, render
+from synthprobe.formats.analysis_folder import KINDS
+from synthprobe.report import build_context, read_inputs, render
 from synthprobe.tiny_models import save_tiny_sd3
 from synthprobe.tools import bias_report, cnn_hooks, report, sd_generate, separability, wn_prompts
 
@@ -156,7 +157,7 @@ def test_report_of_250_hook_points_stays_under_5_mb(tmp_path, cli):
 
 def write_summary(folder: Path, tool: str, **fields) -> None:
     """An analysis folder's summary.json as the tool writes it, with only ``fields`` besides its name."""
-    (folder / "summary.json").write_text(json.dumps({"schema": 2, "kind": tool, "tool": tool, **fields}))
+    (folder / "summary.json").write_text(json.dumps({"schema": KINDS[tool], "kind": tool, **fields}))
 
 
 def classifier_analyses(root: Path, model: str, scale: float) -> tuple[Path, Path]:
@@ -201,7 +202,7 @@ def test_classifiers_side_by_side(tmp_path):
         classifier_analyses(tmp_path, "resnet50", 1.0),
         classifier_analyses(tmp_path, "timm:efficientnet_lite0", 0.5),
     )
-    context = build_context([first[0], second[0]], [first[1], second[1]], [])
+    context = build_context(read_inputs([first[0], second[0]], [first[1], second[1]]))
     figures, tables = context["comparison"]["figures"], context["comparison"]["tables"]
     assert list(figures) == ["linear-probe accuracy", "silhouette (cosine)", "Fisher ratio (log)"]
     groups, classes = tables
@@ -212,4 +213,4 @@ def test_classifiers_side_by_side(tmp_path):
     html = render(context)
     assert '<section id="classifiers">' in html and html.count('by relative depth"') == 3
     # One classifier: nothing to compare.
-    assert build_context([first[0]], [first[1]], [])["comparison"] == {"figures": {}, "tables": []}
+    assert build_context(read_inputs([first[0]], [first[1]]))["comparison"] == {"figures": {}, "tables": []}

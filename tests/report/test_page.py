@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -13,8 +14,10 @@ from helpers import HOSTILE_PROMPT, page_content
 from PIL import Image
 
 from synthprobe.common.files import InputError
+from synthprobe.formats.analysis_folder import KINDS
+from synthprobe.formats.image_folder import RUN_SCHEMA
+from synthprobe.report import build_context, read_inputs, render, write_report
 from synthprobe.report.data import TABLE_ROWS_SHOWN
-from synthprobe.report.page import build_context, render, write_report
 from synthprobe.tools import report
 
 
@@ -44,6 +47,7 @@ def fixed_inputs(tmp_path):
     (images / "run.json").write_text(
         json.dumps(
             {
+                "schema": RUN_SCHEMA,
                 "config": {"model": "tiny", "width": 8, "height": 8, "steps": 2},
                 "summary": {"records": 2, "generated": 1, "cached": 1, "failed": 0},
             }
@@ -59,9 +63,8 @@ def fixed_inputs(tmp_path):
     (sep / "summary.json").write_text(
         json.dumps(
             {
-                "schema": 2,
+                "schema": KINDS["separability"],
                 "kind": "separability",
-                "tool": "separability",
                 "n_images": 2,
                 "n_synsets": 2,
                 "unit": "image",
@@ -90,9 +93,8 @@ def fixed_inputs(tmp_path):
     (bias / "summary.json").write_text(
         json.dumps(
             {
-                "schema": 2,
+                "schema": KINDS["bias-report"],
                 "kind": "bias-report",
-                "tool": "bias-report",
                 "tables": {"prompts": {"file": "prompts.csv", "rows": 1}},
                 "store": {"attrs": {"model": "resnet50", "weights": "none"}},
                 "figures": {},
@@ -123,9 +125,8 @@ def fixed_inputs(tmp_path):
     (checks / "summary.json").write_text(
         json.dumps(
             {
-                "schema": 1,
+                "schema": KINDS["image-check"],
                 "kind": "image-check",
-                "tool": "image-check",
                 "judge": "clip:tiny",
                 "thresholds": {"missing_below": 0.1, "leaked_above": 0.5},
                 "n_images": 1,
@@ -138,7 +139,7 @@ def fixed_inputs(tmp_path):
 
 
 def test_template_golden(fixed_inputs, golden, tmp_path):
-    html = render(build_context(**fixed_inputs, title="golden", notice="toy & test"))
+    html = render(build_context(read_inputs(**fixed_inputs), title="golden", notice="toy & test"))
     golden.check("report/fixed-content.txt", page_content(html.replace(str(tmp_path), "TMP")))
 
 
@@ -153,7 +154,7 @@ def test_a_stylesheet_edit_leaves_the_compared_content_alone(fixed_inputs, tmp_p
     assert "<style>\n" in page and 'class="notice"' in page
     page = page.replace("<style>\n", "<style>\n  body { color: #c00; font-size: 17px; }\n")
     (restyled / "report.html.j2").write_text(page.replace('class="notice"', 'class="notice boxed"'), encoding="utf-8")
-    context = build_context(**fixed_inputs, title="golden", notice="toy & test")
+    context = build_context(read_inputs(**fixed_inputs), title="golden", notice="toy & test")
     html = render(context)
     monkeypatch.setattr(resources, "files", lambda package: restyled)
     restyled_html = render(context)
@@ -162,7 +163,7 @@ def test_a_stylesheet_edit_leaves_the_compared_content_alone(fixed_inputs, tmp_p
 
 
 def test_text_is_escaped(fixed_inputs):
-    html = render(build_context(**fixed_inputs))
+    html = render(build_context(read_inputs(**fixed_inputs)))
     assert "<script>window.__pwned" not in html
     assert "a &lt;script&gt;window.__pwned = 1&lt;/script&gt; cat &amp; " in html
     assert "random weights" in html  # weights "none" is called out
@@ -186,8 +187,8 @@ def test_nothing_to_report(tmp_path):
         write_report(tmp_path / "r.html", separability_dirs=[], bias_dirs=[], image_dirs=[])
 
 
-def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_path, cli):
-    sep = fixed_inputs["separability_dirs"][0]
+def add_long_table(sep: Path) -> np.ndarray:
+    """A selective_channels table of 1000 rows in a separability folder; its AUROCs."""
     aurocs = np.random.default_rng(0).uniform(0.5, 1, 1000)
     pd.DataFrame({"layer": "layer1", "channel": np.arange(1000), "synset": "cat.n.01", "auroc": aurocs}).to_csv(
         sep / "selective_channels.csv", index=False
@@ -195,6 +196,24 @@ def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_
     summary = json.loads((sep / "summary.json").read_text())
     summary["tables"]["selective_channels"] = {"file": "selective_channels.csv"}
     (sep / "summary.json").write_text(json.dumps(summary))
+    return aurocs
+
+
+def test_building_the_page_changes_none_of_its_inputs(fixed_inputs, tmp_path):
+    add_long_table(fixed_inputs["separability_dirs"][0])
+    inputs = read_inputs(**fixed_inputs)
+    analyses = inputs.separability + inputs.biases + inputs.checks
+    before = copy.deepcopy([a.tables for a in analyses])
+    first = build_context(inputs, output=tmp_path / "report.html")
+    shown = first["separability"][0]["analysis"].tables["selective_channels"]
+    assert shown.partial and shown.href == "report_files/sep-selective_channels.csv"
+    assert [a.tables for a in analyses] == before  # whole, unlinked
+    assert render(build_context(inputs, output=tmp_path / "report.html")) == render(first)
+
+
+def test_long_table_shows_its_top_rows_and_links_the_full_csv(fixed_inputs, tmp_path, cli):
+    sep = fixed_inputs["separability_dirs"][0]
+    aurocs = add_long_table(sep)
     html_path = tmp_path / "out" / "report.html"
     html_path.parent.mkdir()
     write_report(html_path, **fixed_inputs)

@@ -9,7 +9,7 @@ import numpy as np
 
 from synthprobe.common.files import InputError, error_line
 
-STORE_SCHEMA = 1
+STORE_SCHEMA = 2
 # sha256 of the image file, or ""; prompt and template from the manifest record ("" for ImageFolder rows).
 ROW_FIELDS = ("id", "synset", "group", "target", "path", "status", "sha256", "prompt", "template")
 MIN_CHUNK_BYTES = 1 << 20
@@ -31,12 +31,21 @@ def rows_per_shard(chunk_rows: int, rows_per_write: int) -> int:
     return chunk_rows * max(1, math.ceil(rows_per_write / chunk_rows))
 
 
-def array_keys(group, hook_points, pools, row_fields=ROW_FIELDS) -> list[str]:
+def array_keys(group, hook_points, pools) -> list[str]:
     """Every array of a store: the row table, the logits if any, each hook point's pooled values."""
-    keys = [f"rows/{name}" for name in row_fields]
+    keys = [f"rows/{name}" for name in ROW_FIELDS]
     if "logits" in group:
         keys.append("logits/logits")
     return keys + [f"hooks/{hook}/{pool}" for hook in hook_points for pool in pools]
+
+
+def check_schema(attrs, path: Path) -> None:
+    """A store of another schema is refused: its layout is not this version's."""
+    if attrs.get("schema") != STORE_SCHEMA:
+        raise InputError(
+            f"{path / 'zarr.json'}: activation store schema {attrs.get('schema')!r}, but this version reads schema "
+            f"{STORE_SCHEMA}; {REBUILD_HINT}"
+        )
 
 
 def committed_count(attrs, path: Path) -> int:
@@ -85,8 +94,6 @@ def read_text_column(group, path: Path, name: str, n_rows: int) -> np.ndarray:
     # zarr returns numpy's variable-width StringDType, which does not cast to "<U"; go through object.
     values = read_rows(group[key], path, 0, n_rows).astype(object).astype(str)
     missing = values == FILL_TEXT
-    if name in ("id", "status"):  # never empty, so an older store's "" fill is caught too
-        missing |= values == ""
     if missing.any():
         raise InputError(
             f"{path}: {key} {row_span(np.flatnonzero(missing))} are missing (chunk deleted?); {REBUILD_HINT}"
@@ -97,7 +104,7 @@ def read_text_column(group, path: Path, name: str, n_rows: int) -> np.ndarray:
 def check_lengths(group, path: Path, n_rows: int, keys: list[str]) -> None:
     """Every array must hold at least the committed rows (longer ones hold an interrupted batch).
 
-    Number arrays must have NaN as their fill value: in a store from before it, a deleted chunk reads as zeros.
+    Number arrays must have NaN as their fill value, else a deleted chunk would read as data.
     """
     for key in keys:
         try:
@@ -111,8 +118,8 @@ def check_lengths(group, path: Path, n_rows: int, keys: list[str]) -> None:
             raise InputError(f"{path}: {key} holds {length} rows but rows_committed is {n_rows}; {REBUILD_HINT}")
         if array.dtype.kind == "f" and not np.isnan(array.fill_value):
             raise InputError(
-                f"{path}: {key} comes from an older cnn-hooks, whose deleted chunks read as "
-                f"{array.fill_value}, not as missing; {REBUILD_HINT}"
+                f"{path}: {key} has the fill value {array.fill_value}, not NaN, so its deleted chunks would read as "
+                f"data, not as missing; {REBUILD_HINT}"
             )
 
 

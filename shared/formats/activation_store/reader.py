@@ -16,6 +16,7 @@ from synthprobe.formats.activation_store.layout import (
     ROW_FIELDS,
     array_keys,
     check_lengths,
+    check_schema,
     committed_count,
     grouped_aliases,
     open_store_group,
@@ -46,6 +47,7 @@ class ActivationStore:
             raise InputError(f"{self.path} is not an activation store (no zarr.json); make one with cnn-hooks")
         self.group = open_store_group(self.path, "r")
         self.attrs = dict(self.group.attrs)
+        check_schema(self.attrs, self.path)
         self.n_rows = committed_count(self.attrs, self.path)
         if "rows" not in self.group:
             raise InputError(f"{self.path} has no row table (rows/); {REBUILD_HINT}")
@@ -58,10 +60,7 @@ class ActivationStore:
                 )
             self.warning = f"the store is not complete: only its {self.n_rows} committed rows were analysed"
             log.warning("%s: %s", self.path, self.warning)
-        row_fields = [name for name in ROW_FIELDS if name in ("id", "status") or f"rows/{name}" in self.group]
-        check_lengths(
-            self.group, self.path, self.n_rows, array_keys(self.group, self.hook_points, self.pools, row_fields)
-        )
+        check_lengths(self.group, self.path, self.n_rows, array_keys(self.group, self.hook_points, self.pools))
         self._ok_rows = None
 
     def provenance(self) -> dict:
@@ -82,12 +81,7 @@ class ActivationStore:
         return list(self.attrs.get("pooling", ["mean"]))
 
     def rows(self) -> pd.DataFrame:
-        table = {
-            name: read_text_column(self.group, self.path, name, self.n_rows)
-            for name in ROW_FIELDS
-            if f"rows/{name}" in self.group
-        }
-        return pd.DataFrame(table)
+        return pd.DataFrame({name: read_text_column(self.group, self.path, name, self.n_rows) for name in ROW_FIELDS})
 
     def ok_rows(self) -> np.ndarray:
         """Which committed rows hold values; ``--skip-bad`` failed rows are NaN on purpose."""

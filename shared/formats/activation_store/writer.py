@@ -20,6 +20,7 @@ from synthprobe.formats.activation_store.layout import (
     STORE_SCHEMA,
     array_keys,
     check_lengths,
+    check_schema,
     committed_count,
     open_store_group,
     read_text_column,
@@ -78,8 +79,6 @@ class StoreWriter:
         rows_per_write: int = ROWS_PER_WRITE,
         rebuild: bool = False,
     ):
-        import zarr
-
         self.path = Path(path)
         self.pools = tuple(pools)
         self.hook_channels = dict(hook_channels)
@@ -89,17 +88,25 @@ class StoreWriter:
             log.info("--rebuild: deleting %s to start it again", self.path)
             shutil.rmtree(self.path)
         if (self.path / "zarr.json").is_file():
-            self.group = open_store_group(self.path, "r+")
-            self._check_compatible(identity)
-            n_rows = committed_count(self.group.attrs, self.path)
-            # An array shorter than the committed rows lost data; growing it back would make fill-value rows.
-            check_lengths(
-                self.group, self.path, n_rows, array_keys(self.group, self.hook_channels, self.pools, self.row_fields)
-            )
-            self._truncate(n_rows)
-            # Provenance that may change between runs (source manifest, versions) follows the latest run.
-            self.group.attrs.update({**_normalized(identity), "complete": False})
-            return
+            self._reopen(identity)
+        else:
+            self._create_store(identity, dtype, n_classes, min_chunk_bytes)
+
+    def _reopen(self, identity: dict) -> None:
+        """Resume a store made with the same identity: cut back an interrupted batch, mark it incomplete."""
+        self.group = open_store_group(self.path, "r+")
+        check_schema(self.group.attrs, self.path)
+        self._check_compatible(identity)
+        n_rows = committed_count(self.group.attrs, self.path)
+        # An array shorter than the committed rows lost data; growing it back would make fill-value rows.
+        check_lengths(self.group, self.path, n_rows, array_keys(self.group, self.hook_channels, self.pools))
+        self._truncate(n_rows)
+        # Provenance that may change between runs (source manifest, versions) follows the latest run.
+        self.group.attrs.update({**_normalized(identity), "complete": False})
+
+    def _create_store(self, identity: dict, dtype: str, n_classes: int | None, min_chunk_bytes: int) -> None:
+        import zarr
+
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise InputError(f"{self.path} exists and is not an activation store; choose a new path for --out")
         self.group = zarr.open_group(str(self.path), mode="w")
@@ -115,20 +122,13 @@ class StoreWriter:
                 compressors=_compressors(),
                 dimension_names=("image",),
             )
+        sizes = (min_chunk_bytes, self.rows_per_write)
         if n_classes:
-            self._create(
-                self.group.require_group("logits"),
-                "logits",
-                n_classes,
-                "float32",
-                ("image", "class"),
-                min_chunk_bytes,
-                rows_per_write,
-            )
+            self._create(self.group.require_group("logits"), "logits", n_classes, "float32", ("image", "class"), *sizes)
         for hook, channels in self.hook_channels.items():
             group = self.group.require_group(f"hooks/{hook}")
             for pool in self.pools:
-                self._create(group, pool, channels, dtype, ("image", "channel"), min_chunk_bytes, rows_per_write)
+                self._create(group, pool, channels, dtype, ("image", "channel"), *sizes)
 
     @staticmethod
     def _create(
@@ -158,13 +158,8 @@ class StoreWriter:
                     f"{_brief(identity[key])}); write to a new store or delete this one"
                 )
 
-    @property
-    def row_fields(self) -> list[str]:
-        """ROW_FIELDS this store has: a store made before a field existed keeps its layout when resumed."""
-        return [name for name in ROW_FIELDS if f"rows/{name}" in self.group]
-
     def _arrays(self) -> Iterator:
-        for key in array_keys(self.group, self.hook_channels, self.pools, self.row_fields):
+        for key in array_keys(self.group, self.hook_channels, self.pools):
             yield self.group[key]
 
     def _truncate(self, n_rows: int) -> None:
@@ -211,7 +206,7 @@ class StoreWriter:
         """(array, values) for every array of the store, for one batch of rows."""
         n = len(rows)
         pairs = []
-        for name in self.row_fields:
+        for name in ROW_FIELDS:
             column = rows[name].astype(str) if name in rows else pd.Series([""] * n)
             pairs.append((self.group[f"rows/{name}"], column.to_numpy(dtype=object)))
         if "logits" in self.group:
