@@ -158,9 +158,9 @@ def store_damage(array: str, shard: str):
         truncate(s / array / "zarr.json")
         return [s / array / "zarr.json"]
 
-    def zero_fill(s, t):  # a store from before NaN fill values
+    def zero_fill(s, t):  # an edited fill value: a missing chunk would read as data
         edit_json(s / array / "zarr.json", lambda doc: doc.update(fill_value=0.0))
-        return [s, array, "older cnn-hooks"]
+        return [s, array, "not NaN"]
 
     def array_gone(s, t):
         shutil.rmtree(s / array)
