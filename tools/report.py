@@ -26,11 +26,16 @@ def folders_option(flag: str, dest: str, help: str):
 )
 @click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
 @click.option("--notice", default=None, help="A line shown at the top of the report (e.g. that the models are toys).")
+@click.option(
+    "--allow-changed",
+    is_flag=True,
+    help='Show an image whose file no longer matches its manifest\'s sha256, marked "changed" (default: refuse).',
+)
 @click.option("-o", "--out", default="report.html", show_default=True, help="The HTML file to write.")
 @silent_option
 @run_guarded
 @click.version_option(package_name="synthprobe")
-def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, out, silent):
+def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, allow_changed, out, silent):
     """Assemble one HTML report (figures and thumbnails embedded) from analysis folders.
 
     Analyses of several classifiers (one folder set each) are also compared side by side.
@@ -51,6 +56,7 @@ def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, ou
         check_dirs=[Path(d) for d in check_dirs],
         title=title,
         notice=notice,
+        allow_changed=allow_changed,
     )
     log.info("wrote %s", path)
 

@@ -32,7 +32,8 @@ KINDS = {"separability": 3, "bias-report": 3, "image-check": 2}
 
 @dataclass(frozen=True)
 class TableEntry:
-    file: str
+    file: str  # as the summary names it
+    path: Path  # resolved, inside the folder
     rows: int | None
     description: str
 
@@ -45,7 +46,13 @@ class AnalysisSummary:
     summary: dict
     kind: str
     tables: dict[str, TableEntry]
-    figures: dict[str, str]  # key -> PNG file name in the folder
+    figures: dict[str, Path]  # key -> the PNG's resolved path, inside the folder
+
+    def file(self, field: str, default: str) -> Path:
+        """A file the summary names under ``files.<field>`` (or ``default``), confined to the folder."""
+        files = self.summary.get("files") or {}
+        name = files.get(field, default) if isinstance(files, dict) else default
+        return confined(self.folder, name, f"files.{field}")
 
 
 def table_entry(file: str, rows: int, description: str) -> dict:
@@ -95,8 +102,12 @@ def write_summary(
     return summary
 
 
-def read_summary(folder: str | Path) -> AnalysisSummary:
-    """An analysis folder's summary.json, with its kind, schema, tables and figures checked."""
+def read_summary(folder: str | Path, expected_kind: str | None = None) -> AnalysisSummary:
+    """An analysis folder's summary.json, with its kind, schema, tables and figures checked.
+
+    Every file the summary names must lie inside ``folder`` (no absolute path, no ``..``, no symlink out): a
+    folder received from someone else cannot make a reader open another file of the user's.
+    """
     folder = Path(folder)
     path = folder / SUMMARY_FILE
     if not path.is_file():
@@ -107,31 +118,60 @@ def read_summary(folder: str | Path) -> AnalysisSummary:
     summary = read_json(path)
     if not isinstance(summary, dict):
         raise InputError(f"{path}: not a summary (a JSON object); rerun separability, bias-report or image-check")
-    kind = summary.get("kind")
-    if kind not in KINDS:
-        raise InputError(
-            f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}; rerun the tool that wrote it with this version"
-        )
-    if summary.get("schema") != KINDS[kind]:
-        raise InputError(
-            f"{path}: schema {summary.get('schema')!r}, but this version reads {kind} schema {KINDS[kind]}; "
-            f"rerun {kind} to write the folder again"
-        )
+    kind = check_kind(summary, path, expected_kind)
     try:
         tables = {
-            str(key): TableEntry(_name(entry["file"]), _rows(entry.get("rows")), str(entry.get("description") or ""))
-            for key, entry in summary.get("tables", {}).items()
+            str(key): TableEntry(
+                entry["file"],
+                confined(folder, entry["file"], f"tables.{key}.file"),
+                _rows(entry.get("rows")),
+                str(entry.get("description") or ""),
+            )
+            for key, entry in _mapping(summary.get("tables", {})).items()
         }
-        figures = {str(key): _name(file) for key, file in summary.get("figures", {}).items()}
+        figures = {
+            str(key): confined(folder, file, f"figures.{key}")
+            for key, file in _mapping(summary.get("figures", {})).items()
+        }
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: its tables or figures are not as {kind} writes them ({error_line(exc)})") from None
     return AnalysisSummary(folder, summary, kind, tables, figures)
 
 
-def _name(file) -> str:
-    if not isinstance(file, str) or not file:
-        raise TypeError(f"a file name must be a string, not {file!r}")
-    return file
+def check_kind(summary: dict, path: Path, expected_kind: str | None) -> str:
+    kind = summary.get("kind")
+    if kind not in KINDS:
+        raise InputError(
+            f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}; rerun the tool that wrote it with this version"
+        )
+    if expected_kind is not None and kind != expected_kind:
+        raise InputError(f"{path}: a {kind} folder, given where a {expected_kind} folder belongs")
+    if summary.get("schema") != KINDS[kind]:
+        raise InputError(
+            f"{path}: schema {summary.get('schema')!r}, but this version reads {kind} schema {KINDS[kind]}; "
+            f"rerun {kind} to write the folder again"
+        )
+    return kind
+
+
+def confined(folder: Path, name, field: str) -> Path:
+    """``folder / name`` resolved, refused unless it stays inside ``folder`` (one line naming the summary field)."""
+    where = f"{folder / SUMMARY_FILE}: {field}"
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{where} must be a file name, not {name!r}")
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise InputError(f"{where} names {name!r}, outside the folder; an analysis folder's files stay inside it")
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise InputError(f"{where} names {name!r}, a link out of the folder; an analysis folder's files stay inside it")
+    return path
+
+
+def _mapping(value) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object of file entries, not {value!r}")
+    return value
 
 
 def _rows(rows) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from synthprobe.common.decode import load_rgb
-from synthprobe.common.files import InputError, error_line, open_input
+from synthprobe.common.files import InputError, error_line, open_input, sha256_file
 from synthprobe.formats.analysis_folder import SUMMARY_FILE, read_summary
+from synthprobe.formats.image_checks import CHECKS_FILE
 from synthprobe.formats.image_folder import MANIFEST, RUN_FILE, SHARD_MANIFESTS, read_image_folder, read_run
 from synthprobe.formats.prompts import parse_jsonl
+
+log = logging.getLogger("synthprobe")
 
 THUMBNAIL_PX = 128
 GALLERY_PER_SET = 8
@@ -101,6 +105,7 @@ class Analysis:
     summary: dict
     tables: dict[str, Table]
     figures: dict[str, str]  # name -> data URI
+    files: dict[str, Path] = field(default_factory=dict)  # other files the summary names, confined to the folder
 
     @property
     def store(self) -> dict:
@@ -119,12 +124,15 @@ def png_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
-def figure_uri(data: bytes) -> str:
+def figure_uri(data: bytes, source: Path | None = None) -> str:
     """A PNG figure as a data URI, in a 256-colour palette where that is smaller (plots: about a third)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     buffer = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("RGB").quantize(256).save(buffer, format="PNG", optimize=True)
+    try:
+        Image.open(io.BytesIO(data)).convert("RGB").quantize(256).save(buffer, format="PNG", optimize=True)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"cannot read figure {source or 'in memory'}: not a PNG image ({error_line(exc)})") from None
     return png_uri(min(data, buffer.getvalue(), key=len))
 
 
@@ -137,8 +145,7 @@ def format_cell(value) -> object:
     return value
 
 
-def read_table(folder: Path, key: str, file: str, description: str = "") -> Table:
-    path = folder / file
+def read_table(path: Path, key: str, file: str, description: str = "") -> Table:
     try:
         frame = pd.read_csv(path, keep_default_na=True)
     except UnicodeDecodeError:
@@ -149,22 +156,27 @@ def read_table(folder: Path, key: str, file: str, description: str = "") -> Tabl
     return Table(key, file, description, [str(c) for c in frame.columns], rows, path)
 
 
-def load_analysis(folder: str | Path) -> Analysis:
-    """An analysis folder (shared/formats/analysis_folder.py): summary.json names its tables and figures."""
-    read = read_summary(folder)
+# The file of its own that a kind's summary may name under "files" (beside its tables and figures).
+OWN_FILES = {"image-check": {"checks": CHECKS_FILE}}
+
+
+def load_analysis(folder: str | Path, kind: str | None = None) -> Analysis:
+    """An analysis folder (shared/formats/analysis_folder.py) of ``kind``: summary.json names its tables and figures,
+    each read from inside the folder."""
+    read = read_summary(folder, kind)
     summary_path = read.folder / SUMMARY_FILE
     tables = {}
     for key, entry in read.tables.items():
-        tables[key] = read_table(read.folder, key, entry.file, entry.description)
+        tables[key] = read_table(entry.path, key, entry.file, entry.description)
         if key in TOP_LAYER_TABLES and read.summary.get("top_layers") and "layer" in tables[key].columns:
             tables[key] = tables[key].only_layers(read.summary["top_layers"])
     figures = {}
-    for name, file in read.figures.items():
-        path = read.folder / file
+    for name, path in read.figures.items():
         if not path.is_file():
-            raise InputError(f"{summary_path} names the figure {file}, which is missing")
-        figures[name] = figure_uri(path.read_bytes())
-    return Analysis(read.folder, read.summary, tables, figures)
+            raise InputError(f"{summary_path} names the figure {path.name}, which is missing")
+        figures[name] = figure_uri(path.read_bytes(), path)
+    files = {field: read.file(field, default) for field, default in OWN_FILES.get(read.kind, {}).items()}
+    return Analysis(read.folder, read.summary, tables, figures, files)
 
 
 class Thumbnails:
@@ -172,37 +184,58 @@ class Thumbnails:
 
     ``thumb`` gives a key into ``uris`` (key -> JPEG data URI); the page fills every image
     with that key from one table, so an image shown in several places costs its bytes once.
+    An image is shown only as it was generated: its file must match the manifest's sha256 (with
+    ``allow_changed``, a changed one is shown with a red "changed" mark) and stay inside its folder.
     """
 
-    def __init__(self, image_dirs: list[Path]):
+    def __init__(self, image_dirs: list[Path], allow_changed: bool = False):
         self.folders = [read_image_folder(d) for d in image_dirs]
-        self.files: dict[str, Path] = {}
+        self.allow_changed = allow_changed
+        self.files: dict[str, tuple[Path, Path, str]] = {}  # id -> (file, its folder, manifest sha256 or "")
         self.prompts: dict[str, str] = {}
         for folder in self.folders:
             for row in folder.rows.itertuples(index=False):
-                self.files.setdefault(row.id, folder.file(row.path))
+                self.files.setdefault(row.id, (folder.file(row.path), folder.root, row.sha256))
             self.prompts.update(manifest_prompts(folder.root))
         self.keys: dict[Path, str | None] = {}
         self.uris: dict[str, str] = {}
 
     def thumb(self, image_id: str, path: str | None = None) -> str | None:
-        file = self.files.get(image_id)
-        if file is None and path:
-            file = next((f.file(path) for f in self.folders if f.file(path).is_file()), None)
-        if file is None:
+        found = self.files.get(image_id)
+        if found is None and path:
+            found = next(((f.file(path), f.root, "") for f in self.folders if f.file(path).is_file()), None)
+        if found is None:
             return None
+        file, root, digest = found
         if file not in self.keys:
-            try:
-                image = load_rgb(file)
-            except (OSError, ValueError):
-                self.keys[file] = None
-                return None
-            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=85)
-            self.keys[file] = f"t{len(self.uris)}"
-            self.uris[self.keys[file]] = png_uri(buffer.getvalue(), "image/jpeg")
+            self.keys[file] = self._embed(file, root, digest)
         return self.keys[file]
+
+    def _embed(self, file: Path, root: Path, digest: str) -> str | None:
+        if not file.resolve().is_relative_to(root.resolve()):
+            raise InputError(f"{file} is a link out of the image folder {root}; copy the image in instead")
+        if not file.is_file():
+            log.warning("%s: no such image; its thumbnail is left out", file)
+            return None
+        changed = bool(digest) and sha256_file(file) != digest
+        if changed and not self.allow_changed:
+            raise InputError(
+                f"{file} changed since generation (its sha256 is not the manifest's); regenerate it, "
+                "or rerun report with --allow-changed to show it marked"
+            )
+        try:
+            image = load_rgb(file)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: not a readable image (%s); its thumbnail is left out", file, error_line(exc))
+            return None
+        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+        if changed:
+            mark_changed(image)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+        key = f"t{len(self.uris)}"
+        self.uris[key] = png_uri(buffer.getvalue(), "image/jpeg")
+        return key
 
     def galleries(self, per_set: int = GALLERY_PER_SET, budget: int = GALLERY_THUMBNAILS) -> list[Gallery]:
         """One gallery per synset for concept images, one per (target, group) for bias images.
@@ -226,6 +259,16 @@ class Thumbnails:
             )
             for title, rows in list(members.items())[:budget]
         ]
+
+
+def mark_changed(image) -> None:
+    """A red frame and the word "changed" on a thumbnail whose file is not the generated one."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, 0, image.width - 1, image.height - 1], outline=(220, 0, 0), width=4)
+    draw.rectangle([0, 0, 52, 14], fill=(220, 0, 0))
+    draw.text((3, 2), "changed", fill=(255, 255, 255))
 
 
 def manifest_prompts(root: Path) -> dict[str, str]:

@@ -43,14 +43,15 @@ def read_inputs(
     bias_dirs: list[Path] = (),
     image_dirs: list[Path] = (),
     check_dirs: list[Path] = (),
+    allow_changed: bool = False,
 ) -> ReportInputs:
     if not separability_dirs and not bias_dirs:
         raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
     return ReportInputs(
-        [load_analysis(d) for d in separability_dirs],
-        [load_analysis(d) for d in bias_dirs],
-        [load_analysis(d) for d in check_dirs],
-        Thumbnails(image_dirs) if image_dirs else None,
+        [load_analysis(d, "separability") for d in separability_dirs],
+        [load_analysis(d, "bias-report") for d in bias_dirs],
+        [load_analysis(d, "image-check") for d in check_dirs],
+        Thumbnails(image_dirs, allow_changed) if image_dirs else None,
         run_summaries(image_dirs),
     )
 
@@ -165,11 +166,7 @@ def flagged_images(checks: Analysis, thumbnails: Thumbnails | None, limit: int =
 
     if thumbnails is None:
         return []
-    flagged = [
-        r
-        for r in read_checks(checks.folder / checks.summary.get("files", {}).get("checks", "checks.jsonl"))
-        if r.get("verdict") in FLAGS
-    ]
+    flagged = [r for r in read_checks(checks.files["checks"]) if r.get("verdict") in FLAGS]
     return [
         {
             "id": r["id"],
@@ -273,8 +270,9 @@ def write_report(
     check_dirs: list[Path] = (),
     title: str = "synthprobe report",
     notice: str | None = None,
+    allow_changed: bool = False,
 ) -> Path:
     """read_inputs -> build_context -> render -> write_page: one HTML file (``-`` for stdout)."""
-    inputs = read_inputs(separability_dirs, bias_dirs, image_dirs, check_dirs)
+    inputs = read_inputs(separability_dirs, bias_dirs, image_dirs, check_dirs, allow_changed)
     context = build_context(inputs, title, notice, output)
     return write_page(output, render(context), context["full_tables"])
