@@ -157,17 +157,20 @@ def block_means(values: np.ndarray, blocks: np.ndarray) -> np.ndarray:
 
 
 def probe_folds(design: Design, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """The probe's (train rows, test rows) folds, stratified by synset: whole blocks per fold where there are two
-    or more blocks and every training side still holds every synset (the probe is then tested on templates it was
-    not trained on), else whole units per fold. None when a synset has fewer than two units."""
+    """The probe's (train rows, test rows) folds, stratified by synset: whole blocks per fold where every synset is
+    in two or more blocks and every training side still holds every synset (the probe is then tested on templates
+    it was not trained on), at most as many folds as the fewest blocks of a synset; else whole units per fold.
+    None when a synset has fewer than two units."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     smallest = int(design.units_per_synset().min())
     if smallest < 2:
         return None
     rows = np.zeros((len(design.codes), 1))
-    if design.n_blocks >= 2:
-        splitter = StratifiedGroupKFold(min(n_folds, design.n_blocks), shuffle=True, random_state=seed)
+    blocks_per_synset = np.unique(np.stack([design.unit_codes, design.unit_blocks]), axis=1)[0]
+    fewest_blocks = int(np.bincount(blocks_per_synset, minlength=design.n_synsets).min())
+    if fewest_blocks >= 2:
+        splitter = StratifiedGroupKFold(min(n_folds, fewest_blocks), shuffle=True, random_state=seed)
         folds = list(splitter.split(rows, design.codes, groups=design.blocks))
         if all(len(np.unique(design.codes[train])) == design.n_synsets for train, _ in folds):
             return folds
