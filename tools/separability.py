@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from synthprobe.common.cli import run_guarded, seed_option, silent_option
-from synthprobe.common.files import InputError, check_writable_dir
 from synthprobe.common.options import allow_incomplete_option, checks_options, list_option, setting_option, unit_option
-from synthprobe.common.progress import progress
-from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.separability import analysis as S
-from synthprobe.separability.measures import FDR_METHODS
-from synthprobe.separability.outputs import write_outputs
+from synthprobe.separability.analysis import Params
+from synthprobe.separability.design import BLOCKS
+from synthprobe.separability.run import run_separability
+from synthprobe.separability.selectivity import FDR_METHODS
 
-log = logging.getLogger("synthprobe")
 count = click.IntRange(min=0)
 positive = click.IntRange(min=1)
-DEFAULTS = S.Params()
+DEFAULTS = Params()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +40,13 @@ DEFAULTS = S.Params()
 @setting_option("--top-neurons", DEFAULTS, type=positive, help="Most active channels per layer.")
 @setting_option("--top-images", DEFAULTS, type=positive, help="Images listed per top channel.")
 @unit_option
+@click.option(
+    "--block",
+    type=click.Choice(BLOCKS),
+    default=None,
+    help="Relabel synsets only within templates, fold by template and test channels within templates "
+    "[default: template where the rows have templates shared by two or more synsets, else none].",
+)
 @setting_option("--permutations", DEFAULTS, type=count, help="Label permutations over units for p-values (0: none).")
 @setting_option(
     "--sample",
@@ -77,29 +79,7 @@ DEFAULTS = S.Params()
 @seed_option()
 @silent_option
 @run_guarded
-def main(
-    store,
-    out_dir,
-    group,
-    layers,
-    pool,
-    unit,
-    top_layers,
-    top_synsets,
-    top_neurons,
-    top_images,
-    permutations,
-    sample,
-    dims,
-    folds,
-    alpha,
-    fdr,
-    allow_incomplete,
-    checks,
-    drop,
-    seed,
-    silent,
-):
+def main(store, out_dir, group, layers, allow_incomplete, silent, **settings):
     """Measure how well each layer of an activation STORE separates synsets.
 
     Writes layers.csv, synset_max_activation.csv, top_synsets.csv,
@@ -113,43 +93,8 @@ def main(
         separability photos.zarr --out sep/ --unit image        # every image its own unit
         separability acts.zarr --out sep/ --checks checks/checks.jsonl --drop object-missing
     """
-    if not group:
-        raise InputError("--group is empty; give one group or a comma list, e.g. concept")
-    params = S.Params(
-        groups=group,
-        layers=layers or DEFAULTS.layers,
-        pool=pool,
-        top_layers=top_layers,
-        top_synsets=top_synsets,
-        top_neurons=top_neurons,
-        top_images=top_images,
-        unit=unit,
-        permutations=permutations,
-        sample=sample,
-        dims=dims,
-        folds=folds,
-        alpha=alpha,
-        fdr=fdr,
-        seed=seed,
-        checks=checks,
-        drop=drop,
-    )
-    activations = ActivationStore(store, allow_incomplete)
-    if pool not in activations.pools:
-        raise InputError(f"--pool {pool} is not in the store; it has: {', '.join(activations.pools)}")
-    check_writable_dir(out_dir)
-    result = S.analyse(activations, params, progress=lambda items, **kw: progress(items, silent=silent, **kw))
-    summary = write_outputs(result, params, activations, out_dir)
-    log.info(
-        "%d layers, %d images in %d %s units of %d synsets; top layers by centroid distance: %s; wrote %s",
-        len(summary["layers"]),
-        summary["n_images"],
-        summary["n_units"],
-        summary["unit"],
-        summary["n_synsets"],
-        ", ".join(summary["top_layers"]),
-        out_dir,
-    )
+    params = Params(groups=group, layers=layers or DEFAULTS.layers, **settings)
+    run_separability(store, out_dir, params, allow_incomplete=allow_incomplete, silent=silent)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 The analysis sample is ``n`` rows (images) of ``d`` features, each row in one *unit* (the images of one prompt, or
 one image: see ``units.py``) and each unit in one synset. Images of a unit are not independent, so:
 
-* the permutation test moves synset labels between units, never between the images of one unit; the permutations are
-  restricted to units of the same cross-validation fold, so that every permuted labelling is stratified over the
-  folds exactly as the observed one and the probe's folds, fitted once, stay valid: an exact test under exchangeable
-  units;
-* the probe's folds are grouped by unit (scikit-learn's StratifiedGroupKFold);
-* channel selectivity tests unit means.
+* the permutation test moves synset labels between units, never between the images of one unit, and only among units
+  of the same block (template) and cross-validation fold (``design.py``), so that every permuted labelling keeps the
+  template mix of each synset and is stratified over the folds exactly as the observed one, and the probe's folds,
+  fitted once, stay valid: an exact test when units are exchangeable within blocks;
+* the probe's folds keep blocks, or else units, whole (``design.probe_folds``);
+* channel selectivity tests unit means within blocks (``selectivity.py``).
 
 Fisher ratio, cosine silhouette and probe accuracy are computed over images. Every permuted statistic comes from
 per-synset sums (one matrix product per batch of permutations): the sums of the centred rows and of the unit vectors
@@ -21,8 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
 from scipy.linalg import eigh
+
+from synthprobe.separability.design import (
+    Design,
+    block_permutations,
+    can_move,
+    permutation_strata,
+    probe_folds,
+)
 
 MEASURES = ("fisher", "silhouette", "probe")
 RIDGE_ALPHA = 1.0  # RidgeClassifier's default, on standardised channels
@@ -30,54 +37,7 @@ RESAMPLE_BATCH = 50  # permutations processed together; bounds the (batch x syns
 NULL_DIRECTION_RTOL = 1e-9  # principal axes with eigenvalue below this fraction of the largest are round-off
 
 
-@dataclass(frozen=True)
-class Design:
-    """Who is who in the analysis sample."""
-
-    codes: np.ndarray  # (n,) synset index of each row
-    units: np.ndarray  # (n,) unit index of each row, 0 .. U-1
-    unit_codes: np.ndarray  # (U,) synset index of each unit
-    n_synsets: int
-
-    @classmethod
-    def of(cls, codes: np.ndarray, units: np.ndarray, n_synsets: int | None = None) -> Design:
-        """Renumber ``units`` 0 .. U-1 and check that each unit lies in one synset."""
-        _, units = np.unique(units, return_inverse=True)
-        unit_codes = np.zeros(units.max() + 1, dtype=np.int64)
-        unit_codes[units] = codes
-        if (unit_codes[units] != codes).any():
-            raise ValueError("a unit spans two synsets")
-        k = int(codes.max()) + 1 if n_synsets is None else n_synsets
-        return cls(np.asarray(codes), units, unit_codes, k)
-
-    @property
-    def n_units(self) -> int:
-        return len(self.unit_codes)
-
-    def units_per_synset(self) -> np.ndarray:
-        return np.bincount(self.unit_codes, minlength=self.n_synsets)
-
-    def unit_sums(self, values: np.ndarray) -> np.ndarray:
-        """(U, ...) sums of ``values`` (n, ...) over each unit's rows."""
-        out = np.zeros((self.n_units, *values.shape[1:]))
-        np.add.at(out, self.units, values)
-        return out
-
-    def unit_means(self, values: np.ndarray) -> np.ndarray:
-        sizes = np.bincount(self.units, minlength=self.n_units).astype(np.float64)
-        return self.unit_sums(values) / sizes.reshape(-1, *[1] * (values.ndim - 1))
-
-
 # ---------------------------------------------------------------- permutations over units
-
-
-def block_permutations(unit_labels: np.ndarray, blocks: np.ndarray, count: int, rng) -> np.ndarray:
-    """(count, U) relabellings of the units: each permutes the labels among the units of one block."""
-    order = np.argsort(blocks, kind="stable")
-    shuffled = np.argsort(blocks[None, :] + rng.random((count, len(blocks))), axis=1)  # random order inside blocks
-    labels = np.empty((count, len(blocks)), dtype=unit_labels.dtype)
-    labels[:, order] = unit_labels[shuffled]
-    return labels
 
 
 def permutation_p(
@@ -167,15 +127,10 @@ class Probe:
     widths: list[int]  # k_f per fold
 
     @classmethod
-    def build(cls, x: np.ndarray, design: Design, n_folds: int, dims: int, seed: int) -> Probe | None:
-        """None when a synset has fewer than two units (no grouped fold can hold it out and train on it)."""
-        from sklearn.model_selection import StratifiedGroupKFold
-
-        smallest = int(design.units_per_synset().min())
-        if smallest < 2:
+    def build(cls, x: np.ndarray, design: Design, folds: list[tuple[np.ndarray, np.ndarray]] | None, dims: int):
+        """None when there are no folds (``probe_folds``: a synset has fewer than two units)."""
+        if folds is None:
             return None
-        splitter = StratifiedGroupKFold(min(n_folds, smallest), shuffle=True, random_state=seed)
-        folds = list(splitter.split(x, design.codes, groups=design.units))
         fold_of_unit = np.zeros(design.n_units, dtype=np.int64)
         operators, test_scores = [], []
         for f, (train, test) in enumerate(folds):
@@ -243,24 +198,25 @@ def principal_scores(train: np.ndarray, test: np.ndarray, dims: int) -> tuple[np
 
 @dataclass
 class LayerTests:
-    estimates: dict[str, float]
+    estimates: dict[str, float]  # per measure, and the probe's balanced accuracy
     p_values: dict[str, float]
-    chance: float
+    null: dict[str, np.ndarray]  # per measure: its value under each relabelling (float32, in the run's order)
     probe_folds: int  # 0 when the probe is undefined
-    permutations_within: str  # what the permutations were restricted to
 
 
 def scale_free_tests(
     z: np.ndarray, x: np.ndarray, design: Design, permutations: int, n_folds: int, dims: int, seed: int
 ) -> LayerTests:
     """Fisher ratio and cosine silhouette of ``z`` (n, d) (the centred, reduced sample), the probe on ``x``
-    (n, channels) (the raw sample), and their permutation p-values over units.
+    (n, channels), and their permutation p-values over units, relabelled within blocks and probe folds.
 
-    The same relabellings (from ``seed``) serve every measure and every layer of a run.
+    The same relabellings (from ``seed`` and the design) serve every measure and every layer of a run; where no
+    stratum holds two synsets none can differ from the observed labels, and the p-values are NaN.
     """
     k, d, n = design.n_synsets, z.shape[1], len(z)
     unit = unit_vectors(z)
-    probe = Probe.build(x, design, n_folds, dims, seed)
+    folds = probe_folds(design, n_folds, seed)
+    probe = Probe.build(x, design, folds, dims)
     per_row = np.hstack([z, unit, np.ones((n, 1))] + ([probe.columns(n)] if probe else []))
     per_unit = design.unit_sums(per_row)
     total_sq = float((z**2).sum())
@@ -277,15 +233,16 @@ def scale_free_tests(
             "fisher": fisher_from_sums(sums[..., :d], total_sq, counts),
             "silhouette": silhouette_from_sums(unit, np.ascontiguousarray(sums[..., d : 2 * d]), labels, counts),
             "probe": hits.mean(axis=1),
+            "probe_balanced": balanced_accuracy(hits, labels, k),
         }, margins.mean(axis=1)
 
     observed, observed_margin = statistics(design.unit_codes[None, :])
-    estimates = {m: float(observed[m][0]) for m in MEASURES}
-    blocks = probe.fold_of_unit if probe else np.zeros(design.n_units, dtype=np.int64)
+    estimates = {m: float(v[0]) for m, v in observed.items()}
+    strata = permutation_strata(design, folds)
     rng = np.random.default_rng(seed)
     null = {m: [] for m in (*MEASURES, "margin")}
-    for start in range(0, permutations, RESAMPLE_BATCH):
-        batch = block_permutations(design.unit_codes, blocks, min(RESAMPLE_BATCH, permutations - start), rng)
+    for start in range(0, permutations if can_move(design.unit_codes, strata) else 0, RESAMPLE_BATCH):
+        batch = block_permutations(design.unit_codes, strata, min(RESAMPLE_BATCH, permutations - start), rng)
         values, margins = statistics(batch)
         for m in MEASURES:
             null[m].append(values[m])
@@ -293,58 +250,17 @@ def scale_free_tests(
     null = {m: np.concatenate(v) if v else np.zeros(0) for m, v in null.items()}
     p_values = {m: permutation_p(estimates[m], null[m]) for m in MEASURES if m != "probe"}
     p_values["probe"] = permutation_p(estimates["probe"], null["probe"], float(observed_margin[0]), null["margin"])
-    counts = np.bincount(design.codes, minlength=k)
     return LayerTests(
         estimates,
         p_values,
-        chance=float(counts.max() / n),
-        probe_folds=len(probe.folds) if probe else 0,
-        permutations_within="cross-validation folds" if probe else "all units",
+        null={m: null[m].astype(np.float32) for m in MEASURES},
+        probe_folds=len(folds) if probe else 0,
     )
 
 
-# ---------------------------------------------------------------- per-channel selectivity on unit means
-
-EXACT_BELOW = 8  # units on the smaller side under which the Mann-Whitney p-value is exact (scipy's rule)
-
-
-def channel_selectivity(x: np.ndarray, design: Design) -> dict[str, np.ndarray]:
-    """One-sided one-vs-rest tests on unit means for every (synset, channel), each (K, C).
-
-    ``p_value``: Mann-Whitney U, the synset's unit means greater than the
-    other units' (scipy; exact below EXACT_BELOW units on a side, else normal
-    with tie and continuity corrections); NaN where a channel's unit means are
-    all equal. ``auroc``: U / (n_synset n_rest) on unit means. ``d_prime``:
-    difference of the unit means' means over their pooled standard deviation,
-    NaN where a side has fewer than two units.
-    """
-    means = design.unit_means(x)
-    constant = np.ptp(means, axis=0) == 0
-    k, channels = design.n_synsets, x.shape[1]
-    out = {key: np.full((k, channels), np.nan) for key in ("auroc", "d_prime", "p_value")}
-    for j in range(k):
-        inside, outside = means[design.unit_codes == j], means[design.unit_codes != j]
-        if len(inside) == 0 or len(outside) == 0:
-            continue
-        method = "exact" if min(len(inside), len(outside)) < EXACT_BELOW else "asymptotic"
-        test = sps.mannwhitneyu(inside, outside, alternative="greater", axis=0, method=method)
-        out["p_value"][j] = np.where(constant, np.nan, test.pvalue)
-        out["auroc"][j] = test.statistic / (len(inside) * len(outside))
-        if len(inside) > 1 and len(outside) > 1:
-            pooled = np.sqrt((inside.var(axis=0, ddof=1) + outside.var(axis=0, ddof=1)) / 2)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out["d_prime"][j] = np.where(pooled > 0, (inside.mean(axis=0) - outside.mean(axis=0)) / pooled, np.nan)
-    return out
-
-
-FDR_METHODS = ("bh", "by")
-
-
-def q_values(p_values: np.ndarray, method: str = "bh") -> np.ndarray:
-    """Benjamini-Hochberg (or -Yekutieli) adjusted p-values over every non-NaN entry: one family."""
-    p = np.asarray(p_values, dtype=np.float64)
-    q = np.full(p.shape, np.nan)
-    tested = ~np.isnan(p)
-    if tested.any():
-        q[tested] = sps.false_discovery_control(p[tested], method=method)
-    return q
+def balanced_accuracy(hits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(R,) mean over synsets of the share of their rows predicted right, from (R, n) hits and labels."""
+    onehot = labels[:, None, :] == np.arange(k)[None, :, None]  # (R, K, n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = (onehot & hits[:, None, :].astype(bool)).sum(axis=2) / onehot.sum(axis=2)
+    return np.where(np.isnan(hits).any(axis=1), np.nan, np.nanmean(recall, axis=1))

@@ -9,8 +9,9 @@ from synthprobe import __version__
 from synthprobe.common.files import atomic_write, begin_outputs
 from synthprobe.common.plots import pyplot, save_png
 from synthprobe.formats.analysis_folder import provenance_of, table_entry, write_summary
-from synthprobe.separability.analysis import Params, Result, top_layers
+from synthprobe.separability.analysis import Params, Result
 from synthprobe.separability.measures import RIDGE_ALPHA
+from synthprobe.separability.tables import top_layers
 
 FIGURES = {"heatmap": "max_activation_heatmap.png", "depth": "separability_by_depth.png"}
 TABLES = {
@@ -18,8 +19,11 @@ TABLES = {
         "layers.csv",
         "one row per distinct tensor in depth order (aliases: other hook points with the "
         "same values, stored once): metric 2 (avg_centroid_distance, distance_rank) "
-        "and the scale-free measures (Fisher ratio, cosine silhouette, cross-validated probe accuracy beside "
-        "chance) with one-sided permutation p-values that move synset labels between units",
+        "and the scale-free measures (Fisher ratio, cosine silhouette, cross-validated probe accuracy and balanced "
+        "accuracy) with one-sided permutation p-values that move synset labels between units of one block "
+        "(template); per measure the permutation null's mean (the probe's: probe_chance) and 95th percentile, the "
+        "standardised effect (observed - null mean) / null SD, and p_fwer: family-wise over the layers "
+        "(Westfall-Young max-T on the shared relabellings)",
     ),
     "synset_max_activation": (
         "synset_max_activation.csv",
@@ -39,7 +43,8 @@ TABLES = {
     "selective_channels": (
         "selective_channels.csv",
         "(layer, channel, synset) whose unit means are higher for the "
-        "synset than for the other units (one-sided Mann-Whitney), with q below alpha; q-values "
+        "synset than for the other units of the same block (one-sided Mann-Whitney; van Elteren's stratified "
+        "test over template blocks), with q below alpha; q-values "
         "are corrected over one family: every layer, synset and channel of this analysis",
     ),
 }
@@ -77,12 +82,18 @@ def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
         "n_synsets": len(result.synset_counts),
         "synsets": result.synset_counts,
         **result.units,
+        **result.blocks,
         "n_sample": result.n_sample,
         "selectivity_family": {
             "tests": result.n_tests,
             "correction": params.fdr,
             "alpha": params.alpha,
             "scope": "every (layer, synset, channel) of this analysis",
+        },
+        "layer_family": {
+            "correction": "Westfall-Young max-T (single step) over the shared relabellings",
+            "tests": len(result.layers),
+            "scope": "every layer of this analysis, per measure: the *_p_fwer columns",
         },
         "layers": result.layers["layer"].tolist(),
         "top_layers": top_layers(result.layers, params.top_layers),

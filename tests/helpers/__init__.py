@@ -62,11 +62,20 @@ def prompt_record(**fields) -> dict:
 
 
 def build_store(
-    path, layers: dict[str, np.ndarray], synsets, groups=None, status=None, batch=7, prompts=None, aliases=None
+    path,
+    layers: dict[str, np.ndarray],
+    synsets,
+    groups=None,
+    status=None,
+    batch=7,
+    prompts=None,
+    aliases=None,
+    templates=None,
 ):
     """A store whose rows are ``synsets`` (one per image); tiny chunks so that every layer spans several.
 
-    Without ``prompts`` every image is its own unit (empty prompt texts, as for ImageFolder rows).
+    Without ``prompts`` every image is its own unit (empty prompt texts, as for ImageFolder rows); without
+    ``templates`` no row has a template.
     """
     n = len(synsets)
     rows = pd.DataFrame(
@@ -78,6 +87,7 @@ def build_store(
             "target": list(synsets),
             "path": [f"images/{s}/{i:03d}.png" for i, s in enumerate(synsets)],
             "status": list(status) if status is not None else ["ok"] * n,
+            "template": list(templates) if templates is not None else [""] * n,
         }
     )
     writer = StoreWriter(

@@ -86,7 +86,13 @@ def test_permutation_p_values_separate_signal_from_noise(tmp_path):
     for measure in ("fisher", "silhouette", "probe"):
         assert table.loc["signal", f"{measure}_p"] == pytest.approx(1 / 200)
         assert table.loc["noise", f"{measure}_p"] > 0.1
-    assert table.loc["signal", "probe_accuracy"] == 1.0 and table.loc["signal", "probe_chance"] == 0.25
+        assert table.loc["signal", f"{measure}_p_fwer"] == pytest.approx(1 / 200)
+        assert table.loc["signal", f"{measure}_effect"] > 5 and abs(table.loc["noise", f"{measure}_effect"]) < 3
+        assert table.loc["noise", f"{measure}_p_fwer"] >= table.loc["noise", f"{measure}_p"]
+    assert table.loc["signal", "probe_accuracy"] == 1.0 and table.loc["signal", "probe_balanced_accuracy"] == 1.0
+    # Chance is the permutation null's mean accuracy: about 1/4 for four synsets of 15 images.
+    assert table.loc["noise", "probe_chance"] == pytest.approx(0.25, abs=0.03)
+    assert (table["fisher_null_p95"] > table["fisher_null_mean"]).all()
     assert "fisher_ci_low" not in table  # no interval is printed whose coverage is not tested
 
 

@@ -1,0 +1,102 @@
+"""Per-channel concept selectivity on unit means, within blocks, and its false-discovery control
+(docs/methods.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as sps
+
+from synthprobe.separability.design import Design, block_means
+
+EXACT_BELOW = 8  # units on the smaller side under which the Mann-Whitney p-value is exact (scipy's rule)
+FDR_METHODS = ("bh", "by")
+
+
+def channel_selectivity(x: np.ndarray, design: Design) -> dict[str, np.ndarray]:
+    """One-sided one-vs-rest tests on unit means for every (synset, channel), each (K, C).
+
+    ``p_value``: the synset's unit means greater than the other units' of the same block. With one block,
+    Mann-Whitney U (scipy; exact below EXACT_BELOW units on a side, else normal with tie and continuity
+    corrections); with several, van Elteren's stratified rank-sum test (each block's U weighted by 1 / (N_b + 1),
+    normal approximation with tie correction). NaN where a channel's unit means are all equal or no block holds
+    the synset and another. ``auroc``: the chance that a unit of the synset beats another unit of its block
+    (sum of the blocks' U over sum of n_b m_b). ``d_prime``: on unit means less their block's mean, the
+    difference of the two sides' means over their pooled standard deviation, NaN where a side has fewer than two
+    units.
+    """
+    means = design.unit_means(x)
+    u_sum, pairs, z = van_elteren(means, design)
+    if design.n_blocks == 1:
+        p = mann_whitney_p(means, design)
+    else:
+        p = sps.norm.sf(z)
+    untestable = (np.ptp(means, axis=0)[None, :] == 0) | (pairs[:, None] == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auroc = u_sum / pairs[:, None]
+    return {
+        "auroc": np.where(pairs[:, None] > 0, auroc, np.nan),
+        "d_prime": d_prime(means - block_means(means, design.unit_blocks), design),
+        "p_value": np.where(untestable, np.nan, p),
+    }
+
+
+def van_elteren(means: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (synset, channel): the blocks' Mann-Whitney U summed (K, C), the pairs they count (K,), and van
+    Elteren's standardised statistic (K, C) (NaN where its variance is zero)."""
+    k, channels = design.n_synsets, means.shape[1]
+    u_sum, weighted, variance = np.zeros((k, channels)), np.zeros((k, channels)), np.zeros((k, channels))
+    pairs = np.zeros(k)
+    for b in range(design.n_blocks):
+        members = design.unit_blocks == b
+        size = int(members.sum())
+        if size < 2:
+            continue
+        values = means[members]
+        ranks = sps.rankdata(values, axis=0)
+        tie_size = sps.rankdata(values, "max", axis=0) - sps.rankdata(values, "min", axis=0) + 1
+        ties = (tie_size**2 - 1).sum(axis=0)  # sum over tie groups of t^3 - t
+        onehot = (design.unit_codes[members][None, :] == np.arange(k)[:, None]).astype(np.float64)
+        n = onehot.sum(axis=1)
+        block_pairs = n * (size - n)
+        u = onehot @ ranks - (n * (n + 1) / 2)[:, None]
+        u_var = block_pairs[:, None] / 12 * ((size + 1) - ties[None, :] / (size * (size - 1)))
+        u_sum += u
+        pairs += block_pairs
+        weighted += (u - block_pairs[:, None] / 2) / (size + 1)
+        variance += u_var / (size + 1) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(variance > 0, weighted / np.sqrt(variance), np.nan)
+    return u_sum, pairs, z
+
+
+def mann_whitney_p(means: np.ndarray, design: Design) -> np.ndarray:
+    """(K, C) one-sided Mann-Whitney p-values of each synset's unit means against the rest's (scipy)."""
+    p = np.full((design.n_synsets, means.shape[1]), np.nan)
+    for j in range(design.n_synsets):
+        inside, outside = means[design.unit_codes == j], means[design.unit_codes != j]
+        if len(inside) and len(outside):
+            method = "exact" if min(len(inside), len(outside)) < EXACT_BELOW else "asymptotic"
+            p[j] = sps.mannwhitneyu(inside, outside, alternative="greater", axis=0, method=method).pvalue
+    return p
+
+
+def d_prime(means: np.ndarray, design: Design) -> np.ndarray:
+    """(K, C) difference of a synset's and the rest's unit means over their pooled standard deviation."""
+    out = np.full((design.n_synsets, means.shape[1]), np.nan)
+    for j in range(design.n_synsets):
+        inside, outside = means[design.unit_codes == j], means[design.unit_codes != j]
+        if len(inside) > 1 and len(outside) > 1:
+            pooled = np.sqrt((inside.var(axis=0, ddof=1) + outside.var(axis=0, ddof=1)) / 2)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[j] = np.where(pooled > 0, (inside.mean(axis=0) - outside.mean(axis=0)) / pooled, np.nan)
+    return out
+
+
+def q_values(p_values: np.ndarray, method: str = "bh") -> np.ndarray:
+    """Benjamini-Hochberg (or -Yekutieli) adjusted p-values over every non-NaN entry: one family."""
+    p = np.asarray(p_values, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    tested = ~np.isnan(p)
+    if tested.any():
+        q[tested] = sps.false_discovery_control(p[tested], method=method)
+    return q
