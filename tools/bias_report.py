@@ -12,6 +12,7 @@ from synthprobe.common.options import (
     checks_options,
     class_dir_option,
     list_option,
+    one_writer,
     unit_option,
     wordnet_dir_option,
 )
@@ -63,6 +64,7 @@ from synthprobe.formats.bias_classes import DEFAULT_BIAS_CLASSES
 @wordnet_dir_option
 @silent_option
 @run_guarded
+@one_writer("out")
 def main(
     store,
     out,

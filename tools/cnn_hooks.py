@@ -14,6 +14,7 @@ from synthprobe.common.options import (
     dask_option,
     device_option,
     list_option,
+    one_writer,
     precision_option,
     setting_option,
     workers_option,
@@ -92,6 +93,7 @@ DEFAULTS = Params()
 @dask_option
 @silent_option
 @run_guarded
+@one_writer("out")
 def main(
     images,
     out,

@@ -11,6 +11,7 @@ from synthprobe.common.options import (
     batch_size_option,
     class_dir_option,
     device_option,
+    one_writer,
     setting_option,
     wordnet_dir_option,
     workers_option,
@@ -64,6 +65,7 @@ DEFAULTS = Params()
 @wordnet_dir_option
 @silent_option
 @run_guarded
+@one_writer("out")
 def main(
     images,
     out,

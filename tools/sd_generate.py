@@ -13,6 +13,7 @@ from synthprobe.common.options import (
     batch_size_option,
     dask_option,
     device_option,
+    one_writer,
     precision_option,
     setting_option,
 )
@@ -66,6 +67,7 @@ DEFAULTS = Params()
 @dask_option
 @silent_option
 @run_guarded
+@one_writer("out_dir")
 def main(
     prompts,
     out_dir,

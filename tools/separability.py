@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from synthprobe.common.cli import run_guarded, seed_option, silent_option
-from synthprobe.common.options import allow_incomplete_option, checks_options, list_option, setting_option, unit_option
+from synthprobe.common.options import (
+    allow_incomplete_option,
+    checks_options,
+    list_option,
+    one_writer,
+    setting_option,
+    unit_option,
+)
 from synthprobe.separability.analysis import Params
 from synthprobe.separability.design import BLOCKS
 from synthprobe.separability.run import run_separability
@@ -79,6 +86,7 @@ DEFAULTS = Params()
 @seed_option()
 @silent_option
 @run_guarded
+@one_writer("out_dir")
 def main(store, out_dir, group, layers, allow_incomplete, silent, **settings):
     """Measure how well each layer of an activation STORE separates synsets.
 

@@ -1,8 +1,9 @@
 """One writer at a time: an exclusive lock on a file inside the store or folder being written.
 
 ``fcntl.flock`` locks belong to the open file, so the OS releases them when the process dies: a run killed with
-kill -9 leaves the lock file behind but never a stale lock. The file holds the holder's pid and host so that the
-second writer can say who it waits for.
+kill -9 leaves at most the lock file behind, never a stale lock. The file holds the holder's pid and host so that
+the second writer can say who it waits for; the holder deletes it when done (and the folder, if it made the folder
+and left nothing else in it), so a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -27,31 +28,51 @@ def exclusive_writer(
 ) -> Iterator[None]:
     """Hold ``folder``'s writer lock for the block; another holder is an InputError naming it, or with ``wait`` a
     wait until it is gone."""
-    path = Path(folder) / LOCK_FILE
+    folder = Path(folder)
+    made_folder = not folder.exists()
+    handle = _locked_file(folder / LOCK_FILE, wait, hint)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the lock's lifetime)
-    except OSError as exc:
-        raise InputError(f"cannot write to {folder}: {os_reason(exc)}") from exc
-    with handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait:
-                    message = f"{folder} is being written by {holder(handle)}; wait for it to finish, {hint}"
-                    raise InputError(message) from None
-                time.sleep(POLL_SECONDS)
-        handle.seek(0)
-        handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
+        yield
+    finally:
+        # Deleted while still locked: a waiter that then gets the lock on the old file sees it is gone and retries.
+        with contextlib.suppress(OSError):
+            (folder / LOCK_FILE).unlink()
+            if made_folder:
+                folder.rmdir()  # only if empty: a run that wrote nothing leaves nothing
+        handle.close()
+
+
+def _locked_file(path: Path, wait: bool, hint: str):
+    """``path`` opened and exclusively locked, the lock file still the one at ``path``."""
+    while True:
         try:
-            yield
-        finally:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the lock's lifetime)
+        except OSError as exc:
+            raise InputError(f"cannot write to {path.parent}: {os_reason(exc)}") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = holder(handle)
+            handle.close()
+            if not wait:
+                raise InputError(f"{path.parent} is being written by {other}; wait for it to finish, {hint}") from None
+            time.sleep(POLL_SECONDS)
+            continue
+        if _same_file(handle, path):
+            handle.seek(0)
+            handle.truncate()
+            return handle
+        handle.close()  # its holder deleted it as we got the lock: lock the new one
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def holder(handle) -> str:

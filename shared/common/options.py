@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import click
 
 from synthprobe.common.cli import comma_list
+from synthprobe.common.locks import exclusive_writer
 from synthprobe.common.units import UNITS
 
 
@@ -211,3 +213,25 @@ dask_option = click.option(
     help="Run on a Dask cluster: a scheduler address (tcp://host:8786) or scheduler file, or local:N for N worker "
     "processes here (one GPU each where there are GPUs). Needs pip install 'synthprobe[dask]'.",
 )
+
+
+def one_writer(out_param: str) -> Callable:
+    """``--wait``, and the command's output (folder or store, named by its ``out_param``) written by one process at
+    a time: a second run on the same output stops at once naming the first, or waits with --wait (common.locks).
+    Goes below ``run_guarded``, so that a refusal is the one-line error."""
+
+    def decorate(command: Callable) -> Callable:
+        @click.option(
+            "--wait", is_flag=True, help="If another run is writing the same output, wait for it instead of stopping."
+        )
+        @functools.wraps(command)
+        def locked(*args, wait: bool, **kwargs):
+            out = kwargs[out_param]
+            if out is None or str(out) == "-":
+                return command(*args, **kwargs)
+            with exclusive_writer(out, wait=wait):
+                return command(*args, **kwargs)
+
+        return locked
+
+    return decorate

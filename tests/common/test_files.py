@@ -6,6 +6,7 @@ import json
 
 import click
 import pytest
+from helpers import lock_holder
 
 from synthprobe.common.cli import run_guarded
 from synthprobe.common.files import InputError, Sha256Memo, atomic_write, begin_outputs
@@ -92,27 +93,6 @@ def test_sha256_memo_drops_the_entries_of_files_that_are_gone_when_saved(tmp_pat
 
 
 # ---- one writer at a time ------------------------------------------------------------------------
-
-HOLD_LOCK = """
-import sys, time
-from synthprobe.common.locks import exclusive_writer
-with exclusive_writer(sys.argv[1]):
-    print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
-    open(sys.argv[1] + "/done", "w").close()  # the last thing done under the lock
-"""
-
-
-def lock_holder(folder, seconds: float):
-    """Another process that holds ``folder``'s writer lock for ``seconds`` (returned once it holds it)."""
-    import subprocess
-    import sys
-
-    process = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(folder), str(seconds)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout.readline().strip() == "held"
-    return process
 
 
 def test_a_second_writer_is_refused_naming_the_first(tmp_path):

@@ -155,3 +155,25 @@ def page_content(html: str) -> str:
     outline.feed(html)
     outline.close()
     return "\n".join(outline.lines) + "\n"
+
+
+HOLD_LOCK = """
+import sys, time
+from synthprobe.common.locks import exclusive_writer
+with exclusive_writer(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+    open(sys.argv[1] + "/done", "w").close()  # the last thing done under the lock
+"""
+
+
+def lock_holder(folder, seconds: float):
+    """Another process that holds ``folder``'s writer lock for ``seconds`` (returned once it holds it)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(folder), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "held"
+    return process

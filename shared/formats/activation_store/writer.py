@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from synthprobe.common.files import InputError, os_reason
+from synthprobe.common.locks import LOCK_FILE
 from synthprobe.formats.activation_store.layout import (
     FILL_TEXT,
     MIN_CHUNK_BYTES,
@@ -64,6 +65,19 @@ def _compressors() -> list:
     return [ZstdCodec(level=1), Crc32cCodec()]
 
 
+def store_entries(path: Path) -> list[Path]:
+    """What a store folder holds besides the lock file of its writer (common.locks), which a rebuild keeps."""
+    return [entry for entry in path.iterdir() if entry.name != LOCK_FILE]
+
+
+def clear_store(path: Path) -> None:
+    for entry in store_entries(path):
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 class StoreWriter:
     """Create or reopen a store and append batches of rows to it."""
 
@@ -86,7 +100,7 @@ class StoreWriter:
         identity = {**attrs, "hook_points": list(hook_channels), "pooling": list(self.pools), "dtype": dtype}
         if rebuild and (self.path / "zarr.json").is_file():
             log.info("--rebuild: deleting %s to start it again", self.path)
-            shutil.rmtree(self.path)
+            clear_store(self.path)
         if (self.path / "zarr.json").is_file():
             self._reopen(identity)
         else:
@@ -107,9 +121,9 @@ class StoreWriter:
     def _create_store(self, identity: dict, dtype: str, n_classes: int | None, min_chunk_bytes: int) -> None:
         import zarr
 
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+        if self.path.exists() and (not self.path.is_dir() or any(store_entries(self.path))):
             raise InputError(f"{self.path} exists and is not an activation store; choose a new path for --out")
-        self.group = zarr.open_group(str(self.path), mode="w")
+        self.group = zarr.open_group(str(self.path), mode="a")  # not "w", which would delete the writer's lock
         self.group.attrs.update({"schema": STORE_SCHEMA, **identity, "rows_committed": 0, "complete": False})
         rows = self.group.require_group("rows")
         for name in ROW_FIELDS:
