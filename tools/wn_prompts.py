@@ -66,7 +66,20 @@ def main():
 )
 @click.option("--all-synsets", is_flag=True, help="Keep every picturable synset (ignores --n-synsets).")
 @click.option(
-    "--per-synset", type=click.IntRange(min=1), default=10, show_default=True, help="Prompts (images) per synset."
+    "--per-synset",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Template slots per synset, the same for every synset: below the template count, one seeded subset "
+    "of the templates; above it, whole rounds of all of them (each round one more seed a prompt text; a "
+    "remainder is rounded down, with a log line).",
+)
+@click.option(
+    "--seeds-per-prompt",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Images per prompt text (images per synset: --per-synset x this).",
 )
 @list_option(
     "--exclude",
@@ -87,42 +100,53 @@ def main():
 @silent_option
 @run_guarded
 def concepts(
-    core_source, synsets, n_synsets, all_synsets, per_synset, exclude, templates_path, out, seed, wordnet_dir, silent
+    core_source,
+    synsets,
+    n_synsets,
+    all_synsets,
+    per_synset,
+    seeds_per_prompt,
+    exclude,
+    templates_path,
+    out,
+    seed,
+    wordnet_dir,
+    silent,
 ):
     """Concept prompts for picturable Core WordNet nouns (or for --synsets).
 
     \b
     Example:
-        wn-prompts concepts --n-synsets 10 --per-synset 10 -o prompts.jsonl
-        wn-prompts concepts --synsets dog.n.01,cat.n.01 --per-synset 3 | sd-generate - --out images/
+        wn-prompts concepts --n-synsets 10 --per-synset 8 -o prompts.jsonl
+        wn-prompts concepts --synsets dog.n.01,cat.n.01 --per-synset 4 --seeds-per-prompt 2 | sd-generate - -o img/
     """
     wn = load_wordnet(wordnet_dir)
-    records = make_concept_records(
-        wn,
-        core_source,
-        synsets,
-        None if all_synsets else n_synsets,
-        per_synset,
-        list(exclude),
-        templates_path,
-        seed,
-    )
+    design = P.concept_design(P.load_templates(templates_path), per_synset, seeds_per_prompt, seed)
+    chosen = choose_synsets(wn, core_source, synsets, None if all_synsets else n_synsets, list(exclude), seed)
+    records = P.concept_records(chosen, design, seed)
     count = write_prompts(out, records)
-    log.info("wrote %d concept prompts for %d synsets to %s", count, len({r.synset for r in records}), out)
+    log.info(
+        "wrote %d concept prompts for %d synsets to %s: %d each, templates %s, %d seed(s) a prompt text",
+        count,
+        len(chosen),
+        out,
+        design.per_synset,
+        ",".join(t.id for t in design.templates),
+        design.seeds_per_prompt,
+    )
 
 
-def make_concept_records(wn, core_source, synsets, n_synsets, per_synset, exclude, templates_path, seed):
+def choose_synsets(wn, core_source, synsets, n_synsets, exclude, seed) -> list:
+    """The --synsets as given, else a seeded sample of Core WordNet's picturable nouns; minus --exclude."""
     excluded = resolve_exclusions(wn, exclude)
     if synsets:
         candidates = [get_synset(wn, name) for name in read_synset_names(synsets)]
-        chosen = [s for s in candidates if s.name() not in excluded]
-    else:
-        entries = parse_core_wordnet(core_wordnet_file(core_source))
-        resolution = resolve_entries(wn, entries)
-        if resolution.unresolved:
-            log.warning("%s", resolution.report())
-        chosen = P.select_synsets(resolution.synsets, n_synsets, seed, excluded)
-    return P.concept_records(chosen, P.load_templates(templates_path), per_synset, seed)
+        return [s for s in candidates if s.name() not in excluded]
+    entries = parse_core_wordnet(core_wordnet_file(core_source))
+    resolution = resolve_entries(wn, entries)
+    if resolution.unresolved:
+        log.warning("%s", resolution.report())
+    return P.select_synsets(resolution.synsets, n_synsets, seed, excluded)
 
 
 def resolve_exclusions(wn, names: list[str]) -> set[str]:
