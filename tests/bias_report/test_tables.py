@@ -15,6 +15,7 @@ import pytest
 from helpers.bias_report import TARGETS
 from scipy import stats
 
+from synthprobe.bias_report import Params, analyse, read_inputs, write
 from synthprobe.bias_report.outputs import TABLES
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.bias_classes import load_bias_class
@@ -43,6 +44,19 @@ def test_golden_tables(imagenet_report, golden, name):
 def test_golden_summary(imagenet_report, golden):
     store, out = imagenet_report
     golden.check("bias_report/summary.json", normalized_summary(out, store))
+
+
+def test_notebook_steps_give_the_command_s_folder_and_leave_the_inputs_alone(wn, imagenet_report, tmp_path):
+    store, out = imagenet_report
+    params = Params(classes=("bee", "frog", "guitar"), top=3)
+    inputs = read_inputs(store, params)
+    rows, logits = inputs.rows.copy(deep=True), inputs.logits.copy()
+    result = analyse(inputs, params)
+    assert inputs.rows.equals(rows) and np.array_equal(inputs.logits, logits)
+    write(result, tmp_path / "notebook")
+    for file, _ in TABLES.values():
+        assert (tmp_path / "notebook" / file).read_text() == (out / file).read_text(), file
+    assert normalized_summary(tmp_path / "notebook", store) == normalized_summary(out, store)
 
 
 def test_confidence_is_softmax_mass_of_the_target_set(imagenet_store, imagenet_report):
