@@ -13,7 +13,7 @@ SEED ?= 0
 # Concept prompts: SYNSETS (comma list) instead of sampling N_SYNSETS from Core WordNet
 SYNSETS ?=
 N_SYNSETS ?= 10
-PER_SYNSET ?= 10
+PER_SYNSET ?= 8
 # Bias prompts
 BIAS_CLASSES ?= bee,frog,airplane,guitar,strawberry
 # wn-prompts bias takes every prompt text of a group by default; a make run takes at most 4

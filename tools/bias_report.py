@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from synthprobe.bias_report.analysis import MAPPINGS
-from synthprobe.bias_report.outputs import run_bias_report
+from synthprobe.bias_report import Params, analyse, read_inputs, write
+from synthprobe.bias_report.targets import MAPPINGS
 from synthprobe.common.cli import run_guarded, silent_option
 from synthprobe.common.options import (
     allow_incomplete_option,
@@ -13,10 +13,12 @@ from synthprobe.common.options import (
     class_dir_option,
     list_option,
     one_writer,
+    setting_option,
     unit_option,
     wordnet_dir_option,
 )
-from synthprobe.formats.bias_classes import DEFAULT_BIAS_CLASSES
+
+DEFAULTS = Params()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,17 +29,16 @@ from synthprobe.formats.bias_classes import DEFAULT_BIAS_CLASSES
 )
 @list_option(
     "--classes",
-    default=DEFAULT_BIAS_CLASSES,
+    default=DEFAULTS.classes,
     show_default=True,
     metavar="CLASS[,CLASS...]",
     help="Bias classes to audit (files in data/bias_classes/ or --class-dir).",
 )
 @class_dir_option("the --classes")
-@click.option(
+@setting_option(
     "--mapping",
+    DEFAULTS,
     type=click.Choice(MAPPINGS),
-    default="hierarchy",
-    show_default=True,
     help="Target classes: every classifier class under the synset in WordNet, or the definition's imagenet_classes.",
 )
 @unit_option
@@ -49,16 +50,13 @@ from synthprobe.formats.bias_classes import DEFAULT_BIAS_CLASSES
     help="The prompt JSONL the images were made from: prompt texts to show for a store made before "
     "rows/prompt (default: from row ids and class definitions).",
 )
-@click.option(
+@setting_option(
     "--level",
+    DEFAULTS,
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.95,
-    show_default=True,
     help="Confidence level of the intervals.",
 )
-@click.option(
-    "--top", type=click.IntRange(min=1), default=5, show_default=True, help="Top prompts per class across groups."
-)
+@setting_option("--top", DEFAULTS, type=click.IntRange(min=1), help="Top prompts per class across groups.")
 @allow_incomplete_option
 @checks_options
 @wordnet_dir_option
@@ -92,21 +90,18 @@ def main(
         bias-report acts.zarr --out bias/ --mapping exact --unit image --level 0.9
         bias-report acts.zarr --out bias/ --checks checks/checks.jsonl --drop object-missing,object-leaked
     """
-    run_bias_report(
-        store,
-        out,
-        list(classes),
+    params = Params(
+        classes=tuple(classes),
         mapping=mapping,
         unit=unit,
-        prompts_path=prompts_path,
         level=level,
         top=top,
+        drop=tuple(drop),
         class_dir=class_dir,
         wordnet_dir=wordnet_dir,
         allow_incomplete=allow_incomplete,
-        checks=checks,
-        drop=drop,
     )
+    write(analyse(read_inputs(store, params, prompts=prompts_path, checks=checks), params), out)
 
 
 if __name__ == "__main__":

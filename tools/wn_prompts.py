@@ -13,7 +13,7 @@ from synthprobe.common.wordnet import load_wordnet
 from synthprobe.formats import bias_classes
 from synthprobe.formats.prompts import write_prompts
 from synthprobe.wn_prompts import prompts as P
-from synthprobe.wn_prompts.selection import make_concept_records
+from synthprobe.wn_prompts.selection import choose_synsets
 
 log = logging.getLogger("synthprobe")
 out_option = click.option("-o", "--out", default="-", show_default=True, help="Output JSONL file, or - for stdout.")
@@ -47,7 +47,20 @@ def main():
 )
 @click.option("--all-synsets", is_flag=True, help="Keep every picturable synset (ignores --n-synsets).")
 @click.option(
-    "--per-synset", type=click.IntRange(min=1), default=10, show_default=True, help="Prompts (images) per synset."
+    "--per-synset",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Template slots per synset, the same for every synset: below the template count, one seeded subset "
+    "of the templates; above it, whole rounds of all of them (each round one more seed a prompt text; a "
+    "remainder is rounded down, with a log line).",
+)
+@click.option(
+    "--seeds-per-prompt",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Images per prompt text (images per synset: --per-synset x this).",
 )
 @list_option(
     "--exclude",
@@ -68,28 +81,40 @@ def main():
 @silent_option
 @run_guarded
 def concepts(
-    core_source, synsets, n_synsets, all_synsets, per_synset, exclude, templates_path, out, seed, wordnet_dir, silent
+    core_source,
+    synsets,
+    n_synsets,
+    all_synsets,
+    per_synset,
+    seeds_per_prompt,
+    exclude,
+    templates_path,
+    out,
+    seed,
+    wordnet_dir,
+    silent,
 ):
     """Concept prompts for picturable Core WordNet nouns (or for --synsets).
 
     \b
     Example:
-        wn-prompts concepts --n-synsets 10 --per-synset 10 -o prompts.jsonl
-        wn-prompts concepts --synsets dog.n.01,cat.n.01 --per-synset 3 | sd-generate - --out images/
+        wn-prompts concepts --n-synsets 10 --per-synset 8 -o prompts.jsonl
+        wn-prompts concepts --synsets dog.n.01,cat.n.01 --per-synset 4 --seeds-per-prompt 2 | sd-generate - -o img/
     """
     wn = load_wordnet(wordnet_dir)
-    records = make_concept_records(
-        wn,
-        core_source,
-        synsets,
-        None if all_synsets else n_synsets,
-        per_synset,
-        list(exclude),
-        templates_path,
-        seed,
-    )
+    design = P.concept_design(P.load_templates(templates_path), per_synset, seeds_per_prompt, seed)
+    chosen = choose_synsets(wn, core_source, synsets, None if all_synsets else n_synsets, list(exclude), seed)
+    records = P.concept_records(chosen, design, seed)
     count = write_prompts(out, records)
-    log.info("wrote %d concept prompts for %d synsets to %s", count, len({r.synset for r in records}), out)
+    log.info(
+        "wrote %d concept prompts for %d synsets to %s: %d each, templates %s, %d seed(s) a prompt text",
+        count,
+        len(chosen),
+        out,
+        design.per_synset,
+        ",".join(t.id for t in design.templates),
+        design.seeds_per_prompt,
+    )
 
 
 @main.command()

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
-from synthprobe.common.files import InputError
-from synthprobe.common.imagenet import hierarchy_indices, imagenet_names, is_imagenet_1k, is_wnid
-from synthprobe.common.stats import Estimate, mean_interval, ratio_interval, welch_difference
+from synthprobe.bias_report.effects import context_reliance, log_ratio_interval
+from synthprobe.bias_report.targets import TargetSet
+from synthprobe.common.stats import Estimate, mean_interval, ratio_interval
 from synthprobe.common.units import Units
 from synthprobe.formats.bias_classes import BIAS_GROUPS, BiasClass
 
-MAPPINGS = ("hierarchy", "exact")
 CROSS_GROUPS = ("context-only", "mixed")
 OK_STATUS = "ok"
 # Row ids written by ``wn-prompts bias``: bias-<class>-<group>-<text index>-s<seed index>.
@@ -37,71 +36,6 @@ DEPENDENT_EFFECTS = {
     "context-only": "context sufficiency",
     "mixed": "context reliance",
 }
-
-
-@dataclass(frozen=True)
-class TargetSet:
-    """The classifier classes that count as one bias class."""
-
-    name: str
-    synset: str
-    indices: tuple[int, ...]
-    n_classes: int  # the classifier's
-
-    @property
-    def chance(self) -> float:
-        """The confidence of a classifier that spreads its mass evenly over all its classes."""
-        return len(self.indices) / self.n_classes
-
-
-def resolve_targets(
-    bias_class: BiasClass, mapping: str, model_classes: list[str] | None, n_classes: int, wn=None
-) -> TargetSet:
-    if mapping == "hierarchy":
-        if not model_classes or not all(is_wnid(c) for c in model_classes):
-            raise InputError(
-                "--mapping hierarchy needs an ImageNet classifier, but the store's classes are not "
-                "ImageNet wnids; use --mapping exact with class indices in the bias class definition"
-            )
-        synsets = (bias_class.synset, *bias_class.extra_synsets)
-        indices = sorted({i for synset in synsets for i in hierarchy_indices(wn, synset, model_classes)})
-    else:
-        indices = exact_indices(bias_class, model_classes, n_classes)
-    return TargetSet(bias_class.name, bias_class.synset, tuple(indices), n_classes)
-
-
-def exact_indices(bias_class: BiasClass, model_classes: list[str] | None, n_classes: int) -> list[int]:
-    """The definition's ``imagenet_classes``: wnids looked up in the classifier's classes, or integer indices."""
-    if not bias_class.imagenet_classes:
-        raise InputError(f"bias class {bias_class.name!r} lists no imagenet_classes, which --mapping exact needs")
-    position = {wnid: i for i, wnid in enumerate(model_classes or [])}
-    indices = set()
-    for entry in bias_class.imagenet_classes:
-        if isinstance(entry, int) and not isinstance(entry, bool):
-            if not 0 <= entry < n_classes:
-                raise InputError(
-                    f"bias class {bias_class.name!r}: class index {entry} is out of range "
-                    f"(the classifier has {n_classes} classes)"
-                )
-            indices.add(entry)
-        elif entry in position:
-            indices.add(position[entry])
-        else:
-            hint = "" if model_classes else " (the store does not list the classifier's classes; give integer indices)"
-            raise InputError(f"bias class {bias_class.name!r}: {entry!r} is not one of the classifier's classes{hint}")
-    return sorted(indices)
-
-
-def class_labels(attrs: dict, n_classes: int) -> list[str]:
-    """A readable name for every classifier output: the store's names, ImageNet's, the ids, or 'class <i>'."""
-    names, classes = attrs.get("class_names"), attrs.get("classes")
-    if names and len(names) == n_classes:
-        return [str(n) for n in names]
-    if is_imagenet_1k(classes):
-        return list(imagenet_names())
-    if classes and len(classes) == n_classes:
-        return [str(c) for c in classes]
-    return [f"class {i}" for i in range(n_classes)]
 
 
 def prompt_of(row_id: str, stored: str, texts: dict[str, str], definitions: dict[str, BiasClass]) -> tuple[str, str]:
@@ -138,8 +72,8 @@ def image_table(
     texts: dict[str, str],
     definitions: dict[str, BiasClass],
 ) -> pd.DataFrame:
-    """One line per usable image (rows ``used``, probabilities ``p``): its unit, its confidence for every class
-    and its top-1 class."""
+    """One line per usable image (rows ``used``, probabilities ``p``): its unit, the pair of a paired class file
+    its prompt text belongs to (NaN: none), its confidence for every class and its top-1 class."""
     used = used.reset_index(drop=True)
     class_of_synset = {t.synset: name for name, t in targets.items()}
     class_probs = {name: p[:, list(t.indices)].sum(axis=1) for name, t in targets.items()}
@@ -155,6 +89,10 @@ def image_table(
             "unit": units.codes,
             "prompt_id": [pid for pid, _ in prompts],
             "prompt": [text for _, text in prompts],
+            "pair": pd.Series(
+                [definitions[c].pair_of(g, text) for c, g, (_, text) in zip(classes, used["group"], prompts)],
+                dtype="float64",
+            ),
             "confidence": [class_probs[c][i] for i, c in enumerate(classes)],
             "top1_index": top1,
             "top1_class": [labels[k] for k in top1],
@@ -220,9 +158,13 @@ def unit_means(images: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return images.groupby(["class", "group", "unit"])[columns].mean()
 
 
+def group_units(means: pd.DataFrame, name: str, group: str) -> pd.DataFrame:
+    """The unit means of one class and group, one line per unit (none when it has no images)."""
+    return means.loc[(name, group)] if (name, group) in means.index else means.iloc[:0]
+
+
 def unit_sample(means: pd.DataFrame, name: str, group: str, column: str = "confidence") -> np.ndarray:
-    """The unit means of one class and group (empty when it has no images)."""
-    return means.loc[(name, group), column].to_numpy() if (name, group) in means.index else np.zeros(0)
+    return group_units(means, name, group)[column].to_numpy()
 
 
 def clipped(estimate: Estimate, low: float, high: float) -> Estimate:
@@ -276,14 +218,14 @@ def interval_columns(measure: str, estimate: Estimate) -> dict:
 
 
 def class_table(images: pd.DataFrame, targets: dict[str, TargetSet], labels: list[str], level: float) -> pd.DataFrame:
-    """Per class: its target set and chance, each group's log ratio to chance, context reliance (Welch) and
-    context sufficiency (log-ratio delta method), all on unit means."""
-    means = unit_means(images, ["confidence"])
+    """Per class: its target set and chance, each group's log ratio to chance (interval on the log scale),
+    context reliance (paired t where the units pair up, else Welch) and context sufficiency (log-ratio delta
+    method), all on unit means."""
+    means = unit_means(images, ["confidence", "pair"])
     lines = []
     for name, target in targets.items():
         sample = {g: unit_sample(means, name, g) for g in BIAS_GROUPS}
-        reliance = clipped(welch_difference(sample["mixed"], sample["object-only"], level), -1.0, 1.0)
-        sufficiency = ratio_interval(sample["context-only"], sample["object-only"], level)
+        reliance = context_reliance(group_units(means, name, "object-only"), group_units(means, name, "mixed"), level)
         line = {
             "class": name,
             "synset": target.synset,
@@ -294,12 +236,18 @@ def class_table(images: pd.DataFrame, targets: dict[str, TargetSet], labels: lis
             "chance": target.chance,
         }
         for group in BIAS_GROUPS:
-            mean = sample[group].mean() if len(sample[group]) else float("nan")
-            line[f"log_ratio_{group.replace('-', '_')}"] = float(log_ratio(mean, target.chance))
-        line.update(interval_columns("context_reliance", reliance), context_reliance_p=reliance.p_value)
+            ratio = log_ratio_interval(sample[group], target.chance, level)
+            line.update(interval_columns(f"log_ratio_{group.replace('-', '_')}", ratio))
+        line.update(
+            interval_columns("context_reliance", clipped(reliance.estimate, -1.0, 1.0)),
+            context_reliance_p=reliance.estimate.p_value,
+            context_reliance_test=reliance.test,
+            context_reliance_n_pairs=reliance.n_pairs,
+        )
+        sufficiency = ratio_interval(sample["context-only"], sample["object-only"], level)
         line.update(interval_columns("context_sufficiency", sufficiency))
         lines.append(line)
-    return pd.DataFrame(lines)
+    return pd.DataFrame(lines).astype({"context_reliance_n_pairs": "Int64"})
 
 
 def cross_class_matrices(images: pd.DataFrame, classes: list[str]) -> dict[str, pd.DataFrame]:

@@ -11,6 +11,9 @@ from synthprobe.common.files import InputError, read_json
 from synthprobe.formats.prompts import GROUPS
 
 BIAS_GROUPS = GROUPS[1:]
+# A paired class file writes these two lists as matched pairs: text k of each shows the same object, the
+# mixed one in a context (docs/formats.md, "Bias class files").
+PAIRED_GROUPS = ("object-only", "mixed")
 DEFAULT_BIAS_CLASSES = ("bee", "frog", "airplane", "guitar", "strawberry")
 
 
@@ -23,6 +26,15 @@ class BiasClass:
     # Synsets whose classifier classes also count as this class's targets (with their hyponyms under
     # --mapping hierarchy): WordNet files warplane beside airplane, not under it.
     extra_synsets: tuple[str, ...] = ()
+    paired: bool = False  # object-only and mixed texts are matched pairs, text k with text k
+
+    def pair_of(self, group: str, text: str) -> int | None:
+        """The pair a prompt text belongs to: its index in its group's list, for the paired groups of a paired
+        class; else None."""
+        texts = self.prompts.get(group, ())
+        if not self.paired or group not in PAIRED_GROUPS or text not in texts:
+            return None
+        return texts.index(text)
 
 
 def bias_class_dir() -> Path:
@@ -51,6 +63,12 @@ def bias_class_problem(doc: object) -> str | None:
             return f"{name!r}: a list"
     if not all(isinstance(x, str) for x in doc.get("extra_synsets", [])):
         return "'extra_synsets': a list of synset names"
+    if not isinstance(doc.get("paired", False), bool):
+        return "'paired': true or false"
+    if doc.get("paired") and len({len(doc["prompts"][g]) for g in PAIRED_GROUPS}) > 1:
+        return f"'paired': the {' and '.join(PAIRED_GROUPS)} lists must be equally long (text k with text k)"
+    if doc.get("paired") and any(len(set(doc["prompts"][g])) < len(doc["prompts"][g]) for g in PAIRED_GROUPS):
+        return "'paired': a text may appear once in each list (its place names its pair)"
     return None
 
 
@@ -70,6 +88,7 @@ def load_bias_class(name: str, folder: Path | None = None) -> BiasClass:
         tuple(doc.get("imagenet_classes", ())),
         prompts,
         tuple(doc.get("extra_synsets", ())),
+        doc.get("paired", False),
     )
     for group, texts in prompts.items():
         if not texts:

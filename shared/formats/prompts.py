@@ -16,7 +16,8 @@ from typing import IO
 
 from synthprobe.common.files import InputError, open_input, open_output
 
-PROMPT_SCHEMA = 1
+# 2: seed_index (which image of its prompt text a record is) and the balanced concept design (docs/formats.md).
+PROMPT_SCHEMA = 2
 GROUPS = ("concept", "object-only", "context-only", "mixed")
 MAX_ID_LENGTH = 200  # ids name files; most file systems allow 255 bytes per name
 ID_PATTERN = re.compile(rf"^[A-Za-z0-9._-]{{1,{MAX_ID_LENGTH}}}$")
@@ -35,6 +36,7 @@ class PromptRecord:
     seed: int
     negative_prompt: str | None = None
     template: str | None = None
+    seed_index: int | None = None  # 0 .. images of this prompt text - 1: the records of one text differ in seed
     schema: int = field(default=PROMPT_SCHEMA)
 
     def to_json(self) -> dict:
@@ -43,7 +45,7 @@ class PromptRecord:
 
 
 REQUIRED = {"id": str, "synset": str, "lemma": str, "group": str, "target": str, "prompt": str, "seed": int}
-OPTIONAL = {"negative_prompt": str, "template": str}
+OPTIONAL = {"negative_prompt": str, "template": str, "seed_index": int}
 
 
 def brief_text(text: str, limit: int = 60) -> str:
@@ -62,7 +64,10 @@ def validate_prompt(data: object) -> PromptRecord:
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     schema = data.get("schema", PROMPT_SCHEMA)
     if schema != PROMPT_SCHEMA:
-        raise ValueError(f"unsupported schema {schema!r} (this version reads schema {PROMPT_SCHEMA})")
+        raise ValueError(
+            f"prompt schema {schema!r}, but this version reads schema {PROMPT_SCHEMA} only; "
+            "make the file again with wn-prompts"
+        )
     for name, kind in REQUIRED.items():
         if name not in data:
             raise ValueError(f"missing field {name!r}")
@@ -70,7 +75,8 @@ def validate_prompt(data: object) -> PromptRecord:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f"field {name!r} must be {kind.__name__}, got {value!r}")
     for name, kind in OPTIONAL.items():
-        if data.get(name) is not None and not isinstance(data[name], kind):
+        value = data.get(name)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             raise ValueError(f"field {name!r} must be {kind.__name__}, got {data[name]!r}")
     if not ID_PATTERN.match(data["id"]):
         raise ValueError(f"id {brief_text(data['id'])} {ID_RULE}")
@@ -83,6 +89,8 @@ def validate_prompt(data: object) -> PromptRecord:
         raise ValueError("prompt is empty")
     if not 0 <= data["seed"] < 2**63:
         raise ValueError(f"seed {data['seed']} is out of range 0..2**63-1")
+    if data.get("seed_index") is not None and data["seed_index"] < 0:
+        raise ValueError(f"seed_index {data['seed_index']} is negative")
     return PromptRecord(**{k: data.get(k) for k in (*REQUIRED, *OPTIONAL)})
 
 

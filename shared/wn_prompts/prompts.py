@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import string
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from synthprobe.common.files import InputError, read_json
 from synthprobe.common.wordnet import get_synset, indefinite, lemma_text
 from synthprobe.formats.bias_classes import BIAS_GROUPS, BiasClass
 from synthprobe.formats.prompts import PromptRecord, safe_id
+
+log = logging.getLogger("synthprobe")
 
 # Lexicographer files whose nouns are things a camera can see.
 PICTURABLE_LEXNAMES = frozenset({"noun.animal", "noun.artifact", "noun.food", "noun.object", "noun.plant"})
@@ -50,6 +53,10 @@ def load_templates(path: str | Path | None = None) -> list[Template]:
         raise InputError(f"{source}: not a template file ({exc})") from None
     if not templates:
         raise InputError(f"{source}: no templates")
+    ids = [safe_id(t.id) for t in templates]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise InputError(f"{source}: template id {twice[0]!r} names two templates (ids name the records)")
     for template in templates:
         try:
             fields = {name for _, name, _, _ in string.Formatter().parse(template.text) if name is not None}
@@ -80,29 +87,65 @@ def select_synsets(candidates: list, n_synsets: int | None, seed: int, exclude: 
     return [synset for _, synset in chosen]
 
 
-def concept_records(synsets: list, templates: list[Template], per_synset: int, seed: int) -> list[PromptRecord]:
-    """``per_synset`` prompts per synset, cycling through the templates from a seeded offset."""
+@dataclass(frozen=True)
+class ConceptDesign:
+    """What every synset gets: the same templates, each text rendered with the same number of seeds."""
+
+    templates: tuple[Template, ...]
+    seeds_per_prompt: int
+
+    @property
+    def per_synset(self) -> int:
+        return len(self.templates) * self.seeds_per_prompt
+
+
+def concept_design(templates: list[Template], per_synset: int, seeds_per_prompt: int, seed: int) -> ConceptDesign:
+    """Template crossed with synset (docs/methods.md, "The design").
+
+    Below the template count, one seeded subset of ``per_synset`` templates (in file order) for every synset;
+    from it upwards, whole rounds of all templates: a template's text is the same in every round, so a round
+    adds seeds to each prompt text. A remainder is rounded down to whole rounds, with one log line.
+    """
+    if per_synset < len(templates):
+        chosen = sorted(random.Random(record_seed(seed, "templates")).sample(range(len(templates)), per_synset))
+        return ConceptDesign(tuple(templates[i] for i in chosen), seeds_per_prompt)
+    rounds, remainder = divmod(per_synset, len(templates))
+    if remainder:
+        log.warning(
+            "--per-synset %d is not a whole number of rounds of the %d templates: %d per synset (%d round(s)), "
+            "so that every synset gets every template equally often",
+            per_synset,
+            len(templates),
+            rounds * len(templates),
+            rounds,
+        )
+    return ConceptDesign(tuple(templates), rounds * seeds_per_prompt)
+
+
+def concept_records(synsets: list, design: ConceptDesign, seed: int) -> list[PromptRecord]:
+    """Every synset x every template of ``design`` x its seeds; ids name synset, template and seed index."""
     if not synsets:
         raise InputError("the selection is empty: no synsets left to make prompts for")
     records = []
     for synset in synsets:
-        offset = record_seed(seed, synset.name()) % len(templates)
         lemma = lemma_text(synset)
-        for k in range(per_synset):
-            template = templates[(offset + k) % len(templates)]
-            record_id = safe_id(f"{synset.name()}-{k:03d}")
-            records.append(
-                PromptRecord(
-                    id=record_id,
-                    synset=synset.name(),
-                    lemma=lemma,
-                    group="concept",
-                    target=synset.name(),
-                    prompt=fill_template(template, synset),
-                    seed=record_seed(seed, record_id),
-                    template=template.id,
+        for template in design.templates:
+            text = fill_template(template, synset)
+            for s in range(design.seeds_per_prompt):
+                record_id = safe_id(f"{synset.name()}-{template.id}-s{s:02d}")
+                records.append(
+                    PromptRecord(
+                        id=record_id,
+                        synset=synset.name(),
+                        lemma=lemma,
+                        group="concept",
+                        target=synset.name(),
+                        prompt=text,
+                        seed=record_seed(seed, record_id),
+                        template=template.id,
+                        seed_index=s,
+                    )
                 )
-            )
     return records
 
 
@@ -128,6 +171,7 @@ def bias_records(
                             prompt=text,
                             seed=record_seed(seed, record_id),
                             template=f"{bias_class.name}/{group}/{t:02d}",
+                            seed_index=s,
                         )
                     )
     if not records:

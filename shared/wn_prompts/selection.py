@@ -9,7 +9,6 @@ from pathlib import Path
 from synthprobe.common.files import InputError, os_reason
 from synthprobe.common.wordnet import get_synset
 from synthprobe.formats import bias_classes
-from synthprobe.formats.prompts import PromptRecord
 from synthprobe.wn_prompts import prompts as P
 from synthprobe.wn_prompts.core_wordnet import core_wordnet_file, parse_core_wordnet, resolve_entries
 
@@ -40,25 +39,14 @@ def resolve_exclusions(wn, names: list[str]) -> set[str]:
     return {bias_classes.load_bias_class(n).synset if n in known else get_synset(wn, n).name() for n in names}
 
 
-def make_concept_records(
-    wn,
-    core_source: str | None,
-    synsets: tuple[str, ...],
-    n_synsets: int | None,
-    per_synset: int,
-    exclude: list[str],
-    templates_path: str | None,
-    seed: int,
-) -> list[PromptRecord]:
-    """Concept records for ``synsets`` (names or @FILEs), else for ``n_synsets`` picturable Core WordNet synsets
-    (all of them for None), without the excluded ones."""
+def choose_synsets(wn, core_source: str | None, synsets, n_synsets: int | None, exclude: list[str], seed: int) -> list:
+    """The ``synsets`` as given (names or @FILEs), else a seeded sample of ``n_synsets`` picturable Core WordNet
+    synsets (all of them for None); minus the excluded ones."""
     excluded = resolve_exclusions(wn, exclude)
     if synsets:
         candidates = [get_synset(wn, name) for name in read_synset_names(synsets)]
-        chosen = [s for s in candidates if s.name() not in excluded]
-    else:
-        resolution = resolve_entries(wn, parse_core_wordnet(core_wordnet_file(core_source)))
-        if resolution.unresolved:
-            log.warning("%s", resolution.report())
-        chosen = P.select_synsets(resolution.synsets, n_synsets, seed, excluded)
-    return P.concept_records(chosen, P.load_templates(templates_path), per_synset, seed)
+        return [s for s in candidates if s.name() not in excluded]
+    resolution = resolve_entries(wn, parse_core_wordnet(core_wordnet_file(core_source)))
+    if resolution.unresolved:
+        log.warning("%s", resolution.report())
+    return P.select_synsets(resolution.synsets, n_synsets, seed, excluded)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 from helpers.bias_report import CUSTOM_CLASS
 
-from synthprobe.bias_report import analysis as B
+from synthprobe.bias_report import targets as B
 from synthprobe.common.files import InputError
 from synthprobe.common.imagenet import hierarchy_indices, imagenet_names, imagenet_wnids
 from synthprobe.formats.bias_classes import DEFAULT_BIAS_CLASSES, load_bias_class
@@ -62,6 +63,39 @@ def test_bad_extra_synsets(tmp_path):
     (tmp_path / "widget.json").write_text(json.dumps({**CUSTOM_CLASS, "extra_synsets": "warplane.n.01"}))
     with pytest.raises(InputError, match="extra_synsets"):
         load_bias_class("widget", tmp_path)
+
+
+PAIRED_PROMPTS = {"object-only": ["a widget", "a red widget"], "context-only": ["a workshop"]}
+BAD_PAIRING = {
+    "not-a-flag": ({"paired": "yes"}, "'paired': true or false"),
+    "unequal-lists": (
+        {"paired": True, "prompts": {**PAIRED_PROMPTS, "mixed": ["a widget in a workshop"]}},
+        "must be equally long",
+    ),
+    "a-text-twice": (
+        {"paired": True, "prompts": {**PAIRED_PROMPTS, "mixed": ["a widget at work", "a widget at work"]}},
+        "a text may appear once in each list",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PAIRING))
+def test_bad_pairing(case, tmp_path):
+    fields, message = BAD_PAIRING[case]
+    (tmp_path / "widget.json").write_text(json.dumps({**CUSTOM_CLASS, **fields}))
+    with pytest.raises(InputError, match=message):
+        load_bias_class("widget", tmp_path)
+
+
+def test_pairs_are_texts_at_one_place():
+    prompts = {**PAIRED_PROMPTS, "mixed": ["a widget at work", "a red widget at work"]}
+    paired = B.BiasClass("widget", "frog.n.01", (), {k: tuple(v) for k, v in prompts.items()}, paired=True)
+    assert [paired.pair_of("mixed", t) for t in prompts["mixed"]] == [0, 1]
+    assert paired.pair_of("object-only", "a red widget") == 1
+    assert paired.pair_of("context-only", "a workshop") is None  # context-only texts are not paired
+    assert paired.pair_of("mixed", "another text") is None
+    assert replace(paired, paired=False).pair_of("mixed", "a widget at work") is None
+    assert all(load_bias_class(name).paired for name in DEFAULT_BIAS_CLASSES)
 
 
 def test_imagenet_order_and_names():

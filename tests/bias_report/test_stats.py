@@ -16,19 +16,22 @@ from scipy import stats
 from scipy.special import expit
 
 from synthprobe.bias_report import analysis as B
+from synthprobe.bias_report.effects import log_ratio_interval, paired_difference
+from synthprobe.bias_report.targets import TargetSet
 from synthprobe.common.stats import mean_interval, ratio_interval, welch_difference
 from synthprobe.formats.bias_classes import BIAS_GROUPS
 
 TAU, SIGMA = 1.0, 0.5
 # Logit means: a weak context, a strong object, the mixed scene stronger still.
 MU = {"object-only": 0.5, "context-only": -2.5, "mixed": 1.0}
-TARGET = {"x": B.TargetSet("x", "x.n.01", (0,), 1000)}
+TARGET = {"x": TargetSet("x", "x.n.01", (0,), 1000)}
 DATA_SETS = 300
 
 
-def true_mean(mu: float) -> float:
+def true_mean(mu: float, sd: float = np.hypot(TAU, SIGMA)) -> float:
+    """E[expit(mu + sd z)], z standard normal: the mean over prompts of a prompt's mean confidence."""
     z, w = np.polynomial.hermite_e.hermegauss(80)
-    return float((expit(mu + np.hypot(TAU, SIGMA) * z) * w).sum() / w.sum())
+    return float((expit(mu + sd * z) * w).sum() / w.sum())
 
 
 def simulate(rng, mu: dict[str, float], image_units: bool = False) -> pd.DataFrame:
@@ -47,6 +50,7 @@ def simulate(rng, mu: dict[str, float], image_units: bool = False) -> pd.DataFra
                     "group": group,
                     "unit": first_unit + units,
                     "confidence": confidence,
+                    "pair": np.nan,  # independent prompts: Welch
                     "top1_in_target": False,
                 }
             )
@@ -92,6 +96,27 @@ def test_image_unit_intervals_under_cover():
     assert all(rate <= 0.82 for rate in measured.values()), measured
 
 
+def test_log_ratio_intervals_cover_on_the_log_scale():
+    """ln(mean / chance) with its delta-method interval on the log scale, on the unit means of the simulation
+    above. Measured (seed 11, 2,000 data sets): object-only 0.932, context-only 0.918, mixed 0.936; with another
+    seed 0.942, 0.927, 0.935. Context-only, whose confidences are small and skewed, sits at the lower bound
+    (the t-interval on the probability scale gives it 0.90)."""
+    rng, chance = np.random.default_rng(11), 0.001
+    truth = {group: np.log(true_mean(mu) / chance) for group, mu in MU.items()}
+    hits = dict.fromkeys(MU, 0)
+    for _ in range(2000):
+        for group, mu in MU.items():
+            seeds = rng.integers(2, 5, rng.integers(5, 11))
+            prompt_logit = np.repeat(rng.normal(mu, TAU, len(seeds)), seeds)
+            confidence = expit(prompt_logit + rng.normal(0, SIGMA, len(prompt_logit)))
+            unit_means = np.bincount(np.repeat(np.arange(len(seeds)), seeds), confidence) / seeds
+            estimate = log_ratio_interval(unit_means, chance, 0.95)
+            hits[group] += estimate.low <= truth[group] <= estimate.high
+    rates = {group: count / 2000 for group, count in hits.items()}
+    assert 0.92 <= rates["object-only"] <= 0.97 and 0.92 <= rates["mixed"] <= 0.97, rates
+    assert 0.905 <= rates["context-only"] <= 0.97, rates
+
+
 def null_p_values(rng, difference: float, n: int) -> np.ndarray:
     """Welch p-values of context reliance on ``n`` data sets where mixed exceeds object-only by
     ``difference`` on the logit scale."""
@@ -122,6 +147,20 @@ def test_mean_interval_matches_scipy():
     estimate = mean_interval(x, 0.9)
     low, high = stats.ttest_1samp(x, 0).confidence_interval(0.9)
     assert (estimate.value, estimate.low, estimate.high) == pytest.approx((x.mean(), low, high))
+
+
+def test_paired_difference_matches_scipy():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, 7)
+    y = x + rng.normal(0.3, 0.5, 7)
+    estimate = paired_difference(y, x, 0.9)
+    result = stats.ttest_rel(y, x)
+    ci = result.confidence_interval(0.9)
+    assert (estimate.value, estimate.low, estimate.high, estimate.p_value) == pytest.approx(
+        ((y - x).mean(), ci.low, ci.high, result.pvalue)
+    )
+    exact = paired_difference([0.5, 0.6], [0.4, 0.5])
+    assert (exact.low, exact.high, exact.p_value) == pytest.approx((0.1, 0.1, 0.0))
 
 
 def test_welch_difference_matches_scipy():

@@ -15,6 +15,7 @@ import pytest
 from helpers.bias_report import TARGETS
 from scipy import stats
 
+from synthprobe.bias_report import Params, analyse, read_inputs, write
 from synthprobe.bias_report.outputs import TABLES
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.bias_classes import load_bias_class
@@ -43,6 +44,19 @@ def test_golden_tables(imagenet_report, golden, name):
 def test_golden_summary(imagenet_report, golden):
     store, out = imagenet_report
     golden.check("bias_report/summary.json", normalized_summary(out, store))
+
+
+def test_notebook_steps_give_the_command_s_folder_and_leave_the_inputs_alone(wn, imagenet_report, tmp_path):
+    store, out = imagenet_report
+    params = Params(classes=("bee", "frog", "guitar"), top=3)
+    inputs = read_inputs(store, params)
+    rows, logits = inputs.rows.copy(deep=True), inputs.logits.copy()
+    result = analyse(inputs, params)
+    assert inputs.rows.equals(rows) and np.array_equal(inputs.logits, logits)
+    write(result, tmp_path / "notebook")
+    for file, _ in TABLES.values():
+        assert (tmp_path / "notebook" / file).read_text() == (out / file).read_text(), file
+    assert normalized_summary(tmp_path / "notebook", store) == normalized_summary(out, store)
 
 
 def test_confidence_is_softmax_mass_of_the_target_set(imagenet_store, imagenet_report):
@@ -131,6 +145,16 @@ def test_groups_effects_and_cross_class(imagenet_report):
             < classes.loc[name, "context_sufficiency_high"]
         )
         assert 0 <= classes.loc[name, "context_reliance_p"] <= 1
+    # bee's and frog's files pair their texts (text k object-only with text k mixed): a paired t on the pairs'
+    # unit means; guitar's images have texts of no class file: Welch.
+    assert list(classes["context_reliance_test"]) == ["paired", "paired", "welch"]
+    assert list(classes["context_reliance_n_pairs"].fillna(0)) == [2, 2, 0]
+    for name in ("bee", "frog"):
+        pairs = images[images["class"] == name].groupby(["group", "pair"])["confidence"].mean()
+        expected = stats.ttest_rel(pairs["mixed"], pairs["object-only"])
+        assert classes.loc[name, "context_reliance_p"] == pytest.approx(expected.pvalue, rel=1e-4)
+    assert images.loc[images["class"] == "guitar", "pair"].isna().all()
+    assert images.loc[images["group"] == "context-only", "pair"].isna().all()
     assert math.isnan(classes.loc["guitar", "context_sufficiency"])  # no context-only images
     assert not math.isnan(classes.loc["guitar", "context_reliance"])
     assert math.isnan(classes.loc["guitar", "context_reliance_low"])  # object-only has one prompt
@@ -144,6 +168,12 @@ def test_groups_effects_and_cross_class(imagenet_report):
                 math.log(groups.loc[(name, group), "confidence_mean"] / classes.loc[name, "chance"]), abs=1e-5
             )
     assert math.isnan(classes.loc["guitar", "log_ratio_context_only"])
+    # Log ratios' intervals are on the log scale: log ratio ± t(units - 1) s / (sqrt(units) mean).
+    bee_units = images[(images["class"] == "bee") & (images["group"] == "mixed")].groupby("unit")["confidence"].mean()
+    half = stats.t.ppf(0.975, 1) * bee_units.std() / (math.sqrt(2) * bee_units.mean())
+    assert (classes.loc["bee", "log_ratio_mixed_low"], classes.loc["bee", "log_ratio_mixed_high"]) == pytest.approx(
+        (classes.loc["bee", "log_ratio_mixed"] - half, classes.loc["bee", "log_ratio_mixed"] + half), rel=1e-5
+    )
 
     cross = pd.read_csv(out / "cross_class.csv").set_index(["group", "target_class"])
     assert list(cross.columns) == [
