@@ -47,8 +47,8 @@ DEFAULTS = Params()
     "prompts_path",
     type=click.Path(),
     default=None,
-    help="The prompt JSONL the images were made from: prompt texts to show for a store made before "
-    "rows/prompt (default: from row ids and class definitions).",
+    help="The prompt JSONL the images were made from: texts to show for rows without one (images of an "
+    "ImageFolder tree; default: from row ids and class definitions).",
 )
 @setting_option(
     "--level",

@@ -39,8 +39,8 @@ DEPENDENT_EFFECTS = {
 
 
 def prompt_of(row_id: str, stored: str, texts: dict[str, str], definitions: dict[str, BiasClass]) -> tuple[str, str]:
-    """(prompt id, prompt text) of an image, for display: the store's text, else (stores made before
-    rows/prompt) the prompt file's, else the one the id and the class definition name.
+    """(prompt id, prompt text) of an image, for display: the store's text, else (rows of an ImageFolder tree)
+    the prompt file's, else the one the id and the class definition name.
 
     An image whose prompt cannot be found is its own prompt, with an empty text.
     """

@@ -54,7 +54,7 @@ def audit_images(inputs: Inputs, params: Params) -> tuple[pd.DataFrame, Units]:
             f"{', '.join(inputs.definitions)} (groups found: "
             f"{', '.join(sorted(set(inputs.rows['group']))) or 'none'}); make the store from 'wn-prompts bias' prompts"
         )
-    units = assign_units(inputs.rows[keep], params.unit, inputs.store_path)
+    units = assign_units(inputs.rows[keep], params.unit)
     probabilities = softmax(inputs.logits[keep].astype(np.float64), axis=1)
     images = image_table(
         inputs.rows[keep], probabilities, units, inputs.targets, inputs.labels, inputs.texts, inputs.definitions

@@ -24,7 +24,7 @@ class Params:
 
     classes: tuple[str, ...] = DEFAULT_BIAS_CLASSES
     mapping: str = "hierarchy"
-    unit: str | None = None  # None: prompt units where the store has prompt texts, else image units
+    unit: str | None = None  # None: prompt units (a row without a prompt text is its own unit)
     level: float = 0.95
     top: int = 5
     drop: tuple[str, ...] = ()  # image-check verdicts whose images are left out (needs a checks file)
@@ -70,7 +70,7 @@ def load_classes(names: list[str], class_dir: Path | None) -> dict[str, BiasClas
 def read_inputs(
     store_path: str | Path, params: Params, prompts: str | Path | None = None, checks: str | Path | None = None
 ) -> Inputs:
-    """Read what an audit needs: ``prompts`` (a prompt file: texts for a store made before rows/prompt) and
+    """Read what an audit needs: ``prompts`` (a prompt file: texts for rows without one) and
     ``checks`` (image-check's checks.jsonl) are optional."""
     definitions = load_classes(list(params.classes), params.class_dir)
     store = ActivationStore(store_path, params.allow_incomplete)

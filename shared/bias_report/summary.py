@@ -43,7 +43,7 @@ def number(value) -> float | None:
 
 def unit_definition(units: Units) -> str:
     if units.kind == "image":
-        return "the image: every image is its own unit" + (f" ({units.note})" if units.note else "")
+        return "the image: every image is its own unit"
     return (
         "the prompt: the images of one (synset, prompt text) are one unit, since they share the prompt's "
         "effect; an image without a prompt text is its own unit"

@@ -9,15 +9,12 @@ unit of its own. ``--unit image`` makes every image its own unit.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from synthprobe.common.files import InputError
-
-log = logging.getLogger("synthprobe")
 
 UNITS = ("prompt", "image")
 
@@ -28,37 +25,19 @@ class Units:
 
     kind: str  # "prompt" or "image"
     codes: np.ndarray  # (rows,) unit index of every row, 0 .. n_units - 1, in order of first appearance
-    note: str | None  # why image units were used although prompt units were the default
 
     @property
     def n_units(self) -> int:
         return int(self.codes.max()) + 1 if len(self.codes) else 0
 
     def summary(self) -> dict:
-        return {"unit": self.kind, "n_units": self.n_units, "unit_note": self.note}
+        return {"unit": self.kind, "n_units": self.n_units}
 
 
-def assign_units(rows: pd.DataFrame, unit: str | None, source: str = "the store") -> Units:
-    """Unit codes for ``rows`` (a row table with ``id``, ``synset`` and, in new stores, ``prompt``).
-
-    ``unit`` None means prompt units where the rows carry prompt texts, else image
-    units with a log line; an explicit "prompt" on rows without prompts is an error.
-    """
+def assign_units(rows: pd.DataFrame, unit: str | None) -> Units:
+    """Unit codes for ``rows`` (a row table with ``id``, ``synset`` and ``prompt``); ``unit`` None is "prompt"."""
     if unit not in (None, *UNITS):
         raise InputError(f"--unit {unit!r} is not one of {', '.join(UNITS)}")
-    note = None
-    if unit != "image" and "prompt" not in rows:
-        if unit == "prompt":
-            raise InputError(
-                f"{source} has no prompt texts (made before rows/prompt existed); "
-                "use --unit image, or rebuild the store with cnn-hooks"
-            )
-        note = (
-            f"{source} has no prompt texts (made before rows/prompt existed): each image is its own unit, "
-            "so images of one prompt count as independent; rebuild the store with cnn-hooks for prompt units"
-        )
-        log.warning(note)
-        unit = "image"
     kind = unit or "prompt"
     ids = rows["id"].astype(str).to_numpy()
     if kind == "image":
@@ -72,4 +51,4 @@ def assign_units(rows: pd.DataFrame, unit: str | None, source: str = "the store"
     order = np.argsort(first, kind="stable")  # number units in order of first appearance
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    return Units(kind=kind, codes=rank[inverse.ravel()], note=note)
+    return Units(kind=kind, codes=rank[inverse.ravel()])

@@ -28,7 +28,7 @@ def flag_rates(checks: pd.DataFrame, images: pd.DataFrame, level: float = 0.95) 
     image folder's rows (id, synset, prompt), which give each image its unit.
     Unscored images (no score from this judge) are left out.
     """
-    units = assign_units(images, None, source="the image folder")
+    units = assign_units(images, None)
     unit_of = dict(zip(images["id"], units.codes))
     scored = checks[checks["verdict"] != "unscored"].assign(unit=lambda t: t["id"].map(unit_of))
     lines = []

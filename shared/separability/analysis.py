@@ -42,7 +42,7 @@ class Params:
     groups: tuple[str, ...] = ("concept",)
     layers: tuple[str, ...] = ("*",)
     pool: str = "mean"
-    unit: str | None = None  # None: prompt units where the store has prompt texts, else image units
+    unit: str | None = None  # None: prompt units (a row without a prompt text is its own unit)
     block: str | None = None  # None: template blocks where some template is shared by two synsets, else none
     top_layers: int = 6
     top_synsets: int = 5
@@ -91,7 +91,7 @@ class Result:
     top_images: pd.DataFrame
     selective: pd.DataFrame
     synset_counts: dict[str, int]
-    units: dict  # unit kind, number of units, and why image units were used if they were
+    units: dict  # unit kind and number of units
     blocks: dict  # block kind, number of blocks, and where templates and synsets cannot be told apart
     n_sample: int
     n_tests: int  # (layer, synset, channel) tests in the selectivity family
@@ -114,7 +114,7 @@ def read(store, params: Params) -> Inputs:
     keep, _, checks = checked_rows(rows, params.checks, params.drop)
     chosen = select_rows(rows[keep], params.groups)
     synsets, codes = np.unique(chosen["synset"].to_numpy(), return_inverse=True)
-    units = assign_units(chosen, params.unit, source=str(store.path))
+    units = assign_units(chosen, params.unit)
     blocks = assign_blocks(chosen, params.block)
     sample_positions = unit_sample(codes, units.codes, params.sample, params.seed)
     design = Design.of(
@@ -122,7 +122,7 @@ def read(store, params: Params) -> Inputs:
     )
     counts = np.bincount(codes, minlength=len(synsets))
     notes = [f"synset {s} has one image: its standard deviations are undefined (NaN)" for s in synsets[counts == 1]]
-    notes += [note for note in (units.note, blocks.note) if note]
+    notes += [blocks.note] if blocks.note else []
     few_units = synsets[design.units_per_synset() < 2]
     if len(few_units):
         within = "within templates" if blocks.kind == "template" else "over all units"

@@ -201,7 +201,7 @@ def test_summary_is_self_describing(imagenet_report):
     store, out = imagenet_report
     summary = json.loads((out / "summary.json").read_text())
     assert summary["parameters"]["mapping"] == "hierarchy" and summary["parameters"]["unit"] is None
-    assert (summary["unit"], summary["n_units"], summary["unit_note"]) == ("prompt", 15, None)
+    assert (summary["unit"], summary["n_units"]) == ("prompt", 15)
     assert summary["definitions"]["unit"].startswith("the prompt")
     # Each group with fewer than 2 units is named, with the intervals it leaves out.
     assert summary["notes"] == [

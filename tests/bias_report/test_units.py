@@ -1,15 +1,15 @@
-"""bias-report's experimental units: prompts by default, images with --unit image or on a store made before
-the row table held prompt texts.
-"""
+"""bias-report's experimental units: prompts by default, images with --unit image; a row without a prompt
+text (an ImageFolder tree's image) is its own unit."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
-from helpers.bias_report import assert_one_line_error, guitar_text
+from helpers.bias_report import guitar_text
 
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.bias_classes import load_bias_class
@@ -17,15 +17,17 @@ from synthprobe.tools.bias_report import main
 
 
 @pytest.fixture(scope="module")
-def old_store(imagenet_store, tmp_path_factory):
-    """The same store as made before rows/prompt and rows/template existed."""
+def textless_store(imagenet_store, tmp_path_factory):
+    """The same store with no prompt texts in its rows, as for images of an ImageFolder tree."""
+    import zarr
+
     store, prompts = imagenet_store
-    old = tmp_path_factory.mktemp("old-store") / "bias.zarr"
-    shutil.copytree(store, old)
-    for name in ("prompt", "template"):
-        shutil.rmtree(old / "rows" / name)
-    assert "prompt" not in ActivationStore(old).rows()
-    return old, prompts
+    textless = tmp_path_factory.mktemp("textless-store") / "bias.zarr"
+    shutil.copytree(store, textless)
+    texts = zarr.open_array(textless / "rows" / "prompt", mode="r+")
+    texts[:] = np.full(texts.shape, "", dtype=object)
+    assert (ActivationStore(textless).rows()["prompt"] == "").all()
+    return textless, prompts
 
 
 def test_unit_image_makes_every_image_a_unit(imagenet_store, tmp_path, cli):
@@ -45,22 +47,13 @@ def test_unit_image_makes_every_image_a_unit(imagenet_store, tmp_path, cli):
         )
 
 
-def test_old_store_falls_back_to_image_units(old_store, tmp_path, caplog, cli):
-    store, prompts = old_store
-    with caplog.at_level("WARNING", logger="synthprobe"):
-        cli(main, store, "--out", tmp_path, "--classes", "bee,frog,guitar", "--prompts", prompts)
+def test_rows_without_prompt_texts_are_their_own_units(textless_store, tmp_path, cli):
+    store, prompts = textless_store
+    cli(main, store, "--out", tmp_path, "--classes", "bee,frog,guitar", "--prompts", prompts, "--silent")
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["unit"] == "image" and "no prompt texts" in summary["unit_note"]
-    assert summary["unit_note"] in caplog.text
+    assert (summary["unit"], summary["n_units"]) == ("prompt", 29)
     # Texts to show come from --prompts, else from the id and the class definition.
     table = pd.read_csv(tmp_path / "prompts.csv", keep_default_na=False).set_index("id")
     assert table.loc["guitar-street", "prompt"] == guitar_text("street", "object-only")
     assert table.loc["bias-frog-mixed-01", "prompt"] == load_bias_class("frog").prompts["mixed"][1]
     assert table.loc["guitar-unlisted", "prompt"] == ""
-
-
-def test_unit_prompt_on_an_old_store(old_store, tmp_path, cli):
-    store, _ = old_store
-    result = cli(main, store, "--out", tmp_path / "out", "--classes", "bee", "--unit", "prompt", exit_code=None)
-    assert_one_line_error(result, "no prompt texts", "--unit image")
-    assert not (tmp_path / "out").exists()

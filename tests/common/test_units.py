@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
-import pytest
 
-from synthprobe.common.files import InputError
 from synthprobe.common.units import assign_units
 
 ROWS = pd.DataFrame(
@@ -22,7 +18,7 @@ ROWS = pd.DataFrame(
 
 def test_prompt_units_are_synset_and_prompt_text_and_photos_are_their_own():
     units = assign_units(ROWS, None)
-    assert units.kind == "prompt" and units.note is None
+    assert units.kind == "prompt" and units.summary() == {"unit": "prompt", "n_units": 5}
     assert units.codes.tolist() == [0, 0, 1, 2, 3, 4] and units.n_units == 5
     assert assign_units(ROWS, "prompt").codes.tolist() == units.codes.tolist()
 
@@ -30,14 +26,3 @@ def test_prompt_units_are_synset_and_prompt_text_and_photos_are_their_own():
 def test_image_units():
     units = assign_units(ROWS, "image")
     assert units.kind == "image" and units.codes.tolist() == [0, 1, 2, 3, 4, 5]
-
-
-def test_rows_without_prompt_texts(caplog):
-    old = ROWS.drop(columns="prompt")
-    with pytest.raises(InputError, match="acts.zarr has no prompt texts .* use --unit image, or rebuild"):
-        assign_units(old, "prompt", source="acts.zarr")
-    caplog.set_level(logging.WARNING, logger="synthprobe")
-    units = assign_units(old, None, source="acts.zarr")
-    assert units.kind == "image" and units.n_units == 6
-    assert "each image is its own unit" in units.note and units.note in caplog.text
-    assert units.summary() == {"unit": "image", "n_units": 6, "unit_note": units.note}

@@ -69,7 +69,6 @@ def fixed_inputs(tmp_path):
                 "n_synsets": 2,
                 "unit": "image",
                 "n_units": 2,
-                "unit_note": "old store: each image is its own unit",
                 "top_layers": ["layer1"],
                 "parameters": {"seed": 0},
                 "store": {

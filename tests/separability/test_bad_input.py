@@ -34,24 +34,14 @@ def test_a_synset_with_one_image_is_undefined_not_a_crash(tmp_path, cli):
     assert np.isnan(layer["probe_p"]) and 0 < layer["fisher_p"] <= 1
 
 
-def test_store_without_prompt_texts(tmp_path, caplog, cli):
-    """A store made before rows/prompt: image units with a warning by default, an error if prompt units are asked."""
+def test_store_without_its_prompt_texts_is_damage(tmp_path, cli):
     store = build_store(
-        tmp_path / "old.zarr", {"h": np.random.default_rng(0).normal(size=(8, 3))}, ["a.n.01", "b.n.01"] * 4
+        tmp_path / "cut.zarr", {"h": np.random.default_rng(0).normal(size=(8, 3))}, ["a.n.01", "b.n.01"] * 4
     )
-    for name in ("prompt", "template"):
-        shutil.rmtree(store / "rows" / name)
+    shutil.rmtree(store / "rows" / "prompt")
     fails_with(
-        cli(main, store, "--out", tmp_path / "o", "--unit", "prompt", exit_code=None),
-        "has no prompt texts (made before rows/prompt existed); use --unit image, or rebuild the store with cnn-hooks",
+        cli(main, store, "--out", tmp_path / "o", exit_code=None), "rows/prompt is missing", "cnn-hooks with --rebuild"
     )
-    out = tmp_path / "auto"
-    cli(main, store, "--out", out, "--permutations", 10, "--silent")
-    summary = json.loads((out / "summary.json").read_text())
-    assert (
-        summary["unit"] == "image" and summary["n_units"] == 8 and "each image is its own unit" in summary["unit_note"]
-    )
-    assert summary["unit_note"] in summary["notes"]
 
 
 def test_fewer_than_two_synsets(tmp_path, cli):
