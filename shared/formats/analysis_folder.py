@@ -28,7 +28,7 @@ from synthprobe.common.files import InputError, atomic_write, error_line, read_j
 
 SUMMARY_FILE = "summary.json"
 # kind -> the summary schema this version writes and reads (bias-report 2: its tables under "tables", not "files").
-KINDS = {"separability": 2, "bias-report": 2, "image-check": 1}
+KINDS = {"separability": 2, "bias-report": 2, "image-check": 1, "image-check-audit": 1}
 
 
 @dataclass(frozen=True)

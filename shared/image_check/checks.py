@@ -125,6 +125,7 @@ class Params:
     wordnet_dir: str | None = None
     class_dir: Path | None = None
     silent: bool = False
+    audit: Path | None = None  # the audit folder whose thresholds were taken
 
 
 @dataclass
@@ -190,7 +191,7 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: Params
         build_summary(folder, judge, contrast, judged, kept, settings),
         tables={"rates": table_entry(RATES_FILE, len(rates), RATES_DESCRIPTION)},
         figures={},
-        provenance=provenance_of(images=folder.root.resolve()),
+        provenance=provenance_of(images=folder.root.resolve(), audit=settings.audit and Path(settings.audit).resolve()),
     )
     return CheckResult(len(todo), reused, summary)
 
