@@ -57,9 +57,6 @@ def checked_images(checks: list[dict], folder_rows: pd.DataFrame) -> pd.DataFram
         image["flagged"] |= row["verdict"] in FLAGS
         if row.get("box"):
             image["boxes"][row["judge"]] = row["box"]
-    missing = sorted(set(images) - set(prompts))
-    if missing:
-        raise InputError(f"{missing[0]} and {len(missing) - 1} more checked images are not in the image folder")
     return pd.DataFrame(list(images.values()))
 
 
@@ -167,7 +164,14 @@ def write_label_page(images: str | Path, checks_dir: str | Path, out: str | Path
     if not checks_path.is_file():
         raise InputError(f"{checks_dir} has no {CHECKS_FILE}; run image-check on the images first")
     folder = read_image_folder(images)
-    sample = draw_sample(checked_images(read_checks(checks_path), folder.rows), n, seed)
+    images_checked = checked_images(read_checks(checks_path), folder.rows)
+    missing = sorted(set(images_checked["id"]) - set(folder.rows["id"]))
+    if missing:
+        raise InputError(
+            f"{checks_path}: {len(missing)} checked images are not in {folder.root} (first {missing[0]}); "
+            "give the image folder that was checked"
+        )
+    sample = draw_sample(images_checked, n, seed)
     html = render_page(page_items(sample, folder), f"Label {len(sample.rows)} images of {folder.root.name}")
     with open_output(out) as handle:
         handle.write(html)
