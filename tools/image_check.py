@@ -21,6 +21,7 @@ from synthprobe.image_check import audit as A
 from synthprobe.image_check import checks as C
 from synthprobe.image_check import judges as J
 from synthprobe.image_check import labels as L
+from synthprobe.image_check import owlv2 as O
 
 log = logging.getLogger("synthprobe")
 DEFAULTS = C.Params()
@@ -76,7 +77,8 @@ def main():
     "--judge",
     default=J.DEFAULT_JUDGE,
     show_default=True,
-    help="clip:<hub id[@revision] or local folder>, a torchvision ImageNet classifier name (resnet50), or timm:<name>.",
+    help="clip:<hub id[@revision] or local folder>, owlv2:<the same> (a detector: "
+    f"{O.OWLV2_PREFIX}{O.DEFAULT_OWLV2}), a torchvision ImageNet classifier name (resnet50), or timm:<name>.",
 )
 @click.option(
     "--weights",
@@ -140,8 +142,9 @@ def check(
         image-check images/ --out checks/ --judge clip:models/tiny-clip --missing-below 0.2
         image-check images/ --out checks/ --missing-below audited --leaked-above audited --audit audit/
         image-check photos/ --out checks/ --judge resnet50 --weights IMAGENET1K_V2
+        image-check images/ --out checks/ --judge owlv2:google/owlv2-base-patch16-ensemble
     """
-    judge = J.parse_judge(judge, weights)
+    judge = O.parse_any_judge(judge, weights)
     if AUDITED in (missing_below, leaked_above) and audit is None:
         raise InputError("'audited' thresholds need --audit AUDIT_DIR (the output of image-check audit)")
     if missing_below == AUDITED:
@@ -205,16 +208,16 @@ def label(images, checks_dir, out, sample, seed, silent):
 @click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False), help="labels.jsonl (- stdin).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="The audit's analysis folder.")
 @click.option(
-    "--precision",
+    "--target-precision",
     type=click.FloatRange(0, 1),
     default=A.Params.precision,
     show_default=True,
     help="The audited threshold reaches this precision with the most recall ...",
 )
-@click.option("--recall", type=click.FloatRange(0, 1), help="... or, given, this recall with the most precision.")
+@click.option("--target-recall", type=click.FloatRange(0, 1), help="... or, if given, this recall.")
 @silent_option
 @run_guarded
-def audit(checks_dir, labels_path, out, precision, recall, silent):
+def audit(checks_dir, labels_path, out, target_precision, target_recall, silent):
     """Measure each judge of a checks folder against a person's labels.
 
     Writes audit.csv (sensitivity, specificity, precision per judge and verdict
@@ -227,7 +230,7 @@ def audit(checks_dir, labels_path, out, precision, recall, silent):
     Example:
         image-check audit --checks out/checks/bias --labels labels.jsonl -o out/checks/bias-audit
     """
-    result = A.run_audit(checks_dir, labels_path, out, A.Params(precision=precision, recall=recall))
+    result = A.run_audit(checks_dir, labels_path, out, A.Params(precision=target_precision, recall=target_recall))
     for _, row in result.audit.iterrows():
         log.info(
             "%s %s: sensitivity %.3g, specificity %.3g, precision %.3g (%d labels)",

@@ -170,11 +170,15 @@ def run_image_check(images: str | Path, out: str | Path, judge, settings: Params
         log.info("%s: %d images to score with %s (%d already scored)", images, len(todo), judge.identity, reused)
         todo_rows = pd.DataFrame(todo).reset_index(drop=True)
         try:
-            for image, (object_score, context_score) in score_images(judge, folder, todo_rows, targets, wn, settings):
+            for image, (object_score, context_score, *box) in score_images(
+                judge, folder, todo_rows, targets, wn, settings
+            ):
                 note = unscored_note(targets[image["synset"]]) if math.isnan(object_score) else ""
                 done[image["id"]] = check_row(
                     image, judge.identity, contrast, object_score, context_score, settings.thresholds, note
                 )
+                if box:  # a detector's best box
+                    done[image["id"]]["box"] = box[0]
                 if (len(done) - reused) % settings.rows_per_write == 0:  # a hard kill loses at most this many
                     save()
         finally:

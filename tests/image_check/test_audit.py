@@ -179,7 +179,7 @@ def test_audit_measures_each_judge_against_the_labels(checked, tmp_path, cli):
         tmp_path / "labels.jsonl",
         "-o",
         tmp_path / "audit",
-        "--recall",
+        "--target-recall",
         0.5,
     )
     table = pd.read_csv(tmp_path / "audit" / A.AUDIT_FILE)
@@ -216,7 +216,7 @@ def test_audited_thresholds_are_taken_and_recorded(checked, tmp_path, tiny_clip,
     images, checks, page = checked
     answer_page(page, tmp_path / "labels.jsonl", lambda item: "no" if item["group"] != "context-only" else "yes")
     audit = tmp_path / "audit"
-    cli(main, "audit", "--checks", checks, "--labels", tmp_path / "labels.jsonl", "-o", audit, "--recall", 0.5)
+    cli(main, "audit", "--checks", checks, "--labels", tmp_path / "labels.jsonl", "-o", audit, "--target-recall", 0.5)
     (thresholds,) = read_summary(audit).summary["thresholds"].values()
     out = tmp_path / "rechecked"
     shutil.copytree(checks, out)  # its scores are the cache: re-thresholding loads no model
