@@ -151,6 +151,23 @@ def flagged_images(checks: Analysis, thumbnails: Thumbnails | None, limit: int =
     ]
 
 
+def audit_of(checks: Analysis, audits: list[Analysis]) -> Analysis | None:
+    """The audit (image-check audit) of a checks folder among those given, or None: the judge is unaudited."""
+    mine = [a for a in audits if a.summary.get("checks") == str(checks.folder.resolve())]
+    return mine[-1] if mine else None
+
+
+def check_audits_match(checks: list[Analysis], audits: list[Analysis]) -> None:
+    """An audit is shown beside the checks it measured; one whose checks folder is not given would vanish."""
+    folders = {str(a.folder.resolve()) for a in checks}
+    for audit in audits:
+        if audit.summary.get("checks") not in folders:
+            raise InputError(
+                f"{audit.folder} audits {audit.summary.get('checks')}, which is not among the --checks folders; "
+                "give both"
+            )
+
+
 def build_context(
     separability_dirs: list[Path],
     bias_dirs: list[Path],
@@ -162,10 +179,13 @@ def build_context(
     separability = [load_analysis(d) for d in separability_dirs]
     biases = [load_analysis(d) for d in bias_dirs]
     checks = [load_analysis(d) for d in check_dirs]
+    audits = [a for a in checks if a.summary.get("kind") == "image-check-audit"]
+    checks = [a for a in checks if a not in audits]
+    check_audits_match(checks, audits)
     if not separability and not biases:
         raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
     thumbnails = Thumbnails(image_dirs) if image_dirs else None
-    analyses = separability + biases + checks
+    analyses = separability + biases + checks + audits
     per_class = [bias_class_tables(bias) for bias in biases]
     top_channels = [top_channel_images(a, thumbnails) for a in separability]  # from the whole top_images table
     comparison = {
@@ -190,7 +210,9 @@ def build_context(
             for bias, classes in zip(biases, per_class)
         ],
         "comparison": comparison,
-        "checks": [{"analysis": a, "flagged": flagged_images(a, thumbnails)} for a in checks],
+        "checks": [
+            {"analysis": a, "flagged": flagged_images(a, thumbnails), "audit": audit_of(a, audits)} for a in checks
+        ],
         "galleries": thumbnails.galleries() if thumbnails else [],
         "thumbnails": thumbnails.uris if thumbnails else {},
         "runs": run_summaries(image_dirs),
