@@ -54,7 +54,7 @@ def main():
     """Check that images show what their prompts say, and measure how often the check is wrong.
 
     A first argument that is not a command runs check: `image-check IMAGES --out DIR` is `image-check check IMAGES
-    --out DIR`.
+    --out DIR` (an image folder named check, label or audit needs the explicit form, or ./audit).
 
     \b
     Example (the three steps of an audit):
