@@ -207,7 +207,8 @@ def cuts(part: pd.DataFrame, kind: Kind) -> pd.DataFrame:
         threshold = (level + lower) / 2
         lines.append(
             {
-                "threshold": -threshold if kind.low_flags else threshold,
+                # Scores lie in 0..1: the cut that flags every image is 1 (missing) or 0 (leaked).
+                "threshold": min(1.0, max(0.0, -threshold if kind.low_flags else threshold)),
                 "precision": true / (weight * flagged).sum(),
                 "recall": true / (weight * condition).sum() if condition.any() else NAN,
                 "false_positive_rate": (weight * (flagged & ~condition)).sum() / (weight * ~condition).sum()

@@ -16,6 +16,7 @@ from synthprobe.common.stats import Estimate, clustered_proportion
 from synthprobe.formats.analysis_folder import read_summary
 from synthprobe.formats.labels import Label, write_labels
 from synthprobe.image_check import audit as A
+from synthprobe.image_check.checks import Thresholds, verdict
 from synthprobe.image_check.correction import rogan_gladen
 from synthprobe.image_check.labels import allocate, draw_sample
 from synthprobe.tools.image_check import main
@@ -259,3 +260,26 @@ def test_auc_matches_scikit_learn_with_weights_and_ties():
         strength = -part["score"] if kind.low_flags else part["score"]
         expected = roc_auc_score(part["condition"], strength, sample_weight=part["weight"])
         assert A.auc(part, kind) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", A.KINDS, ids=lambda k: k.name)
+def test_chosen_threshold_flags_as_the_check_would_and_reaches_its_target(kind):
+    rng = np.random.default_rng(5)
+    condition = rng.random(80) < 0.4
+    deserving = rng.beta(2, 5, 80) if kind.low_flags else rng.beta(5, 2, 80)  # scores of images deserving the flag
+    score = np.round(np.where(condition, deserving, 1 - deserving), 3)
+    part = pd.DataFrame({"condition": condition, "score": score, "weight": rng.choice([1.0, 3.0], 80)})
+    table = A.cuts(part, kind)
+    assert table["threshold"].between(0, 1).all() and table["recall"].max() == 1
+    for target in (0.7, 0.8):
+        chosen = A.chosen_threshold(table, A.Params(precision=target))
+        group = "context-only" if kind.name == "leaked" else "object-only"
+        thresholds = Thresholds(chosen["threshold"], chosen["threshold"])
+        flagged = np.array([verdict(group, value, thresholds) != "ok" for value in score])
+        w = part["weight"].to_numpy()
+        assert chosen["precision"] == pytest.approx((w * flagged * condition).sum() / (w * flagged).sum())
+        assert chosen["recall"] == pytest.approx((w * flagged * condition).sum() / (w * condition).sum())
+        assert chosen["precision"] >= target
+        better = table[table["precision"] >= target]
+        assert chosen["recall"] == better["recall"].max()  # the most recall among the cuts that reach the target
+    assert np.isnan(A.chosen_threshold(table, A.Params(precision=1.01))["threshold"])
