@@ -32,6 +32,7 @@ from synthprobe.formats.image_checks import CHECKS_FILE, read_checks
 from synthprobe.formats.labels import Label, read_labels
 from synthprobe.image_check.correction import corrected_rates
 from synthprobe.image_check.rates import RATES_FILE, flag_of
+from synthprobe.image_check.roc import ROC_FIGURE, auc, chosen_threshold, cuts, roc_figure
 
 AUDIT_FILE = "audit.csv"
 ROC_FILE = "roc.csv"
@@ -172,64 +173,7 @@ def measure(part: pd.DataFrame, kind: Kind, level: float = 0.95) -> dict:
     }
     for name, estimate in estimates.items():
         row |= {name: estimate.value, f"{name}_low": estimate.low, f"{name}_high": estimate.high}
-    return row | {"auc": auc(part, kind)}
-
-
-def flag_strength(part: pd.DataFrame, kind: Kind) -> np.ndarray:
-    """The score turned so that larger flags sooner."""
-    return -part["score"].to_numpy() if kind.low_flags else part["score"].to_numpy()
-
-
-def auc(part: pd.DataFrame, kind: Kind) -> float:
-    """The weighted area under the ROC curve of the raw score (ties count half, as in scikit-learn's
-    roc_auc_score with sample_weight); NaN unless both answers occur."""
-    condition, weight = part["condition"].to_numpy(), part["weight"].to_numpy()
-    if condition.all() or not condition.any():
-        return NAN
-    levels, position = np.unique(flag_strength(part, kind), return_inverse=True)
-    positives = np.bincount(position, weights=weight * condition, minlength=len(levels))
-    negatives = np.bincount(position, weights=weight * ~condition, minlength=len(levels))
-    below = np.cumsum(negatives) - negatives
-    return float((positives * (below + negatives / 2)).sum() / (positives.sum() * negatives.sum()))
-
-
-def cuts(part: pd.DataFrame, kind: Kind) -> pd.DataFrame:
-    """Every threshold between two labelled scores, with the weighted precision and recall of flagging by it."""
-    strength = flag_strength(part, kind)
-    levels = np.unique(strength)
-    # Flag the images at or above each level: the threshold lies halfway to the next lower score.
-    below = np.concatenate([[levels[0] - 1.0], levels[:-1]])
-    weight, condition = part["weight"].to_numpy(), part["condition"].to_numpy()
-    lines = []
-    for level, lower in zip(levels, below):
-        flagged = strength >= level
-        true = (weight * (flagged & condition)).sum()
-        threshold = (level + lower) / 2
-        lines.append(
-            {
-                # Scores lie in 0..1: the cut that flags every image is 1 (missing) or 0 (leaked).
-                "threshold": min(1.0, max(0.0, -threshold if kind.low_flags else threshold)),
-                "precision": true / (weight * flagged).sum(),
-                "recall": true / (weight * condition).sum() if condition.any() else NAN,
-                "false_positive_rate": (weight * (flagged & ~condition)).sum() / (weight * ~condition).sum()
-                if (~condition).any()
-                else NAN,
-            }
-        )
-    return pd.DataFrame(lines)
-
-
-def chosen_threshold(table: pd.DataFrame, settings: Params) -> dict:
-    """The cut reaching the target precision with the most recall (or the target recall with the most precision)."""
-    if settings.recall is not None:
-        criterion, reached, best = f"recall>={settings.recall:g}", table["recall"] >= settings.recall, "precision"
-    else:
-        target = settings.precision
-        criterion, reached, best = f"precision>={target:g}", table["precision"] >= target, "recall"
-    if not reached.any():
-        return {"criterion": criterion, "threshold": NAN, "precision": NAN, "recall": NAN}
-    top = table[reached].sort_values(best, ascending=False, kind="stable").iloc[0]
-    return {"criterion": criterion, **{k: float(top[k]) for k in ("threshold", "precision", "recall")}}
+    return row | {"auc": auc(part, kind.low_flags)}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -248,9 +192,10 @@ def measure_all(joined: pd.DataFrame, settings: Params) -> tuple[pd.DataFrame, p
     for (judge, name), part in joined.groupby(["judge", "kind"], sort=True):
         kind = next(k for k in KINDS if k.name == name)
         audit.append({"judge": judge, "kind": name, **measure(part, kind, settings.level)})
-        table = cuts(part, kind)
+        table = cuts(part, kind.low_flags)
         roc.append(table.assign(judge=judge, kind=name))
-        thresholds.append({"judge": judge, "kind": name, "option": kind.threshold, **chosen_threshold(table, settings)})
+        chosen = chosen_threshold(table, settings.precision, settings.recall)
+        thresholds.append({"judge": judge, "kind": name, "option": kind.threshold, **chosen})
     roc_columns = ["judge", "kind", "threshold", "precision", "recall", "false_positive_rate"]
     return (
         pd.DataFrame(audit, columns=AUDIT_COLUMNS),
@@ -295,7 +240,11 @@ def run_audit(checks_dir: str | Path, labels_path: str | Path, out: str | Path, 
         "thresholds": audited_thresholds(thresholds),
     }
     provenance = provenance_of(checks=checks_dir.resolve(), labels=Path(labels_path).resolve())
-    summary = write_summary(out, "image-check-audit", fields, tables=tables, figures={}, provenance=provenance)
+    figures = {}
+    if not roc.empty:
+        roc_figure(roc, audit, out / ROC_FIGURE)
+        figures["roc"] = ROC_FIGURE
+    summary = write_summary(out, "image-check-audit", fields, tables=tables, figures=figures, provenance=provenance)
     return AuditResult(audit, thresholds, summary)
 
 

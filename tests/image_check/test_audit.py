@@ -19,6 +19,7 @@ from synthprobe.image_check import audit as A
 from synthprobe.image_check.checks import Thresholds, verdict
 from synthprobe.image_check.correction import rogan_gladen
 from synthprobe.image_check.labels import allocate, draw_sample
+from synthprobe.image_check.roc import auc, chosen_threshold, cuts
 from synthprobe.tools.image_check import main
 
 # ---- the sample design -----------------------------------------------------------------------
@@ -259,7 +260,7 @@ def test_auc_matches_scikit_learn_with_weights_and_ties():
     for kind in A.KINDS:
         strength = -part["score"] if kind.low_flags else part["score"]
         expected = roc_auc_score(part["condition"], strength, sample_weight=part["weight"])
-        assert A.auc(part, kind) == pytest.approx(expected, abs=1e-12)
+        assert auc(part, kind.low_flags) == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("kind", A.KINDS, ids=lambda k: k.name)
@@ -269,10 +270,10 @@ def test_chosen_threshold_flags_as_the_check_would_and_reaches_its_target(kind):
     deserving = rng.beta(2, 5, 80) if kind.low_flags else rng.beta(5, 2, 80)  # scores of images deserving the flag
     score = np.round(np.where(condition, deserving, 1 - deserving), 3)
     part = pd.DataFrame({"condition": condition, "score": score, "weight": rng.choice([1.0, 3.0], 80)})
-    table = A.cuts(part, kind)
+    table = cuts(part, kind.low_flags)
     assert table["threshold"].between(0, 1).all() and table["recall"].max() == 1
     for target in (0.7, 0.8):
-        chosen = A.chosen_threshold(table, A.Params(precision=target))
+        chosen = chosen_threshold(table, precision=target)
         group = "context-only" if kind.name == "leaked" else "object-only"
         thresholds = Thresholds(chosen["threshold"], chosen["threshold"])
         flagged = np.array([verdict(group, value, thresholds) != "ok" for value in score])
@@ -282,4 +283,4 @@ def test_chosen_threshold_flags_as_the_check_would_and_reaches_its_target(kind):
         assert chosen["precision"] >= target
         better = table[table["precision"] >= target]
         assert chosen["recall"] == better["recall"].max()  # the most recall among the cuts that reach the target
-    assert np.isnan(A.chosen_threshold(table, A.Params(precision=1.01))["threshold"])
+    assert np.isnan(chosen_threshold(table, precision=1.01)["threshold"])
