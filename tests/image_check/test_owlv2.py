@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers.image_check import read_rows, write_bias_folder
+from helpers.image_check import page_items, read_rows, write_bias_folder
 
 from synthprobe.common.decode import load_rgb
 from synthprobe.image_check import judges as J
@@ -79,3 +79,12 @@ def test_judge_spec_and_load_errors_are_one_line(tmp_path, cli):
         main, images, "--out", tmp_path / "checks", "--judge", f"owlv2:{tmp_path / 'not-a-model'}", exit_code=1
     )
     assert result.output.startswith("Error: cannot load the OWLv2 judge") and len(result.output.splitlines()) == 1
+
+
+def test_the_labelling_page_carries_the_detectors_boxes(detected, tmp_path, cli):
+    images, checks = detected
+    cli(main, "label", images, "--checks", checks, "-o", tmp_path / "labels.html", "--sample", 4, "--silent")
+    boxes = {r["id"]: r["box"] for r in read_rows(checks)}
+    items = page_items(tmp_path / "labels.html")
+    assert len(items) == 4
+    assert all(list(item["boxes"].values()) == [boxes[item["id"]]] for item in items)
