@@ -83,10 +83,11 @@ $(TINY_CLIP)/config.json: shared/tiny_models.py | $(STAMP)
 tiny-models: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
 
 # image-check scores only images its checks.jsonl lacks; a failed run ages the file so make retries.
-$(eval $(call params,checks,$(JUDGE) $(JUDGE_WEIGHTS) $(MISSING_BELOW) $(LEAKED_ABOVE)))
+$(eval $(call params,checks,$(JUDGE) $(JUDGE_WEIGHTS) $(MISSING_BELOW) $(LEAKED_ABOVE) $(AUDIT)))
 $(OUT)/checks/%/checks.jsonl: $(OUT)/images/%/images.jsonl $(OUT)/.params/checks | $(STAMP)
 	$(BIN)/image-check $(<D) --out $(@D) --judge $(JUDGE) --weights $(JUDGE_WEIGHTS) \
-		--missing-below $(MISSING_BELOW) --leaked-above $(LEAKED_ABOVE) --batch-size $(CHECK_BATCH) \
+		--missing-below $(MISSING_BELOW) --leaked-above $(LEAKED_ABOVE) $(if $(AUDIT),--audit $(AUDIT)) \
+		--batch-size $(CHECK_BATCH) \
 		|| { touch -c -d @0 $@ 2>/dev/null; exit 1; }
 
 # Each classifier of CNNS (a model name, or MODEL=WEIGHTS for its own weights; else WEIGHTS) gets its

@@ -38,12 +38,15 @@ CNNS ?= resnet50
 WEIGHTS ?= DEFAULT
 HOOK_BATCH ?= 16
 
-# Image check (image-check): the judge (clip:<hub id[@revision] or folder>, a torchvision name, or timm:<name>),
-# its weights (classifier judges), and the verdict thresholds (docs/methods.md)
+# Image check (image-check): the judge (clip:<hub id[@revision] or folder>, owlv2:<the same>, a torchvision
+# name, or timm:<name>), its weights (classifier judges), and the verdict thresholds (docs/methods.md)
 JUDGE ?= clip:openai/clip-vit-large-patch14
 JUDGE_WEIGHTS ?= DEFAULT
 MISSING_BELOW ?= 0.1
 LEAKED_ABOVE ?= 0.5
+# An image-check audit folder (image-check audit): with MISSING_BELOW=audited and/or LEAKED_ABOVE=audited its
+# thresholds for JUDGE are taken
+AUDIT ?=
 CHECK_BATCH ?= 32
 # Verdicts whose images the analyses leave out (empty: none, the flags are only counted), e.g. object-missing,object-leaked
 DROP ?=

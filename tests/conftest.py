@@ -18,7 +18,7 @@ from helpers.bad_inputs import build_pristine_store, files_under, looks_complete
 from helpers.bias_report import build_custom_setup, build_imagenet_store
 from helpers.cnn_hooks import SMALL, make_tree
 
-from synthprobe.tiny_models import save_tiny_clip, save_tiny_sd3
+from synthprobe.tiny_models import build_tiny_owlv2, save_tiny_clip, save_tiny_model, save_tiny_sd3
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
@@ -268,3 +268,9 @@ def custom_setup(tmp_path_factory):
 def tiny_clip(tmp_path_factory) -> Path:
     """A tiny random CLIP model's folder, the judge of the image-check tests."""
     return save_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_owlv2(tmp_path_factory) -> Path:
+    """A tiny random OWLv2 detector's folder, the detector judge of the image-check tests."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-owlv2", build_tiny_owlv2)

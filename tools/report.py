@@ -22,7 +22,9 @@ def folders_option(flag: str, dest: str, help: str):
 @folders_option("--bias", "bias_dirs", "A bias-report output folder (repeatable: one per classifier).")
 @folders_option("--images", "image_dirs", "An image folder for galleries and thumbnails (repeatable).")
 @folders_option(
-    "--checks", "check_dirs", "An image-check output folder: leak and miss rates, flagged images (repeatable)."
+    "--checks",
+    "check_dirs",
+    "An image-check folder (leak and miss rates, flagged images) or its image-check audit folder (repeatable).",
 )
 @click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
 @click.option("--notice", default=None, help="A line shown at the top of the report (e.g. that the models are toys).")

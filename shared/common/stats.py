@@ -108,8 +108,22 @@ def clustered_proportion(flagged, sizes, level: float = 0.95) -> Estimate:
     if len(n) < 2:
         return Estimate(p)
     variance = len(n) / (len(n) - 1) * ((x - p * n) ** 2).sum() / total**2
-    n_eff = total if variance <= 0 or p in (0.0, 1.0) else min(total, max(p * (1 - p) / variance, 1.0))
-    q = stats.t.ppf((1 + level) / 2, len(n) - 1)
+    return wilson_on_variance(p, variance, float(total), len(n) - 1, level)
+
+
+def wilson_on_variance(
+    p: float, variance: float, n: float, df: int, level: float = 0.95, at_most_n: bool = True
+) -> Estimate:
+    """Wilson's score interval for a proportion ``p`` of ``n`` images whose estimator has ``variance``: on the
+    effective sample size p(1-p) / variance, with Student's t (``df``) in place of z. The effective size is at
+    most n unless ``at_most_n`` is False (a stratified design can beat simple random sampling); n where the
+    variance is 0 or p is 0 or 1."""
+    if variance <= 0 or p in (0.0, 1.0):
+        n_eff = n
+    else:
+        n_eff = max(p * (1 - p) / variance, 1.0)
+        n_eff = min(n, n_eff) if at_most_n else n_eff
+    q = stats.t.ppf((1 + level) / 2, df)
     c = q * q / n_eff
     centre = (p + c / 2) / (1 + c)
     half = q * np.sqrt(p * (1 - p) / n_eff + c / (4 * n_eff)) / (1 + c)

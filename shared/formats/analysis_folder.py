@@ -27,7 +27,8 @@ from synthprobe.common.files import InputError, atomic_write, error_line, read_j
 
 SUMMARY_FILE = "summary.json"
 # kind -> the summary schema this version writes and reads; a reader refuses any other.
-KINDS = {"separability": 3, "bias-report": 3, "image-check": 2}
+KINDS = {"separability": 3, "bias-report": 3, "image-check": 2, "image-check-audit": 1}
+WRITER = {"image-check-audit": "image-check audit"}  # the command that writes a kind, where it is not the kind
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def write_summary(
     return summary
 
 
-def read_summary(folder: str | Path, expected_kind: str | None = None) -> AnalysisSummary:
+def read_summary(folder: str | Path, expected_kind: str | tuple[str, ...] | None = None) -> AnalysisSummary:
     """An analysis folder's summary.json, with its kind, schema, tables and figures checked.
 
     Every file the summary names must lie inside ``folder`` (no absolute path, no ``..``, no symlink out): a
@@ -138,18 +139,19 @@ def read_summary(folder: str | Path, expected_kind: str | None = None) -> Analys
     return AnalysisSummary(folder, summary, kind, tables, figures)
 
 
-def check_kind(summary: dict, path: Path, expected_kind: str | None) -> str:
+def check_kind(summary: dict, path: Path, expected_kind: str | tuple[str, ...] | None) -> str:
     kind = summary.get("kind")
     if kind not in KINDS:
         raise InputError(
             f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}; rerun the tool that wrote it with this version"
         )
-    if expected_kind is not None and kind != expected_kind:
-        raise InputError(f"{path}: a {kind} folder, given where a {expected_kind} folder belongs")
+    expected = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
+    if expected is not None and kind not in expected:
+        raise InputError(f"{path}: a {kind} folder, given where a {' or '.join(expected)} folder belongs")
     if summary.get("schema") != KINDS[kind]:
         raise InputError(
             f"{path}: schema {summary.get('schema')!r}, but this version reads {kind} schema {KINDS[kind]}; "
-            f"rerun {kind} to write the folder again"
+            f"rerun {WRITER.get(kind, kind)} to write the folder again"
         )
     return kind
 

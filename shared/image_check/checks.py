@@ -125,6 +125,7 @@ class Params:
     wordnet_dir: str | None = None
     class_dir: Path | None = None
     silent: bool = False
+    audit: Path | None = None  # the audit folder whose thresholds were taken
 
 
 @dataclass
@@ -190,11 +191,14 @@ def judge_images(folder: ImageFolder, previous: list[dict], judge, settings: Par
                 "%s: %d images to score with %s (%d already scored)", folder.root, len(todo), judge.identity, reused
             )
             todo_rows = pd.DataFrame(todo).reset_index(drop=True)
-            for image, (object_score, context_score) in score_images(judge, folder, todo_rows, targets, wn, settings):
+            scored = score_images(judge, folder, todo_rows, targets, wn, settings)
+            for image, (object_score, context_score, *box) in scored:
                 note = unscored_note(targets[image["synset"]]) if math.isnan(object_score) else ""
                 done[image["id"]] = check_row(
                     image, judge.identity, contrast, object_score, context_score, settings.thresholds, note
                 )
+                if box:  # a detector's best box
+                    done[image["id"]]["box"] = box[0]
                 if (len(done) - reused) % settings.rows_per_write == 0:  # a hard kill loses at most this many
                     save()
     finally:
@@ -213,7 +217,7 @@ def write_check_outputs(out: Path, folder: ImageFolder, judge, judged: Judged, s
         build_summary(folder, judge, judged.contrast, judged.rows, judged.kept, settings),
         tables={"rates": table_entry(RATES_FILE, len(rates), RATES_DESCRIPTION)},
         figures={},
-        provenance=provenance_of(images=folder.root.resolve()),
+        provenance=provenance_of(images=folder.root.resolve(), audit=settings.audit and Path(settings.audit).resolve()),
     )
 
 

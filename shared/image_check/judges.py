@@ -85,17 +85,19 @@ def parse_judge(spec: str, weights: str):
     """A judge from its command-line spec. CLIP loads nothing until it has images to score; a classifier is
     built at once, since its weights name the judge."""
     if spec.startswith(CLIP_PREFIX):
-        source = spec[len(CLIP_PREFIX) :]
-        revision = None
-        if not Path(source).is_dir() and "@" in source:  # clip:HUB_ID@REVISION pins the hub model
-            source, revision = source.rsplit("@", 1)
-        if not source or revision == "":
-            raise InputError(
-                "--judge clip: needs a hub id (optionally @REVISION) or a local folder, "
-                "e.g. clip:openai/clip-vit-large-patch14"
-            )
-        return ClipJudge(source, revision)
+        return ClipJudge(*hub_source(spec, CLIP_PREFIX, DEFAULT_JUDGE))
     return ClassifierJudge(spec, weights)
+
+
+def hub_source(spec: str, prefix: str, example: str) -> tuple[str, str | None]:
+    """(hub id or folder, revision or None) of ``prefix:SOURCE[@REVISION]``: @REVISION pins a hub model."""
+    source = spec[len(prefix) :]
+    revision = None
+    if not Path(source).is_dir() and "@" in source:
+        source, revision = source.rsplit("@", 1)
+    if not source or revision == "":
+        raise InputError(f"--judge {prefix} needs a hub id (optionally @REVISION) or a local folder, e.g. {example}")
+    return source, revision
 
 
 class ClipJudge:

@@ -160,7 +160,7 @@ def read_table(path: Path, key: str, file: str, description: str = "") -> Table:
 OWN_FILES = {"image-check": {"checks": CHECKS_FILE}}
 
 
-def load_analysis(folder: str | Path, kind: str | None = None) -> Analysis:
+def load_analysis(folder: str | Path, kind: str | tuple[str, ...] | None = None) -> Analysis:
     """An analysis folder (shared/formats/analysis_folder.py) of ``kind``: summary.json names its tables and figures,
     each read from inside the folder."""
     read = read_summary(folder, kind)

@@ -34,6 +34,7 @@ class ReportInputs:
     separability: list[Analysis]
     biases: list[Analysis]
     checks: list[Analysis]
+    audits: list[Analysis]  # image-check audits, each of one of the checks folders
     thumbnails: Thumbnails | None  # memoises the thumbnails it makes; their lookup never changes
     runs: list[dict]
 
@@ -47,10 +48,15 @@ def read_inputs(
 ) -> ReportInputs:
     if not separability_dirs and not bias_dirs:
         raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
+    given = [load_analysis(d, ("image-check", "image-check-audit")) for d in check_dirs]
+    checks = [a for a in given if a.summary["kind"] == "image-check"]
+    audits = [a for a in given if a.summary["kind"] == "image-check-audit"]
+    check_audits_match(checks, audits)
     return ReportInputs(
         [load_analysis(d, "separability") for d in separability_dirs],
         [load_analysis(d, "bias-report") for d in bias_dirs],
-        [load_analysis(d, "image-check") for d in check_dirs],
+        checks,
+        audits,
         Thumbnails(image_dirs, allow_changed) if image_dirs else None,
         run_summaries(image_dirs),
     )
@@ -177,8 +183,25 @@ def flagged_images(checks: Analysis, thumbnails: Thumbnails | None, limit: int =
     ]
 
 
+def audit_of(checks: Analysis, audits: list[Analysis]) -> Analysis | None:
+    """The audit (image-check audit) of a checks folder among those given, or None: the judge is unaudited."""
+    mine = [a for a in audits if a.summary.get("checks") == str(checks.folder.resolve())]
+    return mine[-1] if mine else None
+
+
+def check_audits_match(checks: list[Analysis], audits: list[Analysis]) -> None:
+    """An audit is shown beside the checks it measured; one whose checks folder is not given would vanish."""
+    folders = {str(a.folder.resolve()) for a in checks}
+    for audit in audits:
+        if audit.summary.get("checks") not in folders:
+            raise InputError(
+                f"{audit.folder} audits {audit.summary.get('checks')}, which is not among the --checks folders; "
+                "give both"
+            )
+
+
 def all_tables(inputs: ReportInputs, per_class: list[dict[str, dict[str, Table]]]) -> list[Table]:
-    analyses = inputs.separability + inputs.biases + inputs.checks
+    analyses = inputs.separability + inputs.biases + inputs.checks + inputs.audits
     return [t for a in analyses for t in a.tables.values()] + [
         t for classes in per_class for tables in classes.values() for t in tables.values()
     ]
@@ -196,7 +219,7 @@ def build_context(
     def cut(analysis: Analysis) -> Analysis:
         return replace(analysis, tables={key: shown(t, links) for key, t in analysis.tables.items()})
 
-    analyses = inputs.separability + inputs.biases + inputs.checks
+    analyses = inputs.separability + inputs.biases + inputs.checks + inputs.audits
     return {
         "title": title,
         "notices": ([notice] if notice else []) + toy_warnings(analyses) + store_warnings(analyses),
@@ -224,7 +247,10 @@ def build_context(
             "figures": depth_figures(inputs.separability) if compared(inputs.separability) else {},
             "tables": bias_tables(inputs.biases) if compared(inputs.biases) else [],
         },
-        "checks": [{"analysis": cut(a), "flagged": flagged_images(a, thumbnails)} for a in inputs.checks],
+        "checks": [
+            {"analysis": cut(a), "flagged": flagged_images(a, thumbnails), "audit": audit_of(a, inputs.audits)}
+            for a in inputs.checks
+        ],
         "galleries": thumbnails.galleries() if thumbnails else [],
         "thumbnails": thumbnails.uris if thumbnails else {},
         "runs": inputs.runs,

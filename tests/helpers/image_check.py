@@ -51,3 +51,12 @@ def read_rows(out: Path) -> list[dict]:
 
 def clip_settings(**changes) -> C.Params:
     return C.Params(silent=True, batch_size=4, **changes)
+
+
+def page_items(html: Path) -> list[dict]:
+    """The sampled images a labelling page embeds (its items JSON)."""
+    import json
+    import re
+
+    found = re.search(r'<script type="application/json" id="items">(.*?)</script>', html.read_text(), re.S)
+    return json.loads(found[1])

@@ -13,7 +13,18 @@ from synthprobe.formats.image_folder import RUN_SCHEMA
 from synthprobe.formats.prompts import PROMPT_SCHEMA
 from synthprobe.tools import report
 
-RERUN = {"separability": "rerun separability", "bias-report": "rerun bias-report", "image-check": "rerun image-check"}
+RERUN = {
+    "separability": "rerun separability",
+    "bias-report": "rerun bias-report",
+    "image-check": "rerun image-check",
+    "image-check-audit": "rerun image-check audit",
+}
+FLAG = {
+    "separability": "--separability",
+    "bias-report": "--bias",
+    "image-check": "--checks",
+    "image-check-audit": "--checks",
+}
 
 
 def analysis_folder(folder, kind: str, schema) -> None:
@@ -27,7 +38,7 @@ def test_a_summary_of_another_schema_is_refused(kind, offset, tmp_path, cli):
     schema = KINDS[kind] + offset
     analysis_folder(tmp_path / "sep", "separability", KINDS["separability"])
     analysis_folder(tmp_path / "other", kind, schema)
-    flag = {"separability": "--separability", "bias-report": "--bias", "image-check": "--checks"}[kind]
+    flag = FLAG[kind]
     args = ["--separability", tmp_path / "sep", flag, tmp_path / "other", "-o", tmp_path / "r.html", "--silent"]
     fails_with(
         cli(report.main, *args, exit_code=None),
