@@ -7,7 +7,6 @@ scripts/regen-goldens) rewrites them from the current code.
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,10 +16,9 @@ from click.testing import CliRunner, Result
 from helpers.bad_inputs import build_pristine_store, files_under, looks_complete
 from helpers.bias_report import build_custom_setup, build_imagenet_store
 from helpers.cnn_hooks import SMALL, make_tree
+from helpers.golden import Golden
 
 from synthprobe.tiny_models import save_tiny_clip, save_tiny_sd3
-
-GOLDEN_DIR = Path(__file__).parent / "golden"
 
 
 def pytest_addoption(parser):
@@ -28,6 +26,9 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # a test that compares with a golden file is a golden test, marked so with no line of its own
+        if "golden" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.golden)
     try:
         import torch
 
@@ -88,34 +89,6 @@ def run_command(command, *args, exit_code: int | None = 0, **invoke_options) -> 
 def cli():
     """The one way the tests run a command: ``cli(main, "--out", path)`` or ``cli(main, ..., exit_code=None)``."""
     return run_command
-
-
-class Golden:
-    """Every golden file goes through here: compared, or rewritten with --regen-goldens."""
-
-    def __init__(self, regen: bool):
-        self.regen = regen
-
-    def check(self, name: str, actual: str) -> None:
-        """Compare text with tests/golden/NAME (or rewrite it with --regen-goldens)."""
-        expected = self._expected(name, actual)
-        assert actual == expected, (
-            f"output differs from golden {GOLDEN_DIR / name}; if the change is intended, run scripts/regen-goldens"
-        )
-
-    def check_json(self, name: str, values, assert_close, indent: int | None = None) -> None:
-        """Compare ``values`` with the JSON in tests/golden/NAME through ``assert_close(expected, values)``: numbers
-        that vary with the CPU's floating-point order match within a tolerance, not to the letter."""
-        expected = self._expected(name, json.dumps(values, indent=indent) + "\n")
-        assert_close(json.loads(expected), values)
-
-    def _expected(self, name: str, actual: str) -> str:
-        path = GOLDEN_DIR / name
-        if self.regen:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(actual, encoding="utf-8")
-        assert path.is_file(), f"golden file {path} is missing; run scripts/regen-goldens"
-        return path.read_text(encoding="utf-8")
 
 
 @pytest.fixture

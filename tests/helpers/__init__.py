@@ -35,11 +35,26 @@ def fails_with(result, *fragments: str) -> str:
 
 
 def smooth_image(rng: np.random.Generator, size: int = 64) -> np.ndarray:
-    """A photo-like RGB image: a few smooth colour gradients plus a little noise."""
-    y, x = np.mgrid[0:size, 0:size] / size
-    channels = [np.sin(rng.uniform(1, 6) * x + rng.uniform(0, 3)) * np.cos(rng.uniform(1, 6) * y) for _ in range(3)]
-    image = (np.stack(channels, -1) + 1) * 110 + rng.normal(0, 8, (size, size, 3))
+    """A photo-like RGB image: per channel two crossing triangle waves of random frequency and phase plus a little
+    noise, in integer arithmetic only, so that every CPU makes the same pixels (numpy's SIMD sin and cos do not)."""
+    y, x = np.mgrid[0:size, 0:size]
+    channels = []
+    for _ in range(3):
+        (fx, fy), (px, py) = rng.integers(1, 6, 2), rng.integers(0, 2 * size, 2)
+        channels.append(triangle_wave(fx * x + px, size) + triangle_wave(fy * y + py, size))  # 0 .. 2 * size
+    image = np.stack(channels, -1) * 220 // (2 * size) + 18 + rng.integers(-8, 9, (size, size, 3))
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def triangle_wave(t: np.ndarray, half_period: int) -> np.ndarray:
+    """0 up to ``half_period`` and back down, over and over: a smooth integer ramp."""
+    return np.abs(t % (2 * half_period) - half_period)
+
+
+def integer_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Bell-shaped values of mean 0 and standard deviation about 1 from integer draws only (a sum of three uniform
+    integers over an exact division), the same on every CPU; Generator.normal's ziggurat calls exp and log."""
+    return rng.integers(-1000, 1001, (3, *shape)).sum(axis=0) / 1000
 
 
 def write_manifest(folder: Path, rows: list[dict]) -> None:

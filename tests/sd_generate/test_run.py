@@ -45,19 +45,13 @@ def test_golden_run_then_cached_rerun(tiny_model, prompts, tmp_path, golden, mon
         assert cached_png.stat().st_mode & 0o222 == 0, "cache files are read-only"
         text = Image.open(png).text
         assert (text["prompt"], text["seed"], text["model"]) == (row["prompt"], str(row["seed"]), str(tiny_model))
-    masked = [
-        {**r, "sha256": "<sha256>", "cache_key": "<key>", "params": {**r["params"], "model": "<tiny-sd3>"}}
-        for r in rows
-    ]
-    golden.check("sd_generate/images.jsonl", "".join(json.dumps(r) + "\n" for r in masked))
-
+    # The PNGs' hashes are the model's output (their pixels differ between CPUs); the cache keys and params.model
+    # carry the temporary model folder.
+    manifest = (out / "images.jsonl").read_text()
+    golden.check_close("sd_generate/images.jsonl", manifest, masked=("sha256", "cache_key", "model"))
+    # Pixels within 2 levels, as in diffusers' tests: BLAS order varies by CPU.
     slices = {r["id"]: pixels(out / r["path"])[-3:, -3:, :].tolist() for r in rows}
-
-    def assert_close(expected, slices):
-        for record_id, values in slices.items():  # a tolerance, as in diffusers' tests: BLAS order varies by CPU
-            assert np.abs(np.array(values) - np.array(expected[record_id])).max() <= 2, record_id
-
-    golden.check_json("sd_generate/pixel_slices.json", slices, assert_close)
+    golden.check_close("sd_generate/pixel_slices.json", json.dumps(slices), rtol=0, atol=2)
 
     run = json.loads((out / "run.json").read_text())
     assert run["summary"] == {"records": 4, "generated": 4, "cached": 0, "failed": 0}
