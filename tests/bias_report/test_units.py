@@ -9,7 +9,8 @@ import shutil
 
 import pandas as pd
 import pytest
-from helpers.bias_report import assert_one_line_error, guitar_text
+from helpers import fails_with
+from helpers.bias_report import guitar_text
 
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.bias_classes import load_bias_class
@@ -62,5 +63,5 @@ def test_old_store_falls_back_to_image_units(old_store, tmp_path, caplog, cli):
 def test_unit_prompt_on_an_old_store(old_store, tmp_path, cli):
     store, _ = old_store
     result = cli(main, store, "--out", tmp_path / "out", "--classes", "bee", "--unit", "prompt", exit_code=None)
-    assert_one_line_error(result, "no prompt texts", "--unit image")
+    fails_with(result, "no prompt texts", "--unit image")
     assert not (tmp_path / "out").exists()

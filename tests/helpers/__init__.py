@@ -24,14 +24,17 @@ STORE_ATTRS = {"model": "resnet50", "weights": "test", "preprocessing": "resize 
 HOSTILE_PROMPT = 'a <script>window.__pwned = 1</script> cat & "dog"'
 
 
-def fails_with(result, *fragments: str) -> str:
-    """A bad input ends with one clear line and a non-zero exit."""
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("Error: "), result.output
+def fails_with(result, *fragments) -> str:
+    """The one-error-line rule, for every test of a bad input: a non-zero exit without a traceback and one short line
+    on stderr, ``Error: ...``, naming every fragment (str() of it: paths, numbers); returns that line."""
+    assert result.exit_code not in (0, None), result.output
+    assert isinstance(result.exception, SystemExit), f"a traceback: {result.exception!r}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     for fragment in fragments:
-        assert fragment in lines[-1], lines[-1]
-    return lines[-1]
+        assert str(fragment) in lines[0], f"{fragment} not in: {lines[0]}"
+    assert "BytesIO" not in lines[0] and "Traceback" not in lines[0] and len(lines[0]) < 500, lines[0]
+    return lines[0]
 
 
 def smooth_image(rng: np.random.Generator, size: int = 64) -> np.ndarray:

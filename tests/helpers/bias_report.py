@@ -22,15 +22,6 @@ SYNSETS = {"bee": "bee.n.01", "frog": "frog.n.01", "guitar": "guitar.n.01"}
 TARGETS = {"bee": [309], "frog": [30, 31, 32], "guitar": [402, 546]}
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), result.exception  # a click error, not a traceback
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def row(row_id, synset, group, status="ok", prompt=""):
     return {
         "id": row_id,

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import fails_with
 from helpers.sd_generate import FAST, make_records, pixels, read_rows, run_in_process, subprocess_env
 from PIL import Image
 
@@ -208,7 +209,7 @@ def test_a_cached_run_needs_nothing_of_a_local_model(tiny_model, tiny_pipeline, 
         *FAST,
         exit_code=1,
     )
-    assert f"model folder {model} does not exist" in result.output
+    fails_with(result, f"model folder {model} does not exist")
 
 
 def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, prompts, tmp_path, monkeypatch, cli):
@@ -243,4 +244,4 @@ def test_a_cached_run_needs_nothing_of_a_hub_model(tiny_model, tiny_pipeline, pr
         *FAST,
         exit_code=1,
     )
-    assert "not in the local Hugging Face cache" in result.output
+    fails_with(result, "not in the local Hugging Face cache")
