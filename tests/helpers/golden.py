@@ -35,7 +35,8 @@ class Golden:
         kind = Path(name).suffix
         masked_actual = dump_values(kind, mask_values(load_values(kind, actual), set(masked)))
         expected = load_values(kind, self._expected(name, masked_actual))
-        assert_values_close(expected, load_values(kind, masked_actual), rtol, atol, f"golden {GOLDEN_DIR / name}")
+        where = f"golden {GOLDEN_DIR / name} (if the change is intended, run scripts/regen-goldens)"
+        assert_values_close(expected, load_values(kind, masked_actual), rtol, atol, where)
 
     def _expected(self, name: str, actual: str) -> str:
         path = GOLDEN_DIR / name
