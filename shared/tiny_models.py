@@ -3,8 +3,10 @@
 The component sizes follow diffusers' own SD3 fast tests, except that the VAE
 has two blocks and the transformer patch size is 2, so that sizes must be a
 multiple of 4 as with the real model's 16 (the size check has something to
-reject). The weights are random but seeded: the same call gives the same
-files and the same pixels. Usage: ``python -m synthprobe.tiny_models DIR``;
+reject). The weights are random but seeded: the same call on the same machine
+gives the same files and the same pixels; on another CPU (instruction set) torch's
+normal_ kernels round differently, so the weights, their digest and the pixels
+differ in the last digits. Usage: ``python -m synthprobe.tiny_models DIR``;
 ``python -m synthprobe.tiny_models --clip DIR`` writes the tiny CLIP judge of
 ``image-check`` instead, ``--owlv2 DIR`` its tiny detector judge.
 """

@@ -1,5 +1,6 @@
-"""Shared test fixtures: a hermetic cache, WordNet, the command runner, golden files, and the inputs that several
-test modules of one tool build once per session (tiny models, stores, image folders).
+"""Fixtures that the tests of several stages use: a hermetic cache, WordNet, the command runner, golden files, the
+bad-input check, and the tiny SD3 model and pristine store. A fixture only one stage's tests use lives in
+tests/<stage>/conftest.py.
 
 Goldens live in tests/golden/; ``pytest --regen-goldens`` (or
 scripts/regen-goldens) rewrites them from the current code.
@@ -7,20 +8,16 @@ scripts/regen-goldens) rewrites them from the current code.
 
 from __future__ import annotations
 
-import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from helpers import fails_with
 from helpers.bad_inputs import build_pristine_store, files_under, looks_complete
-from helpers.bias_report import build_custom_setup, build_imagenet_store
-from helpers.cnn_hooks import SMALL, make_tree
+from helpers.golden import Golden
 
-from synthprobe.tiny_models import build_tiny_owlv2, save_tiny_clip, save_tiny_model, save_tiny_sd3
-
-GOLDEN_DIR = Path(__file__).parent / "golden"
+from synthprobe.tiny_models import save_tiny_sd3
 
 
 def pytest_addoption(parser):
@@ -28,6 +25,9 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # a test that compares with a golden file is a golden test, marked so with no line of its own
+        if "golden" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.golden)
     try:
         import torch
 
@@ -90,128 +90,9 @@ def cli():
     return run_command
 
 
-class Golden:
-    """Every golden file goes through here: compared, or rewritten with --regen-goldens."""
-
-    def __init__(self, regen: bool):
-        self.regen = regen
-
-    def check(self, name: str, actual: str) -> None:
-        """Compare text with tests/golden/NAME (or rewrite it with --regen-goldens)."""
-        expected = self._expected(name, actual)
-        assert actual == expected, (
-            f"output differs from golden {GOLDEN_DIR / name}; if the change is intended, run scripts/regen-goldens"
-        )
-
-    def check_json(self, name: str, values, assert_close, indent: int | None = None) -> None:
-        """Compare ``values`` with the JSON in tests/golden/NAME through ``assert_close(expected, values)``: numbers
-        that vary with the CPU's floating-point order match within a tolerance, not to the letter."""
-        expected = self._expected(name, json.dumps(values, indent=indent) + "\n")
-        assert_close(json.loads(expected), values)
-
-    def _expected(self, name: str, actual: str) -> str:
-        path = GOLDEN_DIR / name
-        if self.regen:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(actual, encoding="utf-8")
-        assert path.is_file(), f"golden file {path} is missing; run scripts/regen-goldens"
-        return path.read_text(encoding="utf-8")
-
-
 @pytest.fixture
 def golden(request):
     return Golden(request.config.getoption("--regen-goldens"))
-
-
-# ---- cnn-hooks -------------------------------------------------------------------------------
-
-
-@contextmanager
-def torch_threads(count: int):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny forwards run fastest on one thread, and they stay fast when other jobs load the CPU."""
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="session")
-def tree(tmp_path_factory) -> Path:
-    """The cnn-hooks tests' ImageFolder tree: two photo-like PNGs of each of three synsets."""
-    return make_tree(tmp_path_factory.mktemp("tree"), per_synset=2)
-
-
-@pytest.fixture(scope="session")
-def small_store(tmp_path_factory, tree, cli) -> Path:
-    """resnet18 (random), both poolings, float16 values, fp32 compute: the store most cnn-hooks tests read."""
-    from synthprobe.tools.cnn_hooks import main
-
-    out = tmp_path_factory.mktemp("stores") / "acts.zarr"
-    with torch_threads(1):
-        cli(main, tree, "--out", out, *SMALL, "--pool", "both", "--store-dtype", "float16", "--precision", "fp32")
-    return out
-
-
-# ---- sd-generate -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def offline_hub(monkeypatch, tmp_path):
-    """No test touches the network: the hub is offline and its cache empty (the flags are read at import)."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """The tiny random SD3 pipeline's folder; tests that change it change a copy."""
-    return save_tiny_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")
-
-
-@pytest.fixture
-def prompts(tmp_path):
-    """``prompts(records, name="prompts.jsonl")`` writes a prompt file into tmp_path and returns its path."""
-    from synthprobe.formats.prompts import write_prompts
-
-    def write(records, name="prompts.jsonl"):
-        path = tmp_path / name
-        write_prompts(path, records)
-        return path
-
-    return write
-
-
-@pytest.fixture(scope="session")
-def tiny_pipeline(tiny_model, tmp_path_factory):
-    """The tiny pipeline loaded once through the real loader, shared by the in-process tests."""
-    from synthprobe.formats.image_cache import ImageCache
-    from synthprobe.sd_generate.pipeline import load_pipeline
-    from synthprobe.tiny_models import tiny_sd3_settings
-
-    settings = tiny_sd3_settings(tiny_model, ImageCache(tmp_path_factory.mktemp("loader-cache")))
-    return load_pipeline(settings)
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Make any model load fail loudly, to prove a code path never loads one."""
-
-    def refuse(settings):
-        raise AssertionError("the model was loaded")
-
-    monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", refuse)
 
 
 # ---- bad input -------------------------------------------------------------------------------
@@ -224,18 +105,11 @@ def fails_cleanly(cli):
 
     def check(command, args, root: Path, names: list[str]) -> str:
         before = files_under(root)
-        result = cli(command, *args, exit_code=None)
-        assert result.exit_code not in (0, None), result.output
-        assert isinstance(result.exception, SystemExit), f"a traceback: {result.exception!r}"
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-        for name in names:
-            assert str(name) in lines[0], f"{name} not in: {lines[0]}"
-        assert "BytesIO" not in lines[0] and "Traceback" not in lines[0] and len(lines[0]) < 500, lines[0]
+        line = fails_with(cli(command, *args, exit_code=None), *names)
         after = files_under(root)
         written = [p for p, stamp in after.items() if before.get(p) != stamp]
         assert not [p for p in written if looks_complete(p)], written
-        return lines[0]
+        return line
 
     return check
 
@@ -246,31 +120,10 @@ def pristine_store(tmp_path_factory) -> Path:
     return build_pristine_store(tmp_path_factory.mktemp("store") / "acts.zarr")
 
 
-# ---- bias-report -----------------------------------------------------------------------------
+# ---- the tiny SD3 model: sd-generate's tests and the Dask tests ----------------------------------
 
 
 @pytest.fixture(scope="session")
-def imagenet_store(tmp_path_factory):
-    """(store, prompt file) of a synthetic ImageNet classifier on bias images (build_imagenet_store says which)."""
-    return build_imagenet_store(tmp_path_factory.mktemp("imagenet-store"))
-
-
-@pytest.fixture(scope="session")
-def custom_setup(tmp_path_factory):
-    """(store, class folder, folder) of a ten-class classifier that is not ImageNet."""
-    return build_custom_setup(tmp_path_factory.mktemp("custom"))
-
-
-# ---- image-check -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory) -> Path:
-    """A tiny random CLIP model's folder, the judge of the image-check tests."""
-    return save_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
-
-
-@pytest.fixture(scope="session")
-def tiny_owlv2(tmp_path_factory) -> Path:
-    """A tiny random OWLv2 detector's folder, the detector judge of the image-check tests."""
-    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-owlv2", build_tiny_owlv2)
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny random SD3 pipeline's folder; tests that change it change a copy."""
+    return save_tiny_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")

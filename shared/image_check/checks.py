@@ -255,7 +255,8 @@ def score_images(judge, folder: ImageFolder, todo: pd.DataFrame, targets: dict[s
 
     device = resolve_device(settings.device, auto_mps=False)
     preprocessing = judge.load(targets, device, wn)
-    # fp32 on the CPU keeps the scores identical across machines; half precision on the GPU is fast and close.
+    # fp32 on the CPU keeps the scores close across machines (they still differ in their last digits
+    # between instruction sets and thread counts); half precision on the GPU is fast and close.
     precision = default_precision(device) if device.type == "cuda" else "fp32"
     dataset = ImageDataset([folder.file(p) for p in todo["path"]], list(todo["sha256"]), preprocessing)
     loader = torch.utils.data.DataLoader(

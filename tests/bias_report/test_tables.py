@@ -38,12 +38,12 @@ def normalized_summary(out, store) -> str:
 @pytest.mark.parametrize("name", sorted(file for file, _ in TABLES.values()))
 def test_golden_tables(imagenet_report, golden, name):
     _, out = imagenet_report
-    golden.check(f"bias_report/{name}", (out / name).read_text())
+    golden.check_close(f"bias_report/{name}", (out / name).read_text())
 
 
 def test_golden_summary(imagenet_report, golden):
     store, out = imagenet_report
-    golden.check("bias_report/summary.json", normalized_summary(out, store))
+    golden.check_close("bias_report/summary.json", normalized_summary(out, store), masked=("synthprobe",))
 
 
 def test_notebook_steps_give_the_command_s_folder_and_leave_the_inputs_alone(wn, imagenet_report, tmp_path):
@@ -120,13 +120,14 @@ def test_groups_effects_and_cross_class(imagenet_report):
     assert (
         single["n_prompts"] == 1 and not math.isnan(single["confidence_mean"]) and math.isnan(single["confidence_low"])
     )
-    # The estimate is the mean of the prompts' means, the interval a t-interval over them ...
-    bee_object = images[(images["class"] == "bee") & (images["group"] == "object-only")]
-    prompt_means = bee_object.groupby("unit")["confidence"].mean()
+    # The estimate is the mean of the prompts' means, the interval a t-interval over them, cut at 0 ...
+    bee_context = images[(images["class"] == "bee") & (images["group"] == "context-only")]
+    prompt_means = bee_context.groupby("unit")["confidence"].mean()
     expected = stats.ttest_1samp(prompt_means, 0).confidence_interval(0.95)
-    line = groups.loc[("bee", "object-only")]
+    line = groups.loc[("bee", "context-only")]
+    assert expected.low < 0 < expected.high < 1
     assert (line["confidence_mean"], line["confidence_low"], line["confidence_high"]) == pytest.approx(
-        (prompt_means.mean(), expected.low, expected.high), rel=1e-5
+        (prompt_means.mean(), 0, expected.high), rel=1e-5
     )
     # ... cut to 0..1: with two prompts far apart (df 1) it would reach beyond both ends.
     assert (groups.loc[("frog", "mixed"), "confidence_low"], groups.loc[("frog", "mixed"), "confidence_high"]) == (0, 1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import fails_with
+from helpers import fails_with, smooth_image
 from helpers.cnn_hooks import SMALL, make_tree
 from PIL import Image
 
@@ -48,10 +48,7 @@ def test_grayscale_rgba_palette_and_16_bit_pngs_are_converted(tmp_path, cli):
 
 def test_large_jpegs_decode_at_a_reduced_scale_that_still_covers_the_resize(tmp_path):
     """PIL's draft: a 1024 px JPEG decodes at 1/4 scale for the 232 px resize, close to the full decode; PNG in full."""
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:1024, 0:1024] / 1024
-    smooth = np.stack([np.sin(6 * x + c) * np.cos(4 * y - c) for c in range(3)], -1) * 100 + 128
-    photo = Image.fromarray(np.clip(smooth + rng.normal(0, 4, smooth.shape), 0, 255).astype(np.uint8))
+    photo = Image.fromarray(smooth_image(np.random.default_rng(0), 1024))
     photo.save(tmp_path / "photo.jpg", quality=90)
     photo.save(tmp_path / "photo.png")
     photo.resize((400, 300)).save(tmp_path / "small.jpg", quality=90)

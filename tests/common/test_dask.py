@@ -17,6 +17,7 @@ import cloudpickle
 import helpers.sd_generate
 import numpy as np
 import pytest
+from helpers import fails_with
 from helpers.cnn_hooks import SMALL, make_tree, store_arrays
 from helpers.sd_generate import FAST, failing_pipeline, make_records, read_rows
 
@@ -266,9 +267,11 @@ def test_bad_cluster_is_one_line_and_the_cache_untouched(
     cache = tmp_path / "cache"
     args = [prompts, "--out", tmp_path / "out", "--model", tiny_model, "--cache", cache, "--dask", value, *FAST]
     result = cli(sd_generate.main, *args, exit_code=exit_code)
-    lines = result.output.strip().splitlines()
-    assert lines[-1].startswith(expected), result.output
-    assert len(lines) == 1 if exit_code == 1 else lines[0].startswith("Usage: "), result.output
+    if exit_code == 1:
+        fails_with(result, expected)
+    else:
+        lines = result.output.strip().splitlines()
+        assert lines[0].startswith("Usage: ") and lines[-1].startswith(expected), result.output
     assert not cache.exists() and not (tmp_path / "out").exists()
 
 

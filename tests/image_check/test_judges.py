@@ -64,7 +64,11 @@ def test_clip_judge_scores_are_softmax_probabilities_of_the_right_captions(tmp_p
     assert [(c["synset"], c["group"], c["n"]) for c in summary["counts"]] == [
         (synset, group, 2) for synset in BIAS_CLASSES.values() for group in sorted(GROUPS)
     ]
-    golden.check("image_check/clip-checks.jsonl", (tmp_path / "checks" / K.CHECKS_FILE).read_text())
+    # The judge's name carries a digest of the tiny CLIP's random weights, whose last bits differ between CPUs (torch's
+    # normal_ kernels); sha256 hashes PNG bytes, which change with Pillow's zlib.
+    assert all(r["judge"].startswith("clip:tiny-clip@") for r in rows)
+    checks = (tmp_path / "checks" / K.CHECKS_FILE).read_text()
+    golden.check_close("image_check/clip-checks.jsonl", checks, masked=("judge", "sha256"))
 
 
 def test_classifier_judge_is_the_softmax_mass_of_the_hyponym_closure(tmp_path, wn, cli):

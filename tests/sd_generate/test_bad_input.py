@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 
 import pytest
+from helpers import fails_with
 from helpers.sd_generate import FAST, make_records
 
 from synthprobe.common.files import InputError
@@ -81,9 +82,7 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
     elif case == "cache":
         (tmp_path / "file").write_text("not a folder")
         args += ["--cache", tmp_path / "file" / "cache"]
-    result = cli(main, *args, exit_code=1)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output
+    fails_with(cli(main, *args, exit_code=1), expected)
 
 
 def test_load_errors_name_the_fix(monkeypatch, tiny_model, tmp_path):
