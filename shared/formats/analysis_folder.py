@@ -4,7 +4,7 @@ A folder of CSV tables, PNG figures and ``summary.json``, written last, so its
 presence marks the folder complete. summary.json always holds::
 
     schema      the version of this kind's summary (KINDS)
-    kind        separability | bias-report | image-check
+    kind        separability | bias-report | image-check | transfer
     tool        the same name (older readers look for it)
     ...         the tool's own keys
     tables      {key: {file, rows, description}}, each file a CSV in the folder
@@ -28,7 +28,7 @@ from synthprobe.common.files import InputError, atomic_write, error_line, read_j
 
 SUMMARY_FILE = "summary.json"
 # kind -> the summary schema this version writes and reads (bias-report 2: its tables under "tables", not "files").
-KINDS = {"separability": 2, "bias-report": 2, "image-check": 1}
+KINDS = {"separability": 2, "bias-report": 2, "image-check": 1, "transfer": 1}
 
 
 @dataclass(frozen=True)
