@@ -9,12 +9,14 @@ selective on photos.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from synthprobe.transfer.channels import overlap, photo_preference, selectivity
+from synthprobe.transfer.channels import overlap, photo_preference, selectivity, unit_means
 from synthprobe.transfer.geometry import agreement
 from synthprobe.transfer.pairing import Source, grouped_folds, pair_sources, shared_layers
 from synthprobe.transfer.probes import (
@@ -38,6 +40,7 @@ class Params:
     permutations: int = 1000
     alpha: float = 0.05
     seed: int = 0
+    workers: int | None = None  # layers analysed at once; None: one per CPU core
 
 
 @dataclass
@@ -88,11 +91,20 @@ def analyse(generated_store, photo_store, params: Params, progress=lambda items,
     )
     layers = shared_layers(generated_store, photo_store, params.layers)
     folds = make_folds(generated, photos, params)
-    layer_rows, synset_rows = [], []
-    for depth, hook in enumerate(progress(layers, desc="layers", unit="layer")):
+
+    def one_layer(hook: str):
         x_g = generated_store.read_layer(hook, params.pool, generated.rows)
         x_p = photo_store.read_layer(hook, params.pool, photos.rows)
-        row, per_synset = analyse_layer(x_g, x_p, generated, photos, folds, params)
+        return analyse_layer(x_g, x_p, generated, photos, folds, params)
+
+    from threadpoolctl import threadpool_limits
+
+    # Layers in parallel, one BLAS thread each: numpy's and scipy's BLAS pools thrash when both spread over the
+    # cores (DESIGN.md); sorting and BLAS release the GIL.
+    with threadpool_limits(1), ThreadPoolExecutor(params.workers or os.cpu_count() or 1) as pool:
+        results = list(progress(pool.map(one_layer, layers), total=len(layers), desc="layers", unit="layer"))
+    layer_rows, synset_rows = [], []
+    for depth, (hook, (row, per_synset)) in enumerate(zip(layers, results)):
         layer_rows.append({"layer": hook, "depth": depth, "relative_depth": depth / max(len(layers) - 1, 1), **row})
         synset_rows.append(per_synset.assign(layer=hook))
     table = pd.DataFrame(layer_rows)
@@ -161,8 +173,7 @@ def rng(params: Params):
 
 
 def centroids(x: np.ndarray, source: Source) -> np.ndarray:
-    onehot = np.eye(source.n_synsets)[source.codes]
-    return (onehot.T @ x) / source.counts()[:, None]
+    return unit_means(x, source.codes, source.n_synsets)
 
 
 def domain_accuracy(scores, generated: Source, photos: Source, k: int, folds) -> float:

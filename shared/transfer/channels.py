@@ -17,27 +17,35 @@ from scipy import stats as sps
 
 
 def unit_means(x: np.ndarray, units: np.ndarray, n_units: int) -> np.ndarray:
-    sums = np.zeros((n_units, x.shape[1]))
-    np.add.at(sums, units, x)
-    return sums / np.bincount(units, minlength=n_units)[:, None]
+    if n_units == len(units) and (units == np.arange(n_units)).all():  # each row its own unit, in order
+        return x
+    from scipy.sparse import csr_matrix
+
+    members = csr_matrix((np.ones(len(units)), (units, np.arange(len(units)))), shape=(n_units, len(units)))
+    return (members @ x) / np.bincount(units, minlength=n_units)[:, None]
 
 
 def tied_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Average ranks (1-based) down each column, and each column's tie term sum(t^3 - t) over groups of ties."""
-    n = len(values)
-    order = np.argsort(values, axis=0, kind="stable")
-    ordered = np.take_along_axis(values, order, axis=0)
-    position = np.arange(n)[:, None]
-    starts_group = np.ones(ordered.shape, dtype=bool)
-    starts_group[1:] = ordered[1:] != ordered[:-1]
-    ends_group = np.ones(ordered.shape, dtype=bool)
-    ends_group[:-1] = starts_group[1:]
-    first = np.maximum.accumulate(np.where(starts_group, position, 0), axis=0)
-    last = np.minimum.accumulate(np.where(ends_group, position, n - 1)[::-1], axis=0)[::-1]
-    ranks = np.empty(values.shape)
-    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=0)
-    size = last - first + 1
-    return ranks, (size**2 - 1).sum(axis=0).astype(np.float64)
+    """Average ranks (1-based) down each column, and each column's tie term sum(t^3 - t) over groups of ties.
+
+    Ranked in float32 (what stores hold; twice as fast to sort): unit means that differ by less than a float32
+    step rank as ties.
+    """
+    columns = np.ascontiguousarray(values.T, dtype=np.float32)
+    c, n = columns.shape
+    order = np.argsort(columns, axis=1)
+    ordered = np.take_along_axis(columns, order, axis=1)
+    new_group = np.empty(ordered.shape, dtype=bool)
+    new_group[:, 0] = True
+    np.not_equal(ordered[:, 1:], ordered[:, :-1], out=new_group[:, 1:])
+    group = (np.cumsum(new_group.ravel()) - 1).reshape(c, n)  # numbered over all columns in turn
+    starts = np.flatnonzero(new_group)  # flat position of each group's first member
+    sizes = np.diff(np.r_[starts, c * n])
+    average = starts % n + (sizes + 1) / 2
+    ranks = np.empty((c, n))
+    np.put_along_axis(ranks, order, average[group], axis=1)
+    ties = np.bincount(starts // n, weights=sizes.astype(np.float64) ** 3 - sizes, minlength=c)
+    return ranks.T, ties
 
 
 @dataclass

@@ -104,14 +104,19 @@ def pair_sources(
 
 
 def grouped_folds(codes: np.ndarray, units: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds that keep each unit whole; none when a class has fewer than two units."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    unit_class = {}
-    for u, c in zip(units, codes):
-        unit_class.setdefault(u, c)
-    smallest = int(np.bincount(np.array(list(unit_class.values()))).min()) if unit_class else 0
-    if smallest < 2 or len(np.unique(codes)) < 2:
+    """(train rows, test rows) per fold: each class's units shuffled and dealt to the folds in turn, so every unit
+    stays whole and every fold holds each class's units in proportion. None when a class has fewer than two units.
+    """
+    unit_ids, first = np.unique(units, return_index=True)
+    unit_classes = codes[first]
+    per_class = np.bincount(unit_classes)
+    if len(per_class) < 2 or per_class[per_class > 0].min() < 2:
         return []
-    splitter = StratifiedGroupKFold(min(n_folds, smallest), shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(codes)), codes, groups=units))
+    folds = min(n_folds, int(per_class[per_class > 0].min()))
+    rng = np.random.default_rng(seed)
+    unit_fold = np.empty(len(unit_ids), dtype=np.int64)
+    for c in np.flatnonzero(per_class):
+        members = rng.permutation(np.flatnonzero(unit_classes == c))
+        unit_fold[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    row_fold = unit_fold[np.searchsorted(unit_ids, units)]
+    return [(np.flatnonzero(row_fold != f), np.flatnonzero(row_fold == f)) for f in range(folds)]

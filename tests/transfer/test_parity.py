@@ -25,7 +25,8 @@ def test_selectivity_matches_scipy_mannwhitneyu_on_unit_means():
     rng = np.random.default_rng(1)
     unit_codes = np.repeat(np.arange(3), 9)
     units = np.repeat(np.arange(27), 2)
-    x = np.round(rng.normal(size=(54, 5)) + unit_codes[units][:, None] * [0, 0.5, 1, 0, 0], 1)
+    # Small integers: many tied unit means, each exact in float32 and float64.
+    x = rng.integers(-3, 4, size=(54, 5)) + unit_codes[units][:, None] * np.array([0, 1, 3, 0, 0]).astype(float)
     x[:, 3] = 0.0  # a dead channel: untested
     result = selectivity(x, units, unit_codes, 3, alpha=0.05)
     means = x.reshape(27, 2, 5).mean(axis=1)
