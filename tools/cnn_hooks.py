@@ -22,7 +22,8 @@ from synthprobe.common.options import (
     setting_option,
     workers_option,
 )
-from synthprobe.formats.image_folder import read_image_folder
+from synthprobe.common.wordnet import load_wordnet
+from synthprobe.formats.image_folder import read_image_folder, read_labelled_folder, with_wordnet_synsets
 
 log = logging.getLogger("synthprobe")
 
@@ -99,6 +100,13 @@ def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list
     "(default class_0, class_1, ...).",
 )
 @click.option(
+    "--labels",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A CSV path,synset naming the images of IMAGES (paths relative to it; synsets as WordNet names or "
+    "ImageNet wnids), for photos in any layout, e.g. ImageNet's flat validation folder.",
+)
+@click.option(
     "--rebuild",
     is_flag=True,
     help="Delete the store at --out and start it again (after a damaged store or changed images).",
@@ -128,6 +136,7 @@ def main(
     image_size,
     skip_bad,
     class_names,
+    labels,
     rebuild,
     rows_per_write,
     dask,
@@ -135,14 +144,17 @@ def main(
 ):
     """Record the pooled response of every hook point of a CNN to every image in IMAGES.
 
-    IMAGES is an image folder with images.jsonl (from sd-generate) or an
-    ImageFolder tree (IMAGES/<synset>/*.png|jpg). Rerunning the same command
-    resumes an interrupted store, or appends images added to the folder.
+    IMAGES is an image folder with images.jsonl (from sd-generate), an
+    ImageFolder tree (IMAGES/<synset>/*.png|jpg; ImageNet's wnid folders
+    IMAGES/n01440764/*.JPEG become WordNet 3.0 synsets), or any folder with
+    --labels. Rerunning the same command resumes an interrupted store, or
+    appends images added to the folder.
 
     \b
     Example:
         cnn-hooks images/ --out acts.zarr --model resnet50 --weights DEFAULT --batch-size 16
         cnn-hooks photos/ --out acts.zarr --model timm:efficientnet_lite0 --weights lite0.pth --layers 'blocks.*'
+        cnn-hooks ~/imagenet/val --labels val-labels.csv --out photos.zarr   # a CSV path,synset
         cnn-hooks --list-layers --model resnet50 --layers 'layer4.*'
     """
     patterns = list(layers)
@@ -151,7 +163,8 @@ def main(
         return
     if not images or not out:
         raise InputError("give IMAGES and --out STORE.zarr (or --list-layers)")
-    folder = read_image_folder(images)
+    folder = read_labelled_folder(images, labels) if labels else read_image_folder(images)
+    folder = with_wordnet_synsets(folder, load_wordnet)
     network = build_network(model, weights, image_size)
     settings = Params(
         layers=patterns,
