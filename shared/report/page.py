@@ -21,6 +21,7 @@ from synthprobe.common.files import InputError, open_output
 from synthprobe.formats.activation_store import grouped_aliases
 from synthprobe.report.compare import bias_tables, classifier_name, compared, depth_figures
 from synthprobe.report.data import Analysis, Table, Thumbnails, load_analysis, run_summaries
+from synthprobe.report.transfer import transfer_entries
 
 TOP_CHANNELS_SHOWN = 3
 FLAGGED_SHOWN = 60  # flagged images shown per image-check folder
@@ -158,14 +159,16 @@ def build_context(
     check_dirs: list[Path] = (),
     title: str = "synthprobe report",
     notice: str | None = None,
+    transfer_dirs: list[Path] = (),
 ) -> dict:
     separability = [load_analysis(d) for d in separability_dirs]
     biases = [load_analysis(d) for d in bias_dirs]
     checks = [load_analysis(d) for d in check_dirs]
-    if not separability and not biases:
-        raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
+    transfers = [load_analysis(d) for d in transfer_dirs]
+    if not separability and not biases and not transfers:
+        raise InputError("nothing to report: give --separability DIR, --bias DIR and/or --transfer DIR")
     thumbnails = Thumbnails(image_dirs) if image_dirs else None
-    analyses = separability + biases + checks
+    analyses = separability + biases + checks + transfers
     per_class = [bias_class_tables(bias) for bias in biases]
     top_channels = [top_channel_images(a, thumbnails) for a in separability]  # from the whole top_images table
     comparison = {
@@ -191,6 +194,7 @@ def build_context(
         ],
         "comparison": comparison,
         "checks": [{"analysis": a, "flagged": flagged_images(a, thumbnails)} for a in checks],
+        "transfers": transfer_entries(transfers, biases),
         "galleries": thumbnails.galleries() if thumbnails else [],
         "thumbnails": thumbnails.uris if thumbnails else {},
         "runs": run_summaries(image_dirs),

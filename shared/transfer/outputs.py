@@ -61,10 +61,7 @@ def write_outputs(result: Result, params: Params, generated_store, photo_store, 
             "only_generated": sorted(set(sets["generated"]) - set(sets["photos"])),
             "only_photos": sorted(set(sets["photos"]) - set(sets["generated"])),
         },
-        "units": {
-            source.name: {"unit": source.unit_kind, "n_units": source.n_units, "n_images": len(source.codes)}
-            for source in (result.generated, result.photos)
-        },
+        "units": {source.name: units_summary(source) for source in (result.generated, result.photos)},
         "separability_rank_correlation": separability_rank_correlation(result.layers),
         "layers": result.layers["layer"].tolist(),
         "notes": notes(result),
@@ -77,6 +74,12 @@ def write_outputs(result: Result, params: Params, generated_store, photo_store, 
         figures=FIGURES,
         provenance=provenance_of(generated=generated_store.path, photos=photo_store.path),
     )
+
+
+def units_summary(source) -> dict:
+    """The unit of a source's tests; "image" where every image is its own (photos without prompt texts)."""
+    kind = "image" if source.n_units == len(source.codes) else source.unit_kind
+    return {"unit": kind, "n_units": source.n_units, "n_images": len(source.codes)}
 
 
 def separability_rank_correlation(layers: pd.DataFrame) -> float | None:

@@ -44,7 +44,7 @@ def test_analysis_folder(store_pair, tmp_path, cli):
     assert data["synsets"]["only_photos"] == ["unmatched.n.01"] and len(data["synsets"]["shared"]) == 6
     assert any("unmatched.n.01" in note for note in data["notes"])
     assert data["units"]["generated"] == {"unit": "prompt", "n_units": 48, "n_images": 144}
-    assert data["units"]["photos"]["unit"] == "prompt" and data["units"]["photos"]["n_units"] == 69  # own units
+    assert data["units"]["photos"] == {"unit": "image", "n_units": 69, "n_images": 69}
     synsets = pd.read_csv(out / "synsets.csv").set_index("synset")
     assert not synsets.loc["unmatched.n.01", "in_generated"] and np.isnan(synsets.loc["unmatched.n.01", "n_photos"])
     assert len(pd.read_csv(out / "synset_layers.csv")) == 2 * 6
