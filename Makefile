@@ -17,6 +17,7 @@ help:
 	@echo "make demo     the whole pipeline offline on tiny models"
 	@echo "make test     install what is needed and run the test suite"
 	@echo "make prompts  stage 1 only; also: images, checks, activations, separability, bias, report"
+	@echo "make transfer REAL=DIR  the same classifiers on photos of the concept synsets, against the generated images"
 	@echo "make gpu-check  every CUDA path on tiny local models, then the benchmarks (bench/results/)"
 
 # Debian packages the tools and tests need: installed as root, else the apt command to run.
@@ -112,6 +113,12 @@ classifier_dir = $(OUT)/$(subst :,-,$(call classifier_model,$(1)))
 $(eval $(call params,drop,$(DROP)))
 CHECKS_ARGS = --checks $(word 2,$^) $(if $(DROP),--drop $(DROP))
 
+# Real photos of the concept synsets for the transfer stage: REAL=DIR (ImageFolder or ImageNet wnid folders), or
+# any folder with REAL_LABELS=FILE (a CSV path,synset). Empty: no transfer stage and no photo section.
+REAL ?=
+REAL_LABELS ?=
+$(eval $(call params,real,$(abspath $(REAL)) $(abspath $(REAL_LABELS))))
+
 define classifier
 $(1)/acts/%.done: $(OUT)/images/%/images.jsonl $(1)/.params | $(STAMP)
 	@mkdir -p $$(@D); cat $(1)/.params $$< | cksum > $$(@D)/$$*.params.new
@@ -132,6 +139,20 @@ $(1)/separability/bias/summary.json: $(1)/acts/bias.done $(OUT)/checks/bias/chec
 $(1)/bias/summary.json: $(1)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/prompts/bias.jsonl $(OUT)/.params/drop
 	$(BIN)/bias-report $(1)/acts/bias.zarr --out $$(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) $$(CHECKS_ARGS)
 
+# Photos of the concept synsets (REAL): the same classifier's store, then transfer against the concept images.
+$(1)/acts/photos.done: $(OUT)/.params/real $(1)/.params $(REAL_PREREQUISITES) | $(STAMP)
+	@mkdir -p $$(@D); cat $(1)/.params $(OUT)/.params/real | cksum > $$(@D)/photos.params.new
+	@cmp -s $$(@D)/photos.params.new $$(@D)/photos.params || rm -rf $$(@D)/photos.zarr
+	@mv $$(@D)/photos.params.new $$(@D)/photos.params
+	$(BIN)/cnn-hooks $(REAL) $(if $(REAL_LABELS),--labels $(REAL_LABELS)) --out $$(@D)/photos.zarr --model $(2) \
+		--weights $(3) --batch-size $(HOOK_BATCH) $$(DASK_ARG)
+	@touch $$@
+
+$(1)/transfer/summary.json: $(1)/acts/concepts.done $(1)/acts/photos.done $(OUT)/.params/stats
+	$(BIN)/transfer $(1)/acts/concepts.zarr $(1)/acts/photos.zarr -o $$(@D) $(STATS_ARGS)
+
+TRANSFER += $(1)/transfer/summary.json
+REPORT_TRANSFER += --transfer $(1)/transfer
 ACTIVATIONS += $(1)/acts/concepts.done $(1)/acts/bias.done
 SEPARABILITY += $(1)/separability/concepts/summary.json $(1)/separability/bias/summary.json
 BIAS += $(1)/bias/summary.json
@@ -139,16 +160,18 @@ REPORT_INPUTS += --separability $(1)/separability/concepts --separability $(1)/s
 endef
 $(foreach c,$(CNNS),$(eval $(call classifier,$(call classifier_dir,$(c)),$(call classifier_model,$(c)),$(call classifier_weights,$(c)))))
 
-.PHONY: images checks activations separability bias
+.PHONY: images checks activations separability bias transfer
 images: $(OUT)/images/concepts/images.jsonl $(OUT)/images/bias/images.jsonl
 CHECKS := $(OUT)/checks/concepts/checks.jsonl $(OUT)/checks/bias/checks.jsonl
 checks: $(CHECKS)
 activations: $(ACTIVATIONS)
 separability: $(SEPARABILITY)
 bias: $(BIAS)
+transfer: $(if $(REAL),$(TRANSFER))
+	@$(if $(REAL),true,echo "make transfer needs REAL=DIR, a folder of photos of the concept synsets" >&2; exit 2)
 
-$(OUT)/report.html: $(SEPARABILITY) $(BIAS) $(CHECKS) $(wildcard templates/*.j2)
-	$(BIN)/report $(REPORT_INPUTS) --images $(OUT)/images/concepts --images $(OUT)/images/bias \
+$(OUT)/report.html: $(SEPARABILITY) $(BIAS) $(CHECKS) $(if $(REAL),$(TRANSFER)) $(wildcard templates/*.j2)
+	$(BIN)/report $(REPORT_INPUTS) $(if $(REAL),$(REPORT_TRANSFER)) --images $(OUT)/images/concepts --images $(OUT)/images/bias \
 		$(foreach c,$(CHECKS),--checks $(dir $(c))) $(if $(REPORT_NOTICE),--notice "$(REPORT_NOTICE)") -o $@
 
 .PHONY: report all preflight demo
@@ -161,12 +184,19 @@ preflight: | $(STAMP)
 all: preflight
 	$(MAKE) report
 
-# The whole pipeline offline on toy models: a tiny random SD3, a tiny random CLIP judge and an untrained ResNet-50.
+# The whole pipeline offline on toy models: a tiny random SD3, a tiny random CLIP judge and an untrained ResNet-50;
+# its photo side is crops of scikit-image's public-domain photos (a cat, coffee, a rocket, an astronaut).
+DEMO_PHOTOS := out/demo/photos
 DEMO := OUT=out/demo GEN_MODEL=$(TINY_SD3) STEPS=2 SIZE=64 QUANTIZE=none WEIGHTS=none JUDGE=clip:$(TINY_CLIP) \
-	SYNSETS=dog.n.01,cat.n.01,car.n.01,apple.n.01,chair.n.01,tree.n.01 PER_SYNSET=4 \
+	SYNSETS=dog.n.01,cat.n.01,car.n.01,apple.n.01,chair.n.01,tree.n.01,coffee.n.01,rocket.n.01,astronaut.n.01 \
+	PER_SYNSET=4 REAL=$(DEMO_PHOTOS) REAL_PREREQUISITES=$(DEMO_PHOTOS).done \
 	BIAS_CLASSES=bee,frog,guitar PER_GROUP=2 SEEDS_PER_PROMPT=2 PERMUTATIONS=200 \
 	REPORT_NOTICE="Demo run on toy models (a tiny random Stable Diffusion 3 and an untrained ResNet-50): it shows that the pipeline works, not what ResNet-50 learned."
-demo: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json
+$(DEMO_PHOTOS).done: shared/transfer/demo_photos.py | $(STAMP)
+	rm -rf $(DEMO_PHOTOS) && $(BIN)/python -m synthprobe.transfer.demo_photos $(DEMO_PHOTOS)
+	touch $@
+
+demo: $(TINY_SD3)/model_index.json $(TINY_CLIP)/config.json $(DEMO_PHOTOS).done
 	@$(MAKE) --no-print-directory -s report $(DEMO)
 	@echo "Open out/demo/report.html"
 

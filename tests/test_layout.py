@@ -10,7 +10,7 @@ import pytest
 
 SHARED = Path(__file__).parents[1] / "shared"
 TOOLS = Path(__file__).parents[1] / "tools"
-STAGES = {"wn_prompts", "sd_generate", "image_check", "cnn_hooks", "separability", "bias_report", "report"}
+STAGES = {"wn_prompts", "sd_generate", "image_check", "cnn_hooks", "separability", "bias_report", "report", "transfer"}
 LAYERS = {"common", "formats"}
 # Not stages: preflight checks two stages' models before a make run, tiny_models builds the test and demo models.
 STAGE_USERS = {"preflight", "tiny_models"}

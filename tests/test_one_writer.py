@@ -16,7 +16,7 @@ from helpers import fails_with, lock_holder
 from helpers.cnn_hooks import SMALL, make_tree
 
 from synthprobe.formats.activation_store import ActivationStore
-from synthprobe.tools import bias_report, cnn_hooks, image_check, sd_generate, separability
+from synthprobe.tools import bias_report, cnn_hooks, image_check, sd_generate, separability, transfer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,6 +26,7 @@ WRITERS = {
     "image-check": (image_check.main, lambda inputs, out: [inputs, "--out", out]),
     "separability": (separability.main, lambda inputs, out: [inputs, "--out", out]),
     "bias-report": (bias_report.main, lambda inputs, out: [inputs, "--out", out]),
+    "transfer": (transfer.main, lambda inputs, out: [inputs, inputs, "--out", out]),
 }
 
 

@@ -80,6 +80,13 @@ DEFAULTS = Params()
     "(default class_0, class_1, ...).",
 )
 @click.option(
+    "--labels",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A CSV path,synset naming the images of IMAGES (paths relative to it; synsets as WordNet names or "
+    "ImageNet wnids), for photos in any layout, e.g. ImageNet's flat validation folder.",
+)
+@click.option(
     "--rebuild",
     is_flag=True,
     help="Delete the store at --out and start it again (after a damaged store or changed images).",
@@ -110,6 +117,7 @@ def main(
     image_size,
     skip_bad,
     class_names,
+    labels,
     rebuild,
     rows_per_write,
     dask,
@@ -117,14 +125,17 @@ def main(
 ):
     """Record the pooled response of every hook point of a CNN to every image in IMAGES.
 
-    IMAGES is an image folder with images.jsonl (from sd-generate) or an
-    ImageFolder tree (IMAGES/<synset>/*.png|jpg). Rerunning the same command
-    resumes an interrupted store, or appends images added to the folder.
+    IMAGES is an image folder with images.jsonl (from sd-generate), an
+    ImageFolder tree (IMAGES/<synset>/*.png|jpg; ImageNet's wnid folders
+    IMAGES/n01440764/*.JPEG become WordNet 3.0 synsets), or any folder with
+    --labels. Rerunning the same command resumes an interrupted store, or
+    appends images added to the folder.
 
     \b
     Example:
         cnn-hooks images/ --out acts.zarr --model resnet50 --weights DEFAULT --batch-size 16
         cnn-hooks photos/ --out acts.zarr --model timm:efficientnet_lite0 --weights lite0.pth --layers 'blocks.*'
+        cnn-hooks ~/imagenet/val --labels val-labels.csv --out photos.zarr   # a CSV path,synset
         cnn-hooks --list-layers --model resnet50 --layers 'layer4.*'
     """
     patterns = list(layers)
@@ -147,7 +158,9 @@ def main(
         silent=silent,
         class_names=read_class_names(class_names) if class_names else None,
     )
-    result = record_activations(images, out, params, model=model, weights=weights, image_size=image_size, engine=dask)
+    result = record_activations(
+        images, out, params, model=model, weights=weights, image_size=image_size, labels=labels, engine=dask
+    )
     if result.written == 0:
         log.info("%s already holds all %d images of %s", out, result.skipped, images)
         return

@@ -26,6 +26,11 @@ def folders_option(flag: str, dest: str, help: str):
     "check_dirs",
     "An image-check folder (leak and miss rates, flagged images) or its image-check audit folder (repeatable).",
 )
+@folders_option(
+    "--transfer",
+    "transfer_dirs",
+    "A transfer output folder: generated images vs photos (repeatable: one per classifier).",
+)
 @click.option("--title", default="synthprobe report", show_default=True, help="The report's title.")
 @click.option("--notice", default=None, help="A line shown at the top of the report (e.g. that the models are toys).")
 @click.option(
@@ -37,7 +42,9 @@ def folders_option(flag: str, dest: str, help: str):
 @silent_option
 @run_guarded
 @click.version_option(package_name="synthprobe")
-def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, allow_changed, out, silent):
+def main(
+    separability_dirs, bias_dirs, image_dirs, check_dirs, transfer_dirs, title, notice, allow_changed, out, silent
+):
     """Assemble one HTML report (figures and thumbnails embedded) from analysis folders.
 
     Analyses of several classifiers (one folder set each) are also compared side by side.
@@ -46,7 +53,7 @@ def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, al
     Example:
         report --separability out/separability/concepts --separability out/separability/bias \\
                --bias out/bias --images out/images/concepts --images out/images/bias \\
-               --checks out/checks/bias -o out/report.html
+               --checks out/checks/bias --transfer out/transfer -o out/report.html
     """
     from pathlib import Path
 
@@ -56,6 +63,7 @@ def main(separability_dirs, bias_dirs, image_dirs, check_dirs, title, notice, al
         bias_dirs=[Path(d) for d in bias_dirs],
         image_dirs=[Path(d) for d in image_dirs],
         check_dirs=[Path(d) for d in check_dirs],
+        transfer_dirs=[Path(d) for d in transfer_dirs],
         title=title,
         notice=notice,
         allow_changed=allow_changed,

@@ -13,7 +13,8 @@ from synthprobe.cnn_hooks.run import Params, RunResult, run_hooks
 from synthprobe.common.files import InputError, os_reason
 from synthprobe.common.globs import select_by_globs
 from synthprobe.common.networks import build_network
-from synthprobe.formats.image_folder import read_image_folder
+from synthprobe.common.wordnet import load_wordnet
+from synthprobe.formats.image_folder import read_image_folder, read_labelled_folder, with_wordnet_synsets
 
 
 def record_activations(
@@ -24,10 +25,13 @@ def record_activations(
     model: str = "resnet50",
     weights: str = "DEFAULT",
     image_size: int | None = None,
+    labels: str | Path | None = None,
     engine=None,
 ) -> RunResult:
-    """Append every image of the folder ``images`` that the store ``out`` lacks; see ``run_hooks``."""
-    folder = read_image_folder(images)
+    """Append every image of the folder ``images`` that the store ``out`` lacks; see ``run_hooks``. Its synsets
+    come from its manifest, its folder names (WordNet names or ImageNet wnids) or a ``labels`` CSV path,synset."""
+    folder = read_labelled_folder(images, labels) if labels else read_image_folder(images)
+    folder = with_wordnet_synsets(folder, load_wordnet)
     network = build_network(model, weights, image_size)
     return run_hooks(folder, Path(out), network, params, engine=engine)
 

@@ -4,7 +4,7 @@ A folder of CSV tables, PNG figures and ``summary.json``, written last, so its
 presence marks the folder complete. summary.json always holds::
 
     schema      the version of this kind's summary (KINDS)
-    kind        separability | bias-report | image-check
+    kind        separability | bias-report | image-check | image-check-audit | transfer
     ...         the tool's own keys
     tables      {key: {file, rows, description}}, each file a CSV in the folder
     figures     {key: file}, each file a PNG in the folder
@@ -27,7 +27,7 @@ from synthprobe.common.files import InputError, atomic_write, error_line, read_j
 
 SUMMARY_FILE = "summary.json"
 # kind -> the summary schema this version writes and reads; a reader refuses any other.
-KINDS = {"separability": 3, "bias-report": 3, "image-check": 2, "image-check-audit": 1}
+KINDS = {"separability": 3, "bias-report": 3, "image-check": 2, "image-check-audit": 1, "transfer": 1}
 WRITER = {"image-check-audit": "image-check audit"}  # the command that writes a kind, where it is not the kind
 
 

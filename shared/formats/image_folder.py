@@ -171,3 +171,70 @@ def read_run(path: Path) -> dict:
             "rerun sd-generate on the folder (its images come from the cache)"
         )
     return run
+
+
+# ---------------------------------------------------------------- the layouts photos come in (issue 21)
+
+LABEL_COLUMNS = ("path", "synset")
+
+
+def read_labelled_folder(folder: str | os.PathLike, labels: str | os.PathLike) -> ImageFolder:
+    """Images named by a CSV ``path,synset`` (``cnn-hooks --labels``): paths relative to ``folder``, in any layout
+    (ImageNet's flat validation folder included); the synset a WordNet name or an ImageNet wnid."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder of images")
+    try:
+        table = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read --labels {labels}: {exc}") from None
+    missing = [c for c in LABEL_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"{labels}: no {' or '.join(missing)} column; a labels file is a CSV with a header path,synset"
+        )
+    rows = []
+    for line, (relative, synset) in enumerate(zip(table["path"], table["synset"]), start=2):
+        try:
+            check_inside(relative)
+        except ValueError as exc:
+            raise InputError(f"{labels}:{line}: {exc}") from None
+        if not synset:
+            raise InputError(f"{labels}:{line}: no synset for {brief_text(relative)}")
+        if not (root / relative).is_file():
+            raise InputError(f"{labels}:{line}: {root / relative} is not a file")
+        rows.append(photo_row(relative, synset))
+    if not rows:
+        raise InputError(f"{labels}: no images")
+    return ImageFolder(root, pd.DataFrame(rows, columns=list(ROW_COLUMNS)), sha256_file(labels), "labels")
+
+
+def photo_row(relative: str, synset: str) -> dict:
+    """The row of an image without a manifest: a concept image of ``synset``, its own unit (no prompt)."""
+    return dict(id=safe_id(relative), synset=synset, group="concept", target=synset, path=relative, sha256="",
+                prompt="", template="")  # fmt: skip
+
+
+def with_wordnet_synsets(folder: ImageFolder, load_wordnet) -> ImageFolder:
+    """ImageNet wnids (``n01440764``, a folder name or a labels entry) as WordNet 3.0 synset names
+    (``tench.n.01``): a wnid is a noun offset. Other synsets are left as they are; ``load_wordnet()`` is called
+    only when there is a wnid to map."""
+    import warnings
+
+    from synthprobe.common.imagenet import is_wnid
+
+    wnids = sorted({s for s in folder.rows["synset"] if is_wnid(s)})
+    if not wnids:
+        return folder
+    wn, names = load_wordnet(), {}
+    for wnid in wnids:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nltk warns and returns None for an unknown offset
+            synset = wn.synset_from_pos_and_offset("n", int(wnid[1:]))
+        if synset is None:
+            raise InputError(f"{folder.root}: {wnid} looks like an ImageNet wnid but is not a WordNet 3.0 noun offset")
+        names[wnid] = synset.name()
+    rows = folder.rows.copy()
+    for column in ("synset", "target"):
+        rows[column] = rows[column].map(lambda s: names.get(s, s))
+    return ImageFolder(folder.root, rows, folder.source_sha256, folder.layout)

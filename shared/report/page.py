@@ -25,6 +25,7 @@ from synthprobe.common.files import InputError, open_output
 from synthprobe.formats.activation_store import grouped_aliases
 from synthprobe.report.compare import bias_tables, classifier_name, compared, depth_figures
 from synthprobe.report.data import Analysis, Table, Thumbnails, load_analysis, run_summaries
+from synthprobe.report.transfer import transfer_entries
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ReportInputs:
     biases: list[Analysis]
     checks: list[Analysis]
     audits: list[Analysis]  # image-check audits, each of one of the checks folders
+    transfers: list[Analysis]
     thumbnails: Thumbnails | None  # memoises the thumbnails it makes; their lookup never changes
     runs: list[dict]
 
@@ -45,9 +47,10 @@ def read_inputs(
     image_dirs: list[Path] = (),
     check_dirs: list[Path] = (),
     allow_changed: bool = False,
+    transfer_dirs: list[Path] = (),
 ) -> ReportInputs:
-    if not separability_dirs and not bias_dirs:
-        raise InputError("nothing to report: give --separability DIR and/or --bias DIR")
+    if not separability_dirs and not bias_dirs and not transfer_dirs:
+        raise InputError("nothing to report: give --separability DIR, --bias DIR and/or --transfer DIR")
     given = [load_analysis(d, ("image-check", "image-check-audit")) for d in check_dirs]
     checks = [a for a in given if a.summary["kind"] == "image-check"]
     audits = [a for a in given if a.summary["kind"] == "image-check-audit"]
@@ -57,6 +60,7 @@ def read_inputs(
         [load_analysis(d, "bias-report") for d in bias_dirs],
         checks,
         audits,
+        [load_analysis(d, "transfer") for d in transfer_dirs],
         Thumbnails(image_dirs, allow_changed) if image_dirs else None,
         run_summaries(image_dirs),
     )
@@ -201,7 +205,7 @@ def check_audits_match(checks: list[Analysis], audits: list[Analysis]) -> None:
 
 
 def all_tables(inputs: ReportInputs, per_class: list[dict[str, dict[str, Table]]]) -> list[Table]:
-    analyses = inputs.separability + inputs.biases + inputs.checks + inputs.audits
+    analyses = inputs.separability + inputs.biases + inputs.checks + inputs.audits + inputs.transfers
     return [t for a in analyses for t in a.tables.values()] + [
         t for classes in per_class for tables in classes.values() for t in tables.values()
     ]
@@ -219,7 +223,7 @@ def build_context(
     def cut(analysis: Analysis) -> Analysis:
         return replace(analysis, tables={key: shown(t, links) for key, t in analysis.tables.items()})
 
-    analyses = inputs.separability + inputs.biases + inputs.checks + inputs.audits
+    analyses = inputs.separability + inputs.biases + inputs.checks + inputs.audits + inputs.transfers
     return {
         "title": title,
         "notices": ([notice] if notice else []) + toy_warnings(analyses) + store_warnings(analyses),
@@ -251,6 +255,7 @@ def build_context(
             {"analysis": cut(a), "flagged": flagged_images(a, thumbnails), "audit": audit_of(a, inputs.audits)}
             for a in inputs.checks
         ],
+        "transfers": transfer_entries([cut(t) for t in inputs.transfers], inputs.biases),
         "galleries": thumbnails.galleries() if thumbnails else [],
         "thumbnails": thumbnails.uris if thumbnails else {},
         "runs": inputs.runs,
@@ -297,8 +302,9 @@ def write_report(
     title: str = "synthprobe report",
     notice: str | None = None,
     allow_changed: bool = False,
+    transfer_dirs: list[Path] = (),
 ) -> Path:
     """read_inputs -> build_context -> render -> write_page: one HTML file (``-`` for stdout)."""
-    inputs = read_inputs(separability_dirs, bias_dirs, image_dirs, check_dirs, allow_changed)
+    inputs = read_inputs(separability_dirs, bias_dirs, image_dirs, check_dirs, allow_changed, transfer_dirs)
     context = build_context(inputs, title, notice, output)
     return write_page(output, render(context), context["full_tables"])

@@ -18,12 +18,14 @@ RERUN = {
     "bias-report": "rerun bias-report",
     "image-check": "rerun image-check",
     "image-check-audit": "rerun image-check audit",
+    "transfer": "rerun transfer",
 }
 FLAG = {
     "separability": "--separability",
     "bias-report": "--bias",
     "image-check": "--checks",
     "image-check-audit": "--checks",
+    "transfer": "--transfer",
 }
 
 

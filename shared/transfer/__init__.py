@@ -1,0 +1,1 @@
+"""transfer: does what generated images say about a classifier hold on real photos of the same synsets?"""
