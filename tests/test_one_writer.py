@@ -77,3 +77,16 @@ def test_two_cnn_hooks_on_one_store(tmp_path):
     assert written.attrs["complete"] and written.attrs["rows_committed"] == 18
     assert np.isfinite(written.logits()).all()
     assert not lock.exists()  # the writer removes its lock file when done
+
+
+@pytest.mark.parametrize("tool", ["separability", "bias-report", "transfer"])
+def test_an_output_inside_the_store_read_is_refused(tool, tmp_path, cli):
+    from helpers import build_store
+
+    store = build_store(tmp_path / "s.zarr", {"h": np.zeros((4, 2))}, ["a.n.01", "b.n.01"] * 2)
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    main, args = WRITERS[tool]
+    for out in (store, store / "analysis"):
+        result = cli(main, *args(store, out), exit_code=None)
+        fails_with(result, f"--out {out} lies inside the store {store} it reads")
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before

@@ -62,7 +62,7 @@ DEFAULTS = Params()
 @wordnet_dir_option
 @silent_option
 @run_guarded
-@one_writer("out")
+@one_writer("out", inputs=("store",))
 def main(
     store,
     out,

@@ -86,7 +86,7 @@ DEFAULTS = Params()
 @seed_option()
 @silent_option
 @run_guarded
-@one_writer("out_dir")
+@one_writer("out_dir", inputs=("store",))
 def main(store, out_dir, group, layers, allow_incomplete, silent, **settings):
     """Measure how well each layer of an activation STORE separates synsets.
 

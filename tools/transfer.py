@@ -55,7 +55,7 @@ DEFAULTS = T.Params()
 @seed_option()
 @silent_option
 @run_guarded
-@one_writer("out_dir")
+@one_writer("out_dir", inputs=("generated", "photos"))
 def main(
     generated,
     photos,

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from synthprobe.common.cli import comma_list
+from synthprobe.common.files import InputError
 from synthprobe.common.locks import exclusive_writer
 from synthprobe.common.units import UNITS
 
@@ -215,10 +216,11 @@ dask_option = click.option(
 )
 
 
-def one_writer(out_param: str) -> Callable:
+def one_writer(out_param: str, inputs: Sequence[str] = ()) -> Callable:
     """``--wait``, and the command's output (folder or store, named by its ``out_param``) written by one process at
     a time: a second run on the same output stops at once naming the first, or waits with --wait (common.locks).
-    Goes below ``run_guarded``, so that a refusal is the one-line error."""
+    An output inside one of the ``inputs`` (parameter names of input stores) is refused: it would write into the
+    store it reads. Goes below ``run_guarded``, so that a refusal is the one-line error."""
 
     def decorate(command: Callable) -> Callable:
         @click.option(
@@ -229,9 +231,19 @@ def one_writer(out_param: str) -> Callable:
             out = kwargs[out_param]
             if out is None or str(out) == "-":
                 return command(*args, **kwargs)
+            for name in inputs:
+                check_outside_store(out, kwargs[name])
             with exclusive_writer(out, wait=wait):
                 return command(*args, **kwargs)
 
         return locked
 
     return decorate
+
+
+def check_outside_store(out, store) -> None:
+    """Refuse an output that is, or lies inside, the input activation store ``store`` (a Zarr group folder)."""
+    if store is None or not (Path(store) / "zarr.json").is_file():
+        return
+    if Path(out).resolve().is_relative_to(Path(store).resolve()):
+        raise InputError(f"--out {out} lies inside the store {store} it reads; write the outputs elsewhere")
