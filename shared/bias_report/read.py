@@ -90,10 +90,21 @@ def read_inputs(
         definitions=definitions,
         targets=targets,
         labels=class_labels(store.attrs, logits.shape[1]),
-        texts={r.id: r.prompt for r in read_prompts(prompts)} if prompts else {},
+        texts=prompt_texts(prompts, rows, store_path) if prompts else {},
         not_dropped=not_dropped,
         flagged=flagged,
         checked=checked,
         prompts_path=str(prompts) if prompts else None,
         checks_path=str(checks) if checks else None,
     )
+
+
+def prompt_texts(prompts: str | Path, rows, store_path) -> dict[str, str]:
+    """Record id -> prompt text of a prompt file, which must be the one the store's images were made from."""
+    texts = {r.id: r.prompt for r in read_prompts(prompts)}
+    if texts and not set(rows["id"]) & texts.keys():
+        raise InputError(
+            f"{prompts}: none of its {len(texts)} record ids is an image of {store_path}; "
+            "give the prompt file the images were made from"
+        )
+    return texts

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from helpers import fails_with
+from helpers import fails_with, prompt_record
 from helpers.bias_report import CUSTOM_CLASS, row, write_store
 
 from synthprobe.common.imagenet import imagenet_wnids
+from synthprobe.formats.prompts import PROMPT_SCHEMA
 from synthprobe.tools.bias_report import main
 
 
@@ -84,3 +85,14 @@ def test_bad_prompt_file(imagenet_store, tmp_path, cli):
 def test_help_has_example(cli):
     result = cli(main, "--help")
     assert "Example" in result.output and "--mapping [hierarchy|exact]" in result.output
+
+
+def test_an_unrelated_prompt_file_is_refused(imagenet_store, tmp_path, cli):
+    store, _ = imagenet_store
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({**prompt_record(id="somewhere-else"), "schema": PROMPT_SCHEMA}) + "\n")
+    result = cli(main, store, "--out", tmp_path / "out", "--classes", "bee", "--prompts", other, exit_code=None)
+    fails_with(
+        result, str(other), "none of its 1 record ids is an image of", "the prompt file the images were made from"
+    )
+    assert not (tmp_path / "out").exists()
