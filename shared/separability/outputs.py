@@ -10,7 +10,7 @@ from synthprobe.common.files import atomic_write, begin_outputs
 from synthprobe.common.plots import pyplot, save_png
 from synthprobe.formats.analysis_folder import provenance_of, table_entry, write_summary
 from synthprobe.separability.analysis import Params, Result, top_layers
-from synthprobe.separability.measures import RIDGE_ALPHA
+from synthprobe.separability.probe import RIDGE_ALPHA
 
 FIGURES = {"heatmap": "max_activation_heatmap.png", "depth": "separability_by_depth.png"}
 TABLES = {
