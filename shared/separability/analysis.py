@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from synthprobe.common.files import InputError
 from synthprobe.common.units import assign_units
@@ -90,6 +91,9 @@ class Result:
     checks: dict | None = None  # image-check counts per synset and group, when the analysis read a checks file
 
 
+# numpy's and scipy's BLAS pools, two threads each, thrash on two cores (twice the CPU for the same wall time); the
+# products here are small enough that one thread each does not lose (docs/methods.md, README performance)
+@threadpool_limits.wrap(limits=1)
 def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
     """Run every measure over the chosen layers of ``store`` (an ActivationStore)."""
     rows = store.rows()

@@ -87,7 +87,20 @@ def test_probe_on_fewer_axes_is_ridge_on_the_sample_principal_components():
             + 1
         ) / 2
         own = scores[np.arange(len(test)), codes[test]]
-        np.testing.assert_allclose(margins[0, test], own - scores.mean(axis=1), atol=1e-9)
+        np.testing.assert_allclose(margins[0, test], own - scores.mean(axis=1), atol=1e-6)  # float32 scores
+
+
+def test_probe_of_a_constant_layer_breaks_ties_as_scikit_learn():
+    """A dead layer keeps no axis: every row gets its training synset shares, tied ones go to the first synset."""
+    codes = np.repeat(np.arange(3), 8)
+    design = T.Design.of(codes, np.arange(24) // 2)
+    x = np.ones((24, 5))
+    folds = probe_folds(design, 4, 0)
+    probe = Probe.build(x, design, folds, 64)
+    assert probe.width == 0
+    onehot = (design.unit_codes[None, :] == np.arange(3)[:, None]).astype(float)
+    hits, _ = probe.hits((onehot @ design.unit_sums(probe.columns(24)))[None], codes[None])
+    np.testing.assert_array_equal(hits[0], sklearn_probe_hits(x, codes, folds))
 
 
 def test_permuted_statistics_match_direct_computation():
