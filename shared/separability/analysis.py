@@ -47,6 +47,7 @@ from synthprobe.separability.scan import (
     top_channels,
     unit_sample,
 )
+from synthprobe.separability.variance import variance_shares
 
 log = logging.getLogger("synthprobe")
 
@@ -108,6 +109,7 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
     aliases = store.aliases()
     sample_positions = unit_sample(codes, units.codes, params.sample, params.seed)
     design = Design.of(codes[sample_positions], units.codes[sample_positions], len(synsets))
+    sample_templates = template_codes(chosen, sample_positions)
     notes = [f"synset {s} has one image: its standard deviations are undefined (NaN)" for s in synsets[counts == 1]]
     if units.note:
         notes.append(units.note)
@@ -185,6 +187,7 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
                 "n_sample_units": design.n_units,
                 "dims": z.shape[1],
                 "explained_variance": explained,
+                **variance_shares(scan.sample, design.codes, sample_templates, design.units),
             }
         )
         layer_rows.append(row)
@@ -208,6 +211,16 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
         notes=notes,
         checks=checks,
     )
+
+
+def template_codes(chosen: pd.DataFrame, positions: np.ndarray) -> np.ndarray | None:
+    """Template codes of the sample rows; None unless every one has a template (ImageFolder rows have "")."""
+    if "template" not in chosen:
+        return None
+    templates = chosen["template"].to_numpy()[positions]
+    if (templates == "").any() or pd.isna(templates).any():
+        return None
+    return np.unique(templates, return_inverse=True)[1]
 
 
 def selectivity_candidates(selectivity: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:

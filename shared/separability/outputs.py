@@ -12,14 +12,20 @@ from synthprobe.formats.analysis_folder import provenance_of, table_entry, write
 from synthprobe.separability.analysis import Params, Result, top_layers
 from synthprobe.separability.probe import RIDGE_ALPHA
 
-FIGURES = {"heatmap": "max_activation_heatmap.png", "depth": "separability_by_depth.png"}
+FIGURES = {
+    "heatmap": "max_activation_heatmap.png",
+    "depth": "separability_by_depth.png",
+    "variance": "variance_by_depth.png",
+}
 TABLES = {
     "layers": (
         "layers.csv",
         "one row per distinct tensor in depth order (aliases: other hook points with the "
         "same values, stored once): metric 2 (avg_centroid_distance, distance_rank) "
         "and the scale-free measures (Fisher ratio, cosine silhouette, cross-validated probe accuracy beside "
-        "chance) with one-sided permutation p-values that move synset labels between units",
+        "chance) with one-sided permutation p-values that move synset labels between units; the shares of the "
+        "layer's variance due to synset, template, prompt and seed (var_*, NaN where the design cannot tell them "
+        "apart) and the seeds' intraclass correlation (icc_seed)",
     ),
     "synset_max_activation": (
         "synset_max_activation.csv",
@@ -61,6 +67,7 @@ def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
             frame.to_csv(handle, index=False, float_format="%.6g", lineterminator="\n")
     plot_heatmap(result, top_layers(result.layers, params.top_layers), out / FIGURES["heatmap"])
     plot_depth(result.layers, out / FIGURES["depth"], params.alpha)
+    plot_variance(result.layers, out / FIGURES["variance"])
 
     def best(column):
         ranked = result.layers.dropna(subset=[column]).sort_values([column, "depth"], ascending=[False, True])
@@ -169,4 +176,29 @@ def plot_depth(layers: pd.DataFrame, path, alpha: float = 0.05) -> None:
     axes[-1].set_xticks(depth[::step], layers["layer"].iloc[::step], rotation=90, fontsize=7)
     axes[-1].set_xlabel("layer (depth order)")
     axes[0].set_title("Separability by depth: scale-free measures vs the raw centroid distance")
+    save_png(fig, path)
+
+
+def plot_variance(layers: pd.DataFrame, path) -> None:
+    """The variance decomposition stacked by relative depth (0 the first analysed layer, 1 the last); components
+    the design cannot estimate (NaN) are left out of the stack and the legend."""
+    from synthprobe.separability.variance import COMPONENTS
+
+    plt = pyplot()
+    depth = layers["depth"].to_numpy(dtype=np.float64)
+    relative = (depth - depth.min()) / max(np.ptp(depth), 1.0)
+    shown = [c for c in COMPONENTS if layers[f"var_{c}"].notna().any()]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.stackplot(
+        relative,
+        *[layers[f"var_{c}"].fillna(0.0).to_numpy() for c in shown],
+        labels=[{"prompt": "prompt (synset x template)", "seed": "seed (within prompt)"}.get(c, c) for c in shown],
+        alpha=0.85,
+    )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("relative depth (first to last analysed layer)")
+    ax.set_ylabel("share of the layer's variance")
+    ax.set_title("Variance decomposition by depth (method of moments, trace over channels)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     save_png(fig, path)
