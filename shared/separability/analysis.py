@@ -12,8 +12,8 @@ Two kinds of numbers, computed one layer at a time:
   sample*: every selected row when there are at most ``sample`` of them, else
   whole units drawn at random within each synset. Fisher ratio and silhouette
   use the sample centred and, for layers wider than ``dims`` channels,
-  projected on its top ``dims`` principal axes; the probe fits its own axes
-  inside each fold. Memory and cost of this part are bounded by ``sample`` and
+  projected on its top ``dims`` principal axes; the probe uses the standardised
+  sample's top ``dims`` axes (``probe.py``). Memory and cost of this part are bounded by ``sample`` and
   ``dims``, not by the number of images.
 """
 
