@@ -117,9 +117,10 @@ class Probe:
             predicted.reshape(-1)[flat] = -np.inf
             others = predicted.max(axis=1)
             fold_hits = own > others
-            for i, j in zip(*np.nonzero(own == others)):  # a tie: the first synset reaching the top wins
-                predicted[i, labels[i, test[j]], j] = own[i, j]
-                fold_hits[i, j] = predicted[i, :, j].argmax() == labels[i, test[j]]
+            tied = np.nonzero(own == others)  # the first synset reaching the top wins
+            if len(tied[0]):
+                predicted.reshape(-1)[flat[tied]] = own[tied]
+                fold_hits[tied] = predicted[tied[0], :, tied[1]].argmax(axis=1) == labels[:, test][tied]
             hits[:, test] = fold_hits
             # The scores of a row sum to 1 over synsets (an intercept fits a constant exactly): their mean is 1/K.
             margins[:, test] = own - 1.0 / k

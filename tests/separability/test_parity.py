@@ -98,9 +98,12 @@ def test_probe_of_a_constant_layer_breaks_ties_as_scikit_learn():
     folds = probe_folds(design, 4, 0)
     probe = Probe.build(x, design, folds, 64)
     assert probe.width == 0
-    onehot = (design.unit_codes[None, :] == np.arange(3)[:, None]).astype(float)
-    hits, _ = probe.hits((onehot @ design.unit_sums(probe.columns(24)))[None], codes[None])
-    np.testing.assert_array_equal(hits[0], sklearn_probe_hits(x, codes, folds))
+    relabelled = np.vstack([design.unit_codes, np.random.default_rng(0).permutation(design.unit_codes)])
+    onehot = (relabelled[:, None, :] == np.arange(3)[None, :, None]).reshape(6, -1).astype(float)
+    sums = (onehot @ design.unit_sums(probe.columns(24))).reshape(2, 3, -1)
+    hits, _ = probe.hits(sums, relabelled[:, design.units])
+    for r, labels in enumerate(relabelled[:, design.units]):
+        np.testing.assert_array_equal(hits[r], sklearn_probe_hits(x, labels, folds))
 
 
 def test_permuted_statistics_match_direct_computation():
