@@ -47,7 +47,7 @@ from synthprobe.separability.scan import (
     top_channels,
     unit_sample,
 )
-from synthprobe.separability.variance import variance_shares
+from synthprobe.separability.variance import VarianceModel
 
 log = logging.getLogger("synthprobe")
 
@@ -109,7 +109,7 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
     aliases = store.aliases()
     sample_positions = unit_sample(codes, units.codes, params.sample, params.seed)
     design = Design.of(codes[sample_positions], units.codes[sample_positions], len(synsets))
-    sample_templates = template_codes(chosen, sample_positions)
+    variance = VarianceModel.of(design.codes, template_codes(chosen, sample_positions), design.units)
     notes = [f"synset {s} has one image: its standard deviations are undefined (NaN)" for s in synsets[counts == 1]]
     if units.note:
         notes.append(units.note)
@@ -187,7 +187,7 @@ def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
                 "n_sample_units": design.n_units,
                 "dims": z.shape[1],
                 "explained_variance": explained,
-                **variance_shares(scan.sample, design.codes, sample_templates, design.units),
+                **variance.shares(scan.sample),
             }
         )
         layer_rows.append(row)

@@ -11,46 +11,59 @@ below the one it is tested against) are set to 0 before the shares are taken (do
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 COMPONENTS = ("synset", "template", "prompt", "seed")
 
 
-def variance_shares(x: np.ndarray, synsets: np.ndarray, templates: np.ndarray | None, units: np.ndarray) -> dict:
-    """Share of the total variance of ``x`` (n, channels) per component, and the seeds' intraclass correlation.
+@dataclass(frozen=True)
+class VarianceModel:
+    """The sample's design, once per analysis: which components it can estimate and the expectations' coefficients."""
 
-    ``synsets``, ``units`` (n,) integer codes; ``templates`` (n,) codes, or None where the rows have none. A component
-    the design cannot estimate is NaN: template without templates, or where no template is shared by two synsets and
-    no synset has two templates (template and concept cannot be told apart); prompt and seed where every unit is one
-    image (then the within-synset variance is the seed share's place, reported as ``seed``; ``icc_seed`` is NaN).
-    Returns {"var_synset", "var_template", "var_prompt", "var_seed", "icc_seed"}.
-    """
-    groupings = {"synset": synsets}
-    if templates is not None and separable(synsets, templates):
-        groupings["template"] = templates
-    if np.bincount(units).max() > 1:
-        groupings["prompt"] = units
-    groupings["seed"] = np.arange(len(x))  # each image its own level: the residual
-    centred = x - x.mean(axis=0)
-    names = list(groupings)
-    # E[T_g] - E[T_mean] = sum over components c of (coefficient[g, c] - coefficient[mean, c]) sigma_c; T_mean is 0
-    whole = np.zeros(len(x), dtype=np.int64)
-    coefficients = np.array(
-        [
-            [pair_coefficient(groupings[g], groupings[c]) - pair_coefficient(whole, groupings[c]) for c in names]
-            for g in names
-        ]
-    )
-    observed = np.array([group_square_sum(centred, groupings[g]) for g in names])
-    if np.linalg.matrix_rank(coefficients) < len(names):  # e.g. one prompt per synset: prompt is synset
-        return {**{f"var_{c}": float("nan") for c in COMPONENTS}, "icc_seed": float("nan")}
-    estimates = np.maximum(np.linalg.solve(coefficients, observed), 0.0)
-    total = estimates.sum()
-    shares = dict.fromkeys(COMPONENTS, float("nan"))
-    for name, value in zip(names, estimates):
-        shares[name] = float(value / total) if total > 0 else float("nan")
-    icc = 1.0 - shares["seed"] if "prompt" in groupings else float("nan")
-    return {**{f"var_{c}": shares[c] for c in COMPONENTS}, "icc_seed": icc}
+    groupings: dict[str, np.ndarray]  # component -> (n,) level of each row; "seed" is each row its own level
+    coefficients: np.ndarray | None  # (g, c): E[T_g] - E[T_mean] = coefficients @ sigma; None if not identifiable
+
+    @classmethod
+    def of(cls, synsets: np.ndarray, templates: np.ndarray | None, units: np.ndarray) -> VarianceModel:
+        """``synsets``, ``units`` (n,) integer codes; ``templates`` (n,) codes, or None where the rows have none.
+
+        A component the design cannot estimate is left out: template without templates, or where no template is
+        shared by two synsets and no synset has two templates (template and concept cannot be told apart); prompt
+        where every unit is one image (the within-synset variance is then the residual, reported as ``seed``).
+        """
+        groupings = {"synset": synsets}
+        if templates is not None and separable(synsets, templates):
+            groupings["template"] = templates
+        if np.bincount(units).max() > 1:
+            groupings["prompt"] = units
+        groupings["seed"] = np.arange(len(synsets))
+        whole = np.zeros(len(synsets), dtype=np.int64)
+        coefficients = np.array(
+            [
+                [pair_coefficient(groups, levels) - pair_coefficient(whole, levels) for levels in groupings.values()]
+                for groups in groupings.values()
+            ]
+        )
+        if np.linalg.matrix_rank(coefficients) < len(groupings):  # e.g. one prompt per synset: prompt is synset
+            coefficients = None
+        return cls(groupings, coefficients)
+
+    def shares(self, x: np.ndarray) -> dict:
+        """Share of the total variance of ``x`` (n, channels) per component (NaN where not estimated), and the seeds'
+        intraclass correlation (NaN without prompts of several images):
+        {"var_synset", "var_template", "var_prompt", "var_seed", "icc_seed"}."""
+        shares = dict.fromkeys(COMPONENTS, float("nan"))
+        if self.coefficients is not None:
+            centred = x - x.mean(axis=0)  # T_mean is then 0
+            observed = np.array([group_square_sum(centred, groups) for groups in self.groupings.values()])
+            estimates = np.maximum(np.linalg.solve(self.coefficients, observed), 0.0)
+            total = estimates.sum()
+            for name, value in zip(self.groupings, estimates):
+                shares[name] = float(value / total) if total > 0 else float("nan")
+        icc = 1.0 - shares["seed"] if "prompt" in self.groupings else float("nan")
+        return {**{f"var_{c}": shares[c] for c in COMPONENTS}, "icc_seed": icc}
 
 
 def separable(synsets: np.ndarray, templates: np.ndarray) -> bool:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthprobe.separability.variance import variance_shares
+from synthprobe.separability.variance import VarianceModel
+
+
+def variance_shares(x, synsets, templates, units):
+    return VarianceModel.of(synsets, templates, units).shares(x)
+
 
 CHANNELS = 200  # independent channels: the trace over them averages the effects' sampling error
 TRUE = {"synset": 1.0, "template": 2.0, "prompt": 0.5, "seed": 1.0}  # variance per channel
