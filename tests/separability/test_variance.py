@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 
+from synthprobe.formats.activation_store import ActivationStore, StoreWriter
+from synthprobe.separability import analysis as S
+from synthprobe.separability.outputs import write_outputs
 from synthprobe.separability.variance import VarianceModel
 
 
@@ -100,3 +106,32 @@ def test_templates_confounded_with_synsets_are_not_estimated():
     shares = variance_shares(x, codes, own_templates, units)
     assert np.isnan(shares["var_template"])
     assert sum(shares[f"var_{c}"] for c in ("synset", "prompt", "seed")) == pytest.approx(1.0)
+
+
+def test_analysis_writes_the_columns_and_the_figure(tmp_path):
+    """Templates crossed with synsets in a store: layers.csv has its sample's shares, summary.json the figure."""
+    x, codes, templates, units = crossed_layer(np.random.default_rng(5), synsets=4, templates=3, seeds=3)
+    rows = pd.DataFrame(
+        {
+            "id": [f"img{i:03d}" for i in range(len(x))],
+            "synset": [f"s{c}.n.01" for c in codes],
+            "group": "concept",
+            "target": [f"s{c}.n.01" for c in codes],
+            "path": [f"images/{i:03d}.png" for i in range(len(x))],
+            "status": "ok",
+            "prompt": [f"template {t} of s{c}" for c, t in zip(codes, templates)],
+            "template": [f"template {t}" for t in templates],
+        }
+    )
+    writer = StoreWriter(tmp_path / "s.zarr", attrs={"model": "m"}, hook_channels={"layer": CHANNELS}, pools=("mean",))
+    writer.append(rows, {"layer": {"mean": x.astype("float32")}})
+    writer.finish()
+    store = ActivationStore(tmp_path / "s.zarr")
+    params = S.Params(permutations=0)
+    write_outputs(S.analyse(store, params), params, store, tmp_path / "out")
+    layer = pd.read_csv(tmp_path / "out" / "layers.csv").iloc[0]
+    expected = variance_shares(x.astype("float32").astype(np.float64), codes, templates, units)
+    for column, value in expected.items():
+        assert layer[column] == pytest.approx(value, rel=1e-5), column
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (tmp_path / "out" / summary["figures"]["variance"]).is_file()
