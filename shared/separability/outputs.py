@@ -189,10 +189,19 @@ def plot_variance(layers: pd.DataFrame, path) -> None:
     relative = (depth - depth.min()) / max(np.ptp(depth), 1.0)
     shown = [c for c in COMPONENTS if layers[f"var_{c}"].notna().any()]
     fig, ax = plt.subplots(figsize=(9, 4.5))
+    values = [layers[f"var_{c}"].fillna(0.0).to_numpy() for c in shown]
+    if len(relative) == 1:  # one layer: a band across the axis, since a stack of one point draws nothing
+        relative, values = np.array([0.0, 1.0]), [np.repeat(v, 2) for v in values]
     ax.stackplot(
         relative,
-        *[layers[f"var_{c}"].fillna(0.0).to_numpy() for c in shown],
-        labels=[{"prompt": "prompt (synset x template)", "seed": "seed (within prompt)"}.get(c, c) for c in shown],
+        *values,
+        labels=[
+            {
+                "prompt": "prompt (synset x template)" if "template" in shown else "prompt",
+                "seed": "seed (within prompt)",
+            }.get(c, c)
+            for c in shown
+        ],
         alpha=0.85,
     )
     ax.set_xlim(0, 1)
