@@ -12,12 +12,14 @@ linearly (the resampling part is bounded by --sample and does not grow).
 
     python bench/bench_separability.py                       # 2,000 and 20,000 rows
     python bench/bench_separability.py --rows 500,5000 --permutations 200
+    python bench/bench_separability.py --layers all --rows 1000 --permutations 0,1000,10000   # what relabellings cost
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -92,13 +94,17 @@ def measure(store: str, out: str, permutations: int) -> None:
     from synthprobe.separability.outputs import write_outputs
 
     tracemalloc.start()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     params = S.Params(permutations=permutations)
     activations = ActivationStore(store)
     write_outputs(S.analyse(activations, params), params, activations, out)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     _, traced_peak = tracemalloc.get_traced_memory()
-    print(json.dumps({"seconds": seconds, "traced_peak_mb": traced_peak / 2**20, "maxrss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "cpu_s": cpu, "traced_peak_mb": traced_peak / 2**20, "maxrss_mb": peak_rss_mb()}
+        )
+    )
 
 
 def peak_rss_mb() -> float:
@@ -111,23 +117,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def run_child(store: Path, out: Path, permutations: int) -> dict:
+    """One analysis in a fresh process; its time, CPU time, memory and the load average after it."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--measure", str(store), str(out), "--permutations", str(permutations)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {"load": os.getloadavg()[0], **json.loads(child.stdout.strip().splitlines()[-1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="2000,20000", help="Row counts, comma list (first is the baseline).")
     parser.add_argument("--layers", choices=("blocks", "all"), default="blocks")
     parser.add_argument("--synsets", type=int, default=20)
-    parser.add_argument("--permutations", type=int, default=1000)
+    parser.add_argument(
+        "--permutations",
+        default="1000",
+        help="Permutation counts, comma list: each row count is analysed with each, against the first.",
+    )
     parser.add_argument("--workdir", default=None, help="Where to build the stores (default: a temp folder).")
     parser.add_argument("--measure", nargs=2, metavar=("STORE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    counts = [int(p) for p in args.permutations.split(",")]
     if args.measure:
-        measure(*args.measure, args.permutations)
+        measure(*args.measure, counts[0])
         return
 
     channels = resnet50_hook_channels(args.layers)
     print(
         f"ResNet-50 hook points: {len(channels)} ({args.layers}), {sum(channels.values())} channels a row; "
-        f"{args.synsets} synsets, {args.permutations} permutations"
+        f"{args.synsets} synsets, {args.permutations} permutations; load average before: {os.getloadavg()[0]:.2f}"
     )
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         results = []
@@ -136,35 +158,38 @@ def main() -> None:
             started = time.perf_counter()
             build(store, n_rows, channels, args.synsets, seed=0)
             built = time.perf_counter() - started
-            child = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--measure",
-                    str(store),
-                    str(Path(tmp) / f"out-{n_rows}"),
-                    "--permutations",
-                    str(args.permutations),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            result = {"rows": n_rows, "build_s": built, **json.loads(child.stdout.strip().splitlines()[-1])}
-            results.append(result)
+            for permutations in counts:
+                result = run_child(store, Path(tmp) / f"out-{n_rows}-{permutations}", permutations)
+                result.update(rows=n_rows, permutations=permutations, build_s=built)
+                results.append(result)
+                print(
+                    f"{n_rows:>7} rows, {permutations:>6} permutations: analysis {result['seconds']:7.1f} s "
+                    f"(CPU {result['cpu_s']:7.1f} s), peak RSS {result['maxrss_mb']:7.1f} MB, tracemalloc peak "
+                    f"{result['traced_peak_mb']:7.1f} MB, load average {result['load']:.2f} "
+                    f"(store built in {built:.0f} s)",
+                    flush=True,
+                )
+        print_ratios(results, counts)
+
+
+def print_ratios(results: list[dict], counts: list[int]) -> None:
+    """Each permutation count against the first on the same rows; each row count against the first."""
+    for result in results:
+        base = next(r for r in results if r["rows"] == result["rows"] and r["permutations"] == counts[0])
+        if result is not base:
             print(
-                f"{n_rows:>7} rows: analysis {result['seconds']:7.1f} s, peak RSS {result['maxrss_mb']:7.1f} MB, "
-                f"tracemalloc peak {result['traced_peak_mb']:7.1f} MB (store built in {built:.0f} s)",
-                flush=True,
-            )
-        base = results[0]
-        for result in results[1:]:
-            print(
-                f"{result['rows']}/{base['rows']} rows ({result['rows'] / base['rows']:.0f}x): "
+                f"{result['rows']} rows: {result['permutations']} / {base['permutations']} permutations: "
                 f"time ratio {result['seconds'] / base['seconds']:.2f}, "
-                f"peak RSS ratio {result['maxrss_mb'] / base['maxrss_mb']:.2f}, "
-                f"tracemalloc peak ratio {result['traced_peak_mb'] / base['traced_peak_mb']:.2f}"
+                f"CPU ratio {result['cpu_s'] / base['cpu_s']:.2f}"
             )
+    base = results[0]
+    for result in results[len(counts) :: len(counts)]:
+        print(
+            f"{result['rows']}/{base['rows']} rows ({result['rows'] / base['rows']:.0f}x): "
+            f"time ratio {result['seconds'] / base['seconds']:.2f}, "
+            f"peak RSS ratio {result['maxrss_mb'] / base['maxrss_mb']:.2f}, "
+            f"tracemalloc peak ratio {result['traced_peak_mb'] / base['traced_peak_mb']:.2f}"
+        )
 
 
 if __name__ == "__main__":

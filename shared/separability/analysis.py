@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from synthprobe.common.files import InputError
 from synthprobe.common.units import Units, assign_units
@@ -33,6 +34,7 @@ from synthprobe.separability.design import Blocks, Design, assign_blocks
 from synthprobe.separability.layer import analyse_layer
 from synthprobe.separability.scan import select_layers, select_rows, unit_sample
 from synthprobe.separability.tables import effect_columns, selective_channels, top_synsets_table
+from synthprobe.separability.variance import VarianceModel
 
 log = logging.getLogger("synthprobe")
 
@@ -74,6 +76,7 @@ class Inputs:
     layers: list[str]
     sample_positions: np.ndarray  # positions (among rows) of the analysis sample
     design: Design  # of the analysis sample
+    variance: VarianceModel  # the sample's design for the variance decomposition
     notes: list[str]
     checks: dict | None
 
@@ -99,6 +102,9 @@ class Result:
     checks: dict | None = None  # image-check counts per synset and group, when the analysis read a checks file
 
 
+# numpy's and scipy's BLAS pools, two threads each, thrash on two cores (twice the CPU for the same wall time); the
+# products here are small enough that one thread each does not lose (docs/methods.md, README performance)
+@threadpool_limits.wrap(limits=1)
 def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
     """Run every measure over the chosen layers of ``store`` (an ActivationStore)."""
     return compute(read(store, params), params, progress)
@@ -144,9 +150,18 @@ def read(store, params: Params) -> Inputs:
         layers=select_layers(store.hook_points, params.layers, store.attrs.get("hook_aliases")),
         sample_positions=sample_positions,
         design=design,
+        variance=VarianceModel.of(design.codes, template_codes(chosen, sample_positions), design.units),
         notes=notes,
         checks=checks,
     )
+
+
+def template_codes(chosen: pd.DataFrame, positions: np.ndarray) -> np.ndarray | None:
+    """Template codes of the sample rows; None unless every one has a template (ImageFolder rows have "")."""
+    templates = chosen["template"].to_numpy()[positions]
+    if (templates == "").any() or pd.isna(templates).any():
+        return None
+    return np.unique(templates, return_inverse=True)[1]
 
 
 def compute(inputs: Inputs, params: Params, progress=lambda items, **_: items) -> Result:

@@ -70,6 +70,7 @@ def analyse_layer(inputs, hook: str, depth: int, params, aliases: list[str]) -> 
             "n_sample_units": design.n_units,
             "dims": z.shape[1],
             "explained_variance": explained,
+            **inputs.variance.shares(scan.sample),
         }
     )
     for m in MEASURES:

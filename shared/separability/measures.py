@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import eigh
 
 from synthprobe.separability.design import (
     Design,
@@ -30,11 +29,10 @@ from synthprobe.separability.design import (
     permutation_strata,
     probe_folds,
 )
+from synthprobe.separability.probe import Probe
 
 MEASURES = ("fisher", "silhouette", "probe")
-RIDGE_ALPHA = 1.0  # RidgeClassifier's default, on standardised channels
 RESAMPLE_BATCH = 50  # permutations processed together; bounds the (batch x synsets x rows) temporaries
-NULL_DIRECTION_RTOL = 1e-9  # principal axes with eigenvalue below this fraction of the largest are round-off
 
 
 # ---------------------------------------------------------------- permutations over units
@@ -101,96 +99,6 @@ def silhouette_from_sums(unit: np.ndarray, unit_sums: np.ndarray, labels: np.nda
     with np.errstate(divide="ignore", invalid="ignore"):
         s = np.nan_to_num(np.where(own_n > 1, (b - a) / np.maximum(a, b), 0.0), nan=0.0)
     return s.mean(axis=1)
-
-
-# ---------------------------------------------------------------- the linear probe
-
-
-@dataclass
-class Probe:
-    """Grouped, stratified k-fold cross-validation of a ridge classifier, for many labellings at once.
-
-    In each fold the training rows' channels are standardised and projected on
-    their top ``dims`` principal axes (axes of round-off variance dropped), and
-    a ridge classifier (alpha 1, intercept) is fitted on those scores. With
-    every non-null axis kept this equals scikit-learn's StandardScaler +
-    RidgeClassifier on the channels, since the ridge penalty does not change
-    under a rotation. The fitted weights are ``operator @ Y`` for one-hot labels
-    Y, so any relabelling's predictions follow from per-synset sums of the
-    operator's rows.
-    """
-
-    folds: list[tuple[np.ndarray, np.ndarray]]  # (train rows, test rows)
-    fold_of_unit: np.ndarray  # (U,) fold that tests each unit
-    operators: list[np.ndarray]  # per fold: (n_train, k_f) ridge operator, transposed
-    test_scores: list[np.ndarray]  # per fold: (n_test, k_f) test rows on the fold's axes
-    widths: list[int]  # k_f per fold
-
-    @classmethod
-    def build(cls, x: np.ndarray, design: Design, folds: list[tuple[np.ndarray, np.ndarray]] | None, dims: int):
-        """None when there are no folds (``probe_folds``: a synset has fewer than two units)."""
-        if folds is None:
-            return None
-        fold_of_unit = np.zeros(design.n_units, dtype=np.int64)
-        operators, test_scores = [], []
-        for f, (train, test) in enumerate(folds):
-            fold_of_unit[design.units[test]] = f
-            train_scores, scores, variances = principal_scores(x[train], x[test], dims)
-            operators.append(train_scores / (variances + RIDGE_ALPHA))  # (Z'Z + aI)^-1 Z' with Z'Z = diag(var)
-            test_scores.append(scores)
-        return cls(folds, fold_of_unit, operators, test_scores, [op.shape[1] for op in operators])
-
-    def columns(self, n: int) -> np.ndarray:
-        """(n, sum(k_f + 1)) per fold: the operator's rows on the training rows and a training indicator."""
-        blocks = []
-        for (train, _), operator in zip(self.folds, self.operators):
-            block = np.zeros((n, operator.shape[1] + 1))
-            block[train, :-1] = operator
-            block[train, -1] = 1.0
-            blocks.append(block)
-        return np.hstack(blocks)
-
-    def hits(self, sums: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(R, n) out-of-fold hits from per-synset sums (R, K, width) of ``columns`` under ``labels`` (R, n),
-        and (R, n) margins: the true synset's score minus the mean score (a continuous tie-breaker)."""
-        hits = np.zeros(labels.shape, dtype=bool)
-        margins = np.zeros(labels.shape)
-        start = 0
-        for (train, test), scores, width in zip(self.folds, self.test_scores, self.widths):
-            weights = np.ascontiguousarray(sums[..., start : start + width])  # (R, K, k_f)
-            intercept = sums[..., start + width] / len(train)  # mean of the one-hot labels; the scores are centred
-            start += width + 1
-            r, k = intercept.shape
-            predicted = (weights.reshape(r * k, width) @ scores.T).reshape(r, k, -1) + intercept[..., None]
-            hits[:, test] = predicted.argmax(axis=1) == labels[:, test]
-            own = np.take_along_axis(predicted, labels[:, None, test], axis=1)[:, 0]
-            margins[:, test] = own - predicted.mean(axis=1)
-        return hits, margins
-
-
-def principal_scores(train: np.ndarray, test: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standardise on ``train`` (ddof 0; constant channels unscaled), project both on train's top axes.
-
-    Returns (train scores, test scores, variances along the axes): the axes are
-    the top ``dims`` eigenvectors of the training scatter whose eigenvalue is
-    above NULL_DIRECTION_RTOL of the largest. Scores are not whitened. The
-    eigenproblem is solved on the smaller Gram matrix (rows x rows or channels x channels).
-    """
-    mean, std = train.mean(axis=0), train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    a, b = (train - mean) / std, (test - mean) / std
-    by_rows = len(a) <= a.shape[1]
-    gram = a @ a.T if by_rows else a.T @ a
-    size = len(gram)
-    kept = min(dims, size)
-    values, vectors = eigh(gram, subset_by_index=[size - kept, size - 1])
-    values, vectors = values[::-1], vectors[:, ::-1]
-    keep = values > NULL_DIRECTION_RTOL * max(values[0], 0.0) if len(values) else values > 0
-    values, vectors = values[keep], vectors[:, keep]
-    if by_rows:  # a = U S V': train scores U S, test scores b V = b a' U / S
-        root = np.sqrt(values)
-        return vectors * root, (b @ a.T) @ vectors / root, values
-    return a @ vectors, b @ vectors, values
 
 
 # ---------------------------------------------------------------- all three with their tests

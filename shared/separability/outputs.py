@@ -10,10 +10,14 @@ from synthprobe.common.files import atomic_write, begin_outputs
 from synthprobe.common.plots import pyplot, save_png
 from synthprobe.formats.analysis_folder import provenance_of, table_entry, write_summary
 from synthprobe.separability.analysis import Params, Result
-from synthprobe.separability.measures import RIDGE_ALPHA
+from synthprobe.separability.probe import RIDGE_ALPHA
 from synthprobe.separability.tables import top_layers
 
-FIGURES = {"heatmap": "max_activation_heatmap.png", "depth": "separability_by_depth.png"}
+FIGURES = {
+    "heatmap": "max_activation_heatmap.png",
+    "depth": "separability_by_depth.png",
+    "variance": "variance_by_depth.png",
+}
 TABLES = {
     "layers": (
         "layers.csv",
@@ -23,7 +27,9 @@ TABLES = {
         "accuracy) with one-sided permutation p-values that move synset labels between units of one block "
         "(template); per measure the permutation null's mean (the probe's: probe_chance) and 95th percentile, the "
         "standardised effect (observed - null mean) / null SD, and p_fwer: family-wise over the layers "
-        "(Westfall-Young max-T on the shared relabellings)",
+        "(Westfall-Young max-T on the shared relabellings); the shares of the "
+        "layer's variance due to synset, template, prompt and seed (var_*, NaN where the design cannot tell them "
+        "apart) and the seeds' intraclass correlation (icc_seed)",
     ),
     "synset_max_activation": (
         "synset_max_activation.csv",
@@ -66,6 +72,7 @@ def write_outputs(result: Result, params: Params, store, out_dir) -> dict:
             frame.to_csv(handle, index=False, float_format="%.6g", lineterminator="\n")
     plot_heatmap(result, top_layers(result.layers, params.top_layers), out / FIGURES["heatmap"])
     plot_depth(result.layers, out / FIGURES["depth"], params.alpha)
+    plot_variance(result.layers, out / FIGURES["variance"])
 
     def best(column):
         ranked = result.layers.dropna(subset=[column]).sort_values([column, "depth"], ascending=[False, True])
@@ -180,4 +187,38 @@ def plot_depth(layers: pd.DataFrame, path, alpha: float = 0.05) -> None:
     axes[-1].set_xticks(depth[::step], layers["layer"].iloc[::step], rotation=90, fontsize=7)
     axes[-1].set_xlabel("layer (depth order)")
     axes[0].set_title("Separability by depth: scale-free measures vs the raw centroid distance")
+    save_png(fig, path)
+
+
+def plot_variance(layers: pd.DataFrame, path) -> None:
+    """The variance decomposition stacked by relative depth (0 the first analysed layer, 1 the last); components
+    the design cannot estimate (NaN) are left out of the stack and the legend."""
+    from synthprobe.separability.variance import COMPONENTS
+
+    plt = pyplot()
+    depth = layers["depth"].to_numpy(dtype=np.float64)
+    relative = (depth - depth.min()) / max(np.ptp(depth), 1.0)
+    shown = [c for c in COMPONENTS if layers[f"var_{c}"].notna().any()]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    values = [layers[f"var_{c}"].fillna(0.0).to_numpy() for c in shown]
+    if len(relative) == 1:  # one layer: a band across the axis, since a stack of one point draws nothing
+        relative, values = np.array([0.0, 1.0]), [np.repeat(v, 2) for v in values]
+    ax.stackplot(
+        relative,
+        *values,
+        labels=[
+            {
+                "prompt": "prompt (synset x template)" if "template" in shown else "prompt",
+                "seed": "seed (within prompt)",
+            }.get(c, c)
+            for c in shown
+        ],
+        alpha=0.85,
+    )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("relative depth (first to last analysed layer)")
+    ax.set_ylabel("share of the layer's variance")
+    ax.set_title("Variance decomposition by depth (method of moments, trace over channels)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     save_png(fig, path)

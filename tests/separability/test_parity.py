@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from helpers.separability import two_layer_signal_store
 from scipy import stats as sps
+from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeClassifier
 from sklearn.metrics import calinski_harabasz_score, roc_auc_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
@@ -16,17 +17,19 @@ from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.separability import analysis as S
 from synthprobe.separability import measures as T
 from synthprobe.separability.design import Design, block_permutations, probe_folds
+from synthprobe.separability.probe import RIDGE_ALPHA, Probe
 from synthprobe.separability.scan import reduce_sample
 from synthprobe.separability.selectivity import channel_selectivity, q_values
 
 
-def sklearn_probe_hits(x, labels, folds):
-    """StandardScaler + RidgeClassifier fitted on each training fold, as scikit-learn users would."""
+def sklearn_probe_hits(x, labels, folds, scale=True):
+    """RidgeClassifier fitted on each training fold, as scikit-learn users would, on ``x`` standardised over the
+    whole sample (``scale``; no labels used, as the probe does)."""
+    features = StandardScaler().fit_transform(x) if scale else x
     hits = np.zeros(len(labels), dtype=bool)
     for train, test in folds:
-        scaler = StandardScaler().fit(x[train])
-        model = RidgeClassifier(alpha=T.RIDGE_ALPHA).fit(scaler.transform(x[train]), labels[train])
-        hits[test] = model.predict(scaler.transform(x[test])) == labels[test]
+        model = RidgeClassifier(alpha=RIDGE_ALPHA).fit(features[train], labels[train])
+        hits[test] = model.predict(features[test]) == labels[test]
     return hits
 
 
@@ -43,7 +46,7 @@ def test_scale_free_measures_match_scikit_learn(channels):
     centred = x - x.mean(axis=0)
     assert tests.estimates["fisher"] == pytest.approx(calinski_harabasz_score(x, codes))
     assert tests.estimates["silhouette"] == pytest.approx(silhouette_score(centred, codes, metric="cosine"))
-    probe = T.Probe.build(x, design, probe_folds(design, 4, 3), 64)
+    probe = Probe.build(x, design, probe_folds(design, 4, 3), 64)
     for train, test in probe.folds:  # grouped: no prompt has images on both sides; stratified: every synset trains
         assert not set(units[train]) & set(units[test]) and set(codes[train]) == {0, 1, 2}
     assert tests.estimates["probe"] == pytest.approx(sklearn_probe_hits(x, codes, probe.folds).mean())
@@ -55,10 +58,53 @@ def test_probe_keeps_no_round_off_direction():
     codes = np.repeat(np.arange(3), 10)
     x = rng.normal(size=(30, 300)) + np.eye(3)[codes] @ rng.normal(size=(3, 300)) * 0.5
     design = Design.of(codes, np.arange(30))
-    probe = T.Probe.build(x, design, probe_folds(design, 5, 0), 64)
-    assert max(probe.widths) <= 24  # at most n_train - 1 axes: the centred training rows span no more
+    probe = Probe.build(x, design, probe_folds(design, 5, 0), 64)
+    assert probe.width <= 29  # at most n - 1 axes: the centred rows span no more
     accuracy = T.scale_free_tests(x - x.mean(axis=0), x, design, 0, 5, 64, 0).estimates["probe"]
     assert accuracy == pytest.approx(sklearn_probe_hits(x, codes, probe.folds).mean()) and accuracy > 0.85
+
+
+def test_probe_on_fewer_axes_is_ridge_on_the_sample_principal_components():
+    """Wider than --dims: ridge on the top principal components of the standardised sample (scikit-learn's PCA)."""
+    rng = np.random.default_rng(7)
+    unit_codes = np.repeat(np.arange(4), 10)
+    units = np.repeat(np.arange(40), 3)
+    codes = unit_codes[units]
+    x = rng.normal(size=(120, 200)) + np.eye(4)[codes] @ rng.normal(size=(4, 200)) * 0.3
+    design = T.Design.of(codes, units)
+    dims = 16
+    folds = probe_folds(design, 5, 1)
+    probe = Probe.build(x, design, folds, dims)
+    assert probe.width == dims
+    components = PCA(n_components=dims, svd_solver="full").fit_transform(StandardScaler().fit_transform(x))
+    expected = sklearn_probe_hits(components, codes, folds, scale=False)
+    per_row = design.unit_sums(probe.columns(len(x)))
+    onehot = (unit_codes[None, :] == np.arange(4)[:, None]).astype(float)
+    hits, margins = probe.hits((onehot @ per_row)[None], codes[None])
+    np.testing.assert_array_equal(hits[0], expected)
+    for train, test in folds:  # margins: the own synset's score minus the mean score, on 0/1 labels (sklearn: -1/1)
+        scores = (
+            RidgeClassifier(alpha=RIDGE_ALPHA).fit(components[train], codes[train]).decision_function(components[test])
+            + 1
+        ) / 2
+        own = scores[np.arange(len(test)), codes[test]]
+        np.testing.assert_allclose(margins[0, test], own - scores.mean(axis=1), atol=1e-6)  # float32 scores
+
+
+def test_probe_of_a_constant_layer_breaks_ties_as_scikit_learn():
+    """A dead layer keeps no axis: every row gets its training synset shares, tied ones go to the first synset."""
+    codes = np.repeat(np.arange(3), 8)
+    design = T.Design.of(codes, np.arange(24) // 2)
+    x = np.ones((24, 5))
+    folds = probe_folds(design, 4, 0)
+    probe = Probe.build(x, design, folds, 64)
+    assert probe.width == 0
+    relabelled = np.vstack([design.unit_codes, np.random.default_rng(0).permutation(design.unit_codes)])
+    onehot = (relabelled[:, None, :] == np.arange(3)[None, :, None]).reshape(6, -1).astype(float)
+    sums = (onehot @ design.unit_sums(probe.columns(24))).reshape(2, 3, -1)
+    hits, _ = probe.hits(sums, relabelled[:, design.units])
+    for r, labels in enumerate(relabelled[:, design.units]):
+        np.testing.assert_array_equal(hits[r], sklearn_probe_hits(x, labels, folds))
 
 
 def test_permuted_statistics_match_direct_computation():
@@ -70,7 +116,7 @@ def test_permuted_statistics_match_direct_computation():
     x = rng.normal(size=(22, 4)) + codes[:, None]
     z = x - x.mean(axis=0)
     design = Design.of(codes, units)
-    probe = T.Probe.build(x, design, probe_folds(design, 3, 0), 64)
+    probe = Probe.build(x, design, probe_folds(design, 3, 0), 64)
     relabelled = block_permutations(unit_codes, probe.fold_of_unit, 5, rng)
     for labels in relabelled:  # each fold keeps its synset counts, so the permuted labels are stratified alike
         for f in range(len(probe.folds)):

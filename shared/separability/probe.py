@@ -1,0 +1,114 @@
+"""The linear probe: cross-validated ridge classification of synsets, for many labellings at once (docs/methods.md).
+
+The channels are standardised and projected on the sample's top ``dims`` principal axes once per layer, over the whole
+analysis sample. That uses no labels, so a permutation test of the probe stays exact, and it replaces the per-fold PCA
+that cost most of an analysis (one eigendecomposition a layer instead of one a fold). In each fold a ridge classifier
+with intercept is fitted on the training rows' scores; its out-of-fold scores are linear in the one-hot labels, so the
+fold's operator is computed once and every relabelling costs one matrix product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import eigh
+
+RIDGE_ALPHA = 1.0  # RidgeClassifier's default, on standardised channels
+NULL_DIRECTION_RTOL = 1e-9  # principal axes with eigenvalue below this fraction of the largest are round-off
+
+
+def principal_scores(x: np.ndarray, dims: int) -> np.ndarray:
+    """(n, k) scores of ``x`` (n, channels) standardised over its rows (ddof 0; constant channels left at zero) on its
+    top ``dims`` principal axes, axes of round-off variance dropped; not whitened.
+
+    With every non-null axis kept, ridge on these scores equals ridge on the standardised channels, since the ridge
+    penalty does not change under a rotation and the rows have no component along a null axis. The eigenproblem is
+    solved on the smaller Gram matrix (rows x rows or channels x channels).
+    """
+    std = x.std(axis=0)
+    a = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    by_rows = len(a) <= a.shape[1]
+    gram = a @ a.T if by_rows else a.T @ a
+    size = len(gram)
+    kept = min(dims, size)
+    # evx: bisection for the top eigenvalues only, faster than evr's full spectrum for a few dozen of hundreds
+    values, vectors = eigh(gram, subset_by_index=[size - kept, size - 1], driver="evx")
+    values, vectors = values[::-1], vectors[:, ::-1]
+    keep = values > NULL_DIRECTION_RTOL * max(values[0], 0.0) if len(values) else values > 0
+    values, vectors = values[keep], vectors[:, keep]
+    return vectors * np.sqrt(values) if by_rows else a @ vectors  # a = U S V': scores U S = a V
+
+
+@dataclass
+class Probe:
+    """Ridge classifiers (alpha RIDGE_ALPHA, intercept) on the rows' principal scores, one per fold.
+
+    For one-hot labels Y of the training rows, a fold's out-of-fold scores are
+    ``test_scores @ (centred' Y) + mean(Y)``, with ``centred`` the training rows' scores minus their mean and
+    ``test_scores`` the test rows' scores minus that mean, times (centred' centred + alpha I)^-1. So any
+    relabelling's predictions follow from per-synset sums of ``columns``: the centred training scores and a training
+    indicator.
+    """
+
+    folds: list[tuple[np.ndarray, np.ndarray]]  # (train rows, test rows)
+    fold_of_unit: np.ndarray  # (U,) fold that tests each unit
+    operators: list[np.ndarray]  # per fold: (n_train, k) centred training scores
+    test_scores: list[np.ndarray]  # per fold: (n_test, k) test scores, centred and solved
+    width: int  # k, the principal axes kept
+
+    @classmethod
+    def build(cls, x: np.ndarray, design, folds: list[tuple[np.ndarray, np.ndarray]], dims: int) -> Probe | None:
+        """The probe of ``x`` (n, channels) on ``folds``; None without folds."""
+        if not folds:
+            return None
+        scores = principal_scores(x, dims)
+        fold_of_unit = np.zeros(design.n_units, dtype=np.int64)
+        operators, test_scores = [], []
+        for f, (train, test) in enumerate(folds):
+            fold_of_unit[design.units[test]] = f
+            mean = scores[train].mean(axis=0)
+            centred = scores[train] - mean
+            gram = centred.T @ centred + RIDGE_ALPHA * np.eye(scores.shape[1])
+            operators.append(centred)
+            test_scores.append(np.linalg.solve(gram, (scores[test] - mean).T).T)  # gram is symmetric
+        return cls(folds, fold_of_unit, operators, test_scores, scores.shape[1])
+
+    def columns(self, n: int) -> np.ndarray:
+        """(n, folds * (k + 1)): per fold the operator's rows on the training rows and 1 / n_train there, so that a
+        fold's block of per-synset sums is its ridge weights and intercept (the mean of the one-hot labels)."""
+        out = np.zeros((n, len(self.folds) * (self.width + 1)))
+        for f, ((train, _), operator) in enumerate(zip(self.folds, self.operators)):
+            start = f * (self.width + 1)
+            out[train, start : start + self.width] = operator
+            out[train, start + self.width] = 1.0 / len(train)
+        return out
+
+    def hits(self, sums: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R, n) out-of-fold hits from per-synset sums (R, K, width) of ``columns`` under ``labels`` (R, n),
+        and (R, n) margins: the true synset's score minus the mean score (a continuous tie-breaker).
+
+        A hit is scikit-learn's ``argmax == label`` (the first of tied synsets wins), computed as the own score
+        above every other synset's (two fast passes over the scores instead of argmax's slow one per row), with
+        argmax only where scores tie. Scores are float32: the relabellings' cost is these products.
+        """
+        hits = np.zeros(labels.shape, dtype=bool)
+        margins = np.zeros(labels.shape)
+        r, k = sums.shape[:2]
+        for f, (_, test) in enumerate(self.folds):
+            block = sums[..., f * (self.width + 1) : (f + 1) * (self.width + 1)].reshape(r * k, -1)
+            scores = np.hstack([self.test_scores[f], np.ones((len(test), 1))]).astype(np.float32)
+            predicted = (block.astype(np.float32) @ scores.T).reshape(r, k, -1)  # (R, K, n_test)
+            flat = (np.arange(r)[:, None] * k + labels[:, test]) * len(test) + np.arange(len(test))
+            own = predicted.reshape(-1)[flat]
+            predicted.reshape(-1)[flat] = -np.inf
+            others = predicted.max(axis=1)
+            fold_hits = own > others
+            tied = np.nonzero(own == others)  # the first synset reaching the top wins
+            if len(tied[0]):
+                predicted.reshape(-1)[flat[tied]] = own[tied]
+                fold_hits[tied] = predicted[tied[0], :, tied[1]].argmax(axis=1) == labels[:, test][tied]
+            hits[:, test] = fold_hits
+            # The scores of a row sum to 1 over synsets (an intercept fits a constant exactly): their mean is 1/K.
+            margins[:, test] = own - 1.0 / k
+        return hits, margins
