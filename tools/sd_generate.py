@@ -7,6 +7,7 @@ import logging
 import click
 
 from synthprobe.common.cli import run_guarded, silent_option
+from synthprobe.common.locks import LOCK_FILE
 from synthprobe.common.options import (
     ShardType,
     SizeType,
@@ -22,6 +23,12 @@ from synthprobe.sd_generate import Params, Selection, generate, plan_run
 log = logging.getLogger("synthprobe")
 
 DEFAULTS = Params()
+
+
+def shard_lock(options: dict) -> str:
+    """Shards of one run write their own manifests into one folder at once: each holds the lock of its shard."""
+    shard = options["shard"]
+    return LOCK_FILE if shard is None else f".synthprobe.shard-{shard[0]}-of-{shard[1]}.lock"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,7 +74,7 @@ DEFAULTS = Params()
 @dask_option
 @silent_option
 @run_guarded
-@one_writer("out_dir")
+@one_writer("out_dir", lock_name=shard_lock)
 def main(
     prompts,
     out_dir,

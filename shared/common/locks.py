@@ -24,13 +24,14 @@ POLL_SECONDS = 0.2
 
 @contextlib.contextmanager
 def exclusive_writer(
-    folder: str | os.PathLike, wait: bool = False, hint: str = "or rerun with --wait"
+    folder: str | os.PathLike, wait: bool = False, hint: str = "or rerun with --wait", name: str = LOCK_FILE
 ) -> Iterator[None]:
-    """Hold ``folder``'s writer lock for the block; another holder is an InputError naming it, or with ``wait`` a
-    wait until it is gone."""
+    """Hold ``folder``'s writer lock ``name`` for the block (writers of disjoint parts of a folder, such as
+    sd-generate's shards, take a lock each); another holder is an InputError naming it, or with ``wait`` a wait
+    until it is gone."""
     folder = Path(folder)
     made_folder = not folder.exists()
-    handle = _locked_file(folder / LOCK_FILE, wait, hint)
+    handle = _locked_file(folder / name, wait, hint)
     try:
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
@@ -38,7 +39,7 @@ def exclusive_writer(
     finally:
         # Deleted while still locked: a waiter that then gets the lock on the old file sees it is gone and retries.
         with contextlib.suppress(OSError):
-            (folder / LOCK_FILE).unlink()
+            (folder / name).unlink()
             if made_folder:
                 folder.rmdir()  # only if empty: a run that wrote nothing leaves nothing
         handle.close()

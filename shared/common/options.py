@@ -11,7 +11,7 @@ import click
 
 from synthprobe.common.cli import comma_list
 from synthprobe.common.files import InputError
-from synthprobe.common.locks import exclusive_writer
+from synthprobe.common.locks import LOCK_FILE, exclusive_writer
 from synthprobe.common.units import UNITS
 
 
@@ -216,11 +216,12 @@ dask_option = click.option(
 )
 
 
-def one_writer(out_param: str, inputs: Sequence[str] = ()) -> Callable:
+def one_writer(out_param: str, inputs: Sequence[str] = (), lock_name: Callable[[dict], str] | None = None) -> Callable:
     """``--wait``, and the command's output (folder or store, named by its ``out_param``) written by one process at
     a time: a second run on the same output stops at once naming the first, or waits with --wait (common.locks).
     An output inside one of the ``inputs`` (parameter names of input stores) is refused: it would write into the
-    store it reads. Goes below ``run_guarded``, so that a refusal is the one-line error."""
+    store it reads. ``lock_name(options)`` names the lock where writers share a folder by parts. Goes below
+    ``run_guarded``, so that a refusal is the one-line error."""
 
     def decorate(command: Callable) -> Callable:
         @click.option(
@@ -233,7 +234,8 @@ def one_writer(out_param: str, inputs: Sequence[str] = ()) -> Callable:
                 return command(*args, **kwargs)
             for name in inputs:
                 check_outside_store(out, kwargs[name])
-            with exclusive_writer(out, wait=wait):
+            name = lock_name(kwargs) if lock_name else LOCK_FILE
+            with exclusive_writer(out, wait=wait, name=name):
                 return command(*args, **kwargs)
 
         return locked

@@ -169,7 +169,6 @@ def test_text_is_escaped(fixed_inputs):
     assert "Top layers by average centroid distance: layer1 (= layer1.1.relu_1, layer1.1)." in html
     assert "<li><b>layer1</b> = layer1.1.relu_1, layer1.1</li>" in html
     assert "2 images of 2 synsets in 2 image units (the unit of every test)" in html
-    assert '<div class="notice">old store: each image is its own unit</div>' in html
     checks = html[html.index('<section id="checks">') : html.index('<section id="separability">')]
     assert "Judge <b>clip:tiny</b>; object-missing below 0.1" in checks and "object-missing" in checks
     assert "bee.n.01 · mixed: object-missing (object score 0.02)" in checks  # the flagged image, as a thumbnail
@@ -179,18 +178,18 @@ def test_checks_show_the_judges_measured_error_or_say_it_is_unaudited(fixed_inpu
     from synthprobe.image_check.audit import Params, run_audit
 
     checks = fixed_inputs["check_dirs"][0]
-    html = render(build_context(**fixed_inputs))
+    html = render(build_context(read_inputs(**fixed_inputs)))
     assert "Unaudited judge." in html and "How often clip:tiny is wrong has not been measured" in html
     label = {"id": "bias-bee-mixed-00-s00", "sha256": "0" * 64, "answer": "no", "time": 0}
     (tmp_path / "labels.jsonl").write_text(json.dumps(label) + "\n")
     run_audit(checks, tmp_path / "labels.jsonl", tmp_path / "audit", Params())
-    html = render(build_context(**{**fixed_inputs, "check_dirs": [checks, tmp_path / "audit"]}))
+    html = render(build_context(read_inputs(**{**fixed_inputs, "check_dirs": [checks, tmp_path / "audit"]})))
     section = html[html.index('<section id="checks">') : html.index('<section id="separability">')]
     assert "Unaudited judge." not in section and "The judge's measured error" in section
     assert "(0 yes, 1 no, 0 skipped;" in section
     assert "<b>audit</b>" in section and "<b>corrected_rates</b>" in section
     with pytest.raises(InputError, match="which is not among the --checks folders"):
-        build_context(**{**fixed_inputs, "check_dirs": [tmp_path / "audit"]})
+        read_inputs(**{**fixed_inputs, "check_dirs": [tmp_path / "audit"]})
 
 
 def test_missing_summary_is_one_clear_error(tmp_path, cli):
