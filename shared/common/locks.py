@@ -80,3 +80,42 @@ def holder(handle) -> str:
     """Who holds the lock, as its file says ("another process" before it has written its name)."""
     handle.seek(0)
     return handle.read().strip() or "another process"
+
+
+class KeyClaims:
+    """Claims on keys (one lock file each under ``folder``, deleted on release), so that processes sharing a cache
+    make each key once: a key another process holds is left to it, and waited for once this process has nothing
+    else to do, holding no claim meanwhile."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.held: dict[str, object] = {}
+
+    def take(self, key: str) -> bool:
+        """Claim ``key``: True once held; False while another process holds it."""
+        try:
+            self.held[key] = _locked_file(self.folder / f"{key}.lock", False, "")
+        except InputError:
+            return False
+        return True
+
+    def wait_for(self, key: str) -> None:
+        """Wait until no other process holds ``key`` (holding nothing meanwhile, so waits never deadlock)."""
+        handle = _locked_file(self.folder / f"{key}.lock", True, "")
+        self._drop(key, handle)
+
+    def release(self) -> None:
+        for key, handle in self.held.items():
+            self._drop(key, handle)
+        self.held.clear()
+
+    def _drop(self, key: str, handle) -> None:
+        with contextlib.suppress(OSError):
+            (self.folder / f"{key}.lock").unlink()  # a waiter on the deleted file retries on the new one
+        handle.close()
+
+    def __enter__(self) -> KeyClaims:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthprobe.common.files import error_line
+from synthprobe.common.locks import KeyClaims
 from synthprobe.common.progress import progress
 from synthprobe.formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_json
 from synthprobe.formats.prompts import PromptRecord
@@ -22,6 +23,7 @@ log = logging.getLogger("synthprobe")
 # Records per Dask task (rounded up to whole batches): small enough that a dead worker costs little, large
 # enough to hide the task overhead.
 TASK_RECORDS = 4
+CLAIMS_FOLDER = "claims"  # in the cache: a lock file per key being made
 
 
 @dataclass
@@ -149,34 +151,74 @@ def generate_missing(
     out_dir: Path,
     build_pipeline: Callable[[ResolvedParams], object],
     silent: bool,
-) -> dict[str, str]:
-    """Generate, cache and link every missing image; return errors by cache key."""
-    errors: dict[str, str] = {}
+) -> tuple[dict[str, str], set[str]]:
+    """Generate, cache and link every missing image; return errors by cache key and the keys made here.
+
+    Each key is claimed in the cache first: one that another run is making (a run on the same cache with other
+    outputs) is left to it, then waited for, and made here only if that run did not store it.
+    """
     unique = list({p.key: p for p in missing}.values())  # records sharing a key are made once
-    pipe = build_pipeline(settings)
-    note = long_prompt_note(pipe, [p.record for p in unique])
-    if note:
-        log.warning("%s", note)
     bar = progress(None, total=len(unique), desc="generating", unit="img", silent=silent)
-    # PNG encoding and the cache's fsyncs run in a writer thread while the next batch is denoised;
-    # at most two batches wait there, and leaving the block (even on Ctrl-C) finishes them.
-    in_flight: deque = deque()
+    pipeline = functools.cache(lambda: loaded_pipeline(build_pipeline, settings, unique))  # only if one is made
+    errors: dict[str, str] = {}
+    made_here: set[str] = set()
+    pending = unique
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="png-writer") as writer:
-            for start in range(0, len(unique), settings.batch_size):
-                for planned, outcome in generate_batch(pipe, unique[start : start + settings.batch_size], settings):
-                    if isinstance(outcome, str):
-                        errors[planned.key] = outcome
-                    else:
-                        in_flight.append(writer.submit(save_image, planned, outcome, settings, cache, out_dir))
-                while len(in_flight) > 2 * settings.batch_size:
-                    in_flight.popleft().result()
-                bar.update(min(settings.batch_size, len(unique) - start))
-                bar.set_postfix(failed=len(errors))
-            while in_flight:
-                in_flight.popleft().result()
+        with KeyClaims(cache.root / CLAIMS_FOLDER) as claims:
+            while pending:
+                mine = [p for p in pending if claims.take(p.key)]
+                made = [p for p in mine if cache.lookup(p.key) is not None]  # by a run that let go of it since
+                bar.update(len(made))
+                todo = [p for p in mine if p not in made]
+                errors.update(generate_batches(todo, settings, cache, out_dir, pipeline, bar))
+                made_here.update(p.key for p in todo if p.key not in errors)
+                claims.release()
+                others = [p for p in pending if p not in mine]
+                if others:
+                    log.info("%d images are being made by another run on this cache; waiting for them", len(others))
+                for p in others:
+                    claims.wait_for(p.key)
+                pending = [p for p in others if cache.lookup(p.key) is None]  # that run failed or stopped: ours
+                bar.update(len(others) - len(pending))
     finally:
         bar.close()
+    return errors, made_here
+
+
+def loaded_pipeline(build_pipeline: Callable, settings: ResolvedParams, records: list[Planned]):
+    pipe = build_pipeline(settings)
+    note = long_prompt_note(pipe, [p.record for p in records])
+    if note:
+        log.warning("%s", note)
+    return pipe
+
+
+def generate_batches(
+    todo: list[Planned], settings: ResolvedParams, cache: ImageCache, out_dir: Path, pipeline: Callable, bar
+) -> dict[str, str]:
+    """Generate ``todo`` in batches with ``pipeline()``; return errors by cache key.
+
+    PNG encoding and the cache's fsyncs run in a writer thread while the next batch is denoised; at most two
+    batches wait there, and leaving the block (even on Ctrl-C) finishes them.
+    """
+    errors: dict[str, str] = {}
+    if not todo:
+        return errors
+    pipe = pipeline()
+    in_flight: deque = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="png-writer") as writer:
+        for start in range(0, len(todo), settings.batch_size):
+            for planned, outcome in generate_batch(pipe, todo[start : start + settings.batch_size], settings):
+                if isinstance(outcome, str):
+                    errors[planned.key] = outcome
+                else:
+                    in_flight.append(writer.submit(save_image, planned, outcome, settings, cache, out_dir))
+            while len(in_flight) > 2 * settings.batch_size:
+                in_flight.popleft().result()
+            bar.update(min(settings.batch_size, len(todo) - start))
+            bar.set_postfix(failed=len(errors))
+        while in_flight:
+            in_flight.popleft().result()
     return errors
 
 
@@ -200,7 +242,7 @@ def generate_task(
     todo = [p for p in batch if cache.lookup(p.key) is None]
     if not todo:
         return {}, {}
-    errors = generate_missing(todo, settings, cache, out_dir, lambda s: worker_model(build_pipeline, s), silent=True)
+    errors, _ = generate_missing(todo, settings, cache, out_dir, lambda s: worker_model(build_pipeline, s), silent=True)
     return errors, {p.key: p.entry.sha256 for p in todo if p.entry is not None}
 
 
@@ -256,17 +298,18 @@ def run_generation(
     planned = plan(records, settings, cache)
     missing = [p for p in planned if p.entry is None]
     errors: dict[str, str] = {}
+    made_here: set[str] = set()  # the rest of the missing keys another run on the cache made meanwhile
     if missing:
         cache.check_writable()
         if engine is None:
-            errors = generate_missing(missing, settings, cache, out_dir, build_pipeline, silent)
+            errors, made_here = generate_missing(missing, settings, cache, out_dir, build_pipeline, silent)
         else:
             errors = generate_on_cluster(engine, missing, settings, cache, out_dir, build_pipeline, silent)
+            made_here = {p.key for p in missing} - set(errors)
         for p in missing:  # duplicates of a generated key share its entry
             p.entry = p.entry or cache.lookup(p.key)
     result = RunResult([])
     params = settings.params()
-    missing_keys = {p.key for p in missing}
     for p in planned:
         base = p.record.to_json()
         target = out_dir / f"{p.record.id}.png"
@@ -282,7 +325,7 @@ def run_generation(
             }
         else:
             cache.export(p.entry, target)
-            if p.key in missing_keys:
+            if p.key in made_here:
                 result.generated += 1
             else:
                 result.cached += 1

@@ -143,3 +143,34 @@ def test_failures_are_rows_and_the_rest_go_on(tiny_model, tiny_pipeline, prompts
         tiny_pipeline,
     )
     assert [r["sha256"] for r in clean.rows] == [rows[0]["sha256"], rows[2]["sha256"]]
+
+
+def test_two_runs_on_one_cache_make_each_image_once(tiny_model, prompts, tmp_path):
+    """A second run with other outputs on the same cache leaves the images the first is making to it, waits,
+    and takes them from the cache. The first is paused (SIGSTOP) holding its claims, so the two overlap."""
+    path = prompts(make_records(4))
+    cache = tmp_path / "cache"
+    first = subprocess.Popen(
+        tool_command(path, tmp_path / "a", tiny_model, cache), env=subprocess_env(), stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while len(list((cache / "claims").glob("*.lock"))) < 4 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        command = [arg for arg in tool_command(path, tmp_path / "b", tiny_model, cache) if arg != "--silent"]
+        second = subprocess.Popen(command, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+        waiting = second.stderr.readline()
+        while waiting and "being made by another run" not in waiting:
+            waiting = second.stderr.readline()
+        assert "4 images are being made by another run on this cache; waiting for them" in waiting
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    assert second.wait(timeout=120) == 0, second.stderr.read()
+    runs = [json.loads((tmp_path / name / "run.json").read_text())["summary"] for name in ("a", "b")]
+    assert (runs[0]["generated"], runs[1]["generated"], runs[1]["cached"]) == (4, 0, 4)
+    assert len(list(cache.glob("*/*.png"))) == 4 and not list((cache / "claims").glob("*.lock"))
+    assert [r["sha256"] for r in read_rows(tmp_path / "a" / "images.jsonl")] == [
+        r["sha256"] for r in read_rows(tmp_path / "b" / "images.jsonl")
+    ]
