@@ -8,6 +8,7 @@ import click
 
 from synthprobe.common.cli import run_guarded, silent_option
 from synthprobe.common.options import (
+    FiniteFloat,
     batch_size_option,
     class_dir_option,
     device_option,
@@ -19,7 +20,7 @@ from synthprobe.image_check import Params, Thresholds, parse_judge, run_image_ch
 from synthprobe.image_check.judges import DEFAULT_JUDGE
 
 log = logging.getLogger("synthprobe")
-score = click.FloatRange(0, 1)
+score = FiniteFloat(0, 1)
 DEFAULTS = Params()
 
 

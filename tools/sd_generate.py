@@ -8,6 +8,7 @@ import click
 
 from synthprobe.common.cli import run_guarded, silent_option
 from synthprobe.common.options import (
+    FiniteFloat,
     ShardType,
     SizeType,
     batch_size_option,
@@ -30,7 +31,7 @@ DEFAULTS = Params()
 @setting_option("--model", DEFAULTS, help="Hugging Face model id or a local pipeline folder.")
 @click.option("--revision", default=DEFAULTS.revision, help="Hub revision (branch, tag or commit) [default: main].")
 @setting_option("--steps", DEFAULTS, type=click.IntRange(min=1), help="Denoising steps.")
-@setting_option("--guidance", DEFAULTS, type=float, help="Classifier-free guidance scale.")
+@setting_option("--guidance", DEFAULTS, type=FiniteFloat(), help="Classifier-free guidance scale.")
 @click.option(
     "--size",
     type=SizeType(),

@@ -88,6 +88,26 @@ def report_cases():
             [t / "sep" / "summary.json"],
             edit_json(t / "sep" / "summary.json", lambda d: d.update(tables={"layers": 5})),
         ),
+        "summary-layers-a-string": lambda t: (
+            [t / "sep" / "summary.json", "layers is not a list"],
+            edit_json(t / "sep" / "summary.json", lambda d: d.update(layers="x")),
+        ),
+        "summary-top-layers-a-number": lambda t: (
+            [t / "sep" / "summary.json", "top_layers"],
+            edit_json(t / "sep" / "summary.json", lambda d: d.update(top_layers=5)),
+        ),
+        "summary-store-a-string": lambda t: (
+            [t / "bias" / "summary.json", "store"],
+            edit_json(t / "bias" / "summary.json", lambda d: d.update(store="x")),
+        ),
+        "figure-not-an-image": lambda t: (
+            [write(t / "sep" / "separability_by_depth.png", "not a PNG"), "not an image"],
+            None,
+        ),
+        "figure-truncated": lambda t: (
+            [t / "sep" / "separability_by_depth.png"],
+            truncate(t / "sep" / "separability_by_depth.png"),
+        ),
         "table-binary": lambda t: ([write(t / "sep" / "layers.csv", BINARY)], None),
         "table-empty": lambda t: ([write(t / "sep" / "layers.csv", b"")], None),
         "table-deleted": lambda t: ([t / "sep" / "layers.csv"], (t / "sep" / "layers.csv").unlink()),
