@@ -180,7 +180,8 @@ def source_memo(folder: ImageFolder) -> Sha256Memo:
 
 
 def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: Sha256Memo) -> None:
-    """Refuse images that differ from those already in the store under the same ids.
+    """Refuse images that differ from those already in the store under the same ids, and a store holding images
+    the folder no longer lists.
 
     A manifest lists every image's sha256; the files of an ImageFolder tree are hashed here, reading
     only those whose size or mtime changed since they were last hashed.
@@ -198,6 +199,13 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: 
         names = ", ".join(changed["path"].iloc[:3]) + (", ..." if len(changed) > 3 else "")
         raise InputError(
             f"{len(changed)} images of {folder.root} changed since {out} recorded them ({names}); "
+            "rerun with --rebuild to start the store again, or write to a new store"
+        )
+    gone = stored["id"][~stored["id"].isin(set(folder.rows["id"]))]
+    if len(gone):  # the source folder's manifest (source_sha256) changed: images left it, or it is another folder
+        names = ", ".join(gone.iloc[:3]) + (", ..." if len(gone) > 3 else "")
+        raise InputError(
+            f"{out} holds {len(gone)} images that {folder.root} no longer has ({names}); "
             "rerun with --rebuild to start the store again, or write to a new store"
         )
 

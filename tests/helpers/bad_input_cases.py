@@ -18,6 +18,7 @@ from .bad_inputs import (
     LONG_ID,
     a_file,
     edit_json,
+    flip_byte,
     output_damage,
     set_attr,
     store_damage,
@@ -332,6 +333,17 @@ def cnn_hooks_cases():
         "store-array-deleted": resumed(lambda s: shutil.rmtree(s / "hooks" / "layer1")),
         "store-row-chunk-deleted": resumed(lambda s: (s / "rows" / "id" / "c" / "0").unlink()),
         "imagefolder-image-changed": changed_image,
+        "imagefolder-not-a-synset": lambda t: (
+            [(t / "tree" / "javascript:alert(1)").mkdir() or t / "tree", "--out", t / "acts.zarr"],
+            [t / "tree" / "javascript:alert(1)", "not a synset"],
+        ),
+        "store-of-another-folder": lambda t: (
+            [t / "manifest", "--out", t / "tree.zarr"],
+            [t / "tree.zarr", "another source_folder", str(t / "tree")],
+        ),
+        "store-shard-truncated": resumed(lambda s: truncate(s / "hooks" / "layer1" / "mean" / "c" / "0" / "0")),
+        "store-shard-edited": resumed(lambda s: flip_byte(s / "hooks" / "layer1" / "mean" / "c" / "0" / "0", 20)),
+        "store-shard-deleted": resumed(lambda s: (s / "hooks" / "layer1" / "mean" / "c" / "0" / "0").unlink()),
     }
 
 

@@ -26,6 +26,7 @@ from synthprobe.formats.activation_store.layout import (
     read_text_column,
     rows_per_chunk,
     rows_per_shard,
+    verify_committed_files,
 )
 
 log = logging.getLogger("synthprobe")
@@ -99,7 +100,12 @@ class StoreWriter:
         self._check_compatible(identity)
         n_rows = committed_count(self.group.attrs, self.path)
         # An array shorter than the committed rows lost data; growing it back would make fill-value rows.
-        check_lengths(self.group, self.path, n_rows, array_keys(self.group, self.hook_channels, self.pools))
+        keys = array_keys(self.group, self.hook_channels, self.pools)
+        check_lengths(self.group, self.path, n_rows, keys)
+        # The rows a resume skips must be intact: a damaged store would otherwise be reported complete.
+        ok = read_text_column(self.group, self.path, "status", n_rows) != "failed"
+        for key in keys:
+            verify_committed_files(self.group, self.path, key, ok)
         self._truncate(n_rows)
         # Provenance that may change between runs (source manifest, versions) follows the latest run.
         self.group.attrs.update({**_normalized(identity), "complete": False})
@@ -147,7 +153,17 @@ class StoreWriter:
         )
 
     # Keys whose difference makes appended rows incomparable with the stored ones.
-    IDENTITY_KEYS = ("model", "weights", "preprocessing", "precision", "hook_points", "pooling", "dtype")
+    # The source folder too: rows of two folders in one store would be one analysis of neither.
+    IDENTITY_KEYS = (
+        "model",
+        "weights",
+        "preprocessing",
+        "precision",
+        "hook_points",
+        "pooling",
+        "dtype",
+        "source_folder",
+    )
 
     def _check_compatible(self, identity: dict) -> None:
         stored = dict(self.group.attrs)
