@@ -201,12 +201,14 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: 
             f"{len(changed)} images of {folder.root} changed since {out} recorded them ({names}); "
             "rerun with --rebuild to start the store again, or write to a new store"
         )
+    # The store's source (source_folder, source_sha256) may move or grow, but its rows stay the folder's: rows of
+    # another folder, or of images the folder no longer lists, would make one analysis of neither.
     gone = stored["id"][~stored["id"].isin(set(folder.rows["id"]))]
-    if len(gone):  # the source folder's manifest (source_sha256) changed: images left it, or it is another folder
+    if len(gone):
         names = ", ".join(gone.iloc[:3]) + (", ..." if len(gone) > 3 else "")
         raise InputError(
-            f"{out} holds {len(gone)} images that {folder.root} no longer has ({names}); "
-            "rerun with --rebuild to start the store again, or write to a new store"
+            f"{out} holds {len(gone)} images that {folder.root} does not list ({names}): it was made from another "
+            "folder, or images left this one; rerun with --rebuild to start the store again, or write to a new store"
         )
 
 

@@ -339,7 +339,7 @@ def cnn_hooks_cases():
         ),
         "store-of-another-folder": lambda t: (
             [t / "manifest", "--out", t / "tree.zarr"],
-            [t / "tree.zarr", "another source_folder", str(t / "tree")],
+            [t / "tree.zarr", "holds 2 images that", str(t / "manifest"), "made from another folder"],
         ),
         "store-shard-truncated": resumed(lambda s: truncate(s / "hooks" / "layer1" / "mean" / "c" / "0" / "0")),
         "store-shard-edited": resumed(lambda s: flip_byte(s / "hooks" / "layer1" / "mean" / "c" / "0" / "0", 20)),
