@@ -184,7 +184,7 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: 
     the folder no longer lists.
 
     A manifest lists every image's sha256; the files of an ImageFolder tree are hashed here, reading
-    only those whose size or mtime changed since they were last hashed.
+    only those whose size, mtime or ctime changed since they were last hashed.
     """
     if stored.empty:
         return
