@@ -72,6 +72,8 @@ BIAS_CASES = {**store_damage("logits/logits", "0/0"), **output_damage(), **bias_
 
 
 def report_cases():
+    figure = lambda t: t / "sep" / "max_activation_heatmap.png"
+
     def damaged(name, damage):
         def case(t):
             target = t / name
@@ -101,14 +103,8 @@ def report_cases():
             [t / "bias" / "summary.json", "store"],
             edit_json(t / "bias" / "summary.json", lambda d: d.update(store="x")),
         ),
-        "figure-not-an-image": lambda t: (
-            [write(t / "sep" / "separability_by_depth.png", "not a PNG"), "not an image"],
-            None,
-        ),
-        "figure-truncated": lambda t: (
-            [t / "sep" / "separability_by_depth.png"],
-            truncate(t / "sep" / "separability_by_depth.png"),
-        ),
+        "figure-not-an-image": lambda t: ([write(figure(t), "text"), "not an image"], 0),
+        "figure-truncated": lambda t: ([figure(t), "truncated"], truncate(figure(t))),
         "table-binary": lambda t: ([write(t / "sep" / "layers.csv", BINARY)], None),
         "table-empty": lambda t: ([write(t / "sep" / "layers.csv", b"")], None),
         "table-deleted": lambda t: ([t / "sep" / "layers.csv"], (t / "sep" / "layers.csv").unlink()),
@@ -344,6 +340,10 @@ def cnn_hooks_cases():
         "store-shard-truncated": resumed(lambda s: truncate(s / "hooks" / "layer1" / "mean" / "c" / "0" / "0")),
         "store-shard-edited": resumed(lambda s: flip_byte(s / "hooks" / "layer1" / "mean" / "c" / "0" / "0", 20)),
         "store-shard-deleted": resumed(lambda s: (s / "hooks" / "layer1" / "mean" / "c" / "0" / "0").unlink()),
+        "store-chunk-of-another-array": lambda t: (
+            resumed(lambda s: shutil.copyfile(s / "rows" / "id" / "c" / "0", s / "rows" / "synset" / "c" / "0"))(t)[0],
+            [t / "tree.zarr", "rows/synset", "not the file written there"],
+        ),
     }
 
 

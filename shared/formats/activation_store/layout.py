@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthprobe.common.files import InputError, error_line, os_reason
+from synthprobe.common.files import InputError, error_line
 
 STORE_SCHEMA = 2
 # sha256 of the image file, or ""; prompt and template from the manifest record ("" for ImageFolder rows).
@@ -121,52 +121,6 @@ def check_lengths(group, path: Path, n_rows: int, keys: list[str]) -> None:
                 f"{path}: {key} has the fill value {array.fill_value}, not NaN, so its deleted chunks would read as "
                 f"data, not as missing; {REBUILD_HINT}"
             )
-
-
-def verify_committed_files(group, path: Path, key: str, ok: np.ndarray) -> None:
-    """Check, without decoding, that the files holding an array's committed rows (``ok``: which hold values) exist
-    and pass their crc32c checksums (each chunk's, and a shard's index), so that a resume never skips rows a
-    truncated, edited or deleted file has lost. Reads the bytes once at disk speed."""
-    array = group[key]
-    shard_rows = (array.shards or array.chunks)[0]
-    for index in range(-(-len(ok) // shard_rows)):
-        file = path / key / "c" / "/".join([str(index)] + ["0"] * (array.ndim - 1))
-        first, last = index * shard_rows, min(len(ok), (index + 1) * shard_rows) - 1
-        try:
-            data = file.read_bytes()
-        except FileNotFoundError:
-            if not ok[first : last + 1].any():  # zarr writes no file for rows that are all fill (failed rows)
-                continue
-            raise InputError(f"{path}: {key} rows {first}-{last} are missing (file deleted?); {REBUILD_HINT}") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {file}: {os_reason(exc)}") from None
-        chunks = _shard_chunks(data, shard_rows // array.chunks[0]) if array.shards else [(0, len(data))]
-        if chunks is None or not all(_crc_ok(data[start : start + size]) for start, size in chunks):
-            raise InputError(
-                f"{path}: {key} rows {first}-{last} are damaged (a chunk fails its checksum: truncated or edited?); "
-                f"{REBUILD_HINT}"
-            )
-
-
-EMPTY_CHUNK = (1 << 64) - 1  # a shard index's offset and size of a chunk never written
-
-
-def _shard_chunks(data: bytes, n_chunks: int) -> list[tuple[int, int]] | None:
-    """(offset, size) of a shard's written chunks from its index (at the end, with its own crc32c); None if the
-    index is damaged or points past the data."""
-    index_size = 16 * n_chunks + 4
-    if len(data) < index_size or not _crc_ok(data[-index_size:]):
-        return None
-    entries = np.frombuffer(data[-index_size:-4], dtype="<u8").reshape(n_chunks, 2)
-    chunks = [(int(start), int(size)) for start, size in entries if start != EMPTY_CHUNK]
-    return chunks if all(start + size <= len(data) - index_size for start, size in chunks) else None
-
-
-def _crc_ok(block: bytes) -> bool:
-    """Whether ``block`` ends with the crc32c of the rest (zarr's crc32c codec)."""
-    import google_crc32c
-
-    return len(block) >= 4 and google_crc32c.value(block[:-4]) == int.from_bytes(block[-4:], "little")
 
 
 def grouped_aliases(aliases: dict[str, str]) -> dict[str, list[str]]:

@@ -13,6 +13,13 @@ import numpy as np
 import pandas as pd
 
 from synthprobe.common.files import InputError, os_reason
+from synthprobe.formats.activation_store.checksums import (
+    blocks_of,
+    record_file_crcs,
+    rows_per_file,
+    unbound_block,
+    verify_committed_files,
+)
 from synthprobe.formats.activation_store.layout import (
     FILL_TEXT,
     MIN_CHUNK_BYTES,
@@ -27,7 +34,6 @@ from synthprobe.formats.activation_store.layout import (
     read_text_column,
     rows_per_chunk,
     rows_per_shard,
-    verify_committed_files,
 )
 
 log = logging.getLogger("synthprobe")
@@ -126,8 +132,10 @@ class StoreWriter:
         check_lengths(self.group, self.path, n_rows, keys)
         # The rows a resume skips must be intact: a damaged store would otherwise be reported complete.
         ok = read_text_column(self.group, self.path, "status", n_rows) != "failed"
+        complete = self.group.attrs.get("complete") is True
         for key in keys:
-            verify_committed_files(self.group, self.path, key, ok)
+            array = self.group[key]
+            verify_committed_files(self.path, array, ok, unbound_block(array, n_rows, complete))
         self._truncate(n_rows)
         # Provenance that may change between runs (source folder and manifest, versions) follows the latest run,
         # written with its first write: a run refused before it writes (cnn-hooks checks the images) leaves it as is.
@@ -214,8 +222,12 @@ class StoreWriter:
         """Append one batch: row table, logits and every hook's pooled values; then commit."""
         with self._writing():
             self._write_reopened_attrs()
-            _append_all(self._row_values(rows, hooks, logits))
-            self.group.attrs["rows_committed"] = self.rows_committed + len(rows)
+            pairs = self._row_values(rows, hooks, logits)
+            _append_all(pairs)
+            start = self.rows_committed
+            for array, _ in pairs:
+                record_file_crcs(self.path, array, blocks_of(array, start, start + len(rows)))
+            self.group.attrs["rows_committed"] = start + len(rows)
 
     def overwrite(
         self,
@@ -230,7 +242,10 @@ class StoreWriter:
         with self._writing():
             self._write_reopened_attrs()
             for array, values in sorted(self._row_values(rows, hooks, logits), key=lambda pair: pair[0].path == status):
+                blocks = [row // rows_per_file(array) for row in index]
+                record_file_crcs(self.path, array, blocks, pending=True)
                 array.oindex[np.asarray(index)] = values
+                record_file_crcs(self.path, array, blocks)
 
     def _row_values(
         self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None
