@@ -8,6 +8,7 @@ from synthprobe.bias_report import Params, analyse, read_inputs, write
 from synthprobe.bias_report.targets import MAPPINGS
 from synthprobe.common.cli import run_guarded, silent_option
 from synthprobe.common.options import (
+    FiniteFloat,
     allow_incomplete_option,
     checks_options,
     class_dir_option,
@@ -53,7 +54,7 @@ DEFAULTS = Params()
 @setting_option(
     "--level",
     DEFAULTS,
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloat(0, 1, min_open=True, max_open=True),
     help="Confidence level of the intervals.",
 )
 @setting_option("--top", DEFAULTS, type=click.IntRange(min=1), help="Top prompts per class across groups.")

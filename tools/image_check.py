@@ -10,6 +10,7 @@ import click
 from synthprobe.common.cli import run_guarded, seed_option, silent_option
 from synthprobe.common.files import InputError
 from synthprobe.common.options import (
+    FiniteFloat,
     batch_size_option,
     class_dir_option,
     device_option,
@@ -37,7 +38,7 @@ class ScoreOrAudited(click.ParamType):
     def convert(self, value, param, ctx):
         if value == AUDITED:
             return value
-        return click.FloatRange(0, 1).convert(value, param, ctx)
+        return FiniteFloat(0, 1).convert(value, param, ctx)
 
 
 class CheckByDefault(click.Group):
@@ -211,12 +212,12 @@ def label(images, checks_dir, out, sample, seed, silent):
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="The audit's analysis folder.")
 @click.option(
     "--target-precision",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=A.Params.precision,
     show_default=True,
     help="The audited threshold reaches this precision with the most recall ...",
 )
-@click.option("--target-recall", type=click.FloatRange(0, 1), help="... or, if given, this recall.")
+@click.option("--target-recall", type=FiniteFloat(0, 1), help="... or, if given, this recall.")
 @silent_option
 @run_guarded
 def audit(checks_dir, labels_path, out, target_precision, target_recall, silent):

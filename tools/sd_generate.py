@@ -9,6 +9,7 @@ import click
 from synthprobe.common.cli import run_guarded, silent_option
 from synthprobe.common.locks import LOCK_FILE
 from synthprobe.common.options import (
+    FiniteFloat,
     ShardType,
     SizeType,
     batch_size_option,
@@ -38,7 +39,7 @@ def shard_lock(options: dict) -> str:
 @setting_option("--model", DEFAULTS, help="Hugging Face model id or a local pipeline folder.")
 @click.option("--revision", default=DEFAULTS.revision, help="Hub revision (branch, tag or commit) [default: main].")
 @setting_option("--steps", DEFAULTS, type=click.IntRange(min=1), help="Denoising steps.")
-@setting_option("--guidance", DEFAULTS, type=float, help="Classifier-free guidance scale.")
+@setting_option("--guidance", DEFAULTS, type=FiniteFloat(), help="Classifier-free guidance scale.")
 @click.option(
     "--size",
     type=SizeType(),

@@ -6,6 +6,7 @@ import click
 
 from synthprobe.common.cli import run_guarded, seed_option, silent_option
 from synthprobe.common.options import (
+    FiniteFloat,
     allow_incomplete_option,
     checks_options,
     list_option,
@@ -71,7 +72,7 @@ DEFAULTS = Params()
 @setting_option(
     "--alpha",
     DEFAULTS,
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloat(0, 1, min_open=True, max_open=True),
     help="False-discovery rate for concept-selective channels.",
 )
 @setting_option(

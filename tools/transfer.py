@@ -8,7 +8,14 @@ import click
 
 from synthprobe.common.cli import run_guarded, seed_option, silent_option
 from synthprobe.common.files import InputError, check_writable_dir
-from synthprobe.common.options import allow_incomplete_option, list_option, one_writer, setting_option, unit_option
+from synthprobe.common.options import (
+    FiniteFloat,
+    allow_incomplete_option,
+    list_option,
+    one_writer,
+    setting_option,
+    unit_option,
+)
 from synthprobe.common.progress import progress
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.transfer import analysis as T
@@ -48,7 +55,7 @@ DEFAULTS = T.Params()
 @setting_option(
     "--alpha",
     DEFAULTS,
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloat(0, 1, min_open=True, max_open=True),
     help="Level for the headline and the selective channels' false-discovery rate.",
 )
 @allow_incomplete_option

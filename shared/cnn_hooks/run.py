@@ -180,10 +180,11 @@ def source_memo(folder: ImageFolder) -> Sha256Memo:
 
 
 def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: Sha256Memo) -> None:
-    """Refuse images that differ from those already in the store under the same ids.
+    """Refuse images that differ from those already in the store under the same ids, and a store holding images
+    the folder no longer lists.
 
     A manifest lists every image's sha256; the files of an ImageFolder tree are hashed here, reading
-    only those whose size or mtime changed since they were last hashed.
+    only those whose size, mtime or ctime changed since they were last hashed.
     """
     if stored.empty:
         return
@@ -199,6 +200,15 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: 
         raise InputError(
             f"{len(changed)} images of {folder.root} changed since {out} recorded them ({names}); "
             "rerun with --rebuild to start the store again, or write to a new store"
+        )
+    # The store's source (source_folder, source_sha256) may move or grow, but its rows stay the folder's: rows of
+    # another folder, or of images the folder no longer lists, would make one analysis of neither.
+    gone = stored["id"][~stored["id"].isin(set(folder.rows["id"]))]
+    if len(gone):
+        names = ", ".join(gone.iloc[:3]) + (", ..." if len(gone) > 3 else "")
+        raise InputError(
+            f"{out} holds {len(gone)} images that {folder.root} does not list ({names}): it was made from another "
+            "folder, or images left this one; rerun with --rebuild to start the store again, or write to a new store"
         )
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -54,7 +55,7 @@ def atomic_write(
         raise InputError(f"cannot write {path}: it is a folder; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {os_reason(exc)}") from exc
     binary = "b" in mode
@@ -127,7 +128,7 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 class Sha256Memo:
-    """sha256 of files, remembered by (inode, size, mtime) so that a rerun reads only files that changed.
+    """sha256 of files, remembered by (inode, size, mtime, ctime) so that a rerun reads only files that changed.
 
     Kept in a JSON file (``None``: in memory only). Losing it, or a concurrent process's save winning,
     only means hashing again. Entries of files that are gone are dropped when it is saved.
@@ -144,14 +145,16 @@ class Sha256Memo:
 
     @staticmethod
     def stamp(path: str | os.PathLike) -> list[int]:
+        """What a change of the file changes. The ctime too: a file rewritten in place with its size kept and its
+        mtime set back (os.utime) has a new ctime, which no user can set."""
         stat = os.stat(path)
-        return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+        return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
 
     def sha256(self, path: str | os.PathLike) -> str:
         stamp = self.stamp(path)
         entry = self.entries.get(str(path))
-        if isinstance(entry, list) and entry[:3] == stamp:
-            return entry[3]
+        if isinstance(entry, list) and entry[:-1] == stamp:  # entries of older versions lack the ctime: hashed again
+            return entry[-1]
         digest = sha256_file(path)
         self.remember(path, digest, stamp)
         return digest
@@ -174,13 +177,33 @@ class Sha256Memo:
             self.changed = False
 
 
+TEMP_SUFFIX = ".tmp"  # of every temp file a synthprobe write leaves beside its target until the rename
+STALE_TEMP_SECONDS = 24 * 3600
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove the temp files (``.NAME.*.tmp``) that writes killed mid-way left in ``folder``, if older than
+    ``older_than`` seconds (a younger one may be another process's write in progress); how many were removed."""
+    removed = 0
+    limit = time.time() - older_than
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < limit:
+                        os.unlink(entry.path)
+                        removed += 1
+    return removed
+
+
 def begin_outputs(folder: str | os.PathLike, *markers: str) -> Path:
-    """Make ``folder`` writable and remove its completion markers before a stage rewrites it.
+    """Make ``folder`` writable and remove its completion markers (and stale temp files) before a stage rewrites it.
 
     A stage writes its marker last; removing the old one first means a crash
     never leaves new files beside a marker that says they are complete.
     """
     folder = check_writable_dir(folder)
+    remove_stale_temp_files(folder)
     for marker in markers:
         (folder / marker).unlink(missing_ok=True)
     return folder

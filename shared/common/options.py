@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,6 +98,19 @@ class ShardType(click.ParamType):
         if index >= count:
             self.fail(f"{value}: K must be in 0..N-1, here 0/{count} to {count - 1}/{count}", param, ctx)
         return index, count
+
+
+class FiniteFloat(click.FloatRange):
+    """A float that is a number: NaN and infinities are usage errors (click's FLOAT and FloatRange accept them, and
+    a NaN passes every range check), with optional bounds as in click.FloatRange."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")

@@ -9,8 +9,8 @@ the same bytes and the last rename wins, so concurrent shards never clobber
 each other.
 
 The cache trusts no file: PNGs are written read-only, every hit is checked
-against its record's size and sha256 (hashes memoised by inode, size and mtime
-in ``ROOT/sha256-memo.json``, so a rerun reads only files that changed), and an
+against its record's size and sha256 (hashes memoised by inode, size, mtime and
+ctime in ``ROOT/sha256-memo.json``, so a rerun reads only files that changed), and an
 entry that fails the check is evicted and made again. Output images are
 reflinks or copies, never hard links, so editing an output cannot reach the
 cache.
@@ -27,7 +27,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthprobe.common.files import Sha256Memo, atomic_write, atomic_write_bytes, cache_root, check_writable_dir
+from synthprobe.common.files import (
+    TEMP_SUFFIX,
+    InputError,
+    Sha256Memo,
+    atomic_write,
+    atomic_write_bytes,
+    cache_root,
+    check_writable_dir,
+    os_reason,
+    remove_stale_temp_files,
+)
 
 log = logging.getLogger("synthprobe")
 
@@ -131,7 +141,10 @@ class ImageCache:
         self.memo.save()
 
     def check_writable(self) -> None:
+        """Before a run stores images: the cache can be written, and the temp files of killed writes are gone."""
         check_writable_dir(self.root, "the image cache", " (pick another with --cache or SYNTHPROBE_CACHE)")
+        for folder in [self.root, *(p for p in self.root.iterdir() if p.is_dir())]:
+            remove_stale_temp_files(folder)
 
 
 def reflink_or_copy(source: Path, dest: Path) -> None:
@@ -140,7 +153,7 @@ def reflink_or_copy(source: Path, dest: Path) -> None:
     Never a hard link: an edit of ``dest`` in place would then change ``source`` too.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.copy")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         with open(source, "rb") as src, open(tmp, "wb") as out:
             try:
@@ -150,7 +163,9 @@ def reflink_or_copy(source: Path, dest: Path) -> None:
             except (ImportError, OSError):  # ext4, tmpfs, other file systems (or no fcntl): a plain copy
                 shutil.copyfileobj(src, out, 1 << 20)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write (disk full) names no file
+            raise InputError(f"cannot write {dest}: {os_reason(exc)}") from exc
         raise

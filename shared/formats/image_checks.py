@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from synthprobe.common.files import InputError, atomic_write
-from synthprobe.formats.prompts import dumps, parse_jsonl
+from synthprobe.formats.prompts import brief_text, dumps, parse_jsonl
 
 log = logging.getLogger("synthprobe")
 
@@ -36,8 +36,30 @@ def read_checks(path: str | Path) -> list[dict]:
                     f"{path}:{lineno}: image-check schema {row.get('schema')!r}, but this version reads schema "
                     f"{CHECKS_SCHEMA}; delete {path} and rerun image-check to score the images again"
                 )
+            problem = row_problem(row)
+            if problem:
+                raise InputError(f"{path}:{lineno}: {problem}; delete {path} and rerun image-check")
             rows.append(row)
     return rows
+
+
+TEXT_FIELDS = ("id", "judge", "synset", "group", "target", "path", "sha256", "contrast")
+SCORE_FIELDS = ("object_score", "context_score", "missing_below", "leaked_above")
+
+
+def row_problem(row: dict) -> str | None:
+    """What makes a row unusable: a verdict not in VERDICTS, a text field that is not text, a score that is not a
+    number (or null); None for a good row."""
+    if row["verdict"] not in VERDICTS:
+        return f"verdict {brief_text(str(row['verdict']))} is not one of {', '.join(VERDICTS)}"
+    for name in TEXT_FIELDS:
+        if name in row and not isinstance(row[name], str):
+            return f"{name} is {brief_text(str(row[name]))}, not a string"
+    for name in SCORE_FIELDS:
+        value = row.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{name} is {brief_text(str(value))}, not a number or null"
+    return None
 
 
 def write_checks(path: Path, rows: list[dict]) -> None:

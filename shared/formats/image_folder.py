@@ -21,7 +21,17 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import pandas as pd
 
 from synthprobe.common.files import InputError, atomic_write, open_input, read_json, sha256_file
-from synthprobe.formats.prompts import GROUPS, ID_PATTERN, ID_RULE, brief_text, dumps, parse_jsonl, safe_id, write_jsonl
+from synthprobe.formats.prompts import (
+    GROUPS,
+    ID_PATTERN,
+    ID_RULE,
+    SYNSET_PATTERN,
+    brief_text,
+    dumps,
+    parse_jsonl,
+    safe_id,
+    write_jsonl,
+)
 
 MANIFEST = "images.jsonl"
 SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"
@@ -119,18 +129,32 @@ def check_inside(relative: str) -> None:
         raise ValueError(f"path {brief_text(relative)} leaves the image folder; paths are relative to it, without '..'")
 
 
+def class_name(class_dir: Path) -> str:
+    """A tree's folder name as the synset of its images: a synset name (``bee.n.01``), or a plain name (an ImageNet
+    wnid, ``cats``) of letters, digits, '.', '_' and '-'; any other name is refused, not carried into every table
+    and page downstream."""
+    name = class_dir.name
+    if not (SYNSET_PATTERN.match(name) or ID_PATTERN.match(name)):
+        raise InputError(
+            f"{class_dir}: the folder name {brief_text(name)} is not a synset (such as bee.n.01) or a class name of "
+            "letters, digits, '.', '_' and '-'; rename the folder"
+        )
+    return name
+
+
 def scan_tree(root: Path) -> list[dict]:
     rows = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        synset = class_name(class_dir)
         for file in sorted(class_dir.rglob("*")):
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
                 relative = file.relative_to(root).as_posix()
                 rows.append(
                     {
                         "id": safe_id(relative),
-                        "synset": class_dir.name,
+                        "synset": synset,
                         "group": "concept",
-                        "target": class_dir.name,
+                        "target": synset,
                         "path": relative,
                         "sha256": "",
                         "prompt": "",

@@ -125,14 +125,18 @@ def png_uri(data: bytes, mime: str = "image/png") -> str:
 
 
 def figure_uri(data: bytes, source: Path | None = None) -> str:
-    """A PNG figure as a data URI, in a 256-colour palette where that is smaller (plots: about a third)."""
-    from PIL import Image, UnidentifiedImageError
+    """A PNG figure as a data URI, in a 256-colour palette where that is smaller (plots: about a third).
+
+    A figure that cannot be decoded is one line naming ``source`` (PIL's message names a BytesIO object).
+    """
+    from PIL import Image
 
     buffer = io.BytesIO()
     try:
         Image.open(io.BytesIO(data)).convert("RGB").quantize(256).save(buffer, format="PNG", optimize=True)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"cannot read figure {source or 'in memory'}: not a PNG image ({error_line(exc)})") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError and truncated files are OSErrors
+        reason = "not an image PIL can read" if "BytesIO" in str(exc) else error_line(exc)
+        raise InputError(f"cannot read figure {source or 'data'}: {reason}") from None
     return png_uri(min(data, buffer.getvalue(), key=len))
 
 
@@ -156,6 +160,38 @@ def read_table(path: Path, key: str, file: str, description: str = "") -> Table:
     return Table(key, file, description, [str(c) for c in frame.columns], rows, path)
 
 
+def _texts(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _mapping(check):
+    return lambda value: isinstance(value, dict) and all(check(item) for item in value.values())
+
+
+# The summary fields the page reads beyond tables and figures, and the shape each must have where present.
+SUMMARY_FIELDS = {
+    "layers": (_texts, "a list of layer names"),
+    "top_layers": (_texts, "a list of layer names"),
+    "best_layers": (_mapping(_texts), "an object of layer name lists"),
+    "notes": (_texts, "a list of texts"),
+    "definitions": (_mapping(lambda v: isinstance(v, str)), "an object of texts"),
+    "files": (_mapping(lambda v: isinstance(v, str)), "an object of file names"),
+    "store": (_mapping(lambda v: True), "an object"),
+    "thresholds": (_mapping(lambda v: True), "an object"),
+}
+
+
+def check_summary_fields(summary: dict, path: Path) -> None:
+    """A field of another shape is one line naming it, not a TypeError while the page is built."""
+    for name, (valid, shape) in SUMMARY_FIELDS.items():
+        if name in summary and not valid(summary[name]):
+            raise InputError(f"{path}: {name} is not {shape}; rerun the tool that wrote it")
+    store = summary.get("store", {})
+    attrs = store.get("attrs", store)  # bias-report nests the store's attrs
+    if not isinstance(attrs, dict) or not _mapping(lambda v: isinstance(v, str))(attrs.get("hook_aliases", {})):
+        raise InputError(f"{path}: the store's attrs or hook_aliases are not an object; rerun the tool that wrote it")
+
+
 # The file of its own that a kind's summary may name under "files" (beside its tables and figures).
 OWN_FILES = {"image-check": {"checks": CHECKS_FILE}}
 
@@ -165,6 +201,7 @@ def load_analysis(folder: str | Path, kind: str | tuple[str, ...] | None = None)
     each read from inside the folder."""
     read = read_summary(folder, kind)
     summary_path = read.folder / SUMMARY_FILE
+    check_summary_fields(read.summary, summary_path)
     tables = {}
     for key, entry in read.tables.items():
         tables[key] = read_table(entry.path, key, entry.file, entry.description)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 from helpers import fails_with, write_manifest
 from helpers.bad_inputs import set_attr
-from helpers.cnn_hooks import SMALL, manifest_row
+from helpers.cnn_hooks import SMALL, make_tree, manifest_row, store_arrays
 
 from synthprobe.common.files import InputError
 from synthprobe.formats.activation_store import STORE_SCHEMA, ActivationStore
@@ -169,3 +170,39 @@ def test_bad_folders_and_manifests(tmp_path, cli):
         "a.png, b.png",
     )
     fails_with(cli(main, folder, *SMALL, exit_code=None), "give IMAGES and --out")
+
+
+# Of the 255 files this run writes: while the store is created, mid-batch, the first commit, after two commits, and
+# the last write (the store marked complete).
+@pytest.mark.parametrize("writes_before_full", [3, 140, 163, 210, 254])
+def test_disk_full_names_the_store_and_a_rerun_resumes_to_an_uninterrupted_store(
+    writes_before_full, tmp_path, monkeypatch, cli
+):
+    """Every file zarr writes goes through zarr.storage._local._put: the disk fills after some of them; once space
+    is free the same command finishes the store, equal to one never interrupted."""
+    import errno
+
+    import zarr.storage._local as local
+
+    images = make_tree(tmp_path / "images", per_synset=4)  # 12 images
+    args = [images, *SMALL, "--precision", "fp32", "--batch-size", "2", "--rows-per-write", "4", "--layers", "layer1*"]
+    put, calls = local._put, []
+
+    def fills_up(path, value, exclusive=False):
+        calls.append(path)
+        if len(calls) > writes_before_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return put(path, value, exclusive=exclusive)
+
+    store = tmp_path / "acts.zarr"
+    monkeypatch.setattr(local, "_put", fills_up)
+    fails_with(cli(main, *args, "--out", store, exit_code=None), f"cannot write {store}", "No space left on device")
+    monkeypatch.setattr(local, "_put", put)
+    cli(main, *args, "--out", store)
+    reference = tmp_path / "reference.zarr"
+    cli(main, *args, "--out", reference)
+    got, want = store_arrays(store), store_arrays(reference)
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert ActivationStore(store).attrs == ActivationStore(reference).attrs

@@ -18,6 +18,7 @@ from .bad_inputs import (
     LONG_ID,
     a_file,
     edit_json,
+    flip_byte,
     output_damage,
     set_attr,
     store_damage,
@@ -71,6 +72,8 @@ BIAS_CASES = {**store_damage("logits/logits", "0/0"), **output_damage(), **bias_
 
 
 def report_cases():
+    figure = lambda t: t / "sep" / "max_activation_heatmap.png"
+
     def damaged(name, damage):
         def case(t):
             target = t / name
@@ -88,6 +91,20 @@ def report_cases():
             [t / "sep" / "summary.json"],
             edit_json(t / "sep" / "summary.json", lambda d: d.update(tables={"layers": 5})),
         ),
+        "summary-layers-a-string": lambda t: (
+            [t / "sep" / "summary.json", "layers is not a list"],
+            edit_json(t / "sep" / "summary.json", lambda d: d.update(layers="x")),
+        ),
+        "summary-top-layers-a-number": lambda t: (
+            [t / "sep" / "summary.json", "top_layers"],
+            edit_json(t / "sep" / "summary.json", lambda d: d.update(top_layers=5)),
+        ),
+        "summary-store-a-string": lambda t: (
+            [t / "bias" / "summary.json", "store"],
+            edit_json(t / "bias" / "summary.json", lambda d: d.update(store="x")),
+        ),
+        "figure-not-an-image": lambda t: ([write(figure(t), "text"), "not an image"], 0),
+        "figure-truncated": lambda t: ([figure(t), "truncated"], truncate(figure(t))),
         "table-binary": lambda t: ([write(t / "sep" / "layers.csv", BINARY)], None),
         "table-empty": lambda t: ([write(t / "sep" / "layers.csv", b"")], None),
         "table-deleted": lambda t: ([t / "sep" / "layers.csv"], (t / "sep" / "layers.csv").unlink()),
@@ -312,6 +329,21 @@ def cnn_hooks_cases():
         "store-array-deleted": resumed(lambda s: shutil.rmtree(s / "hooks" / "layer1")),
         "store-row-chunk-deleted": resumed(lambda s: (s / "rows" / "id" / "c" / "0").unlink()),
         "imagefolder-image-changed": changed_image,
+        "imagefolder-not-a-synset": lambda t: (
+            [(t / "tree" / "javascript:alert(1)").mkdir() or t / "tree", "--out", t / "acts.zarr"],
+            [t / "tree" / "javascript:alert(1)", "not a synset"],
+        ),
+        "store-of-another-folder": lambda t: (
+            [t / "manifest", "--out", t / "tree.zarr"],
+            [t / "tree.zarr", "holds 2 images that", str(t / "manifest"), "made from another folder"],
+        ),
+        "store-shard-truncated": resumed(lambda s: truncate(s / "hooks" / "layer1" / "mean" / "c" / "0" / "0")),
+        "store-shard-edited": resumed(lambda s: flip_byte(s / "hooks" / "layer1" / "mean" / "c" / "0" / "0", 20)),
+        "store-shard-deleted": resumed(lambda s: (s / "hooks" / "layer1" / "mean" / "c" / "0" / "0").unlink()),
+        "store-chunk-of-another-array": lambda t: (
+            resumed(lambda s: shutil.copyfile(s / "rows" / "id" / "c" / "0", s / "rows" / "synset" / "c" / "0"))(t)[0],
+            [t / "tree.zarr", "rows/synset", "not the file written there"],
+        ),
     }
 
 

@@ -101,3 +101,63 @@ def test_load_errors_name_the_fix(monkeypatch, tiny_model, tmp_path):
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", gated)
     with pytest.raises(InputError, match="is gated: accept its licence"):
         load_pipeline(settings)
+
+
+@pytest.mark.parametrize("where", ["cache", "out"])
+def test_a_full_disk_names_the_file_it_could_not_write(where, tiny_model, prompts, tmp_path, monkeypatch, cli):
+    """The disk fills while the image goes into the cache (a fsync fails) or while it is copied to --out."""
+    import errno
+    import os
+    import shutil
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = prompts(make_records(1))
+    if where == "cache":
+        monkeypatch.setattr(os, "fsync", disk_full)
+    else:
+        monkeypatch.setattr(shutil, "copyfileobj", disk_full)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    result = cli(main, path, "--out", out, "--cache", cache, "--model", tiny_model, *FAST, exit_code=None)
+    record = make_records(1)[0]
+    line = fails_with(result, "cannot write", str(cache if where == "cache" else out / f"{record.id}.png"), "No space")
+    assert ".tmp" not in line
+    assert not (out / "images.jsonl").exists()
+
+
+def test_a_cache_png_rewritten_in_place_with_its_size_and_mtime_kept_is_not_handed_out(tmp_path):
+    """Same inode, same size, mtime set back: only the ctime (which no user can set) tells, and the hit is hashed."""
+    import os
+
+    cache = ImageCache(tmp_path / "cache")
+    entry = cache.store("ab" * 32, b"original pixels", {"prompt": "p"})
+    cache.save_memo()
+    before = os.stat(entry.png)
+    os.chmod(entry.png, 0o644)
+    with open(entry.png, "r+b") as handle:  # in place: the inode stays
+        handle.write(b"replaced pixels")
+    os.utime(entry.png, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(entry.png)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert ImageCache(tmp_path / "cache").lookup(entry.key) is None  # evicted, to be generated again
+    assert not entry.png.exists()
+
+
+def test_stale_temp_files_of_killed_writes_are_removed_on_the_next_run(tiny_model, prompts, tmp_path, cli):
+    """A day-old temp file (a write killed before its rename) goes; a young one may be another run's, and stays."""
+    import os
+    import time
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    stale = [out / ".images.jsonl.k1ll3d.tmp", cache / "ab" / f".{'ab' * 32}.png.x7.tmp", cache / ".memo.json.q.tmp"]
+    young = [out / ".images.jsonl.busy.tmp", cache / "ab" / f".{'ab' * 32}.json.busy.tmp"]
+    for path in stale + young:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    day_ago = time.time() - 25 * 3600
+    for path in stale:
+        os.utime(path, (day_ago, day_ago))
+    cli(main, prompts(make_records(1)), "--out", out, "--cache", cache, "--model", tiny_model, *FAST)
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in young)

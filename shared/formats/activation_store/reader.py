@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from synthprobe.common.files import InputError
+from synthprobe.formats.activation_store.checksums import blocks_of, check_file_crcs, unbound_block
 from synthprobe.formats.activation_store.layout import (
     REBUILD_HINT,
     ROW_FIELDS,
@@ -62,6 +63,17 @@ class ActivationStore:
             log.warning("%s: %s", self.path, self.warning)
         check_lengths(self.group, self.path, self.n_rows, array_keys(self.group, self.hook_points, self.pools))
         self._ok_rows = None
+        self._bound_blocks: set[tuple[str, int]] = set()
+
+    def _check_bound(self, array, start: int, stop: int) -> None:
+        """The files of rows ``start:stop`` are the ones written there (checksums.py), each checked once."""
+        blocks = [b for b in blocks_of(array, start, stop) if (array.path, b) not in self._bound_blocks]
+        check_file_crcs(self.path, array, blocks, unbound_block(array, self.n_rows, self.warning is None))
+        self._bound_blocks.update((array.path, b) for b in blocks)
+
+    def _text_column(self, name: str) -> np.ndarray:
+        self._check_bound(self.group[f"rows/{name}"], 0, self.n_rows)
+        return read_text_column(self.group, self.path, name, self.n_rows)
 
     def provenance(self) -> dict:
         """The attrs that say how the store was made, without the long per-class and per-layer lists."""
@@ -81,12 +93,12 @@ class ActivationStore:
         return list(self.attrs.get("pooling", ["mean"]))
 
     def rows(self) -> pd.DataFrame:
-        return pd.DataFrame({name: read_text_column(self.group, self.path, name, self.n_rows) for name in ROW_FIELDS})
+        return pd.DataFrame({name: self._text_column(name) for name in ROW_FIELDS})
 
     def ok_rows(self) -> np.ndarray:
         """Which committed rows hold values; ``--skip-bad`` failed rows are NaN on purpose."""
         if self._ok_rows is None:
-            self._ok_rows = read_text_column(self.group, self.path, "status", self.n_rows) == "ok"
+            self._ok_rows = self._text_column("status") == "ok"
         return self._ok_rows
 
     def _check_values(self, key: str, start: int, block: np.ndarray) -> None:
@@ -104,7 +116,9 @@ class ActivationStore:
     def logits(self) -> np.ndarray:
         if not self.has_logits():
             raise InputError(f"{self.path} has no logits; rerun cnn-hooks with a classifier model")
-        values = read_rows(self.group["logits/logits"], self.path, 0, self.n_rows).astype(np.float32)
+        array = self.group["logits/logits"]
+        self._check_bound(array, 0, self.n_rows)
+        values = read_rows(array, self.path, 0, self.n_rows).astype(np.float32)
         self._check_values("logits/logits", 0, values)
         return values
 
@@ -129,6 +143,7 @@ class ActivationStore:
             index = np.arange(start, stop) if wanted is None else wanted[(wanted >= start) & (wanted < stop)]
             if len(index) == 0:
                 continue
+            self._check_bound(array, start, stop)
             block = read_rows(array, self.path, start, stop).astype(np.float64)
             self._check_values(array.path, start, block)
             yield index, block[index - start]

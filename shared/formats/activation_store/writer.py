@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -13,6 +14,13 @@ import pandas as pd
 
 from synthprobe.common.files import InputError, os_reason
 from synthprobe.common.locks import LOCK_FILE
+from synthprobe.formats.activation_store.checksums import (
+    blocks_of,
+    record_file_crcs,
+    rows_per_file,
+    unbound_block,
+    verify_committed_files,
+)
 from synthprobe.formats.activation_store.layout import (
     FILL_TEXT,
     MIN_CHUNK_BYTES,
@@ -97,14 +105,35 @@ class StoreWriter:
         self.pools = tuple(pools)
         self.hook_channels = dict(hook_channels)
         self.rows_per_write = rows_per_write
+        self._reopened_attrs: dict = {}
         identity = {**attrs, "hook_points": list(hook_channels), "pooling": list(self.pools), "dtype": dtype}
         if rebuild and (self.path / "zarr.json").is_file():
             log.info("--rebuild: deleting %s to start it again", self.path)
             clear_store(self.path)
-        if (self.path / "zarr.json").is_file():
-            self._reopen(identity)
-        else:
-            self._create_store(identity, dtype, n_classes, min_chunk_bytes)
+        with self._writing():
+            if (self.path / "zarr.json").is_file() and self._holds_rows():
+                self._reopen(identity)
+            else:
+                self._create_store(identity, dtype, n_classes, min_chunk_bytes)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (a full disk) is one line naming the store: zarr's error names a temp file or none."""
+        try:
+            yield
+        except OSError as exc:
+            raise InputError(f"cannot write {self.path}: {os_reason(exc)}") from exc
+
+    def _holds_rows(self) -> bool:
+        """Whether the store has committed rows; one of this schema without any (its creation or its first write
+        stopped) is removed, to be made again: nothing is lost."""
+        attrs = open_store_group(self.path, "r").attrs
+        check_schema(attrs, self.path)
+        if committed_count(attrs, self.path) > 0:
+            return True
+        log.info("%s holds no committed rows; making it again", self.path)
+        clear_store(self.path)
+        return False
 
     def _reopen(self, identity: dict) -> None:
         """Resume a store made with the same identity: cut back an interrupted batch, mark it incomplete."""
@@ -113,18 +142,29 @@ class StoreWriter:
         self._check_compatible(identity)
         n_rows = committed_count(self.group.attrs, self.path)
         # An array shorter than the committed rows lost data; growing it back would make fill-value rows.
-        check_lengths(self.group, self.path, n_rows, array_keys(self.group, self.hook_channels, self.pools))
+        keys = array_keys(self.group, self.hook_channels, self.pools)
+        check_lengths(self.group, self.path, n_rows, keys)
+        # The rows a resume skips must be intact: a damaged store would otherwise be reported complete.
+        ok = read_text_column(self.group, self.path, "status", n_rows) != "failed"
+        complete = self.group.attrs.get("complete") is True
+        for key in keys:
+            array = self.group[key]
+            verify_committed_files(self.path, array, ok, unbound_block(array, n_rows, complete))
         self._truncate(n_rows)
-        # Provenance that may change between runs (source manifest, versions) follows the latest run.
-        self.group.attrs.update({**_normalized(identity), "complete": False})
+        # Provenance that may change between runs (source folder and manifest, versions) follows the latest run,
+        # written with its first write: a run refused before it writes (cnn-hooks checks the images) leaves it as is.
+        self._reopened_attrs = {**_normalized(identity), "complete": False}
 
     def _create_store(self, identity: dict, dtype: str, n_classes: int | None, min_chunk_bytes: int) -> None:
         import zarr
 
         if self.path.exists() and (not self.path.is_dir() or any(store_entries(self.path))):
             raise InputError(f"{self.path} exists and is not an activation store; choose a new path for --out")
-        self.group = zarr.open_group(str(self.path), mode="a")  # not "w", which would delete the writer's lock
-        self.group.attrs.update({"schema": STORE_SCHEMA, **identity, "rows_committed": 0, "complete": False})
+        # The attributes in the group's first write: a store whose creation stopped (a full disk) is recognised as
+        # this schema's with no committed rows, and made again on the next run.
+        attributes = _normalized({"schema": STORE_SCHEMA, **identity, "rows_committed": 0, "complete": False})
+        # mode "a", not "w", which would delete the writer's lock file (the folder is empty but for it)
+        self.group = zarr.open_group(str(self.path), mode="a", attributes=attributes)
         rows = self.group.require_group("rows")
         for name in ROW_FIELDS:
             rows.create_array(
@@ -195,11 +235,14 @@ class StoreWriter:
         self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None = None
     ) -> None:
         """Append one batch: row table, logits and every hook's pooled values; then commit."""
-        try:
-            _append_all(self._row_values(rows, hooks, logits))
-        except OSError as exc:  # a full disk: zarr's error names a temp file or none
-            raise InputError(f"cannot write {self.path}: {os_reason(exc)}") from exc
-        self.group.attrs["rows_committed"] = self.rows_committed + len(rows)
+        with self._writing():
+            self._write_reopened_attrs()
+            pairs = self._row_values(rows, hooks, logits)
+            _append_all(pairs)
+            start = self.rows_committed
+            for array, _ in pairs:
+                record_file_crcs(self.path, array, blocks_of(array, start, start + len(rows)))
+            self.group.attrs["rows_committed"] = start + len(rows)
 
     def overwrite(
         self,
@@ -211,8 +254,13 @@ class StoreWriter:
         """Write rows over committed ones at ``index`` (failed rows retried); the status goes last, so a kill
         leaves those rows failed."""
         status = self.group["rows/status"].path
-        for array, values in sorted(self._row_values(rows, hooks, logits), key=lambda pair: pair[0].path == status):
-            array.oindex[np.asarray(index)] = values
+        with self._writing():
+            self._write_reopened_attrs()
+            for array, values in sorted(self._row_values(rows, hooks, logits), key=lambda pair: pair[0].path == status):
+                blocks = [row // rows_per_file(array) for row in index]
+                record_file_crcs(self.path, array, blocks, pending=True)
+                array.oindex[np.asarray(index)] = values
+                record_file_crcs(self.path, array, blocks)
 
     def _row_values(
         self, rows: pd.DataFrame, hooks: dict[str, dict[str, np.ndarray]], logits: np.ndarray | None
@@ -232,4 +280,11 @@ class StoreWriter:
         return pairs
 
     def finish(self, **attrs) -> None:
-        self.group.attrs.update({**attrs, "complete": True})
+        with self._writing():
+            self.group.attrs.update({**self._reopened_attrs, **attrs, "complete": True})
+        self._reopened_attrs = {}
+
+    def _write_reopened_attrs(self) -> None:
+        if self._reopened_attrs:
+            self.group.attrs.update(self._reopened_attrs)
+            self._reopened_attrs = {}
