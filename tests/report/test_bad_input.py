@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import fails_with
+from helpers import fails_with, prompt_record
 from PIL import Image
 
 from synthprobe.formats.analysis_folder import KINDS
@@ -129,18 +129,8 @@ def image_folder(root):
 
     (root / "bee.n.01").mkdir(parents=True)
     Image.new("RGB", (16, 16), (10, 200, 30)).save(root / "bee.n.01" / "a.png")
-    row = {
-        "schema": PROMPT_SCHEMA,
-        "id": "a",
-        "synset": "bee.n.01",
-        "lemma": "bee",
-        "group": "concept",
-        "target": "bee.n.01",
-        "prompt": "a bee",
-        "seed": 1,
-        "path": "bee.n.01/a.png",
-        "sha256": sha256_file(root / "bee.n.01" / "a.png"),
-    }
+    png = root / "bee.n.01" / "a.png"
+    row = {**prompt_record(schema=PROMPT_SCHEMA), "path": "bee.n.01/a.png", "sha256": sha256_file(png)}
     (root / "images.jsonl").write_text(json.dumps(row) + "\n")
 
 
