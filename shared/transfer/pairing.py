@@ -92,10 +92,10 @@ def pair_sources(
             "transfer needs at least two: name the photo folders by synset (or wnid), or give cnn-hooks --labels"
         )
     sources = []
-    for (name, table), label in zip(tables.items(), where):
+    for name, table in tables.items():
         table = table[table["synset"].isin(shared)]
         codes = np.searchsorted(shared, table["synset"].to_numpy())
-        units = assign_units(table, unit, source=label)
+        units = assign_units(table, unit)
         unit_codes = np.zeros(units.n_units, dtype=np.int64)
         unit_codes[units.codes] = codes
         rows = table.index.to_numpy()

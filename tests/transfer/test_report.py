@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers.transfer import simulated_layers, write_store
 
-from synthprobe.report.page import build_context, render
+from synthprobe.report.page import build_context, read_inputs, render
 from synthprobe.tools import report
 from synthprobe.tools import transfer as transfer_tool
 
@@ -58,7 +58,7 @@ def bias_folder(tmp_path):
 
 
 def test_section_leads_with_the_headline(transfer_folder, tmp_path):
-    context = build_context([], [bias_folder(tmp_path)], [], transfer_dirs=[transfer_folder])
+    context = build_context(read_inputs([], [bias_folder(tmp_path)], [], transfer_dirs=[transfer_folder]))
     html = render(context)
     section = html[html.index('<section id="transfer">') :]
     assert section.index("The probe trained on generated images keeps") < section.index("<img")
