@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers.transfer import simulated_layers, write_store
 
+from synthprobe.formats.analysis_folder import KINDS
 from synthprobe.report.page import build_context, read_inputs, render
 from synthprobe.tools import report
 from synthprobe.tools import transfer as transfer_tool
@@ -45,9 +46,8 @@ def bias_folder(tmp_path):
     folder = tmp_path / "bias"
     folder.mkdir()
     summary = {
-        "schema": 2,
+        "schema": KINDS["bias-report"],
         "kind": "bias-report",
-        "tool": "bias-report",
         "store": {"attrs": {"model": "resnet50"}},
         "classes": {"bee": {"synset": "bee.n.01"}, "frog": {"synset": "frog.n.01"}},
         "tables": {},
