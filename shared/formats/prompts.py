@@ -62,7 +62,12 @@ def validate_prompt(data: object) -> PromptRecord:
     """Check one decoded record against the contract; raise ValueError naming the field."""
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    schema = data.get("schema", PROMPT_SCHEMA)
+    if "schema" not in data:
+        raise ValueError(
+            f"missing field 'schema' (prompt records of this version have \"schema\": {PROMPT_SCHEMA}); "
+            "make the file with wn-prompts, or add the field"
+        )
+    schema = data["schema"]
     if schema != PROMPT_SCHEMA:
         raise ValueError(
             f"prompt schema {schema!r}, but this version reads schema {PROMPT_SCHEMA} only; "

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from synthprobe.formats.activation_store import StoreWriter
+from synthprobe.formats.prompts import PROMPT_SCHEMA
 
 # Styling hooks and embedded image bytes: what a stylesheet or an image edit changes, not what the page says.
 STYLING_ATTRIBUTES = {"class", "style"}
@@ -68,6 +69,7 @@ def write_manifest(folder: Path, rows: list[dict]) -> None:
 def prompt_record(**fields) -> dict:
     """A valid prompt record (wn-prompts' output), with ``fields`` changed."""
     return {
+        "schema": PROMPT_SCHEMA,
         "id": "a",
         "synset": "bee.n.01",
         "lemma": "bee",

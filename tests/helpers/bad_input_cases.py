@@ -29,6 +29,14 @@ from .bad_inputs import (
 SEPARABILITY_CASES = {**store_damage("hooks/early/mean", "0/0"), **output_damage()}
 
 
+def record_fields(**fields) -> dict:
+    return prompt_record(**{"id": "r1", **fields})
+
+
+def record(**fields) -> str:
+    return json.dumps(record_fields(**fields)) + "\n"
+
+
 def bias_only_cases():
     def prompts(data):
         def damage(s, t):
@@ -47,20 +55,7 @@ def bias_only_cases():
     return {
         "prompts-binary": prompts(BINARY),
         "prompts-corrupt-json": prompts('{"id": "x",\n'),
-        "prompts-long-id": prompts(
-            json.dumps(
-                {
-                    "id": LONG_ID,
-                    "synset": "bee.n.01",
-                    "lemma": "bee",
-                    "group": "mixed",
-                    "target": "bee.n.01",
-                    "prompt": "p",
-                    "seed": 0,
-                }
-            )
-            + "\n"
-        ),
+        "prompts-long-id": prompts(record(id=LONG_ID, group="mixed")),
         "prompts-is-a-folder": lambda s, t: (t / "bias", [(t / "pf").mkdir() or t / "pf"], ["--prompts", t / "pf"]),
         "class-file-corrupt": class_dir('{"name": "bee", '),
         "class-file-binary": class_dir(BINARY),
@@ -196,10 +191,6 @@ def wn_prompts_cases():
 WN_PROMPTS_CASES = wn_prompts_cases()
 
 
-def record(**fields) -> str:
-    return json.dumps(prompt_record(**{"id": "r1", **fields})) + "\n"
-
-
 def sd_generate_cases():
     prompts = lambda data: lambda t, m: ([write(t / "p.jsonl", data)], [t / "p.jsonl"])
 
@@ -224,6 +215,7 @@ def sd_generate_cases():
         "prompts-wrong-type": prompts("[1, 2]\n"),
         "prompts-seed-a-string": prompts(record(seed="one")),
         "prompts-long-id": prompts(record(id=LONG_ID)),
+        "prompts-without-schema": prompts(json.dumps({k: v for k, v in record_fields().items() if k != "schema"})),
         "prompts-id-with-a-slash": prompts(record(id="../escape")),
         "prompts-duplicate-id": prompts(record() + record()),
         "prompts-is-a-folder": lambda t, m: ([(t / "pf").mkdir() or t / "pf"], [t / "pf"]),

@@ -10,7 +10,6 @@ from PIL import Image
 
 from synthprobe.formats.analysis_folder import KINDS
 from synthprobe.formats.image_folder import RUN_SCHEMA
-from synthprobe.formats.prompts import PROMPT_SCHEMA
 from synthprobe.tools import report
 
 RERUN = {
@@ -130,7 +129,7 @@ def image_folder(root):
     (root / "bee.n.01").mkdir(parents=True)
     Image.new("RGB", (16, 16), (10, 200, 30)).save(root / "bee.n.01" / "a.png")
     png = root / "bee.n.01" / "a.png"
-    row = {**prompt_record(schema=PROMPT_SCHEMA), "path": "bee.n.01/a.png", "sha256": sha256_file(png)}
+    row = {**prompt_record(), "path": "bee.n.01/a.png", "sha256": sha256_file(png)}
     (root / "images.jsonl").write_text(json.dumps(row) + "\n")
 
 
