@@ -42,6 +42,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from photos import make_images
 
@@ -194,8 +195,16 @@ def run(
         files = [folder.file(p) for p in folder.rows["path"]]
         figures["png_mb"] = folder_bytes(folder_path) / images / 1e6
         make_images(Path(tmp) / "first-batch", batch_size, size, seed=1)
-        first_batch = read_image_folder(Path(tmp) / "first-batch")
-        first_batch.rows["id"] = "first-" + first_batch.rows["id"]
+        # One folder above both: a timed run appends to a store that already holds the first batch, as a resumed
+        # or grown run does (a store holding images its folder does not list is refused).
+        first_rows = read_image_folder(Path(tmp) / "first-batch").rows
+        first_rows = first_rows.assign(id="first-" + first_rows["id"], path="first-batch/" + first_rows["path"])
+        rows = pd.concat([first_rows, folder.rows.assign(path="images/" + folder.rows["path"])], ignore_index=True)
+
+        def leading(count: int) -> ImageFolder:
+            return ImageFolder(Path(tmp), rows.iloc[:count].reset_index(drop=True), folder.source_sha256, folder.layout)
+
+        first_batch = leading(batch_size)
         dataset = ImageDataset(files, [""] * images, network.preprocessing)
         decoded = torch.stack([dataset[i][0] for i in range(images)])
         sample = ImageDataset(files[:64], [""] * len(files[:64]), network.preprocessing)  # one core: keep it short
@@ -211,9 +220,7 @@ def run(
             silent=True,
         )
 
-        half = ImageFolder(
-            folder.root, folder.rows.iloc[: images // 2].reset_index(drop=True), folder.source_sha256, folder.layout
-        )
+        whole_folder, half = leading(batch_size + images), leading(batch_size + images // 2)
 
         def end_to_end(repeat: int, part: ImageFolder) -> float:
             store = Path(tmp) / f"acts-{repeat}-{len(part.rows)}.zarr"
@@ -230,9 +237,9 @@ def run(
             rates["bare"].append(
                 images / timed(lambda: bare_forward(fast_model, uint8_batches, normalize, device, precision), device)
             )
-            whole, first_half = end_to_end(repeat, folder), end_to_end(repeat, half)
+            whole, first_half = end_to_end(repeat, whole_folder), end_to_end(repeat, half)
             rates["whole_run"].append(images / whole)
-            marginal = (images - len(half.rows)) / (whole - first_half) if whole > first_half else 0.0
+            marginal = (len(whole_folder.rows) - len(half.rows)) / (whole - first_half) if whole > first_half else 0.0
             if marginal >= images / whole:  # else load hit one run more than the other: fixed costs would be < 0
                 rates["end_to_end"].append(marginal)
                 fixed.append(whole - images / marginal)
@@ -241,7 +248,7 @@ def run(
                     images / timed(lambda: naive_forward(naive_model, points, naive_batches, device), device)
                 )
             print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items() if v), flush=True)
-        figures["store"] = store_writes(Path(tmp) / f"acts-0-{images}.zarr", Path(tmp))
+        figures["store"] = store_writes(Path(tmp) / f"acts-0-{len(whole_folder.rows)}.zarr", Path(tmp))
 
     best = {k: max(v) if v else None for k, v in rates.items()}  # None: load hid the marginal rate every time
     ceiling = min(best["bare"], workers * best["decode"])

@@ -4,12 +4,10 @@ text (an ImageFolder tree's image) is its own unit."""
 from __future__ import annotations
 
 import json
-import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
-from helpers.bias_report import guitar_text
+from helpers.bias_report import guitar_text, write_store
 
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.bias_classes import load_bias_class
@@ -18,14 +16,12 @@ from synthprobe.tools.bias_report import main
 
 @pytest.fixture(scope="module")
 def textless_store(imagenet_store, tmp_path_factory):
-    """The same store with no prompt texts in its rows, as for images of an ImageFolder tree."""
-    import zarr
-
+    """The same rows and logits with no prompt texts, as for images of an ImageFolder tree."""
     store, prompts = imagenet_store
-    textless = tmp_path_factory.mktemp("textless-store") / "bias.zarr"
-    shutil.copytree(store, textless)
-    texts = zarr.open_array(textless / "rows" / "prompt", mode="r+")
-    texts[:] = np.full(texts.shape, "", dtype=object)
+    source = ActivationStore(store)
+    rows = source.rows().assign(prompt="", template="")
+    attrs = {name: source.attrs[name] for name in ("classes", "class_names")}
+    textless = write_store(tmp_path_factory.mktemp("textless-store") / "bias.zarr", rows, source.logits(), attrs)
     assert (ActivationStore(textless).rows()["prompt"] == "").all()
     return textless, prompts
 
