@@ -70,6 +70,12 @@ DEFAULTS = Params()
 )
 @setting_option("--folds", DEFAULTS, type=click.IntRange(min=2), help="Linear-probe cross-validation folds.")
 @setting_option(
+    "--jobs",
+    DEFAULTS,
+    type=click.IntRange(min=0),
+    help="Worker processes over the layers, one BLAS thread each (0: one per core from 8 layers on).",
+)
+@setting_option(
     "--alpha",
     DEFAULTS,
     type=FiniteFloat(0, 1, min_open=True, max_open=True),

@@ -31,7 +31,7 @@ from synthprobe.common.files import InputError
 from synthprobe.common.units import Units, assign_units
 from synthprobe.formats.image_checks import checked_rows
 from synthprobe.separability.design import Blocks, Design, assign_blocks
-from synthprobe.separability.layer import analyse_layer
+from synthprobe.separability.layer import layer_outputs
 from synthprobe.separability.scan import select_layers, select_rows, unit_sample
 from synthprobe.separability.tables import effect_columns, selective_channels, top_synsets_table
 from synthprobe.separability.variance import VarianceModel
@@ -57,6 +57,7 @@ class Params:
     alpha: float = 0.05
     fdr: str = "bh"
     seed: int = 0
+    jobs: int = 0  # worker processes over the layers; 0: one per core where there are at least PARALLEL_LAYERS
     checks: str | None = None  # an image-check checks.jsonl: its flags are counted, ``drop`` ones left out
     drop: tuple[str, ...] = ()
 
@@ -166,11 +167,7 @@ def template_codes(chosen: pd.DataFrame, positions: np.ndarray) -> np.ndarray | 
 
 def compute(inputs: Inputs, params: Params, progress=lambda items, **_: items) -> Result:
     """Every layer's measures, then what needs all layers: ranks, family-wise p-values, selective channels."""
-    aliases = inputs.store.aliases()
-    outputs = [
-        analyse_layer(inputs, hook, depth, params, aliases.get(hook, []))
-        for depth, hook in enumerate(progress(inputs.layers, desc="layers", unit="layer"))
-    ]
+    outputs = layer_outputs(inputs, params, progress)
     table = pd.DataFrame([out.row for out in outputs])
     table.insert(7, "distance_rank", table["avg_centroid_distance"].rank(ascending=False, method="first").astype(int))
     table = effect_columns(table, [out.null for out in outputs])

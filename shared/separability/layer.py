@@ -3,6 +3,9 @@ its permutation nulls (kept for the family-wise p-values over layers)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +34,7 @@ class LayerOutput:
     null: dict[str, np.ndarray]  # per measure: observed value and its null, for the family-wise p-values
 
 
-def analyse_layer(inputs, hook: str, depth: int, params, aliases: list[str]) -> LayerOutput:
+def analyse_layer(inputs, hook: str, depth: int, aliases: list[str], params) -> LayerOutput:
     """Every per-layer number of ``hook`` (``inputs``: analysis.Inputs, ``params``: analysis.Params)."""
     scan = scan_layer(
         inputs.store,
@@ -123,3 +126,43 @@ def metric_rows(inputs, hook: str, scan: LayerScan, params) -> dict[str, list[di
             )
         ]
     return {"max_rows": max_rows, "neuron_rows": neuron_rows, "image_rows": image_rows}
+
+
+# ---------------------------------------------------------------- layers over processes
+
+PARALLEL_LAYERS = 8  # fewer layers run in this process: starting workers would cost more than it saves
+_worker: dict = {}  # a worker process's inputs and params, set once by its initializer
+
+
+def layer_jobs(jobs: int, n_layers: int) -> int:
+    """Worker processes for ``n_layers``: ``jobs``, or with 0 one per core when there are enough layers."""
+    if jobs == 0:
+        jobs = (os.cpu_count() or 1) if n_layers >= PARALLEL_LAYERS else 1
+    return max(1, min(jobs, n_layers))
+
+
+def layer_outputs(inputs, params, progress) -> list[LayerOutput]:
+    """``analyse_layer`` for every layer, in depth order; over ``layer_jobs`` processes (each with one BLAS
+    thread) where more than one. A layer's numbers do not depend on the process that computes them."""
+    aliases = inputs.store.aliases()
+    tasks = [(hook, depth, aliases.get(hook, [])) for depth, hook in enumerate(inputs.layers)]
+    jobs = layer_jobs(params.jobs, len(tasks))
+    if jobs == 1:
+        return [analyse_layer(inputs, *task, params) for task in progress(tasks, desc="layers", unit="layer")]
+    # spawn, not fork: the parent's zarr I/O thread does not survive a fork
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(inputs, params)) as pool:
+        futures = [pool.submit(_worker_layer, *task) for task in tasks]
+        for _ in progress(as_completed(futures), total=len(futures), desc="layers", unit="layer"):
+            pass
+        return [future.result() for future in futures]
+
+
+def _start_worker(inputs, params) -> None:
+    from threadpoolctl import threadpool_limits
+
+    _worker.update(inputs=inputs, params=params, threads=threadpool_limits(limits=1))
+
+
+def _worker_layer(hook: str, depth: int, aliases: list[str]) -> LayerOutput:
+    return analyse_layer(_worker["inputs"], hook, depth, aliases, _worker["params"])

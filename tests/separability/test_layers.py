@@ -96,6 +96,14 @@ def test_permutation_p_values_separate_signal_from_noise(tmp_path):
     assert "fisher_ci_low" not in table  # no interval is printed whose coverage is not tested
 
 
+def test_layers_over_worker_processes_give_the_same_analysis(tmp_path):
+    """Two spawned workers (each opening the store again) give every table of one process, in depth order."""
+    store, _, _ = two_layer_signal_store(tmp_path / "s.zarr")
+    one, two = (S.analyse(ActivationStore(store), S.Params(permutations=49, jobs=jobs)) for jobs in (1, 2))
+    for name in ("layers", "synset_max", "top_neurons", "top_images", "selective"):
+        pd.testing.assert_frame_equal(getattr(one, name), getattr(two, name), obj=name)
+
+
 def test_images_of_one_prompt_move_together(tmp_path):
     """Three prompts per synset, five seeds each, a strong prompt effect and no synset effect: significant
     when images count as independent, not when the prompt is the unit."""

@@ -42,6 +42,10 @@ class ActivationStore:
     path: Path
     allow_incomplete: bool = False
 
+    def __reduce__(self):
+        """Pickled as its path: a worker process opens (and checks) the store again."""
+        return type(self), (self.path, self.allow_incomplete)
+
     def __post_init__(self):
         self.path = Path(self.path)
         if not (self.path / "zarr.json").is_file():
