@@ -59,17 +59,25 @@ def atomic_write(
     except OSError as exc:
         raise InputError(f"cannot write {path}: {os_reason(exc)}") from exc
     binary = "b" in mode
-    try:
+    with temp_file_for(path, tmp):
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode_bits)
         os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def temp_file_for(path: str | os.PathLike, tmp: str | os.PathLike) -> Iterator[None]:
+    """The block writes ``tmp`` and renames it to ``path``: on any failure ``tmp`` is deleted, and a failed write
+    that names no file (a full disk) becomes one line naming ``path``."""
+    try:
+        yield
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:  # a failed write (disk full) names no file
+        if isinstance(exc, OSError) and exc.filename is None:
             raise InputError(f"cannot write {path}: {os_reason(exc)}") from exc
         raise
 

@@ -128,3 +128,35 @@ def wilson_on_variance(
     centre = (p + c / 2) / (1 + c)
     half = q * np.sqrt(p * (1 - p) / n_eff + c / (4 * n_eff)) / (1 + c)
     return Estimate(p, max(0.0, float(centre - half)), min(1.0, float(centre + half)))
+
+
+# The linear probes of separability and transfer: ridge alpha on standardised channels (RidgeClassifier's
+# default), and principal axes with a variance below this fraction of the largest are round-off.
+RIDGE_ALPHA = 1.0
+NULL_DIRECTION_RTOL = 1e-9
+PERMUTATION_TOLERANCE = 1e-9  # relative: statistics equal up to round-off count as ties
+
+
+def permutation_p(
+    observed: float,
+    null: np.ndarray,
+    observed_tie: float = 0.0,
+    null_tie: np.ndarray | None = None,
+    exact: bool = False,
+) -> float:
+    """One-sided permutation p-value: (1 + relabellings at least as large) / (1 + relabellings), or with ``exact``
+    (``null`` holds every relabelling, the observed one among them) their share; NaN if undefined.
+
+    ``null_tie`` (continuous) breaks the ties of a discrete statistic such as an accuracy, so that null p-values are
+    uniform rather than conservative.
+    """
+    defined = ~np.isnan(null)
+    if np.isnan(observed) or not defined.any():
+        return float("nan")
+    tie = np.zeros(len(null)) if null_tie is None else null_tie
+    null, tie = null[defined], tie[defined]
+    tolerance = PERMUTATION_TOLERANCE * abs(observed)
+    as_large = np.count_nonzero(
+        (null > observed + tolerance) | ((np.abs(null - observed) <= tolerance) & (tie >= observed_tie - tolerance))
+    )
+    return float(as_large / len(null) if exact else (1 + as_large) / (1 + len(null)))

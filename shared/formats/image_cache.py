@@ -29,14 +29,13 @@ from pathlib import Path
 
 from synthprobe.common.files import (
     TEMP_SUFFIX,
-    InputError,
     Sha256Memo,
     atomic_write,
     atomic_write_bytes,
     cache_root,
     check_writable_dir,
-    os_reason,
     remove_stale_temp_files,
+    temp_file_for,
 )
 
 log = logging.getLogger("synthprobe")
@@ -154,7 +153,7 @@ def reflink_or_copy(source: Path, dest: Path) -> None:
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}{TEMP_SUFFIX}")
-    try:
+    with temp_file_for(dest, tmp):
         with open(source, "rb") as src, open(tmp, "wb") as out:
             try:
                 import fcntl
@@ -163,9 +162,3 @@ def reflink_or_copy(source: Path, dest: Path) -> None:
             except (ImportError, OSError):  # ext4, tmpfs, other file systems (or no fcntl): a plain copy
                 shutil.copyfileobj(src, out, 1 << 20)
         os.replace(tmp, dest)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:  # a failed write (disk full) names no file
-            raise InputError(f"cannot write {dest}: {os_reason(exc)}") from exc
-        raise

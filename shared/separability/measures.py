@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthprobe.common.stats import permutation_p
 from synthprobe.separability.design import (
     Design,
     block_permutations,
@@ -36,23 +37,6 @@ RESAMPLE_BATCH = 50  # permutations processed together; bounds the (batch x syns
 
 
 # ---------------------------------------------------------------- permutations over units
-
-
-def permutation_p(
-    observed: float, null: np.ndarray, observed_tie: float = 0.0, null_tie: np.ndarray | None = None
-) -> float:
-    """One-sided permutation p-value, (1 + at least as large) / (1 + permutations); NaN if undefined.
-
-    ``null_tie``, continuous, breaks ties of a discrete statistic (probe accuracy): null p-values come out uniform.
-    """
-    tie = np.zeros(len(null)) if null_tie is None else null_tie
-    defined = ~np.isnan(null)
-    null, tie = null[defined], tie[defined]
-    if np.isnan(observed) or len(null) == 0:
-        return float("nan")
-    tolerance = 1e-9 * abs(observed)
-    as_large = (null > observed + tolerance) | ((np.abs(null - observed) <= tolerance) & (tie >= observed_tie))
-    return float((1 + np.count_nonzero(as_large)) / (1 + len(null)))
 
 
 # ---------------------------------------------------------------- Fisher ratio and silhouette from sums

@@ -8,9 +8,9 @@ import pandas as pd
 from synthprobe import __version__
 from synthprobe.common.files import atomic_write, begin_outputs
 from synthprobe.common.plots import pyplot, save_png
+from synthprobe.common.stats import RIDGE_ALPHA
 from synthprobe.formats.analysis_folder import provenance_of, table_entry, write_summary
 from synthprobe.separability.analysis import Params, Result
-from synthprobe.separability.probe import RIDGE_ALPHA
 from synthprobe.separability.tables import top_layers
 
 FIGURES = {

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import eigh
 
-RIDGE_ALPHA = 1.0  # RidgeClassifier's default, on standardised channels
-NULL_DIRECTION_RTOL = 1e-9  # principal axes with eigenvalue below this fraction of the largest are round-off
+from synthprobe.common.stats import NULL_DIRECTION_RTOL, RIDGE_ALPHA
 
 
 def principal_scores(x: np.ndarray, dims: int) -> np.ndarray:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from synthprobe.transfer.permutations import permutation_p, synset_relabellings
+from synthprobe.common.stats import permutation_p
+from synthprobe.transfer.permutations import synset_relabellings
 
 
 @dataclass
@@ -67,7 +68,12 @@ def agreement(centroids_g: np.ndarray, centroids_p: np.ndarray, permutations: in
     orders, exact = synset_relabellings(k, permutations, rng)
     null_cka, null_rsa = statistics(orders)
     return Agreement(
-        cka, permutation_p(cka, null_cka, exact), rsa, permutation_p(rsa, null_rsa, exact), len(orders), exact
+        cka,
+        permutation_p(cka, null_cka, exact=exact),
+        rsa,
+        permutation_p(rsa, null_rsa, exact=exact),
+        len(orders),
+        exact,
     )
 
 

@@ -8,10 +8,10 @@ from scipy import stats as sps
 from synthprobe import __version__
 from synthprobe.common.files import atomic_write, begin_outputs
 from synthprobe.common.plots import pyplot, save_png
+from synthprobe.common.stats import RIDGE_ALPHA
 from synthprobe.formats.analysis_folder import provenance_of, table_entry, write_summary
 from synthprobe.transfer.analysis import Params, Result
 from synthprobe.transfer.headline import headline
-from synthprobe.transfer.probes import RIDGE_ALPHA
 
 FIGURES = {"depth": "transfer_by_depth.png"}
 TABLES = {

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthprobe.transfer.permutations import permutation_p, synset_relabellings
-
-RIDGE_ALPHA = 1.0
-NULL_DIRECTION_RTOL = 1e-9  # axes with variance below this fraction of the largest are round-off
+from synthprobe.common.stats import NULL_DIRECTION_RTOL, RIDGE_ALPHA, permutation_p
+from synthprobe.transfer.permutations import synset_relabellings
 
 
 @dataclass
@@ -140,4 +138,4 @@ def fixed_probe_p(scores: np.ndarray, codes: np.ndarray, permutations: int, rng)
     synsets = np.arange(k)
     null_hits, null_margins = confusion[synsets, orders].sum(axis=1) / n, margins[synsets, orders].sum(axis=1) / n
     observed, observed_margin = np.trace(confusion) / n, np.trace(margins) / n
-    return permutation_p(observed, null_hits, exact, observed_margin, null_margins)
+    return permutation_p(observed, null_hits, observed_margin, null_margins, exact=exact)

@@ -13,11 +13,12 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.metrics import calinski_harabasz_score, roc_auc_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
 
+from synthprobe.common.stats import RIDGE_ALPHA
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.separability import analysis as S
 from synthprobe.separability import measures as T
 from synthprobe.separability.design import Design, block_permutations, probe_folds
-from synthprobe.separability.probe import RIDGE_ALPHA, Probe
+from synthprobe.separability.probe import Probe
 from synthprobe.separability.scan import reduce_sample
 from synthprobe.separability.selectivity import channel_selectivity, q_values
 
