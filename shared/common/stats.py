@@ -143,19 +143,21 @@ def permutation_p(
     observed_tie: float = 0.0,
     null_tie: np.ndarray | None = None,
     exact: bool = False,
+    atol: float = 0.0,
 ) -> float:
     """One-sided permutation p-value: (1 + relabellings at least as large) / (1 + relabellings), or with ``exact``
     (``null`` holds every relabelling, the observed one among them) their share; NaN if undefined.
 
     ``null_tie`` (continuous) breaks the ties of a discrete statistic such as an accuracy, so that null p-values are
-    uniform rather than conservative.
+    uniform rather than conservative. ``atol``: the absolute round-off of a statistic computed in float32, under
+    which a relabelling's value counts as a tie.
     """
     defined = ~np.isnan(null)
     if np.isnan(observed) or not defined.any():
         return float("nan")
     tie = np.zeros(len(null)) if null_tie is None else null_tie
     null, tie = null[defined], tie[defined]
-    tolerance = PERMUTATION_TOLERANCE * abs(observed)
+    tolerance = max(PERMUTATION_TOLERANCE * abs(observed), atol)
     as_large = np.count_nonzero(
         (null > observed + tolerance) | ((np.abs(null - observed) <= tolerance) & (tie >= observed_tie - tolerance))
     )

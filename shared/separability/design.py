@@ -11,7 +11,7 @@ when synsets do not differ, which makes every test below exact under that null, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -92,6 +92,7 @@ class Design:
     unit_codes: np.ndarray  # (U,) synset index of each unit
     n_synsets: int
     unit_blocks: np.ndarray  # (U,) block index of each unit, 0 .. B-1
+    folds: dict = field(default_factory=dict, compare=False, repr=False)  # probe_folds by (n_folds, seed)
 
     @classmethod
     def of(
@@ -132,9 +133,7 @@ class Design:
 
     def unit_sums(self, values: np.ndarray) -> np.ndarray:
         """(U, ...) sums of ``values`` (n, ...) over each unit's rows."""
-        out = np.zeros((self.n_units, *values.shape[1:]))
-        np.add.at(out, self.units, values)
-        return out
+        return group_sums(values, self.units)
 
     def unit_means(self, values: np.ndarray) -> np.ndarray:
         sizes = np.bincount(self.units, minlength=self.n_units).astype(np.float64)
@@ -148,9 +147,15 @@ class Design:
 
 def block_means(values: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     """(len(values), C) the mean of the rows of each row's block."""
-    sums = np.zeros((blocks.max() + 1, values.shape[1]))
-    np.add.at(sums, blocks, values)
-    return (sums / np.bincount(blocks)[:, None])[blocks]
+    return (group_sums(values, blocks) / np.bincount(blocks)[:, None])[blocks]
+
+
+def group_sums(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(G, ...) float64 sums of ``values`` (n, ...) over the rows of each group 0 .. G-1, added in row order as numpy's
+    mean of a group's rows adds them (ties between equal means stay ties)."""
+    sums = np.zeros((groups.max() + 1, *values.shape[1:]))
+    np.add.at(sums, groups, values)
+    return sums
 
 
 # ---------------------------------------------------------------- folds and relabellings
@@ -160,7 +165,14 @@ def probe_folds(design: Design, n_folds: int, seed: int) -> list[tuple[np.ndarra
     """The probe's (train rows, test rows) folds, stratified by synset: whole blocks per fold where every synset is
     in two or more blocks and every training side still holds every synset (the probe is then tested on templates
     it was not trained on), at most as many folds as the fewest blocks of a synset; else whole units per fold.
-    None when a synset has fewer than two units."""
+    None when a synset has fewer than two units. Every layer of a run has the same design: computed once."""
+    key = (n_folds, seed)
+    if key not in design.folds:
+        design.folds[key] = design_folds(design, n_folds, seed)
+    return design.folds[key]
+
+
+def design_folds(design: Design, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
     from sklearn.model_selection import StratifiedGroupKFold
 
     smallest = int(design.units_per_synset().min())

@@ -43,18 +43,20 @@ def principal_scores(x: np.ndarray, dims: int) -> np.ndarray:
 class Probe:
     """Ridge classifiers (alpha RIDGE_ALPHA, intercept) on the rows' principal scores, one per fold.
 
-    For one-hot labels Y of the training rows, a fold's out-of-fold scores are
-    ``test_scores @ (centred' Y) + mean(Y)``, with ``centred`` the training rows' scores minus their mean and
-    ``test_scores`` the test rows' scores minus that mean, times (centred' centred + alpha I)^-1. So any
-    relabelling's predictions follow from per-synset sums of ``columns``: the centred training scores and a training
-    indicator.
+    For one-hot labels Y of a fold's training rows, its out-of-fold scores are ``test_scores @ (centred' Y) +
+    mean(Y)``, with ``centred`` the training rows' scores minus their mean ``m`` and ``test_scores`` the test rows'
+    scores minus ``m``, times (centred' centred + alpha I)^-1. ``centred' Y`` is the per-synset sums of the training
+    scores less each synset's training count times ``m``, and a fold's training sums are all rows' sums less its test
+    rows': so every relabelling's predictions follow from per-synset sums of ``scores`` and of a column of ones, taken
+    per fold.
     """
 
     folds: list[tuple[np.ndarray, np.ndarray]]  # (train rows, test rows)
     fold_of_unit: np.ndarray  # (U,) fold that tests each unit
-    operators: list[np.ndarray]  # per fold: (n_train, k) centred training scores
-    test_scores: list[np.ndarray]  # per fold: (n_test, k) test scores, centred and solved
-    width: int  # k, the principal axes kept
+    scores: np.ndarray  # (n, width) principal scores
+    train_means: np.ndarray  # (folds, width) mean score of each fold's training rows
+    test_columns: list[np.ndarray]  # per fold: (n_test, width + 1) test scores centred and solved, then ones; float32
+    width: int  # the principal axes kept
 
     @classmethod
     def build(cls, x: np.ndarray, design, folds: list[tuple[np.ndarray, np.ndarray]], dims: int) -> Probe | None:
@@ -63,29 +65,22 @@ class Probe:
             return None
         scores = principal_scores(x, dims)
         fold_of_unit = np.zeros(design.n_units, dtype=np.int64)
-        operators, test_scores = [], []
+        train_means, test_columns = [], []
         for f, (train, test) in enumerate(folds):
             fold_of_unit[design.units[test]] = f
             mean = scores[train].mean(axis=0)
             centred = scores[train] - mean
             gram = centred.T @ centred + RIDGE_ALPHA * np.eye(scores.shape[1])
-            operators.append(centred)
-            test_scores.append(np.linalg.solve(gram, (scores[test] - mean).T).T)  # gram is symmetric
-        return cls(folds, fold_of_unit, operators, test_scores, scores.shape[1])
+            solved = np.linalg.solve(gram, (scores[test] - mean).T).T  # gram is symmetric
+            train_means.append(mean)
+            test_columns.append(np.hstack([solved, np.ones((len(test), 1))]).astype(np.float32))
+        return cls(folds, fold_of_unit, scores, np.array(train_means), test_columns, scores.shape[1])
 
-    def columns(self, n: int) -> np.ndarray:
-        """(n, folds * (k + 1)): per fold the operator's rows on the training rows and 1 / n_train there, so that a
-        fold's block of per-synset sums is its ridge weights and intercept (the mean of the one-hot labels)."""
-        out = np.zeros((n, len(self.folds) * (self.width + 1)))
-        for f, ((train, _), operator) in enumerate(zip(self.folds, self.operators)):
-            start = f * (self.width + 1)
-            out[train, start : start + self.width] = operator
-            out[train, start + self.width] = 1.0 / len(train)
-        return out
-
-    def hits(self, sums: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(R, n) out-of-fold hits from per-synset sums (R, K, width) of ``columns`` under ``labels`` (R, n),
-        and (R, n) margins: the true synset's score minus the mean score (a continuous tie-breaker).
+    def hits(self, test_sums: np.ndarray, total: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R, n) out-of-fold hits from per-synset sums of ``[scores, 1]`` over each fold's test rows (``test_sums``,
+        (folds, R, K, width + 1)) and over all rows (``total``, (R, K, width + 1)) under ``labels`` (R, n), and (R, n)
+        margins: the true
+        synset's score minus the mean score (a continuous tie-breaker).
 
         A hit is scikit-learn's ``argmax == label`` (the first of tied synsets wins), computed as the own score
         above every other synset's (two fast passes over the scores instead of argmax's slow one per row), with
@@ -93,11 +88,15 @@ class Probe:
         """
         hits = np.zeros(labels.shape, dtype=bool)
         margins = np.zeros(labels.shape)
-        r, k = sums.shape[:2]
-        for f, (_, test) in enumerate(self.folds):
-            block = sums[..., f * (self.width + 1) : (f + 1) * (self.width + 1)].reshape(r * k, -1)
-            scores = np.hstack([self.test_scores[f], np.ones((len(test), 1))]).astype(np.float32)
-            predicted = (block.astype(np.float32) @ scores.T).reshape(r, k, -1)  # (R, K, n_test)
+        r, k = total.shape[:2]
+        train_sums = total - test_sums
+        counts = train_sums[..., -1:]
+        n_train = np.array([len(train) for train, _ in self.folds]).reshape(-1, 1, 1, 1)
+        means = self.train_means[:, None, None, :]
+        weights = np.concatenate([train_sums[..., :-1] - counts * means, counts / n_train], axis=-1)
+        weights = weights.reshape(len(self.folds), r * k, -1).astype(np.float32)
+        for (_, test), fold_weights, columns in zip(self.folds, weights, self.test_columns):
+            predicted = (fold_weights @ columns.T).reshape(r, k, -1)  # (R, K, n_test)
             flat = (np.arange(r)[:, None] * k + labels[:, test]) * len(test) + np.arange(len(test))
             own = predicted.reshape(-1)[flat]
             predicted.reshape(-1)[flat] = -np.inf

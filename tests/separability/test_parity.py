@@ -20,7 +20,7 @@ from synthprobe.separability import measures as T
 from synthprobe.separability.design import Design, block_permutations, probe_folds
 from synthprobe.separability.probe import Probe
 from synthprobe.separability.scan import reduce_sample
-from synthprobe.separability.selectivity import channel_selectivity, q_values
+from synthprobe.separability.selectivity import channel_selectivity, q_values, ranks_with_ties
 
 
 def sklearn_probe_hits(x, labels, folds, scale=True):
@@ -79,9 +79,8 @@ def test_probe_on_fewer_axes_is_ridge_on_the_sample_principal_components():
     assert probe.width == dims
     components = PCA(n_components=dims, svd_solver="full").fit_transform(StandardScaler().fit_transform(x))
     expected = sklearn_probe_hits(components, codes, folds, scale=False)
-    per_row = design.unit_sums(probe.columns(len(x)))
-    onehot = (unit_codes[None, :] == np.arange(4)[:, None]).astype(float)
-    hits, margins = probe.hits((onehot @ per_row)[None], codes[None])
+    observed = T.LayerMeasures.build(x - x.mean(axis=0), x, design, folds, dims)(unit_codes[None])
+    hits, margins = observed.hits, observed.margins
     np.testing.assert_array_equal(hits[0], expected)
     for train, test in folds:  # margins: the own synset's score minus the mean score, on 0/1 labels (sklearn: -1/1)
         scores = (
@@ -101,9 +100,7 @@ def test_probe_of_a_constant_layer_breaks_ties_as_scikit_learn():
     probe = Probe.build(x, design, folds, 64)
     assert probe.width == 0
     relabelled = np.vstack([design.unit_codes, np.random.default_rng(0).permutation(design.unit_codes)])
-    onehot = (relabelled[:, None, :] == np.arange(3)[None, :, None]).reshape(6, -1).astype(float)
-    sums = (onehot @ design.unit_sums(probe.columns(24))).reshape(2, 3, -1)
-    hits, _ = probe.hits(sums, relabelled[:, design.units])
+    hits = T.LayerMeasures.build(x - x.mean(axis=0), x, design, folds, 64)(relabelled).hits
     for r, labels in enumerate(relabelled[:, design.units]):
         np.testing.assert_array_equal(hits[r], sklearn_probe_hits(x, labels, folds))
 
@@ -123,19 +120,11 @@ def test_permuted_statistics_match_direct_computation():
         for f in range(len(probe.folds)):
             in_fold = probe.fold_of_unit == f
             assert sorted(labels[in_fold]) == sorted(unit_codes[in_fold])
-    per_row = np.hstack([z, T.unit_vectors(z), np.ones((22, 1)), probe.columns(22)])
-    onehot = (relabelled[:, None, :] == np.arange(3)[None, :, None]).reshape(15, -1).astype(float)
-    sums = (onehot @ design.unit_sums(per_row)).reshape(5, 3, -1)
-    counts = sums[..., 8]
-    fisher = T.fisher_from_sums(sums[..., :4], (z**2).sum(), counts)
-    silhouette = T.silhouette_from_sums(
-        T.unit_vectors(z), np.ascontiguousarray(sums[..., 4:8]), relabelled[:, units], counts
-    )
-    hits, _ = probe.hits(sums[..., 9:], relabelled[:, units])
+    permuted = T.LayerMeasures.build(z, x, design, probe.folds, 64)(relabelled)
     for r, labels in enumerate(relabelled[:, units]):
-        assert fisher[r] == pytest.approx(calinski_harabasz_score(z, labels))
-        assert silhouette[r] == pytest.approx(silhouette_score(z, labels, metric="cosine"))
-        np.testing.assert_array_equal(hits[r], sklearn_probe_hits(x, labels, probe.folds))
+        assert permuted.values["fisher"][r] == pytest.approx(calinski_harabasz_score(z, labels))
+        assert permuted.values["silhouette"][r] == pytest.approx(silhouette_score(z, labels, metric="cosine"))
+        np.testing.assert_array_equal(permuted.hits[r], sklearn_probe_hits(x, labels, probe.folds))
 
 
 def test_channel_selectivity_matches_scipy_on_unit_means():
@@ -188,3 +177,15 @@ def test_selective_channels_are_listed(tmp_path):
     assert len(selective) == int((family_q < 0.05).sum())
     counts = result.layers.set_index("layer")["n_selective_channels"]
     assert counts["noise"] == 0 and counts["signal"] == selective.channel.nunique()
+
+
+def test_ranks_with_ties_match_scipy():
+    rng = np.random.default_rng(12)
+    values = np.round(rng.normal(size=(40, 6)), 1)  # many ties
+    values[:, 2] = 1.0  # one tie group of every row
+    values[:, 3] = np.arange(40)[::-1]  # none
+    ranks, ties = ranks_with_ties(values)
+    np.testing.assert_array_equal(ranks, sps.rankdata(values, axis=0))
+    tie_size = sps.rankdata(values, "max", axis=0) - sps.rankdata(values, "min", axis=0) + 1
+    np.testing.assert_array_equal(ties, (tie_size**2 - 1).sum(axis=0))
+    assert ties[2] == 40**3 - 40 and ties[3] == 0
