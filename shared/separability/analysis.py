@@ -123,7 +123,7 @@ def read(store, params: Params) -> Inputs:
     synsets, codes = np.unique(chosen["synset"].to_numpy(), return_inverse=True)
     units = assign_units(chosen, params.unit)
     blocks = assign_blocks(chosen, params.block)
-    sample_positions = unit_sample(codes, units.codes, params.sample, params.seed)
+    sample_positions = unit_sample(codes, units.codes, params.sample, params.seed, blocks.codes)
     design = Design.of(
         codes[sample_positions], units.codes[sample_positions], len(synsets), blocks.codes[sample_positions]
     )

@@ -43,16 +43,29 @@ def select_layers(
     return [hook for hook in hook_points if hook in chosen]
 
 
-def unit_sample(codes: np.ndarray, units: np.ndarray, cap: int, seed: int) -> np.ndarray:
+def unit_sample(
+    codes: np.ndarray, units: np.ndarray, cap: int, seed: int, blocks: np.ndarray | None = None
+) -> np.ndarray:
     """Positions of about ``cap`` rows made of whole units, each synset in proportion (at least 2 units where it
-    has them)."""
+    has them). With ``blocks`` (per row; templates), a synset's units are taken in turns over its blocks, in one
+    random block order shared by every synset: the synsets keep the same templates, so the sample stays crossed."""
     if len(codes) <= cap:
         return np.arange(len(codes))
     rng = np.random.default_rng(seed)
+    blocks = np.zeros(len(codes), dtype=np.int64) if blocks is None else blocks
+    n_blocks = int(blocks.max()) + 1
+    block_turn = rng.permutation(n_blocks) if n_blocks > 1 else np.zeros(1, dtype=np.int64)
     picked = []
     for k in np.unique(codes):
         members = np.flatnonzero(codes == k)
-        unit_ids = rng.permutation(np.unique(units[members]))
+        unit_ids, first = np.unique(units[members], return_index=True)
+        shuffle = rng.permutation(len(unit_ids))
+        unit_ids, unit_blocks = unit_ids[shuffle], blocks[members][first][shuffle]
+        # the i-th unit of a block (in the shuffled order) comes in round i, blocks in their shared turn
+        rounds = np.zeros(len(unit_ids), dtype=np.int64)
+        for b in np.unique(unit_blocks):
+            rounds[unit_blocks == b] = np.arange(np.count_nonzero(unit_blocks == b))
+        unit_ids = unit_ids[np.argsort(rounds * n_blocks + block_turn[unit_blocks], kind="stable")]
         sizes = np.array([np.count_nonzero(units[members] == u) for u in unit_ids])
         wanted = cap * len(members) / len(codes)
         take = max(min(2, len(unit_ids)), int(np.searchsorted(np.cumsum(sizes), wanted, side="right")))

@@ -200,3 +200,16 @@ def test_subsample_takes_whole_units_by_synset_and_is_bounded(tmp_path):
     table = S.analyse(ActivationStore(store), S.Params(permutations=0, sample=20, dims=3)).layers
     assert table["n_sample"].tolist() == [20, 20] and table["dims"].tolist() == [3, 3]
     assert (table["explained_variance"] < 1).all() and (table["n_images"] == 60).all()
+
+
+def test_subsample_keeps_the_templates_crossed():
+    """wn-prompts' design, 10 synsets x 8 templates x one prompt x 3 seeds, sampled to 120 of 240 rows: every synset
+    keeps the same 4 templates (the tests block on them), one prompt each."""
+    synset, template = np.divmod(np.arange(80), 8)  # one prompt unit per (synset, template)
+    codes, blocks, units = (np.repeat(v, 3) for v in (synset, template, np.arange(80)))
+    for seed in range(5):
+        picked = unit_sample(codes, units, 120, seed, blocks)
+        kept = {k: sorted(set(blocks[picked][codes[picked] == k])) for k in range(10)}
+        assert len(picked) == 120 and all(len(t) == 4 for t in kept.values())
+        assert len({tuple(t) for t in kept.values()}) == 1, kept
+    assert len({tuple(blocks[unit_sample(codes, units, 120, seed, blocks)][:3]) for seed in range(5)}) > 1  # random
