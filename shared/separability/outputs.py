@@ -153,7 +153,8 @@ def plot_depth(layers: pd.DataFrame, path, alpha: float = 0.05) -> None:
         ("avg_centroid_distance", None, "avg centroid distance (raw)"),
     ]
     depth = layers["depth"].to_numpy()
-    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(max(8, 0.12 * len(depth) + 4), 11))
+    fig, axes = plt.subplots(len(panels) + 1, 1, sharex=True, figsize=(max(8, 0.12 * len(depth) + 4), 13.5))
+    plot_effects(axes[-1], layers, depth)
     for ax, (column, p_column, label) in zip(axes, panels):
         ax.plot(depth, layers[column], color="C0" if p_column else "C3", linewidth=1)
         if p_column:
@@ -186,8 +187,18 @@ def plot_depth(layers: pd.DataFrame, path, alpha: float = 0.05) -> None:
     step = max(1, len(depth) // 40)
     axes[-1].set_xticks(depth[::step], layers["layer"].iloc[::step], rotation=90, fontsize=7)
     axes[-1].set_xlabel("layer (depth order)")
-    axes[0].set_title("Separability by depth: scale-free measures vs the raw centroid distance")
+    axes[0].set_title("Separability by depth: scale-free measures vs the raw centroid distance, and their effects")
     save_png(fig, path)
+
+
+def plot_effects(ax, layers: pd.DataFrame, depth: np.ndarray) -> None:
+    """Each measure's standardised effect, (observed - null mean) / null SD: one scale for the three measures."""
+    for column, label in (("fisher", "Fisher ratio"), ("silhouette", "silhouette"), ("probe", "linear probe")):
+        ax.plot(depth, layers[f"{column}_effect"], marker=".", linewidth=1, label=label)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_ylabel("effect (null SDs)")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
 
 
 def plot_variance(layers: pd.DataFrame, path) -> None:
@@ -209,7 +220,7 @@ def plot_variance(layers: pd.DataFrame, path) -> None:
         labels=[
             {
                 "prompt": "prompt (synset x template)" if "template" in shown else "prompt",
-                "seed": "seed (within prompt)",
+                "seed": "seed (within prompt)" if "prompt" in shown else "residual (one image a prompt)",
             }.get(c, c)
             for c in shown
         ],
