@@ -151,11 +151,14 @@ def block_means(values: np.ndarray, blocks: np.ndarray) -> np.ndarray:
 
 
 def group_sums(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """(G, ...) float64 sums of ``values`` (n, ...) over the rows of each group 0 .. G-1, added in row order as numpy's
-    mean of a group's rows adds them (ties between equal means stay ties)."""
-    sums = np.zeros((groups.max() + 1, *values.shape[1:]))
-    np.add.at(sums, groups, values)
-    return sums
+    """(G, C) float64 sums of ``values`` (n, C) over the rows of each group 0 .. G-1, added in row order as numpy's
+    mean of a group's rows adds them (ties between equal means stay ties): a sparse indicator product, many times
+    faster than ``np.add.at``."""
+    from scipy.sparse import csr_matrix
+
+    rows = np.arange(len(groups))
+    indicator = csr_matrix((np.ones(len(groups)), (groups, rows)), shape=(int(groups.max()) + 1, len(groups)))
+    return indicator @ np.asarray(values, dtype=np.float64)
 
 
 # ---------------------------------------------------------------- folds and relabellings

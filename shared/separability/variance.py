@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthprobe.separability.design import group_sums
+
 COMPONENTS = ("synset", "template", "prompt", "seed")
 
 
@@ -76,10 +78,8 @@ def separable(synsets: np.ndarray, templates: np.ndarray) -> bool:
 
 def group_square_sum(centred: np.ndarray, groups: np.ndarray) -> float:
     """T_g: sum over groups of the squared norm of the group's total row, over its size."""
-    from scipy.sparse import csr_matrix
-
     sizes = np.bincount(groups)
-    totals = csr_matrix((np.ones(len(groups)), (groups, np.arange(len(groups)))), (len(sizes), len(groups))) @ centred
+    totals = group_sums(centred, groups)
     kept = sizes > 0
     return float(((totals[kept] ** 2).sum(axis=1) / sizes[kept]).sum())
 
