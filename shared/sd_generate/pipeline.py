@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+from dataclasses import replace
 
 from synthprobe.common.files import InputError, error_line
 from synthprobe.common.quiet import quiet_loaded_libraries
+from synthprobe.formats.prompts import PromptRecord
 from synthprobe.sd_generate.model import hub_error_message, read_model_json
 from synthprobe.sd_generate.settings import ResolvedParams
 
@@ -19,6 +22,65 @@ def dtype_argument() -> str:
     except ImportError:
         return "torch_dtype"
     return "dtype"
+
+
+def pipeline_class(settings: ResolvedParams) -> type | None:
+    """The diffusers class the model's model_index.json names, read without loading weights; None where the model
+    cannot be read (a run whose images are all cached) or names a class this diffusers lacks."""
+    try:
+        index = read_model_json(settings.source, "model_index.json") or {}
+    except InputError:
+        return None
+    name = index.get("_class_name")
+    if not isinstance(name, str):
+        return None
+    import diffusers
+
+    return getattr(diffusers, name, None)
+
+
+def takes_negative_prompt(call) -> bool:
+    """Whether a pipeline (or its class's ``__call__``) accepts ``negative_prompt``; a wrapper taking ``**kwargs``
+    passes it on."""
+    parameters = inspect.signature(call).parameters.values()
+    return any(p.name == "negative_prompt" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def negative_prompt_unused(cls: type | None, guidance: float) -> str | None:
+    """Why a pipeline of class ``cls`` would make the same image with or without a negative prompt, or None where
+    the negative prompt counts. ``cls`` None (not known) is taken to use one, as the default SD3 does."""
+    name = cls.__name__ if cls is not None else "the pipeline"
+    call = cls.__call__ if cls is not None else None
+    if call is not None and not takes_negative_prompt(call):
+        return f"{name} takes no negative_prompt"
+    if call is not None and "true_cfg_scale" in inspect.signature(call).parameters:
+        # FLUX: the negative prompt acts only with true CFG (true_cfg_scale > 1), which sd-generate does not set.
+        return f"{name} uses a negative prompt only with true_cfg_scale > 1, which sd-generate does not set"
+    if guidance <= 1:
+        return f"guidance {guidance:g} does no classifier-free guidance, which a negative prompt needs"
+    return None
+
+
+def drop_unused_negative_prompts(records: list[PromptRecord], settings: ResolvedParams) -> list[PromptRecord]:
+    """The records as the pipeline will see them: where it would ignore a negative prompt, without one (one log
+    line), so that the cache key, images.jsonl and the PNG never claim a negative prompt that made no difference."""
+    with_negative = sum(bool(r.negative_prompt) for r in records)
+    unused = with_negative and negative_prompt_unused(pipeline_class(settings), settings.guidance)
+    if not unused:
+        return records
+    log.info("%d negative prompt(s) left out: %s", with_negative, unused)
+    return [replace(r, negative_prompt=None) for r in records]
+
+
+def negative_prompt_argument(pipe, negatives: list[str | None]) -> dict:
+    """The ``negative_prompt`` keyword for one pipeline call (none for a pipeline that takes none)."""
+    if takes_negative_prompt(pipe):
+        return {"negative_prompt": [text or "" for text in negatives]}
+    if any(negatives):  # planned from model_index.json's class; passing none would contradict the cache key
+        raise RuntimeError(
+            f"{type(pipe).__name__} takes no negative_prompt, unlike the class its model_index.json names"
+        )
+    return {}
 
 
 def load_pipeline(settings: ResolvedParams):
