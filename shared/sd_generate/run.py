@@ -36,7 +36,7 @@ class Planned:
 
 def plan(records: list[PromptRecord], settings: ResolvedParams, cache: ImageCache) -> list[Planned]:
     """Each record's cache key, for the record as the pipeline will see it (a negative prompt it ignores dropped)."""
-    records = drop_unused_negative_prompts(records, settings)
+    records = drop_unused_negative_prompts(records, settings, cache)
     planned = []
     for record in records:
         fields = settings.key_fields(record)

@@ -3,7 +3,9 @@ not, and the cache key, images.jsonl, the PNG and run.json saying which happened
 
 from __future__ import annotations
 
+import inspect
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -12,7 +14,7 @@ from helpers.sd_generate import FAST, make_records, pixels, read_rows, run_in_pr
 from PIL import Image
 
 from synthprobe.formats.image_cache import ImageCache
-from synthprobe.sd_generate.pipeline import negative_prompt_unused, pipeline_class
+from synthprobe.sd_generate.pipeline import CALL_MEMO, class_keywords, negative_prompt_unused
 from synthprobe.tiny_models import tiny_sd3_settings
 from synthprobe.tools.sd_generate import main
 
@@ -49,7 +51,6 @@ def no_negative_class():
 def test_a_negative_prompt_changes_the_key_and_the_image(tiny_model, tiny_pipeline, tmp_path):
     cache = ImageCache(tmp_path / "cache")
     settings = tiny_sd3_settings(tiny_model, cache)
-    assert pipeline_class(settings).__name__ == "StableDiffusion3Pipeline"
     result = run_in_process(twin_records(), settings, cache, tmp_path / "out", tiny_pipeline)
     plain, negative = result.rows
     assert plain["cache_key"] != negative["cache_key"]
@@ -65,7 +66,10 @@ def test_a_pipeline_without_negative_prompt_gets_none_and_the_key_says_so(
     pipe = no_negative_class(**tiny_pipeline.components)
     pipe.set_progress_bar_config(disable=True)
     monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", lambda settings: pipe)
-    monkeypatch.setattr("synthprobe.sd_generate.pipeline.pipeline_class", lambda settings: no_negative_class)
+    # What model_index.json would say of such a class (the tiny model's names SD3).
+    monkeypatch.setattr(
+        "synthprobe.sd_generate.pipeline.class_keywords", lambda settings, cache: ("NoNegativePipeline", set())
+    )
     records = [*twin_records(), replace(twin_records()[1], id="another-negative", negative_prompt="bee")]
     out = tmp_path / "out"
     args = (prompts(records), "--out", out, "--model", tiny_model, "--cache", tmp_path / "cache", *FAST[:-1])
@@ -106,10 +110,35 @@ def test_no_classifier_free_guidance_leaves_the_negative_prompt_out(tiny_model, 
 
 
 def test_which_pipelines_use_a_negative_prompt():
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionXLPipeline
+    import diffusers
 
-    assert negative_prompt_unused(StableDiffusion3Pipeline, 3.5) is None
-    assert negative_prompt_unused(StableDiffusionXLPipeline, 5.0) is None
+    def found(name):
+        parameters = inspect.signature(getattr(diffusers, name).__call__).parameters
+        return name, {k for k in ("negative_prompt", "true_cfg_scale") if k in parameters}
+
+    assert negative_prompt_unused(found("StableDiffusion3Pipeline"), 3.5) is None
+    assert negative_prompt_unused(found("StableDiffusionXLPipeline"), 5.0) is None
     assert negative_prompt_unused(None, 3.5) is None  # not known: as the default SD3
-    assert "true_cfg_scale > 1" in negative_prompt_unused(FluxPipeline, 3.5)  # accepted, but ignored without it
-    assert "guidance 0" in negative_prompt_unused(None, 0.0)
+    # FLUX takes one, but uses it only with true CFG, which sd-generate does not set.
+    assert "true_cfg_scale > 1" in negative_prompt_unused(found("FluxPipeline"), 3.5)
+    assert "guidance 0 does no classifier-free guidance" in negative_prompt_unused(None, 0.0)
+
+
+def test_the_pipeline_class_is_read_once_then_remembered_in_the_cache(tiny_model, tmp_path):
+    """A rerun whose images are all cached needs neither the model nor an import of diffusers (seconds) to know
+    what the class takes."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    cache = ImageCache(tmp_path / "cache")
+    settings = tiny_sd3_settings(model, cache)
+    assert class_keywords(settings, cache) == ("StableDiffusion3Pipeline", {"negative_prompt"})
+    memo_file = cache.root / CALL_MEMO
+    memo = json.loads(memo_file.read_text())
+    assert [v["takes"] for v in memo.values()] == [["negative_prompt"]]
+    shutil.rmtree(model)  # the memo, keyed by the model's identity, stands in for it
+    assert class_keywords(settings, cache) == ("StableDiffusion3Pipeline", {"negative_prompt"})
+    memo_file.write_text(json.dumps({k: {**v, "takes": []} for k, v in memo.items()}))
+    assert class_keywords(settings, cache) == ("StableDiffusion3Pipeline", set()), "the memo is what is read"
+    memo_file.write_text("{broken")  # a memo, safe to lose: without it and the model, the class is not known
+    assert class_keywords(settings, ImageCache(cache.root, writable=False)) is None
+    assert memo_file.read_text() == "{broken", "a dry run writes nothing"
