@@ -129,23 +129,33 @@ def concepts(
 @click.option(
     "--seeds-per-prompt", type=click.IntRange(min=1), default=2, show_default=True, help="Images per prompt text."
 )
+@click.option(
+    "--negative-prompts/--no-negative-prompts",
+    default=True,
+    show_default=True,
+    help="Give context-only records a negative prompt naming the object (the class file's negative_prompt, else "
+    "its synset's lemmas), so that fewer images show it.",
+)
 @out_option
 @seed_option()
 @wordnet_dir_option
 @silent_option
 @run_guarded
-def bias(classes, per_group, seeds_per_prompt, out, seed, wordnet_dir, silent):
+def bias(classes, per_group, seeds_per_prompt, negative_prompts, out, seed, wordnet_dir, silent):
     """Object-only, context-only and mixed prompts for chosen ImageNet classes.
 
     \b
     Example:
         wn-prompts bias --classes bee,frog --per-group 4 --seeds-per-prompt 2 -o bias.jsonl
+        wn-prompts bias --no-negative-prompts -o bias-plain.jsonl
     """
     names = list(classes)
     if not names:
         raise InputError("--classes is empty; known classes: " + ", ".join(bias_classes.known_bias_classes()))
     definitions = [bias_classes.load_bias_class(name) for name in names]
-    records = P.bias_records(definitions, load_wordnet(wordnet_dir), per_group, seeds_per_prompt, seed)
+    records = P.bias_records(
+        definitions, load_wordnet(wordnet_dir), per_group, seeds_per_prompt, seed, negative_prompts
+    )
     count = write_prompts(out, records)
     log.info("wrote %d bias prompts for %d classes to %s", count, len(definitions), out)
 

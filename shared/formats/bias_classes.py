@@ -27,6 +27,7 @@ class BiasClass:
     # --mapping hierarchy): WordNet files warplane beside airplane, not under it.
     extra_synsets: tuple[str, ...] = ()
     paired: bool = False  # object-only and mixed texts are matched pairs, text k with text k
+    negative_prompt: str | None = None  # for its context-only prompts; None: wn-prompts names the synset's lemmas
 
     def pair_of(self, group: str, text: str) -> int | None:
         """The pair a prompt text belongs to: its index in its group's list, for the paired groups of a paired
@@ -63,6 +64,9 @@ def bias_class_problem(doc: object) -> str | None:
             return f"{name!r}: a list"
     if not all(isinstance(x, str) for x in doc.get("extra_synsets", [])):
         return "'extra_synsets': a list of synset names"
+    negative = doc.get("negative_prompt")
+    if negative is not None and (not isinstance(negative, str) or not negative.strip()):
+        return "'negative_prompt': a non-empty text (leave the key out for the synset's lemmas)"
     if not isinstance(doc.get("paired", False), bool):
         return "'paired': true or false"
     if doc.get("paired") and len({len(doc["prompts"][g]) for g in PAIRED_GROUPS}) > 1:
@@ -89,6 +93,7 @@ def load_bias_class(name: str, folder: Path | None = None) -> BiasClass:
         prompts,
         tuple(doc.get("extra_synsets", ())),
         doc.get("paired", False),
+        doc.get("negative_prompt"),
     )
     for group, texts in prompts.items():
         if not texts:

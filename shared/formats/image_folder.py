@@ -38,8 +38,9 @@ SHARD_MANIFESTS = "images.shard-*-of-*.jsonl"
 RUN_FILE = "run.json"
 RUN_SCHEMA = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-# sha256 from the manifest, else ""; prompt and template (the prompt unit of the analyses) "" for a plain tree.
-ROW_COLUMNS = ("id", "synset", "group", "target", "path", "sha256", "prompt", "template")
+# sha256 from the manifest, else ""; prompt and template (the prompt unit of the analyses) "" for a plain tree;
+# negative_prompt "" where none made the image (image-check splits leak rates by it).
+ROW_COLUMNS = ("id", "synset", "group", "target", "path", "sha256", "prompt", "template", "negative_prompt")
 
 
 @dataclass
@@ -114,11 +115,14 @@ def manifest_row(data: object) -> dict | None:
         "sha256": data.get("sha256") or "",
         "prompt": data.get("prompt") or "",
         "template": data.get("template") or "",
+        "negative_prompt": data.get("negative_prompt") or "",
     }
     if not isinstance(row["id"], str) or not ID_PATTERN.match(row["id"]):
         raise ValueError(f"id {brief_text(str(row['id']))} {ID_RULE}")
     if row["group"] not in GROUPS:
         raise ValueError(f"group {row['group']!r} is not one of {', '.join(GROUPS)}")
+    if not isinstance(row["negative_prompt"], str):
+        raise ValueError(f"negative_prompt must be a string, got {row['negative_prompt']!r}")
     return row
 
 
@@ -148,19 +152,7 @@ def scan_tree(root: Path) -> list[dict]:
         synset = class_name(class_dir)
         for file in sorted(class_dir.rglob("*")):
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
-                relative = file.relative_to(root).as_posix()
-                rows.append(
-                    {
-                        "id": safe_id(relative),
-                        "synset": synset,
-                        "group": "concept",
-                        "target": synset,
-                        "path": relative,
-                        "sha256": "",
-                        "prompt": "",
-                        "template": "",
-                    }
-                )
+                rows.append(photo_row(file.relative_to(root).as_posix(), synset))
     return rows
 
 
@@ -236,7 +228,7 @@ def read_labelled_folder(folder: str | os.PathLike, labels: str | os.PathLike) -
 def photo_row(relative: str, synset: str) -> dict:
     """The row of an image without a manifest: a concept image of ``synset``, its own unit (no prompt)."""
     return dict(id=safe_id(relative), synset=synset, group="concept", target=synset, path=relative, sha256="",
-                prompt="", template="")  # fmt: skip
+                prompt="", template="", negative_prompt="")  # fmt: skip
 
 
 def with_wordnet_synsets(folder: ImageFolder, load_wordnet) -> ImageFolder:

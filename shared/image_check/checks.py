@@ -34,7 +34,7 @@ from synthprobe.image_check.rates import RATES_FILE, flag_rates
 log = logging.getLogger("synthprobe")
 
 RATES_DESCRIPTION = (
-    "share of scored images flagged per synset and group "
+    "share of scored images flagged per synset, group and negative prompt (made with one or not) "
     "(object-leaked for context-only, object-missing otherwise) with a 95% interval over "
     "prompt units (Wilson's on the design-effect sample size)"
 )

@@ -15,7 +15,7 @@ from scipy import stats
 from synthprobe.common.stats import NAN, Estimate
 
 MEASURED = ("sensitivity", "specificity")
-CORRECTED_COLUMNS = ["synset", "group", "flag", "n", "rate", "rate_low", "rate_high", "judge"]
+CORRECTED_COLUMNS = ["synset", "group", "negative_prompt", "flag", "n", "rate", "rate_low", "rate_high", "judge"]
 CORRECTED_COLUMNS += ["sensitivity", "specificity", "corrected", "corrected_low", "corrected_high"]
 
 
@@ -55,6 +55,7 @@ def corrected_rates(rates: pd.DataFrame, judge: str, audit: pd.DataFrame, level:
         lines.append(
             {
                 **{k: rate[k] for k in ("synset", "group", "flag", "n", "rate", "rate_low", "rate_high")},
+                "negative_prompt": bool(rate.get("negative_prompt", False)),  # rates.csv before the split: none
                 "judge": judge,
                 "sensitivity": se.value,
                 "specificity": sp.value,

@@ -321,9 +321,14 @@ def manifest_prompts(root: Path) -> dict[str, str]:
 
 
 def run_summaries(image_dirs: list[Path]) -> list[dict]:
-    """The generation summaries (run.json of sd-generate) of the image folders that have one."""
+    """The generation summaries (run.json of sd-generate) of the image folders that have one, each with
+    ``negative_prompts``: how many of its images a negative prompt made (from its rows, as image-check counts)."""
     return [
-        {"folder": str(folder), **read_run(Path(folder) / RUN_FILE)}
+        {
+            "folder": str(folder),
+            **read_run(Path(folder) / RUN_FILE),
+            "negative_prompts": int((read_image_folder(folder).rows["negative_prompt"] != "").sum()),
+        }
         for folder in image_dirs
         if (Path(folder) / RUN_FILE).is_file()
     ]

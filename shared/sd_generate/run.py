@@ -16,7 +16,7 @@ from synthprobe.common.locks import KeyClaims
 from synthprobe.common.progress import progress
 from synthprobe.formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_json
 from synthprobe.formats.prompts import PromptRecord
-from synthprobe.sd_generate.pipeline import load_pipeline
+from synthprobe.sd_generate.pipeline import drop_unused_negative_prompts, load_pipeline, negative_prompt_argument
 from synthprobe.sd_generate.settings import ResolvedParams
 
 log = logging.getLogger("synthprobe")
@@ -35,6 +35,8 @@ class Planned:
 
 
 def plan(records: list[PromptRecord], settings: ResolvedParams, cache: ImageCache) -> list[Planned]:
+    """Each record's cache key, for the record as the pipeline will see it (a negative prompt it ignores dropped)."""
+    records = drop_unused_negative_prompts(records, settings, cache)
     planned = []
     for record in records:
         fields = settings.key_fields(record)
@@ -70,7 +72,7 @@ def call_pipeline(pipe, batch: list[Planned], settings: ResolvedParams):
 
     return pipe(
         prompt=[p.record.prompt for p in batch],
-        negative_prompt=[p.record.negative_prompt or "" for p in batch],
+        **negative_prompt_argument(pipe, [p.record.negative_prompt for p in batch]),
         num_inference_steps=settings.steps,
         guidance_scale=settings.guidance,
         width=settings.width,
@@ -110,9 +112,11 @@ class RunResult:
     generated: int = 0
     cached: int = 0
     failed: int = 0
+    negative_prompts: int = 0  # images made with a negative prompt
 
     def summary(self) -> dict:
-        return {"records": len(self.rows), "generated": self.generated, "cached": self.cached, "failed": self.failed}
+        counts = (len(self.rows), self.generated, self.cached, self.failed, self.negative_prompts)
+        return dict(zip(("records", "generated", "cached", "failed", "negative_prompts"), counts))
 
 
 def save_image(planned: Planned, image, settings: ResolvedParams, cache: ImageCache, out_dir: Path) -> None:
@@ -329,6 +333,7 @@ def run_generation(
                 result.generated += 1
             else:
                 result.cached += 1
+            result.negative_prompts += bool(p.record.negative_prompt)
             row = {
                 **base,
                 "path": target.name,

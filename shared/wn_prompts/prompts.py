@@ -21,6 +21,8 @@ log = logging.getLogger("synthprobe")
 PICTURABLE_LEXNAMES = frozenset({"noun.animal", "noun.artifact", "noun.food", "noun.object", "noun.plant"})
 PHYSICAL_ENTITY = "physical_entity.n.01"
 TEMPLATE_FIELDS = frozenset({"lemma", "a_lemma", "hypernym", "gloss"})
+# A negative prompt names the object in a few words: CLIP reads 77 tokens, and rare lemmas (salientian) add little.
+NEGATIVE_TERMS = 6
 
 
 def record_seed(base_seed: int, record_id: str) -> int:
@@ -149,14 +151,36 @@ def concept_records(synsets: list, design: ConceptDesign, seed: int) -> list[Pro
     return records
 
 
+def negative_prompt_for(bias_class: BiasClass, wn) -> str:
+    """The class file's own negative prompt, else the lemmas of its synset and extra synsets as words, in WordNet's
+    order, each once, at most NEGATIVE_TERMS of them ("frog, toad, toad frog, anuran, batrachian, salientian")."""
+    if bias_class.negative_prompt:
+        return bias_class.negative_prompt
+    terms: dict[str, None] = {}
+    for name in (bias_class.synset, *bias_class.extra_synsets):
+        for lemma in get_synset(wn, name).lemma_names():
+            terms.setdefault(lemma.replace("_", " ").lower(), None)
+    return ", ".join(list(terms)[:NEGATIVE_TERMS])
+
+
 def bias_records(
-    classes: list[BiasClass], wn, per_group: int | None, seeds_per_prompt: int, seed: int
+    classes: list[BiasClass],
+    wn,
+    per_group: int | None,
+    seeds_per_prompt: int,
+    seed: int,
+    negative_prompts: bool = True,
 ) -> list[PromptRecord]:
-    """Every class x group x prompt text x seed; ``synset`` and ``target`` are the class's synset."""
+    """Every class x group x prompt text x seed; ``synset`` and ``target`` are the class's synset.
+
+    With ``negative_prompts`` a context-only record names the object in ``negative_prompt`` (negation in the prompt
+    text does not keep it out; docs/formats.md); the other groups get none.
+    """
     records = []
     for bias_class in classes:
         synset = get_synset(wn, bias_class.synset)
         lemma = lemma_text(synset)
+        negative = negative_prompt_for(bias_class, wn) if negative_prompts else None
         for group in BIAS_GROUPS:
             for t, text in enumerate(bias_class.prompts[group][:per_group]):
                 for s in range(seeds_per_prompt):
@@ -170,6 +194,7 @@ def bias_records(
                             target=synset.name(),
                             prompt=text,
                             seed=record_seed(seed, record_id),
+                            negative_prompt=negative if group == "context-only" else None,
                             template=f"{bias_class.name}/{group}/{t:02d}",
                             seed_index=s,
                         )

@@ -87,6 +87,13 @@ def test_bad_pairing(case, tmp_path):
         load_bias_class("widget", tmp_path)
 
 
+@pytest.mark.parametrize("value", ["", "  ", ["frog"]])
+def test_bad_negative_prompt(value, tmp_path):
+    (tmp_path / "widget.json").write_text(json.dumps({**CUSTOM_CLASS, "negative_prompt": value}))
+    with pytest.raises(InputError, match="'negative_prompt': a non-empty text"):
+        load_bias_class("widget", tmp_path)
+
+
 def test_pairs_are_texts_at_one_place():
     prompts = {**PAIRED_PROMPTS, "mixed": ["a widget at work", "a red widget at work"]}
     paired = B.BiasClass("widget", "frog.n.01", (), {k: tuple(v) for k, v in prompts.items()}, paired=True)

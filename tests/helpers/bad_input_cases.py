@@ -307,6 +307,7 @@ def cnn_hooks_cases():
         "manifest-absolute-path": rows(manifest_row(path="/etc/passwd")),
         "manifest-long-id": rows(manifest_row(id=LONG_ID)),
         "manifest-id-with-a-slash": rows(manifest_row(id="a/b")),
+        "manifest-negative-prompt-not-a-string": rows(manifest_row(negative_prompt=["frog"])),
         "manifest-hash-mismatch": hash_mismatch,
         "image-truncated": image(truncate),
         "image-not-an-image": image(lambda p: write(p, b"hello, I am text")),

@@ -29,11 +29,32 @@ def test_flag_rates_count_prompt_units():
         }
     )
     rates = flag_rates(checks, images).set_index("group")
+    assert not rates["negative_prompt"].any()
     assert rates.loc["object-only", ["flag", "n", "n_units", "n_flagged"]].tolist() == ["object-missing", 3, 2, 1]
     assert rates.loc["context-only", ["flag", "n", "n_units", "n_flagged"]].tolist() == ["object-leaked", 2, 1, 2]
     assert rates.loc["object-only", "rate"] == pytest.approx(1 / 3)
     assert 0 <= rates.loc["object-only", "rate_low"] < 1 / 3 < rates.loc["object-only", "rate_high"] <= 1
     assert np.isnan(rates.loc["context-only", "rate_low"])  # one unit: no interval
+
+
+def test_leak_rates_split_by_negative_prompt():
+    """The context-only images of one class, half made with a negative prompt: two rows, so the fall shows."""
+    images = pd.DataFrame(
+        {
+            "id": [f"c{i}" for i in range(8)],
+            "synset": "frog.n.01",
+            "prompt": ["pond", "pond", "reeds", "reeds"] * 2,
+            "negative_prompt": [""] * 4 + ["frog, toad"] * 4,
+        }
+    )
+    verdicts = ["object-leaked", "object-leaked", "object-leaked", "ok", "ok", "ok", "object-leaked", "ok"]
+    checks = pd.DataFrame({"id": images["id"], "synset": "frog.n.01", "group": "context-only", "verdict": verdicts})
+    rates = flag_rates(checks, images).set_index("negative_prompt")
+    assert rates.loc[False, ["n", "n_units", "n_flagged"]].tolist() == [4, 2, 3]
+    assert rates.loc[True, ["n", "n_units", "n_flagged"]].tolist() == [4, 2, 1]
+    assert rates.loc[True, "rate"] < rates.loc[False, "rate"]
+    # A folder without the column (a plain tree, an older manifest) is all made without one.
+    assert flag_rates(checks, images.drop(columns="negative_prompt"))["negative_prompt"].tolist() == [False]
 
 
 def clustered_flags(rng, rate: float, concentration: float):

@@ -174,6 +174,19 @@ def test_text_is_escaped(fixed_inputs):
     assert "bee.n.01 · mixed: object-missing (object score 0.02)" in checks  # the flagged image, as a thumbnail
 
 
+def test_the_summary_says_which_image_runs_used_negative_prompts(fixed_inputs):
+    def summary_text():
+        html = render(build_context(read_inputs(**fixed_inputs)))
+        return html[html.index('<section id="summary">') : html.index("</section>")]
+
+    assert "0 failed; none made with a negative prompt." in summary_text()
+    manifest = fixed_inputs["image_dirs"][0] / "images.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows[1]["negative_prompt"] = "bee, honeybee"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "1 made with a negative prompt (image-check's leak rates count them apart)." in summary_text()
+
+
 def test_checks_show_the_judges_measured_error_or_say_it_is_unaudited(fixed_inputs, tmp_path):
     from synthprobe.image_check.audit import Params, run_audit
 

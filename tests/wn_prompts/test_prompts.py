@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,26 @@ def test_bias_records_cover_groups_and_seeds(wn, cli):
         "strawberry.n.01",
     }
     assert len({r["seed"] for r in records}) == len(records)
+
+
+def test_context_only_records_name_the_object_as_negative_prompt(wn, cli):
+    records = records_of(cli(main, "bias", "--classes", "frog,airplane", "--per-group", 2).stdout)
+    negatives = {(r["target"], r["group"]): r.get("negative_prompt") for r in records}
+    assert negatives[("frog.n.01", "context-only")] == "frog, toad, toad frog, anuran, batrachian, salientian"
+    # The extra synsets count as the class too, so they are named; WordNet's underscores become spaces.
+    assert negatives[("airplane.n.01", "context-only")] == "airplane, aeroplane, plane, warplane, military plane"
+    assert all(negatives[(t, g)] is None for t, g in negatives if g != "context-only")
+    args = ("bias", "--classes", "frog,airplane", "--per-group", 2)
+    plain = records_of(cli(main, *args, "--no-negative-prompts").stdout)
+    assert plain == [{k: v for k, v in r.items() if k != "negative_prompt"} for r in records]
+
+
+def test_a_class_file_sets_its_own_negative_prompt(wn):
+    frog = bias_classes.load_bias_class("frog")
+    own = "frogs, toads, tadpoles"
+    assert P.negative_prompt_for(replace(frog, negative_prompt=own), wn) == own
+    many = replace(frog, extra_synsets=("toad.n.01", "tree_frog.n.01"))
+    assert len(P.negative_prompt_for(many, wn).split(", ")) == P.NEGATIVE_TERMS  # short: a few words
 
 
 def test_every_bias_class_has_at_least_four_texts_per_group(wn):
