@@ -22,7 +22,8 @@ def dtype_argument() -> str:
 
 
 def load_pipeline(settings: ResolvedParams):
-    """The real loader: any diffusers text-to-image pipeline, optionally bitsandbytes-quantized."""
+    """The real loader: any diffusers text-to-image pipeline, its denoiser optionally bitsandbytes-quantized or
+    compiled with torch.compile."""
     import torch
     from diffusers import DiffusionPipeline, PipelineQuantizationConfig
 
@@ -36,8 +37,8 @@ def load_pipeline(settings: ResolvedParams):
     index = read_model_json(source, "model_index.json") or {}
     # Components saved as [null, null] (SD3 without T5) must be passed as None again, or loading fails.
     kwargs = {name: None for name, value in index.items() if isinstance(value, list) and value[:1] == [None]}
+    denoiser = settings.family.denoiser
     if settings.quantization != "none":
-        denoiser = "transformer" if "transformer" in index else "unet"
         if settings.quantization == "4bit":
             quant = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": torch_dtype}
         else:
@@ -61,5 +62,7 @@ def load_pipeline(settings: ResolvedParams):
         pipe.enable_model_cpu_offload(device=settings.device)
     else:
         pipe.to(settings.device)
+    if settings.compile:  # in place: the pipeline's checks of its denoiser's class and config still hold
+        getattr(pipe, denoiser).compile()
     pipe.set_progress_bar_config(disable=True)
     return pipe
