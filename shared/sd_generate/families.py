@@ -159,7 +159,7 @@ def long_prompt_note(pipe, family: Family, texts: set[str]) -> str | None:
     if len(limits) == 1:
         rest = "the rest is cut off"
     elif counts[1]:
-        rest = f"{counts[1]} exceed {limits[1][1]}'s {limits[1][2]} tokens too, and the rest is cut off"
+        rest = f"{limits[1][1]} cuts {counts[1]} of them at {limits[1][2]} tokens too"
     else:
         rest = f"{limits[1][1]} gets the whole prompt"
     return f"{prompts} the {encoder} {encoders} {limit} tokens; {rest}"

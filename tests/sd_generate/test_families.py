@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,10 +17,11 @@ from helpers.sd_generate import make_records, pixels, read_rows, run_in_process
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.image_cache import ImageCache, cache_key
 from synthprobe.formats.image_checks import read_checks
-from synthprobe.sd_generate.families import FAMILIES, family_of
+from synthprobe.sd_generate.families import FAMILIES, family_of, long_prompt_note
 from synthprobe.sd_generate.pipeline import load_pipeline
 from synthprobe.sd_generate.settings import Params, resolve_settings
-from synthprobe.tiny_models import tiny_sd3_settings
+from synthprobe.tiny_models import tiny_clip_tokenizer, tiny_sd3_settings
+from synthprobe.tiny_models.text import tiny_t5_tokenizer
 from synthprobe.tools import cnn_hooks, image_check, sd_generate
 
 PIPELINES = {
@@ -181,3 +183,26 @@ def test_compile_gives_the_eager_images(tiny_family, tiny_pipeline, monkeypatch,
         results[compiled] = np.stack([pixels(out / row["path"]) for row in result.rows])
         assert settings.key_fields(records[0])["family"] == "sd3"
     assert np.abs(results[True] - results[False]).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("family", "tokenizers", "length", "note"),
+    [
+        ("sd3", ("tokenizer", "tokenizer_3"), 120, "the CLIP text encoders' 77 tokens; T5 gets the whole prompt"),
+        (
+            "flux",
+            ("tokenizer", "tokenizer_2"),
+            900,
+            "the CLIP text encoder's 77 tokens; T5 cuts 1 of them at 512 tokens too",
+        ),
+        ("pixart-sigma", ("tokenizer",), 600, "the T5 text encoder's 300 tokens; the rest is cut off"),
+    ],
+)
+def test_the_long_prompt_note_names_the_family_encoders_and_limits(family, tokenizers, length, note):
+    """One line per run for the prompts over the first encoder's limit, and what the second encoder keeps."""
+    clip, t5 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
+    encoders = dict(zip(tokenizers, (t5,) if family == "pixart-sigma" else (clip, t5)))
+    pipe = SimpleNamespace(**{"tokenizer": None, "tokenizer_2": None, "tokenizer_3": None, **encoders})
+    texts = {"a bee", ("a bee on a flower " * 60)[:length]}
+    assert long_prompt_note(pipe, FAMILIES[family], texts) == f"1 prompt exceeds {note}"
+    assert long_prompt_note(pipe, FAMILIES[family], {"a bee"}) is None
