@@ -115,7 +115,8 @@ class ResolvedParams:
             "family": self.family.name,
             "call": self.family.call,
             "prompt": record.prompt,
-            "negative_prompt": record.negative_prompt or "",
+            # A family that ignores negative prompts (FLUX without true CFG) makes the same pixels with any.
+            "negative_prompt": (record.negative_prompt or "") if self.family.negative_prompt else "",
             "seed": record.seed,
             "width": self.width,
             "height": self.height,

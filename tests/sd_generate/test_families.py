@@ -17,6 +17,7 @@ from helpers.sd_generate import make_records, pixels, read_rows, run_in_process
 from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.image_cache import ImageCache, cache_key
 from synthprobe.formats.image_checks import read_checks
+from synthprobe.formats.prompts import PromptRecord
 from synthprobe.sd_generate.families import FAMILIES, family_of, long_prompt_note
 from synthprobe.sd_generate.pipeline import load_pipeline
 from synthprobe.sd_generate.settings import Params, resolve_settings
@@ -108,6 +109,25 @@ def test_the_cache_key_tells_families_and_schedulers_apart(tiny_family, tmp_path
     # Only the scheduler differs: the copy's weights are the same files, yet its images are keyed apart.
     assert shifted["model"] != fields["sd3"]["model"]
     assert cache_key({**shifted, "model": fields["sd3"]["model"]}) != cache_key(fields["sd3"])
+
+
+def test_a_negative_prompt_is_keyed_only_where_the_family_uses_it(tiny_family, tmp_path):
+    record = make_records(1)[0]
+    negative = PromptRecord(**{**record.__dict__, "negative_prompt": "blurry"})
+    for family, used in (("sd3", True), ("flux", False)):
+        settings = tiny_sd3_settings(tiny_family(family), ImageCache(tmp_path / "cache"))
+        assert (cache_key(settings.key_fields(record)) != cache_key(settings.key_fields(negative))) == used
+
+
+def test_the_tiny_tokenizers_survive_save_and_load(tiny_family):
+    """The pipelines load their tokenizers back from the folders; the loaded ones must split text as the built."""
+    from transformers import AutoTokenizer
+
+    text = "A photo of a bee, view 3!"
+    for subfolder, built in (("tokenizer", tiny_clip_tokenizer()), ("tokenizer_2", tiny_t5_tokenizer())):
+        loaded = AutoTokenizer.from_pretrained(tiny_family("flux") / subfolder)
+        assert loaded(text).input_ids == built(text).input_ids and loaded.model_max_length == built.model_max_length
+    assert tiny_t5_tokenizer()(text).input_ids[-1] == tiny_t5_tokenizer().eos_token_id
 
 
 @pytest.mark.parametrize("family", list(PIPELINES))
