@@ -7,13 +7,10 @@ in KNOWN_MODELS refines its family's defaults (a distilled model takes fewer ste
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field, replace
 
 from synthprobe.common.files import InputError
-
-log = logging.getLogger("synthprobe")
 
 
 @dataclass(frozen=True)
@@ -32,7 +29,6 @@ class Family:
     # (pipeline attribute, encoder, token limit) per text encoder, shortest first; None: the tokenizer's own limit
     encoders: tuple[tuple[str, str, int | None], ...]
     denoiser: str | None  # what --quantize quantizes and --compile compiles
-    offload: bool = True
     call: dict = field(default_factory=dict)  # pipeline call arguments beyond sd-generate's own
 
 
@@ -130,12 +126,11 @@ def defaults(family: Family, steps: int | None, guidance: float | None, size: tu
 
 
 def check_memory_options(family: Family, quantization: str, offload: bool, compile_: bool, device: str) -> None:
-    """--quantize, --offload and --compile where the family and the device allow them, else one line."""
+    """--quantize and --compile where the family has a denoiser, --offload (model CPU offload: every diffusers
+    pipeline has it) where there is a CUDA GPU; else one line."""
     if family.denoiser is None and (quantization != "none" or compile_):
         option = "--compile" if compile_ else f"--quantize {quantization}"
         raise InputError(f"{option}: a {family.pipelines[0]} has no transformer or unet to act on")
-    if offload and not family.offload:
-        raise InputError(f"--offload: a {family.pipelines[0]} does not support model CPU offload")
     if offload and not device.startswith("cuda"):
         raise InputError(f"--offload moves components between the CPU and a CUDA GPU; the device here is {device}")
 

@@ -176,6 +176,11 @@ def test_a_pipeline_without_a_family_needs_its_settings_given(tiny_family, promp
     result = cli(sd_generate.main, *args, "--dry-run", "--size", 32, exit_code=1)
     fails_with(result, "KandinskyV99Pipeline, which sd-generate has no defaults for: give --steps, --guidance")
     cli(sd_generate.main, *args, "--dry-run", "--size", 32, "--steps", 2, "--guidance", 1)
+    del index["transformer"]  # nothing left for --compile or --quantize to act on
+    (model / "model_index.json").write_text(json.dumps({**index, "_class_name": "KandinskyV99Pipeline"}))
+    given = ["--size", 32, "--steps", 2, "--guidance", 1, "--device", "cpu"]
+    result = cli(sd_generate.main, *args, "--dry-run", *given, "--compile", exit_code=1)
+    fails_with(result, "--compile: a KandinskyV99Pipeline has no transformer or unet to act on")
 
 
 def test_offload_off_cuda_is_refused_in_one_line(tiny_family, prompts, tmp_path, cli):
