@@ -3,7 +3,7 @@
 Reports the first compiled call's seconds (the compilation), denoiser forwards per second eager and compiled, the
 images per second they mean at 28 steps, and the largest difference of the outputs relative to their scale.
 The default shape is an SD 3.5 Medium block (24 heads of 64) with 4 of its 24 layers, on a 512 px latent in bf16:
-large enough that kernels, not Python, set the pace on a GPU, small enough to compile in about a minute.
+large enough that kernels, not Python, set the pace on a GPU, small enough to compile quickly (not yet timed on a GPU).
 Usage: python bench/bench_compile.py [--device cuda] [--layers 4] [--batch 2]
 """
 
