@@ -69,24 +69,26 @@ prompts: $(OUT)/prompts/concepts.jsonl $(OUT)/prompts/bias.jsonl
 # ---- stages after the prompts ------------------------------------------------
 CACHE_ARG := $(if $(IMAGE_CACHE),--cache $(IMAGE_CACHE))
 DASK_ARG = $(if $(DASK),--dask $(DASK))
-$(eval $(call params,generate,$(GEN_MODEL) $(STEPS) $(GUIDANCE) $(SIZE) $(QUANTIZE)))
+$(eval $(call params,generate,$(GEN_MODEL) steps=$(STEPS) guidance=$(GUIDANCE) size=$(SIZE) $(QUANTIZE)))
 $(eval $(call params,stats,$(PERMUTATIONS) $(SEED)))
 
 # A run with failed records still writes images.jsonl (the failed rows hold the errors); ageing it
 # makes the next make retry them (finished images come from the cache).
 $(OUT)/images/%/images.jsonl: $(OUT)/prompts/%.jsonl $(OUT)/.params/generate | $(STAMP)
-	$(BIN)/sd-generate $< --out $(@D) --model $(GEN_MODEL) --steps $(STEPS) --guidance $(GUIDANCE) \
-		--size $(SIZE) --batch-size $(GEN_BATCH) --quantize $(QUANTIZE) $(CACHE_ARG) $(DASK_ARG) \
+	$(BIN)/sd-generate $< --out $(@D) --model $(GEN_MODEL) $(if $(STEPS),--steps $(STEPS)) \
+		$(if $(GUIDANCE),--guidance $(GUIDANCE)) $(if $(SIZE),--size $(SIZE)) --batch-size $(GEN_BATCH) \
+		--quantize $(QUANTIZE) $(CACHE_ARG) $(DASK_ARG) \
 		|| { touch -c -d @0 $@ 2>/dev/null; exit 1; }
 
-# A tiny random SD3 pipeline (about 2 MB, built from configs, no download) for tests and the offline demo.
+# A tiny random SD3 pipeline (about 2 MB, built from configs, no download) for tests and the offline demo;
+# `python -m synthprobe.tiny_models --family sdxl|flux|pixart-sigma DIR` writes the other families'.
 TINY_SD3 := models/tiny-sd3
-$(TINY_SD3)/model_index.json: shared/tiny_models.py | $(STAMP)
+$(TINY_SD3)/model_index.json: $(wildcard shared/tiny_models/*.py) | $(STAMP)
 	$(BIN)/python -m synthprobe.tiny_models $(@D)
 
 # A tiny random CLIP (about 250 kB) for the image check of the offline demo.
 TINY_CLIP := models/tiny-clip
-$(TINY_CLIP)/config.json: shared/tiny_models.py | $(STAMP)
+$(TINY_CLIP)/config.json: $(wildcard shared/tiny_models/*.py) | $(STAMP)
 	$(BIN)/python -m synthprobe.tiny_models --clip $(@D)
 
 .PHONY: tiny-models

@@ -26,9 +26,10 @@ DASK ?=
 
 # Generator
 GEN_MODEL ?= stabilityai/stable-diffusion-3.5-large
-STEPS ?= 28
-GUIDANCE ?= 3.5
-SIZE ?= 1024
+# Empty: the model family's default (README, sd-generate), e.g. 28, 3.5 and 1024 for SD 3.5 Large
+STEPS ?=
+GUIDANCE ?=
+SIZE ?=
 GEN_BATCH ?= 1
 QUANTIZE ?= auto
 

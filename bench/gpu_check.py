@@ -10,7 +10,10 @@ synthprobe.tiny_models, the classifier is ResNet-50 with random weights at
 (bitsandbytes), in bf16, with --offload; cnn-hooks in bf16 channels-last
 against CPU fp32 (cosine >= 0.999 per hook point); the ``cuda``-marked
 tests; then both benchmarks on the GPU. Without CUDA the CUDA steps are
-SKIP and the CPU parts run. Exits 1 if a step failed. ``--quick`` shrinks
+SKIP and the CPU parts run. Also: the tiny SDXL, FLUX and PixArt-Sigma pipelines
+on the CPU and in bf16 on CUDA, sd-generate --compile on CUDA, and torch.compile
+of an SD3 transformer against eager (bench_compile.py; on a CPU only a smoke run
+with the aot_eager backend). Exits 1 if a step failed. ``--quick`` shrinks
 everything to a smoke test (the test suite runs it). Benchmark steps
 pass when they ran; whether a figure meets its aim is in the figure.
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the network, even by accident
 
 import bench_cnn_hooks  # noqa: E402
+import bench_compile  # noqa: E402
 import bench_sd_generate  # noqa: E402
 import torch  # noqa: E402
 from gpu_check_steps import (  # noqa: E402
@@ -42,7 +46,9 @@ from gpu_check_steps import (  # noqa: E402
     check,
     compare_hooks,
     generate_bf16,
+    generate_compiled,
     generate_cpu_fp32,
+    generate_families,
     generate_nf4,
     generate_offload,
     tiny_models,
@@ -102,6 +108,21 @@ def cuda_tests() -> tuple[str, dict]:
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-2000:])
     check(done.returncode == 0, f"pytest -m cuda exited {done.returncode}: {summary}")
     return f"pytest -m cuda: {summary}", {"summary": summary}
+
+
+def bench_compile_step(device: str, quick: bool) -> tuple[str, dict]:
+    """torch.compile of an SD3 transformer against eager: inductor on a GPU; on a CPU a smoke run of the tiny
+    shape with dynamo's aot_eager backend (inductor's code generation takes minutes on 2 cores)."""
+    if device == "cuda":
+        figures = bench_compile.run("cuda", layers=1 if quick else 4)
+    else:
+        figures = bench_compile.run("cpu", 1, 2, 3, bench_compile.TINY, backend="aot_eager", dtype="float32")
+    return (
+        f"{figures['backend']}, {figures['layers']} layers x {figures['shape']['heads']} heads, batch "
+        f"{figures['batch']}: first call {figures['compile_seconds']:.1f} s; {figures['eager_images_per_s']:.2f} vs "
+        f"{figures['compiled_images_per_s']:.2f} images/s at {bench_compile.STEPS} steps (eager vs compiled, "
+        f"x{figures['speedup']:.2f}); max relative difference {figures['max_rel_diff']:.1e}"
+    ), figures
 
 
 def aim(value: float | None, target: float) -> str:
@@ -187,12 +208,25 @@ def main() -> int:
         run_step(steps, "tiny-models", lambda: tiny_models(ctx, sizes["classifier"]))
         built = None if ctx.sd3 is not None else "the tiny models were not built"
         run_step(steps, "generate-cpu-fp32", lambda: generate_cpu_fp32(ctx), built)
+        run_step(steps, "generate-cpu-families", lambda: generate_families(ctx, "cpu"), built)
         run_step(steps, "generate-cuda-nf4", lambda: generate_nf4(ctx), no_cuda or built)
         run_step(steps, "generate-cuda-bf16", lambda: generate_bf16(ctx), no_cuda or built)
         run_step(
             steps,
             "generate-cuda-offload",
             lambda: generate_offload(ctx),
+            no_cuda or built or (None if "cuda-bf16" in ctx.pixels else "bf16 generation failed"),
+        )
+        run_step(
+            steps,
+            "generate-cuda-families",
+            lambda: generate_families(ctx, "cuda"),
+            no_cuda or built or (None if "cpu-flux" in ctx.pixels else "the CPU family run failed"),
+        )
+        run_step(
+            steps,
+            "generate-cuda-compile",
+            lambda: generate_compiled(ctx),
             no_cuda or built or (None if "cuda-bf16" in ctx.pixels else "bf16 generation failed"),
         )
         run_step(steps, "cnn-hooks-cpu-default", lambda: compare_hooks(ctx, "cpu-default", "cpu", None), built)
@@ -202,6 +236,7 @@ def main() -> int:
         run_step(steps, "pytest-cuda", cuda_tests, no_cuda)
         run_step(steps, f"bench-sd-generate-{device}", lambda: bench_generation(ctx, device, sizes["sd"]), built)
         run_step(steps, f"bench-cnn-hooks-{device}", lambda: bench_hooks(ctx, device, sizes["hooks"]))
+        run_step(steps, f"bench-compile-{device}", lambda: bench_compile_step(device, args.quick))
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "device": device_name(cuda),

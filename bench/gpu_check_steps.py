@@ -20,10 +20,11 @@ from synthprobe.formats.image_cache import ImageCache
 from synthprobe.formats.image_folder import read_image_folder
 from synthprobe.sd_generate.pipeline import load_pipeline
 from synthprobe.sd_generate.run import run_generation
-from synthprobe.tiny_models import save_tiny_sd3, tiny_sd3_settings
+from synthprobe.tiny_models import save_tiny_pipeline, save_tiny_sd3, tiny_sd3_settings
 
 MIN_COSINE = 0.999
 GENERATION = {"steps": 4, "guidance": 3.5, "size": (64, 64), "batch_size": 4}
+FAMILIES = ("sdxl", "flux", "pixart-sigma")  # beside SD3, whose steps are the ones above
 
 
 class CheckFailed(Exception):
@@ -37,6 +38,7 @@ class Context:
     work: Path
     cuda: bool
     sd3: Path | None = None
+    families: dict[str, Path] = field(default_factory=dict)  # the other tiny generator families' folders
     classifier: Network | None = None
     images: Path | None = None  # a small ImageFolder tree for cnn-hooks
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # generated images by step
@@ -50,22 +52,26 @@ def check(condition: bool, figure: str) -> None:
 
 def tiny_models(ctx: Context, classifier: str) -> tuple[str, dict]:
     ctx.sd3 = save_tiny_sd3(ctx.work / "tiny-sd3")
+    ctx.families = {family: save_tiny_pipeline(ctx.work / f"tiny-{family}", family) for family in FAMILIES}
     ctx.classifier = build_network(classifier, "none", image_size=64)
     ctx.images = ctx.work / "photos"
     make_images(ctx.images, 8, 256)
     points, _ = discover_hook_points(ctx.classifier.module, ctx.classifier.preprocessing)
     megabytes = sum(f.stat().st_size for f in ctx.sd3.rglob("*") if f.is_file()) / 1e6
     return (
-        f"tiny SD3 ({megabytes:.1f} MB), {classifier} random weights at 64 px ({len(points)} hook points), "
-        "8 photo-like PNGs",
+        f"tiny SD3 ({megabytes:.1f} MB) and {', '.join(FAMILIES)}, {classifier} random weights at 64 px "
+        f"({len(points)} hook points), 8 photo-like PNGs",
         {"sd3_mb": megabytes, "hook_points": len(points)},
     )
 
 
-def generate(ctx: Context, label: str, device: str, quantize: str = "none", offload: bool = False):
-    """sd-generate's library path on 8 records; keeps the pixels, returns settings, pipeline and seconds."""
+def generate(ctx: Context, label: str, device: str, model: Path | None = None, **options):
+    """sd-generate's library path on 8 records with the tiny SD3 (or ``model``) and ``options`` (Params fields);
+    keeps the pixels, returns settings, pipeline and seconds (the pipeline's first call included)."""
     cache = ImageCache(ctx.work / f"cache-{label}")
-    settings = tiny_sd3_settings(ctx.sd3, cache, device=device, quantize=quantize, offload=offload, **GENERATION)
+    settings = tiny_sd3_settings(
+        model or ctx.sd3, cache, device=device, **{"quantize": "none", **options, **GENERATION}
+    )
     pipe = load_pipeline(settings)
     records = bench_sd_generate.records(8)
     out = ctx.work / f"images-{label}"
@@ -122,6 +128,35 @@ def generate_offload(ctx: Context) -> tuple[str, dict]:
     check(largest <= 2, f"pixels differ from bf16 without offload by up to {largest:.0f}/255")
     return (
         f"8 images in {seconds:.1f} s, max |diff| vs bf16 without offload {largest:.0f}/255",
+        {"seconds": seconds, "max_abs_diff": largest},
+    )
+
+
+def generate_families(ctx: Context, device: str) -> tuple[str, dict]:
+    """Each tiny family's 8 images on ``device``; on CUDA (bf16) compared with the same family on the CPU (fp32)."""
+    figures = {}
+    for family, folder in ctx.families.items():
+        settings, _, seconds = generate(ctx, f"{device}-{family}", device, folder)
+        check(settings.family.name == family, f"{folder} resolved as family {settings.family.name}")
+        figures[family] = {"seconds": seconds}
+        if device == "cuda":
+            figures[family]["mean_abs_diff"] = difference(ctx, f"cuda-{family}", f"cpu-{family}")
+    described = ", ".join(
+        f"{family} {f['seconds']:.1f} s"
+        + (f" (mean |diff| vs CPU fp32 {f['mean_abs_diff']:.1f}/255)" if device == "cuda" else "")
+        for family, f in figures.items()
+    )
+    return f"8 images each: {described}", figures
+
+
+def generate_compiled(ctx: Context) -> tuple[str, dict]:
+    """sd-generate --compile on CUDA: the tiny SD3's images against bf16 eager, and the cost of the first batch."""
+    _, pipe, seconds = generate(ctx, "cuda-compile", "cuda", compile=True)
+    check(pipe.transformer._compiled_call_impl is not None, "the transformer was not compiled")
+    largest = float(np.abs(ctx.pixels["cuda-compile"] - ctx.pixels["cuda-bf16"]).max())
+    check(largest <= 4, f"compiled pixels differ from eager bf16 by up to {largest:.0f}/255")
+    return (
+        f"8 images in {seconds:.1f} s (compilation included), max |diff| vs eager bf16 {largest:.0f}/255",
         {"seconds": seconds, "max_abs_diff": largest},
     )
 

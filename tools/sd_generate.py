@@ -38,14 +38,17 @@ def shard_lock(options: dict) -> str:
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Output image folder.")
 @setting_option("--model", DEFAULTS, help="Hugging Face model id or a local pipeline folder.")
 @click.option("--revision", default=DEFAULTS.revision, help="Hub revision (branch, tag or commit) [default: main].")
-@setting_option("--steps", DEFAULTS, type=click.IntRange(min=1), help="Denoising steps.")
-@setting_option("--guidance", DEFAULTS, type=FiniteFloat(), help="Classifier-free guidance scale.")
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=DEFAULTS.steps, help="Denoising steps [default: the family's]."
+)
+@click.option(
+    "--guidance", type=FiniteFloat(), default=DEFAULTS.guidance, help="Guidance scale [default: the family's]."
+)
 @click.option(
     "--size",
     type=SizeType(),
-    default=SizeType.format(DEFAULTS.size),
-    show_default=True,
-    help="Image size: N for NxN, or WIDTHxHEIGHT.",
+    default=DEFAULTS.size,
+    help="Image size: N for NxN, or WIDTHxHEIGHT [default: the family's].",
 )
 @batch_size_option(DEFAULTS.batch_size, "Images per pipeline call.")
 @device_option(DEFAULTS.device, "CUDA, then MPS, then the CPU")
@@ -54,9 +57,10 @@ def shard_lock(options: dict) -> str:
     "--quantize",
     DEFAULTS,
     type=click.Choice(["auto", "4bit", "8bit", "none"]),
-    help="bitsandbytes quantization of the transformer; auto: 4-bit NF4 on CUDA, none elsewhere.",
+    help="bitsandbytes quantization of the denoiser; auto: 4-bit NF4 on CUDA, none elsewhere.",
 )
 @click.option("--offload", is_flag=True, help="Model CPU offload, for GPUs with little memory.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the denoiser (the first batch compiles it).")
 @click.option(
     "--cache",
     "cache_dir",
@@ -89,6 +93,7 @@ def main(
     precision,
     quantize,
     offload,
+    compile_,
     cache_dir,
     shard,
     limit,
@@ -97,6 +102,9 @@ def main(
     silent,
 ):
     """Render prompt records (JSON Lines, `-` for stdin) to DIR/<id>.png plus DIR/images.jsonl.
+
+    The model's family (SD3, SDXL, FLUX, PixArt-Sigma, Sana: README) sets the
+    steps, guidance and size where they are not given.
 
     Every image goes through a content-addressed cache first, so a rerun, an
     interrupted run or another shard never makes the same image twice; a run
@@ -122,6 +130,7 @@ def main(
         precision=precision,
         quantize=quantize,
         offload=offload,
+        compile=compile_,
     )
     if dry_run:
         planned = plan_run(selection, params, cache_dir, engine=dask)

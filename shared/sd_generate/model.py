@@ -11,12 +11,11 @@ from pathlib import Path
 
 from synthprobe.common.files import InputError, atomic_write, read_json, sha256_file
 from synthprobe.formats.image_cache import ImageCache, canonical_json
+from synthprobe.sd_generate.families import Family, family_of, size_multiple
 
 log = logging.getLogger("synthprobe")
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-3.5-large"
-# SD3's VAE scales by 8 and its transformer patches are 2 pixels of latent.
-SD3_MULTIPLE = 16
 
 
 @dataclass(frozen=True)
@@ -123,13 +122,16 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def required_multiple(source: ModelSource) -> int:
-    """Width and height must be multiples of vae_scale_factor * patch size (SD3's 16 when not in a cache)."""
+def model_family(source: ModelSource) -> tuple[dict | None, Family, int]:
+    """The pipeline's model_index.json (None where the hub cannot be reached), its family, and the multiple of
+    width and height (the family's own where the VAE's config is not at hand)."""
+    index = read_model_json(source, "model_index.json")
+    family = family_of(index, source.name)
+    if family is None:
+        raise InputError(offline_message(source))
     vae = read_model_json(source, "vae/config.json", download=False)
-    if vae is None or "block_out_channels" not in vae:
-        return SD3_MULTIPLE
-    transformer = read_model_json(source, "transformer/config.json", download=False) or {}
-    return 2 ** (len(vae["block_out_channels"]) - 1) * int(transformer.get("patch_size", 1))
+    denoiser = read_model_json(source, f"{family.denoiser}/config.json", download=False) if family.denoiser else None
+    return index, family, size_multiple(family, vae, denoiser)
 
 
 def check_size(width: int, height: int, multiple: int, source: ModelSource) -> None:
@@ -190,10 +192,23 @@ def model_record_file(cache: ImageCache, model: str, revision: str | None) -> Pa
     return cache.root / f"model-{hashlib.sha256(name.encode()).hexdigest()[:32]}.json"  # beside, not among, the entries
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What sd-generate knows of the model before loading it: where it is, its pipeline and family, the resolved
+    image size, the scheduler and the identity (the cache key's parts)."""
+
+    source: ModelSource
+    pipeline: str
+    family: Family
+    size: tuple[int, int]
+    scheduler: dict | None
+    identity: dict
+
+
 def resolve_model(
-    model: str, revision: str | None, width: int, height: int, cache: ImageCache, dry_run: bool
-) -> tuple[ModelSource, dict | None, dict]:
-    """The model's source, scheduler and identity (the cache key's part), with the size checked.
+    model: str, revision: str | None, size: tuple[int, int] | None, cache: ImageCache, dry_run: bool
+) -> ModelInfo:
+    """The model's source, family, scheduler and identity, with ``size`` (None: the family's) checked.
 
     Read from the model (its small config files, a local folder's file hashes) and recorded in the
     image cache; where the model cannot be had (no folder, no Hugging Face cache, no network) the
@@ -202,18 +217,25 @@ def resolve_model(
     record_file = model_record_file(cache, model, revision)
     try:
         source = resolve_model_source(model, revision)
-        multiple = required_multiple(source)
+        index, family, multiple = model_family(source)
+        width, height = size or (family.size or 0, family.size or 0)
         check_size(width, height, multiple, source)
         scheduler = scheduler_spec(source)
+        if index is None:  # the scheduler's config came, so the hub answers now
+            index = read_model_json(source, "model_index.json") or {}
     except InputError as exc:
         try:
             record = json.loads(record_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            index = record["index"]
+        except (OSError, ValueError, KeyError):
             raise exc from None
         source = ModelSource(record["name"], record["revision"], Path(record["folder"]) if record["folder"] else None)
+        family = family_of(index, source.name)
+        width, height = size or (family.size or 0, family.size or 0)
         check_size(width, height, record["multiple"], source)
         log.info("%s cannot be read here; the image cache's record of it serves for the images cached", model)
-        return source, record["scheduler"], record["identity"]
+        pipeline = str(index.get("_class_name"))
+        return ModelInfo(source, pipeline, family, (width, height), record["scheduler"], record["identity"])
     if source.is_local:
         identity = {"local_sha256": local_model_digest(source.folder, cache.root / "model-digests.json", not dry_run)}
     else:
@@ -222,6 +244,7 @@ def resolve_model(
         "name": source.name,
         "revision": source.revision,
         "folder": str(source.folder) if source.folder else None,
+        "index": index,
         "multiple": multiple,
         "scheduler": scheduler,
         "identity": identity,
@@ -233,4 +256,5 @@ def resolve_model(
                     json.dump(record, handle, indent=1)
         except (OSError, ValueError, InputError):
             pass
-    return source, scheduler, identity
+    pipeline = str(index.get("_class_name"))
+    return ModelInfo(source, pipeline, family, (width, height), scheduler, identity)

@@ -16,6 +16,7 @@ from synthprobe.common.locks import KeyClaims
 from synthprobe.common.progress import progress
 from synthprobe.formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_json
 from synthprobe.formats.prompts import PromptRecord
+from synthprobe.sd_generate.families import long_prompt_note
 from synthprobe.sd_generate.pipeline import drop_unused_negative_prompts, load_pipeline, negative_prompt_argument
 from synthprobe.sd_generate.settings import ResolvedParams
 
@@ -36,7 +37,7 @@ class Planned:
 
 def plan(records: list[PromptRecord], settings: ResolvedParams, cache: ImageCache) -> list[Planned]:
     """Each record's cache key, for the record as the pipeline will see it (a negative prompt it ignores dropped)."""
-    records = drop_unused_negative_prompts(records, settings, cache)
+    records = drop_unused_negative_prompts(records, settings)
     planned = []
     for record in records:
         fields = settings.key_fields(record)
@@ -80,6 +81,7 @@ def call_pipeline(pipe, batch: list[Planned], settings: ResolvedParams):
         # One CPU generator per record: the noise depends on the record's seed only, on any device.
         generator=[torch.Generator("cpu").manual_seed(p.record.seed) for p in batch],
         output_type="np",
+        **settings.family.call,
     ).images
 
 
@@ -133,21 +135,6 @@ def save_image(planned: Planned, image, settings: ResolvedParams, cache: ImageCa
     cache.export(planned.entry, out_dir / f"{record.id}.png")
 
 
-def long_prompt_note(pipe, records: list[PromptRecord]) -> str | None:
-    """One line for the prompts longer than the CLIP tokenizer's limit (diffusers warns per batch and encoder)."""
-    tokenizer = getattr(pipe, "tokenizer", None)
-    if tokenizer is None or not callable(tokenizer):
-        return None
-    limit = tokenizer.model_max_length
-    texts = {r.prompt for r in records} | {r.negative_prompt for r in records if r.negative_prompt}
-    long = sum(len(tokenizer(text, verbose=False).input_ids) > limit for text in texts)
-    if not long:
-        return None
-    rest = "T5 gets the whole prompt" if getattr(pipe, "text_encoder_3", None) is not None else "the rest is cut off"
-    prompts = "1 prompt exceeds" if long == 1 else f"{long} prompts exceed"
-    return f"{prompts} the CLIP text encoders' {limit} tokens; {rest}"
-
-
 def generate_missing(
     missing: list[Planned],
     settings: ResolvedParams,
@@ -191,7 +178,8 @@ def generate_missing(
 
 def loaded_pipeline(build_pipeline: Callable, settings: ResolvedParams, records: list[Planned]):
     pipe = build_pipeline(settings)
-    note = long_prompt_note(pipe, [p.record for p in records])
+    texts = {p.record.prompt for p in records} | {p.record.negative_prompt for p in records if p.record.negative_prompt}
+    note = long_prompt_note(pipe, settings.family, texts)
     if note:
         log.warning("%s", note)
     return pipe

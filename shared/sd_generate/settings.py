@@ -10,6 +10,7 @@ from synthprobe.common.devices import resolve_device
 from synthprobe.common.files import InputError
 from synthprobe.formats.image_cache import ImageCache
 from synthprobe.formats.prompts import PromptRecord
+from synthprobe.sd_generate.families import Family, check_memory_options, defaults
 from synthprobe.sd_generate.model import DEFAULT_MODEL, ModelSource, resolve_model
 
 log = logging.getLogger("synthprobe")
@@ -20,18 +21,20 @@ PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 @dataclass(frozen=True)
 class Params:
-    """A run's options as given; sd-generate's defaults are these field defaults. resolve_settings checks them."""
+    """A run's options as given; sd-generate's defaults are these field defaults, and where one is None the model
+    family's (sd_generate.families). resolve_settings checks them."""
 
     model: str = DEFAULT_MODEL
     revision: str | None = None
-    steps: int = 28
-    guidance: float = 3.5
-    size: tuple[int, int] = (1024, 1024)  # (width, height)
+    steps: int | None = None
+    guidance: float | None = None
+    size: tuple[int, int] | None = None  # (width, height)
     batch_size: int = 1
     device: str = "auto"
     precision: str = "auto"  # auto, or a key of PRECISION_DTYPES
     quantize: str = "auto"
     offload: bool = False
+    compile: bool = False  # torch.compile the denoiser
 
 
 def shard_of(record_id: str, count: int) -> int:
@@ -74,6 +77,8 @@ class ResolvedParams:
     """Everything resolved before any model loads."""
 
     source: ModelSource
+    pipeline: str  # model_index.json's _class_name
+    family: Family
     steps: int
     guidance: float
     width: int
@@ -83,6 +88,7 @@ class ResolvedParams:
     dtype: str
     quantization: str
     offload: bool
+    compile: bool
     scheduler: dict | None
     model_identity: dict
 
@@ -91,6 +97,8 @@ class ResolvedParams:
         return {
             "model": self.source.name,
             "revision": self.source.revision,
+            "pipeline": self.pipeline,
+            "family": self.family.name,
             "steps": self.steps,
             "guidance": self.guidance,
             "width": self.width,
@@ -104,8 +112,10 @@ class ResolvedParams:
         """Everything that changes the pixels of this record's image."""
         return {
             "model": self.model_identity,
+            "family": self.family.name,
+            "call": self.family.call,
             "prompt": record.prompt,
-            "negative_prompt": record.negative_prompt or "",
+            "negative_prompt": record.negative_prompt or "",  # dropped before, where the pipeline ignores it
             "seed": record.seed,
             "width": self.width,
             "height": self.height,
@@ -121,24 +131,28 @@ class ResolvedParams:
 def resolve_settings(options: Params, cache: ImageCache, dry_run: bool = False, engine=None) -> ResolvedParams:
     """Check every option and read the model's small config files (or the cache's record of them); never loads
     weights. With a Dask ``engine`` the device is the one its workers have."""
-    width, height = options.size
     # The resolved parameters and run.json keep the name; a cluster that cannot be reached stops the run before
     # the cache is touched.
     device = (
         engine.as_a_worker_sees_it(device_name, options.device) if engine is not None else device_name(options.device)
     )
-    source, scheduler, identity = resolve_model(options.model, options.revision, width, height, cache, dry_run)
+    model = resolve_model(options.model, options.revision, options.size, cache, dry_run)
+    steps, guidance, _ = defaults(model.family, options.steps, options.guidance, options.size, options.model)
+    quantization = resolve_quantization(options.quantize, device)
+    check_memory_options(model.family, quantization, options.offload, options.compile, device)
     return ResolvedParams(
-        source,
-        options.steps,
-        float(options.guidance),
-        width,
-        height,
+        model.source,
+        model.pipeline,
+        model.family,
+        steps,
+        guidance,
+        *model.size,
         options.batch_size,
         device,
         resolve_dtype(options.precision, device),
-        resolve_quantization(options.quantize, device),
+        quantization,
         options.offload,
-        scheduler,
-        identity,
+        options.compile,
+        model.scheduler,
+        model.identity,
     )

@@ -47,3 +47,27 @@ def no_model_load(monkeypatch):
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", refuse)
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tiny_model, tmp_path_factory):
+    """``tiny_family(name)``: the folder of the tiny pipeline of a generator family, each built once a session
+    (SD3's is tiny_model)."""
+    from synthprobe.tiny_models import save_tiny_pipeline
+
+    folders = {"sd3": tiny_model}
+
+    def folder(family: str):
+        if family not in folders:
+            folders[family] = save_tiny_pipeline(tmp_path_factory.mktemp("models") / f"tiny-{family}", family)
+        return folders[family]
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_judge(tmp_path_factory):
+    """The tiny random CLIP judge, for the image-check leg of the family runs."""
+    from synthprobe.tiny_models import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")

@@ -59,7 +59,7 @@ def test_bad_input_gives_one_line(case, tiny_model, prompts, tmp_path, monkeypat
     }[case]
     args += {
         "size": ["--size", "30"],
-        "hub-size": ["--model", "org/uncached", "--size", "1000"],
+        "hub-size": ["--model", "stabilityai/stable-diffusion-3.5-medium", "--size", "1000"],  # known: no download
         "missing-folder": ["--model", "./no/such/model"],
         "not-a-pipeline": ["--model", tmp_path],
         "offline-hub": ["--model", "org/uncached"],

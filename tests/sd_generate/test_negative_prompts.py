@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +13,8 @@ from helpers.sd_generate import FAST, make_records, pixels, read_rows, run_in_pr
 from PIL import Image
 
 from synthprobe.formats.image_cache import ImageCache
-from synthprobe.sd_generate.pipeline import CALL_MEMO, class_keywords, negative_prompt_unused
+from synthprobe.sd_generate.families import FAMILIES
+from synthprobe.sd_generate.pipeline import negative_prompt_unused
 from synthprobe.tiny_models import tiny_sd3_settings
 from synthprobe.tools.sd_generate import main
 
@@ -66,10 +66,9 @@ def test_a_pipeline_without_negative_prompt_gets_none_and_the_key_says_so(
     pipe = no_negative_class(**tiny_pipeline.components)
     pipe.set_progress_bar_config(disable=True)
     monkeypatch.setattr("synthprobe.sd_generate.pipeline.load_pipeline", lambda settings: pipe)
-    # What model_index.json would say of such a class (the tiny model's names SD3).
-    monkeypatch.setattr(
-        "synthprobe.sd_generate.pipeline.class_keywords", lambda settings, cache: ("NoNegativePipeline", set())
-    )
+    # A family whose row says its pipeline uses no negative prompt (the tiny model's model_index.json names SD3).
+    no_negative = replace(FAMILIES["sd3"], pipelines=("NoNegativePipeline",), negative_prompt=False)
+    monkeypatch.setattr("synthprobe.sd_generate.model.family_of", lambda index, model: no_negative)
     records = [*twin_records(), replace(twin_records()[1], id="another-negative", negative_prompt="bee")]
     out = tmp_path / "out"
     args = (prompts(records), "--out", out, "--model", tiny_model, "--cache", tmp_path / "cache", *FAST[:-1])
@@ -77,7 +76,9 @@ def test_a_pipeline_without_negative_prompt_gets_none_and_the_key_says_so(
         cli(main, *args, "--batch-size", 2)
     notes = [r.getMessage() for r in caplog.records if "negative prompt" in r.getMessage()]
     assert len(notes) == 1, notes  # once per run, not per record or batch
-    assert notes[0].endswith("2 negative prompt(s) left out: NoNegativePipeline takes no negative_prompt")
+    assert notes[0].endswith(
+        "2 negative prompt(s) left out: a NoNegativePipeline uses no negative prompt at sd-generate's settings"
+    )
     rows = read_rows(out / "images.jsonl")
     # What was passed is the plain record: one key, one image, made once, and no row claims a negative prompt.
     assert len({r["cache_key"] for r in rows}) == 1 and len({r["sha256"] for r in rows}) == 1
@@ -109,36 +110,14 @@ def test_no_classifier_free_guidance_leaves_the_negative_prompt_out(tiny_model, 
     assert result.rows[0]["cache_key"] == result.rows[1]["cache_key"] and result.summary()["negative_prompts"] == 0
 
 
-def test_which_pipelines_use_a_negative_prompt():
+def test_the_family_table_says_what_diffusers_pipelines_do_with_a_negative_prompt():
+    """A family uses one where its class's __call__ takes negative_prompt without true_cfg_scale (FLUX takes one,
+    but uses it only with true CFG, which sd-generate does not set); and only with classifier-free guidance."""
     import diffusers
 
-    def found(name):
-        parameters = inspect.signature(getattr(diffusers, name).__call__).parameters
-        return name, {k for k in ("negative_prompt", "true_cfg_scale") if k in parameters}
-
-    assert negative_prompt_unused(found("StableDiffusion3Pipeline"), 3.5) is None
-    assert negative_prompt_unused(found("StableDiffusionXLPipeline"), 5.0) is None
-    assert negative_prompt_unused(None, 3.5) is None  # not known: as the default SD3
-    # FLUX takes one, but uses it only with true CFG, which sd-generate does not set.
-    assert "true_cfg_scale > 1" in negative_prompt_unused(found("FluxPipeline"), 3.5)
-    assert "guidance 0 does no classifier-free guidance" in negative_prompt_unused(None, 0.0)
-
-
-def test_the_pipeline_class_is_read_once_then_remembered_in_the_cache(tiny_model, tmp_path):
-    """A rerun whose images are all cached needs neither the model nor an import of diffusers (seconds) to know
-    what the class takes."""
-    model = tmp_path / "model"
-    shutil.copytree(tiny_model, model)
-    cache = ImageCache(tmp_path / "cache")
-    settings = tiny_sd3_settings(model, cache)
-    assert class_keywords(settings, cache) == ("StableDiffusion3Pipeline", {"negative_prompt"})
-    memo_file = cache.root / CALL_MEMO
-    memo = json.loads(memo_file.read_text())
-    assert [v["takes"] for v in memo.values()] == [["negative_prompt"]]
-    shutil.rmtree(model)  # the memo, keyed by the model's identity, stands in for it
-    assert class_keywords(settings, cache) == ("StableDiffusion3Pipeline", {"negative_prompt"})
-    memo_file.write_text(json.dumps({k: {**v, "takes": []} for k, v in memo.items()}))
-    assert class_keywords(settings, cache) == ("StableDiffusion3Pipeline", set()), "the memo is what is read"
-    memo_file.write_text("{broken")  # a memo, safe to lose: without it and the model, the class is not known
-    assert class_keywords(settings, ImageCache(cache.root, writable=False)) is None
-    assert memo_file.read_text() == "{broken", "a dry run writes nothing"
+    for family in FAMILIES.values():
+        parameters = inspect.signature(getattr(diffusers, family.pipelines[0]).__call__).parameters
+        assert family.negative_prompt == ("negative_prompt" in parameters and "true_cfg_scale" not in parameters)
+        assert (negative_prompt_unused(family, 3.5) is None) == family.negative_prompt
+    assert "FluxPipeline uses no negative prompt" in negative_prompt_unused(FAMILIES["flux"], 3.5)
+    assert "guidance 0 does no classifier-free guidance" in negative_prompt_unused(FAMILIES["sd3"], 0.0)
