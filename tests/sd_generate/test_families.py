@@ -19,7 +19,7 @@ from synthprobe.formats.image_cache import ImageCache, cache_key
 from synthprobe.formats.image_checks import read_checks
 from synthprobe.formats.prompts import PromptRecord
 from synthprobe.sd_generate.families import FAMILIES, family_of, long_prompt_note
-from synthprobe.sd_generate.pipeline import load_pipeline
+from synthprobe.sd_generate.pipeline import drop_unused_negative_prompts, load_pipeline
 from synthprobe.sd_generate.settings import Params, resolve_settings
 from synthprobe.tiny_models import tiny_clip_tokenizer, tiny_sd3_settings
 from synthprobe.tiny_models.text import tiny_t5_tokenizer
@@ -116,7 +116,8 @@ def test_a_negative_prompt_is_keyed_only_where_the_family_uses_it(tiny_family, t
     negative = PromptRecord(**{**record.__dict__, "negative_prompt": "blurry"})
     for family, used in (("sd3", True), ("flux", False)):
         settings = tiny_sd3_settings(tiny_family(family), ImageCache(tmp_path / "cache"))
-        assert (cache_key(settings.key_fields(record)) != cache_key(settings.key_fields(negative))) == used
+        seen = drop_unused_negative_prompts([record, negative], settings)  # as the pipeline will see them
+        assert (cache_key(settings.key_fields(seen[0])) != cache_key(settings.key_fields(seen[1]))) == used
 
 
 def test_the_tiny_tokenizers_survive_save_and_load(tiny_family):

@@ -34,9 +34,20 @@ def no_negative_class():
     from diffusers import StableDiffusion3Pipeline
 
     class NoNegativePipeline(StableDiffusion3Pipeline):
-        def __call__(self, prompt, num_inference_steps, guidance_scale, width, height, generator, output_type):
+        def __call__(
+            self,
+            prompt,
+            num_inference_steps,
+            guidance_scale,
+            width,
+            height,
+            generator,
+            output_type,
+            max_sequence_length,
+        ):
             return super().__call__(
                 prompt=prompt,
+                max_sequence_length=max_sequence_length,
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 width=width,
