@@ -40,8 +40,10 @@ def pass_batches(
 ) -> Iterator[tuple]:
     """Per batch: (digests, errors, per member (pooled values, logits or None) of the rows it wants, or None where it
     wants none of them). Each file is decoded once, and resized once per distinct resize, crop and interpolation."""
-    decodes = list(dict.fromkeys(m.preprocessing.pixels for m in members))
-    preprocessings = [next(m.preprocessing for m in members if m.preprocessing.pixels == key) for key in decodes]
+    # A member that wants none of the rows (its store is complete) costs no resize.
+    busy = [m for m in members if m.wanted is None or m.wanted.any()]
+    decodes = list(dict.fromkeys(m.preprocessing.pixels for m in busy))
+    preprocessings = [next(m.preprocessing for m in busy if m.preprocessing.pixels == key) for key in decodes]
     dataset = ImageDataset(files, expected, preprocessings)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
@@ -54,11 +56,11 @@ def pass_batches(
             end = start + len(digests)
             outputs = []
             for member, member_hooks, normalize in zip(members, hooks, normalizers):
-                batch = images[decodes.index(member.preprocessing.pixels)]
                 rows = None if member.wanted is None else member.wanted[start:end]
                 if rows is not None and not rows.any():
                     outputs.append(None)
                     continue
+                batch = images[decodes.index(member.preprocessing.pixels)]
                 if rows is not None and not rows.all():
                     batch = batch[torch.from_numpy(rows)]
                 with torch.no_grad(), autocast(device, precision):  # not held across the yield: the caller's code
