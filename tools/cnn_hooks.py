@@ -47,8 +47,10 @@ DEFAULTS = Params()
 @click.option(
     "--weights",
     multiple=True,
-    help="DEFAULT (downloaded once; the default), none (random, seed 0), a torchvision weights name, "
-    "or a local state dict (.pth/.safetensors); once for every --model, or once per --model in order.",
+    default=("DEFAULT",),
+    show_default=True,
+    help="DEFAULT (downloaded once), none (random, seed 0), a torchvision weights name, "
+    "or a local state dict (.pth/.safetensors); once for every --model without its own, or once per --model in order.",
 )
 @list_option("--layers", metavar="GLOB[,GLOB...]", help="Glob patterns of hook points (default: all).")
 @click.option(
