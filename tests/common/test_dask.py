@@ -306,6 +306,19 @@ def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_pa
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
+def test_cnn_hooks_runs_several_classifiers_on_a_cluster_one_after_another(engine, tmp_path, cli):
+    images = make_tree(tmp_path / "images", per_synset=2)
+    args = [images, *SMALL, "--model", "mobilenet_v3_small", "--precision", "fp32", "--layers", "avgpool"]
+    cli(cnn_hooks.main, *args, "--out", tmp_path / "local" / "{model}.zarr")
+    cli(cnn_hooks.main, *args, "--out", tmp_path / "dask" / "{model}.zarr", "--dask", engine.cluster.scheduler_address)
+    for model in ("resnet18", "mobilenet_v3_small"):
+        want = store_arrays(tmp_path / "local" / f"{model}.zarr")
+        got = store_arrays(tmp_path / "dask" / f"{model}.zarr")
+        assert got.keys() == want.keys()
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{model}: {name}")
+
+
 def test_slurm_script_asks_one_gpu_per_job_and_runs_one_worker():
     script = Path(__file__).parents[2] / "scripts" / "dask-slurm"
     result = subprocess.run(
