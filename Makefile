@@ -103,12 +103,29 @@ $(OUT)/checks/%/checks.jsonl: $(OUT)/images/%/images.jsonl $(OUT)/.params/checks
 		|| { touch -c -d @0 $@ 2>/dev/null; exit 1; }
 
 # Each classifier of CNNS (a model name, or MODEL=WEIGHTS for its own weights; else WEIGHTS) gets its
-# stores and analyses under $(OUT)/<model, ':' as '-'>/. cnn-hooks resumes an unfinished store and refuses
-# one made with another model or images: new images or new weights start that classifier's store anew,
-# an interrupted run resumes, and the other classifiers' stores stay. .done is written on success.
+# stores and analyses under $(OUT)/<model, ':' as '-'>/ (cnn-hooks' {model}). One cnn-hooks call per image set
+# runs them all, decoding each image once. cnn-hooks resumes an unfinished store and refuses one made with
+# another model or images: new images or new weights start that classifier's store anew (its acts/SET.params,
+# a checksum of its parameters and inputs, changed), an interrupted run resumes, and the other classifiers'
+# stores stay (a complete one costs cnn-hooks a check). Each store's .done copies its .params when the call
+# succeeds and is rewritten only when that changes, so only the changed classifier's analyses run again.
 classifier_model = $(firstword $(subst =, ,$(1)))
 classifier_weights = $(or $(word 2,$(subst =, ,$(1))),$(WEIGHTS))
 classifier_dir = $(OUT)/$(subst :,-,$(call classifier_model,$(1)))
+CLASSIFIER_PARAMS := $(foreach c,$(CNNS),$(call classifier_dir,$(c))/.params)
+HOOK_MODELS := $(foreach c,$(CNNS),--model $(call classifier_model,$(c))=$(call classifier_weights,$(c)))
+HOOKS = $(BIN)/cnn-hooks --out '$(OUT)/{model}/acts/$(1).zarr' $(HOOK_MODELS) --batch-size $(HOOK_BATCH) $(DASK_ARG)
+# $(1): image set; $(2): what besides a classifier's .params its store is made from. A changed checksum
+# deletes the store, so that cnn-hooks starts it anew.
+store_params = $(foreach d,$(patsubst %/.params,%,$(CLASSIFIER_PARAMS)),mkdir -p $(d)/acts && \
+	cat $(d)/.params $(2) | cksum > $(d)/acts/$(1).params.new && \
+	{ cmp -s $(d)/acts/$(1).params.new $(d)/acts/$(1).params || rm -rf $(d)/acts/$(1).zarr; } && \
+	mv $(d)/acts/$(1).params.new $(d)/acts/$(1).params &&) true
+
+$(OUT)/.hooks/%.done: $(OUT)/images/%/images.jsonl $(CLASSIFIER_PARAMS) | $(STAMP)
+	@$(call store_params,$*,$<)
+	$(call HOOKS,$*) $(<D)
+	@mkdir -p $(@D); touch $@
 
 # The analyses count the image checks' flags and leave out the DROP verdicts (config.mk);
 # CHECKS_ARGS names each rule's second prerequisite, its checks.jsonl.
@@ -121,13 +138,15 @@ REAL ?=
 REAL_LABELS ?=
 $(eval $(call params,real,$(abspath $(REAL)) $(abspath $(REAL_LABELS))))
 
+# Photos of the concept synsets (REAL) for the transfer stage, through the same classifiers.
+$(OUT)/.hooks/photos.done: $(OUT)/.params/real $(CLASSIFIER_PARAMS) $(REAL_PREREQUISITES) | $(STAMP)
+	@$(call store_params,photos,$(OUT)/.params/real)
+	$(call HOOKS,photos) $(REAL) $(if $(REAL_LABELS),--labels $(REAL_LABELS))
+	@mkdir -p $(@D); touch $@
+
 define classifier
-$(1)/acts/%.done: $(OUT)/images/%/images.jsonl $(1)/.params | $(STAMP)
-	@mkdir -p $$(@D); cat $(1)/.params $$< | cksum > $$(@D)/$$*.params.new
-	@cmp -s $$(@D)/$$*.params.new $$(@D)/$$*.params || rm -rf $$(@D)/$$*.zarr
-	@mv $$(@D)/$$*.params.new $$(@D)/$$*.params
-	$(BIN)/cnn-hooks $$(<D) --out $$(@D)/$$*.zarr --model $(2) --weights $(3) --batch-size $(HOOK_BATCH) $$(DASK_ARG)
-	@touch $$@
+$(1)/acts/%.done: $(OUT)/.hooks/%.done
+	@cmp -s $$(@D)/$$*.params $$@ || cp $$(@D)/$$*.params $$@
 
 $(1)/.params: FORCE
 	@mkdir -p $$(@D); echo '$(2) $(3)' | cmp -s - $$@ || echo '$(2) $(3)' > $$@
@@ -141,15 +160,7 @@ $(1)/separability/bias/summary.json: $(1)/acts/bias.done $(OUT)/checks/bias/chec
 $(1)/bias/summary.json: $(1)/acts/bias.done $(OUT)/checks/bias/checks.jsonl $(OUT)/prompts/bias.jsonl $(OUT)/.params/drop
 	$(BIN)/bias-report $(1)/acts/bias.zarr --out $$(@D) --prompts $(OUT)/prompts/bias.jsonl --classes $(BIAS_CLASSES) $$(CHECKS_ARGS)
 
-# Photos of the concept synsets (REAL): the same classifier's store, then transfer against the concept images.
-$(1)/acts/photos.done: $(OUT)/.params/real $(1)/.params $(REAL_PREREQUISITES) | $(STAMP)
-	@mkdir -p $$(@D); cat $(1)/.params $(OUT)/.params/real | cksum > $$(@D)/photos.params.new
-	@cmp -s $$(@D)/photos.params.new $$(@D)/photos.params || rm -rf $$(@D)/photos.zarr
-	@mv $$(@D)/photos.params.new $$(@D)/photos.params
-	$(BIN)/cnn-hooks $(REAL) $(if $(REAL_LABELS),--labels $(REAL_LABELS)) --out $$(@D)/photos.zarr --model $(2) \
-		--weights $(3) --batch-size $(HOOK_BATCH) $$(DASK_ARG)
-	@touch $$@
-
+# The transfer against the concept images, on the photos' store.
 $(1)/transfer/summary.json: $(1)/acts/concepts.done $(1)/acts/photos.done $(OUT)/.params/stats
 	$(BIN)/transfer $(1)/acts/concepts.zarr $(1)/acts/photos.zarr -o $$(@D) $(STATS_ARGS)
 

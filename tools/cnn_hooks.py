@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from synthprobe.cnn_hooks import Params, layer_lines, read_class_names, record_activations
+from synthprobe.cnn_hooks import Params, classifiers, layer_lines, read_class_names, record_classifiers
 from synthprobe.common.cli import run_guarded, silent_option
 from synthprobe.common.files import InputError
 from synthprobe.common.options import (
@@ -29,16 +29,28 @@ DEFAULTS = Params()
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthprobe")
 @click.argument("images", type=click.Path(), required=False)
-@click.option("-o", "--out", type=click.Path(), help="The activation store to write or resume (a .zarr folder).")
 @click.option(
-    "--model", default="resnet50", show_default=True, help="A torchvision classification model name, or timm:<name>."
+    "-o",
+    "--out",
+    type=click.Path(),
+    help="The activation store to write or resume (a .zarr folder); with several --model, a path with {model} "
+    "where each classifier's name goes (':' as '-').",
+)
+@click.option(
+    "--model",
+    multiple=True,
+    default=("resnet50",),
+    show_default=True,
+    help="A torchvision classification model name, or timm:<name>; MODEL=WEIGHTS gives it its own weights. "
+    "Repeat it to run several classifiers in one pass over the images (each image decoded once).",
 )
 @click.option(
     "--weights",
-    default="DEFAULT",
+    multiple=True,
+    default=("DEFAULT",),
     show_default=True,
     help="DEFAULT (downloaded once), none (random, seed 0), a torchvision weights name, "
-    "or a local state dict (.pth/.safetensors).",
+    "or a local state dict (.pth/.safetensors); once for every --model without its own, or once per --model in order.",
 )
 @list_option("--layers", metavar="GLOB[,GLOB...]", help="Glob patterns of hook points (default: all).")
 @click.option(
@@ -100,7 +112,7 @@ DEFAULTS = Params()
 @dask_option
 @silent_option
 @run_guarded
-@one_writer("out")
+@one_writer("out", outs=lambda options: [store for store, _, _ in stores_of(options)])
 def main(
     images,
     out,
@@ -134,16 +146,20 @@ def main(
     \b
     Example:
         cnn-hooks images/ --out acts.zarr --model resnet50 --weights DEFAULT --batch-size 16
+        cnn-hooks images/ -o 'out/{model}/acts.zarr' --model resnet50 --model timm:efficientnet_lite0=lite0.pth
         cnn-hooks photos/ --out acts.zarr --model timm:efficientnet_lite0 --weights lite0.pth --layers 'blocks.*'
         cnn-hooks ~/imagenet/val --labels val-labels.csv --out photos.zarr   # a CSV path,synset
         cnn-hooks --list-layers --model resnet50 --layers 'layer4.*'
     """
     patterns = list(layers)
     if list_layers:
-        click.echo("\n".join(layer_lines(model, image_size, patterns)))
+        for name in model:
+            name = name.partition("=")[0]
+            click.echo("\n".join(([f"# {name}"] if len(model) > 1 else []) + layer_lines(name, image_size, patterns)))
         return
     if not images or not out:
         raise InputError("give IMAGES and --out STORE.zarr (or --list-layers)")
+    stores = stores_of({"out": out, "model": model, "weights": weights})
     params = Params(
         layers=patterns,
         pools=POOL_CHOICES[pool],
@@ -158,20 +174,24 @@ def main(
         silent=silent,
         class_names=read_class_names(class_names) if class_names else None,
     )
-    result = record_activations(
-        images, out, params, model=model, weights=weights, image_size=image_size, labels=labels, engine=dask
-    )
-    if result.written == 0:
-        log.info("%s already holds all %d images of %s", out, result.skipped, images)
-        return
-    log.info(
-        "wrote %d rows (%d failed) to %s in %.1f s, %.1f images/s",
-        result.written,
-        result.failed,
-        out,
-        result.seconds,
-        result.written / max(result.seconds, 1e-9),
-    )
+    results = record_classifiers(images, stores, params, image_size=image_size, labels=labels, engine=dask)
+    for (store, _, _), result in zip(stores, results):
+        if result.written == 0:
+            log.info("%s already holds all %d images of %s", store, result.skipped, images)
+            continue
+        log.info(
+            "wrote %d rows (%d failed) to %s in %.1f s, %.1f images/s",
+            result.written,
+            result.failed,
+            store,
+            result.seconds,
+            result.written / max(result.seconds, 1e-9),
+        )
+
+
+def stores_of(options: dict) -> list[tuple[str, str, str]]:
+    """(store, model, weights) per --model; none without --out (--list-layers)."""
+    return classifiers(options["model"], options["weights"], options["out"]) if options["out"] else []
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -24,7 +25,7 @@ from synthprobe.cnn_hooks.hook_points import (
     select_hook_points,
 )
 from synthprobe.cnn_hooks.run_cluster import cluster_batches
-from synthprobe.cnn_hooks.writer import WriteBuffer
+from synthprobe.cnn_hooks.writer import StoreFeed
 from synthprobe.common.devices import resolve_device
 from synthprobe.common.files import InputError, Sha256Memo, cache_root
 from synthprobe.common.networks import Network
@@ -101,46 +102,72 @@ def run_hooks(folder: ImageFolder, out: Path, network: Network, settings: Params
 
     With a Dask ``engine`` (synthprobe.common.cluster) blocks of rows run on its workers.
     """
+    return run_pass(folder, [(out, network)], settings, engine)[0]
+
+
+def run_pass(folder: ImageFolder, stores: list[tuple[Path, Network]], settings: Params, engine=None) -> list[RunResult]:
+    """run_hooks for several (store, network) at once: each image is decoded once for all of them, and each store
+    gets the rows it lacks, as a run of its own would write them. On Dask the networks run one after another."""
+    if engine is not None and len(stores) > 1:
+        log.info("with --dask the %d classifiers run one after another", len(stores))
+        return [run_hooks(folder, out, network, settings, engine) for out, network in stores]
     if engine is None:
         device, precision = device_and_precision(settings.device, settings.precision)
     else:
         device, precision = engine.as_a_worker_sees_it(device_and_precision, settings.device, settings.precision)
         if settings.workers:
             log.warning("--workers %d is not used with --dask: a Dask worker decodes its images", settings.workers)
-    writer, points = open_store(folder, out, network, settings, precision)
     memo = source_memo(folder)
+    feeds = [plan_store(folder, out, network, settings, precision, memo) for out, network in stores]
+    union = np.logical_or.reduce([feed.need for feed in feeds])
+    todo = folder.rows[union].reset_index(drop=True)
+    for (out, _), feed in zip(stores, feeds):
+        feed.wanted = feed.need[union]
+        if len(feed.todo):
+            retried = feed.todo["id"].isin(feed.retry).sum()
+            log.info(
+                "%s: %d images to run (%d already in the store%s), %d hook points, %s on %s",
+                out,
+                len(feed.todo),
+                len(folder.rows) - len(feed.todo),
+                f", {retried} failed before" if retried else "",
+                len(feed.points),
+                precision,
+                device,
+            )
+    started = time.perf_counter()
+    if len(todo):
+        files = [folder.file(p).resolve() for p in todo["path"]]
+        # Stamps taken before the images are read: a file changed in between is hashed again next time.
+        stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
+        run_batches = local_batches if engine is None else partial(cluster_batches, engine)
+        members = [(network, feed.points, feed.wanted) for (_, network), feed in zip(stores, feeds)]
+        batches = run_batches(files, list(todo["sha256"]), members, device, precision, settings)
+        try:
+            with contextlib.ExitStack() as stack:
+                for feed in feeds:
+                    stack.enter_context(feed.writing(settings.pools))
+                _feed_batches(todo, folder, files, stamps, batches, feeds, settings, memo)
+        finally:
+            batches.close()  # now, not when collected: removes the hooks (and cancels a cluster's tasks)
+            memo.save()
+    seconds = time.perf_counter() - started
+    for feed in feeds:
+        feed.writer.finish()
+    return [RunResult(len(feed.todo), feed.failed, len(folder.rows) - len(feed.todo), seconds) for feed in feeds]
+
+
+def plan_store(
+    folder: ImageFolder, out: Path, network: Network, settings: Params, precision: str, memo: Sha256Memo
+) -> StoreFeed:
+    """The store opened (created, resumed or rebuilt) and checked against the folder, with the rows it lacks."""
+    writer, points = open_store(folder, out, network, settings, precision)
     stored = writer.committed_rows(("id", "sha256", "status"))
     done = stored[stored["status"] != "failed"]
     check_unchanged(folder, done, out, memo)
     # Rows that failed (--skip-bad) are tried again and written over in place when they decode now.
     retry = {row_id: index for index, row_id in stored["id"][stored["status"] == "failed"].items()}
-    todo = folder.rows[~folder.rows["id"].isin(set(done["id"]))].reset_index(drop=True)
-    started = time.perf_counter()
-    failed = 0
-    if len(todo):
-        retried = todo["id"].isin(retry).sum()
-        log.info(
-            "%s: %d images to run (%d already in the store%s), %d hook points, %s on %s",
-            out,
-            len(todo),
-            len(done),
-            f", {retried} failed before" if retried else "",
-            len(points),
-            precision,
-            device,
-        )
-        files = [folder.file(p).resolve() for p in todo["path"]]
-        # Stamps taken before the images are read: a file changed in between is hashed again next time.
-        stamps = [Sha256Memo.stamp(f) if f.is_file() else None for f in files]
-        run_batches = local_batches if engine is None else partial(cluster_batches, engine)
-        batches = run_batches(files, list(todo["sha256"]), network, points, device, precision, settings)
-        try:
-            failed = _write_batches(todo, folder, files, stamps, batches, points, writer, settings, memo, retry)
-        finally:
-            batches.close()  # now, not when collected: removes the hooks (and cancels a cluster's tasks)
-            memo.save()
-    writer.finish()
-    return RunResult(len(todo), failed, len(folder.rows) - len(todo), time.perf_counter() - started)
+    return StoreFeed(writer, points, folder.rows, ~folder.rows["id"].isin(set(done["id"])).to_numpy(), retry)
 
 
 def open_store(
@@ -212,45 +239,36 @@ def check_unchanged(folder: ImageFolder, stored: pd.DataFrame, out: Path, memo: 
         )
 
 
-def _write_batches(
+def _feed_batches(
     todo: pd.DataFrame,
     folder: ImageFolder,
     files: list[Path],
     stamps: list,
     batches: Iterator,
-    points: list[HookPoint],
-    writer: StoreWriter,
+    feeds: list[StoreFeed],
     settings: Params,
     memo: Sha256Memo,
-    retry: dict[str, int],
-) -> int:
-    """Check, mark and append each batch in order; the number of failed rows."""
-    failed = 0
+) -> None:
+    """Check each batch's decoding and hand every store its rows of it, in order."""
     bar = progress(None, total=len(todo), desc="cnn-hooks", unit="img", silent=settings.silent)
-    with WriteBuffer(writer, points, settings.pools, retry) as buffer:
-        start = 0
-        for digests, errors, pooled, logits in batches:
-            rows = todo.iloc[start : start + len(digests)].copy()
-            rows["sha256"] = digests
-            for i, digest in enumerate(digests):
-                if digest and stamps[start + i]:
-                    memo.remember(files[start + i], digest, stamps[start + i])
-            start += len(digests)
-            bad = [i for i, error in enumerate(errors) if error]
-            if bad and not settings.skip_bad:
-                raise InputError(
-                    f"cannot decode {folder.file(rows['path'].iloc[bad[0]])} ({errors[bad[0]]}); "
-                    "--skip-bad records such images as failed and goes on"
-                )
-            for i in bad:
-                log.warning("skipped %s: %s", folder.file(rows["path"].iloc[i]), errors[i])
-            rows["status"] = "ok"
-            if bad:
-                rows.iloc[bad, rows.columns.get_loc("status")] = "failed"
-                for values in (*pooled.values(), *(() if logits is None else (logits,))):
-                    values[bad] = np.nan
-            failed += len(bad)
-            buffer.add(rows, pooled, logits)
-            bar.update(len(digests))
+    start = 0
+    for digests, errors, outputs in batches:
+        end = start + len(digests)
+        for i, digest in enumerate(digests, start):
+            if digest and stamps[i]:
+                memo.remember(files[i], digest, stamps[i])
+        bad = [i for i, error in enumerate(errors) if error]
+        if bad and not settings.skip_bad:
+            raise InputError(
+                f"cannot decode {folder.file(todo['path'].iloc[start + bad[0]])} ({errors[bad[0]]}); "
+                "--skip-bad records such images as failed and goes on"
+            )
+        for i in bad:
+            log.warning("skipped %s: %s", folder.file(todo["path"].iloc[start + i]), errors[i])
+        for feed, output in zip(feeds, outputs):
+            if output is not None:
+                rows = np.flatnonzero(feed.wanted[start:end])
+                feed.add([digests[i] for i in rows], [errors[i] for i in rows], *output)
+        start = end
+        bar.update(len(digests))
     bar.close()
-    return failed

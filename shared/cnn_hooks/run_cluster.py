@@ -1,5 +1,8 @@
 """cnn-hooks on a Dask cluster: each task decodes and runs a contiguous block of rows on its worker's device and
-returns the pooled values; the client writes them to the store in row order, as a single process would."""
+returns the pooled values; the client writes them to the store in row order, as a single process would.
+
+One network a run: a worker holds one model at a time (common.cluster.worker_model), so several classifiers run
+one after another (run.run_pass)."""
 
 from __future__ import annotations
 
@@ -45,13 +48,14 @@ def cluster_batches(
     engine,
     files: list[Path],
     expected: list[str],
-    network: Network,
-    points: list[HookPoint],
+    networks: list[tuple[Network, list[HookPoint], object]],
     device: torch.device,
     precision: str,
     settings,
 ) -> Iterator[tuple]:
-    """The batches of every block, computed on ``engine``'s workers and yielded in row order."""
+    """The batches of every block of the one (network, hook points, rows) of ``networks``, computed on ``engine``'s
+    workers and yielded in row order as forward.local_batches yields them."""
+    ((network, points, _),) = networks  # every row: a run on Dask has one network
     block = settings.batch_size * BATCHES_PER_TASK
     starts = range(0, len(files), block)
     tasks = [
@@ -74,5 +78,6 @@ def cluster_batches(
         for index, batches in results:
             finished[index] = batches
             while following in finished:  # a block that finished early waits for those before it
-                yield from finished.pop(following)
+                for digests, errors, pooled, logits in finished.pop(following):
+                    yield digests, errors, [(pooled, logits)]
                 following += 1

@@ -1,20 +1,25 @@
 """cnn-hooks as one call: read the image folder and build the network -> record every hook point -> the store.
 
-A notebook calls ``record_activations(images, out, Params(...), model="resnet50", weights="DEFAULT")``; the store
-is written as the run goes (it is the resume point), so reading, computing and writing share one step here.
+A notebook calls ``record_activations(images, out, Params(...), model="resnet50", weights="DEFAULT")``, or
+``record_classifiers(images, [(out, model, weights), ...], Params(...))`` for several classifiers in one pass over
+the images; a store is written as the run goes (it is the resume point), so reading, computing and writing share
+one step here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from synthprobe.cnn_hooks.hook_points import discover_hook_points, find_aliases
-from synthprobe.cnn_hooks.run import Params, RunResult, run_hooks
+from synthprobe.cnn_hooks.run import Params, RunResult, run_pass
 from synthprobe.common.files import InputError, os_reason
 from synthprobe.common.globs import select_by_globs
 from synthprobe.common.networks import build_network
 from synthprobe.common.wordnet import load_wordnet
 from synthprobe.formats.image_folder import read_image_folder, read_labelled_folder, with_wordnet_synsets
+
+MODEL_FIELD = "{model}"
 
 
 def record_activations(
@@ -30,10 +35,62 @@ def record_activations(
 ) -> RunResult:
     """Append every image of the folder ``images`` that the store ``out`` lacks; see ``run_hooks``. Its synsets
     come from its manifest, its folder names (WordNet names or ImageNet wnids) or a ``labels`` CSV path,synset."""
+    (result,) = record_classifiers(
+        images, [(out, model, weights)], params, image_size=image_size, labels=labels, engine=engine
+    )
+    return result
+
+
+def record_classifiers(
+    images: str | Path,
+    classifiers: list[tuple[str | Path, str, str]],
+    params: Params,
+    *,
+    image_size: int | None = None,
+    labels: str | Path | None = None,
+    engine=None,
+) -> list[RunResult]:
+    """record_activations for each (store, model, weights) in one pass over the images (``run_pass``)."""
     folder = read_labelled_folder(images, labels) if labels else read_image_folder(images)
     folder = with_wordnet_synsets(folder, load_wordnet)
-    network = build_network(model, weights, image_size)
-    return run_hooks(folder, Path(out), network, params, engine=engine)
+    stores = [(Path(out), build_network(model, weights, image_size)) for out, model, weights in classifiers]
+    return run_pass(folder, stores, params, engine=engine)
+
+
+def classifier_folder(model: str) -> str:
+    """A classifier's folder name, what ``{model}`` in ``--out`` becomes (the Makefile's $(OUT)/<name>/ too): the
+    model name with ':' as '-'."""
+    return model.replace(":", "-")
+
+
+def classifiers(models: Sequence[str], weights: Sequence[str], out: str) -> list[tuple[str, str, str]]:
+    """(store, model, weights) of each ``--model`` (MODEL or MODEL=WEIGHTS): a model's own =WEIGHTS, else
+    ``--weights`` given once for all or once per model in order (none: DEFAULT); the store is ``out`` with
+    ``{model}`` as the classifier's folder name, which several models need."""
+    if len(weights) not in (0, 1, len(models)):
+        raise InputError(
+            f"{len(weights)} --weights for {len(models)} --model: give one for all, or one per model in order"
+        )
+    per_model = len(weights) == len(models) > 1
+    chosen = []
+    for index, given in enumerate(models):
+        model, equals, own = given.partition("=")
+        if not model or (equals and not own):
+            raise InputError(f"--model {given!r}: expected MODEL or MODEL=WEIGHTS")
+        if own and per_model:
+            raise InputError(f"--model {given}: weights given twice (=WEIGHTS and --weights); give one")
+        name = own or (weights[index] if per_model else weights[0] if weights else "DEFAULT")
+        chosen.append((out.replace(MODEL_FIELD, classifier_folder(model)), model, name))
+    if len(models) > 1 and MODEL_FIELD not in out:
+        raise InputError(
+            f"--out {out}: with several --model, put {MODEL_FIELD} in it where each classifier's name goes, "
+            f"e.g. 'out/{MODEL_FIELD}/acts.zarr'"
+        )
+    stores = [store for store, _, _ in chosen]
+    twice = next((store for store in stores if stores.count(store) > 1), None)
+    if twice is not None:
+        raise InputError(f"two --model write to the same store {twice}; give each model once")
+    return chosen
 
 
 def layer_lines(model: str, image_size: int | None, patterns: list[str]) -> list[str]:

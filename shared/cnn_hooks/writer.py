@@ -1,4 +1,5 @@
-"""The writer: pooled batches gathered into whole shards and appended to the store on a thread."""
+"""The writer: a store's rows of each batch checked and marked (StoreFeed), gathered into whole shards and appended
+to the store on a thread (WriteBuffer)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,39 @@ class WriteBuffer:
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending.result()  # re-raises the writer's error here
+
+
+class StoreFeed:
+    """One store's share of a run: the rows of the folder it lacks (``need``, a bool per folder row; ``wanted``
+    marks them among the rows the run decodes), marked and handed to its WriteBuffer batch by batch."""
+
+    def __init__(
+        self, writer: StoreWriter, points: list[HookPoint], folder_rows: pd.DataFrame, need: np.ndarray, retry: dict
+    ):
+        self.writer = writer
+        self.points = points
+        self.need = need
+        self.retry = retry  # id -> store row of a failed row being retried
+        self.todo = folder_rows[need].reset_index(drop=True)
+        self.wanted = need
+        self.buffer: WriteBuffer | None = None  # while writing
+        self.start = 0
+        self.failed = 0
+
+    def writing(self, pools: tuple[str, ...]) -> WriteBuffer:
+        self.buffer = WriteBuffer(self.writer, self.points, pools, self.retry)
+        return self.buffer
+
+    def add(self, digests: list[str], errors: list[str], pooled: dict[str, np.ndarray], logits) -> None:
+        """This store's rows of a batch (failed where ``errors`` says so) with their pooled values and logits."""
+        rows = self.todo.iloc[self.start : self.start + len(digests)].copy()
+        rows["sha256"] = digests
+        self.start += len(digests)
+        bad = [i for i, error in enumerate(errors) if error]
+        rows["status"] = "ok"
+        if bad:
+            rows.iloc[bad, rows.columns.get_loc("status")] = "failed"
+            for values in (*pooled.values(), *(() if logits is None else (logits,))):
+                values[bad] = np.nan
+        self.failed += len(bad)
+        self.buffer.add(rows, pooled, logits)

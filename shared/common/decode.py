@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,26 @@ def decode_rgb(data: bytes, min_side: int | None = None):
             image.draft(image.mode, (min_side, min_side))
         image.load()  # decode now, so a truncated file fails here and not later
         return to_rgb(image)
+
+
+def decode_rgb_sizes(data: bytes, min_sides: Sequence[int]) -> dict[int, object]:
+    """``decode_rgb(data, side)`` for each of ``min_sides``, decoding once where the side makes no difference (every
+    format but JPEG, and a single side)."""
+    sides = list(dict.fromkeys(min_sides))
+    if len(sides) > 1 and _format(data) == "JPEG":
+        return {side: decode_rgb(data, side) for side in sides}
+    return dict.fromkeys(sides, decode_rgb(data, sides[0]))
+
+
+def _format(data: bytes) -> str | None:
+    """The image format from the header (no decoding); None where PIL cannot tell (decode_rgb then says why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        return None
 
 
 def to_rgb(image):

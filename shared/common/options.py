@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -230,12 +231,18 @@ dask_option = click.option(
 )
 
 
-def one_writer(out_param: str, inputs: Sequence[str] = (), lock_name: Callable[[dict], str] | None = None) -> Callable:
+def one_writer(
+    out_param: str,
+    inputs: Sequence[str] = (),
+    lock_name: Callable[[dict], str] | None = None,
+    outs: Callable[[dict], list] | None = None,
+) -> Callable:
     """``--wait``, and the command's output (folder or store, named by its ``out_param``) written by one process at
     a time: a second run on the same output stops at once naming the first, or waits with --wait (common.locks).
     An output inside one of the ``inputs`` (parameter names of input stores) is refused: it would write into the
-    store it reads. ``lock_name(options)`` names the lock where writers share a folder by parts. Goes below
-    ``run_guarded``, so that a refusal is the one-line error."""
+    store it reads. ``lock_name(options)`` names the lock where writers share a folder by parts; ``outs(options)``
+    lists the outputs where the option names several (cnn-hooks' ``{model}`` stores), each locked on its own.
+    Goes below ``run_guarded``, so that a refusal is the one-line error."""
 
     def decorate(command: Callable) -> Callable:
         @click.option(
@@ -246,10 +253,15 @@ def one_writer(out_param: str, inputs: Sequence[str] = (), lock_name: Callable[[
             out = kwargs[out_param]
             if out is None or str(out) == "-":
                 return command(*args, **kwargs)
+            targets = outs(kwargs) if outs else [out]
             for name in inputs:
-                check_outside_store(out, kwargs[name])
+                for target in targets:
+                    check_outside_store(target, kwargs[name])
             name = lock_name(kwargs) if lock_name else LOCK_FILE
-            with exclusive_writer(out, wait=wait, name=name):
+            with contextlib.ExitStack() as stack:
+                # In one order: two runs that share outputs and --wait never wait for each other.
+                for target in sorted(map(str, targets)):
+                    stack.enter_context(exclusive_writer(target, wait=wait, name=name))
                 return command(*args, **kwargs)
 
         return locked

@@ -35,6 +35,12 @@ class Preprocessing:
             "source": self.source,
         }
 
+    @property
+    def pixels(self) -> tuple[int, int, str]:
+        """What the uint8 image depends on (normalisation happens on the device): networks with equal ``pixels``
+        share one resized image."""
+        return self.resize, self.crop, self.interpolation
+
     def with_crop(self, crop: int) -> Preprocessing:
         """Another input size, keeping the ratio of resize to crop."""
         resize = round(crop * self.resize / self.crop)

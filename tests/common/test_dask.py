@@ -306,6 +306,25 @@ def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_pa
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
+def test_cnn_hooks_runs_several_classifiers_on_a_cluster_one_after_another(engine, tmp_path, cli):
+    import torch
+
+    models = ["--model", "mobilenet_v3_small", "--precision", "fp32", "--batch-size", "2", "--layers", "avgpool"]
+    args = [make_tree(tmp_path / "images", per_synset=2), *SMALL, *models]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(*set(engine.client.run(torch.get_num_threads).values()))  # other counts sum otherwise
+    try:
+        cli(cnn_hooks.main, *args, "--out", tmp_path / "local" / "{model}.zarr")
+    finally:
+        torch.set_num_threads(threads)
+    cli(cnn_hooks.main, *args, "--out", tmp_path / "dask" / "{model}.zarr", "--dask", engine.cluster.scheduler_address)
+    for model in ("resnet18", "mobilenet_v3_small"):
+        want, got = (store_arrays(tmp_path / way / f"{model}.zarr") for way in ("local", "dask"))
+        assert got.keys() == want.keys()
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{model}: {name}")
+
+
 def test_slurm_script_asks_one_gpu_per_job_and_runs_one_worker():
     script = Path(__file__).parents[2] / "scripts" / "dask-slurm"
     result = subprocess.run(
