@@ -22,21 +22,28 @@ def principal_scores(x: np.ndarray, dims: int) -> np.ndarray:
     top ``dims`` principal axes, axes of round-off variance dropped; not whitened.
 
     With every non-null axis kept, ridge on these scores equals ridge on the standardised channels, since the ridge
-    penalty does not change under a rotation and the rows have no component along a null axis. The eigenproblem is
-    solved on the smaller Gram matrix (rows x rows or channels x channels).
+    penalty does not change under a rotation and the rows have no component along a null axis.
     """
     std = x.std(axis=0)
-    a = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    values, scores, _ = principal_axes((x - x.mean(axis=0)) / np.where(std > 0, std, 1.0), dims)
+    return scores[:, values > NULL_DIRECTION_RTOL * max(values[0], 0.0)] if len(values) else scores
+
+
+def principal_axes(a: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The top ``dims`` principal axes of ``a`` (n, channels), already centred: their variances (sums of squares,
+    descending, at least 0), the rows' (n, k) scores on them, and the total sum of squares.
+
+    The eigenproblem is solved on the smaller Gram matrix (rows x rows or channels x channels), for the top
+    eigenvalues only (LAPACK's bisection, evx: faster than the full spectrum for a few dozen of hundreds); exact and
+    deterministic.
+    """
     by_rows = len(a) <= a.shape[1]
     gram = a @ a.T if by_rows else a.T @ a
     size = len(gram)
     kept = min(dims, size)
-    # evx: bisection for the top eigenvalues only, faster than evr's full spectrum for a few dozen of hundreds
     values, vectors = eigh(gram, subset_by_index=[size - kept, size - 1], driver="evx")
-    values, vectors = values[::-1], vectors[:, ::-1]
-    keep = values > NULL_DIRECTION_RTOL * max(values[0], 0.0) if len(values) else values > 0
-    values, vectors = values[keep], vectors[:, keep]
-    return vectors * np.sqrt(values) if by_rows else a @ vectors  # a = U S V': scores U S = a V
+    values, vectors = np.maximum(values[::-1], 0.0), vectors[:, ::-1]
+    return values, (vectors * np.sqrt(values) if by_rows else a @ vectors), float(np.trace(gram))  # a V = U S
 
 
 @dataclass

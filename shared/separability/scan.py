@@ -11,6 +11,7 @@ import pandas as pd
 
 from synthprobe.common.files import InputError
 from synthprobe.common.globs import select_by_globs
+from synthprobe.separability.probe import principal_axes
 
 # ---------------------------------------------------------------- row and layer choice
 
@@ -187,20 +188,10 @@ def reduce_sample(sample: np.ndarray, dims: int) -> tuple[np.ndarray, float]:
     Returns the (n, d) scores and the fraction of the sample's variance they
     keep. Fisher ratio and cosine silhouette of centred rows do not change
     under a rotation, so a layer of at most ``dims`` channels, or a sample of
-    at most ``dims`` rows, loses nothing. The axes come from the smaller of the
-    two Gram matrices (rows x rows or channels x channels), which is exact and deterministic.
+    at most ``dims`` rows, loses nothing.
     """
-    from scipy.linalg import eigh
-
     centred = sample - sample.mean(axis=0)
-    n, channels = centred.shape
-    if channels <= dims:
+    if centred.shape[1] <= dims:
         return centred, 1.0
-    by_rows = n <= channels
-    gram = centred @ centred.T if by_rows else centred.T @ centred
-    size, kept = len(gram), min(dims, n)
-    values, vectors = eigh(gram, subset_by_index=[size - kept, size - 1])
-    values = np.maximum(values, 0.0)
-    scores = vectors * np.sqrt(values) if by_rows else centred @ vectors
-    total = float(np.trace(gram))
+    values, scores, total = principal_axes(centred, dims)
     return scores, (float(values.sum() / total) if total > 0 else 1.0)

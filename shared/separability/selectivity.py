@@ -25,9 +25,10 @@ def channel_selectivity(x: np.ndarray, design: Design) -> dict[str, np.ndarray]:
     units.
     """
     means = design.unit_means(x)
-    u_sum, pairs, z = van_elteren(means, design)
+    ranked = [ranks_with_ties(means[design.unit_blocks == b]) for b in range(design.n_blocks)]
+    u_sum, pairs, z = van_elteren(means, design, ranked)
     if design.n_blocks == 1:
-        p = mann_whitney_p(means, design)
+        p = mann_whitney_p(means, design, *ranked[0])
     else:
         p = sps.norm.sf(z)
     untestable = (np.ptp(means, axis=0)[None, :] == 0) | (pairs[:, None] == 0)
@@ -40,9 +41,12 @@ def channel_selectivity(x: np.ndarray, design: Design) -> dict[str, np.ndarray]:
     }
 
 
-def van_elteren(means: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def van_elteren(
+    means: np.ndarray, design: Design, ranked: list[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per (synset, channel): the blocks' Mann-Whitney U summed (K, C), the pairs they count (K,), and van
-    Elteren's standardised statistic (K, C) (NaN where its variance is zero)."""
+    Elteren's standardised statistic (K, C) (NaN where its variance is zero); ``ranked``: each block's
+    ``ranks_with_ties``."""
     k, channels = design.n_synsets, means.shape[1]
     u_sum, weighted, variance = np.zeros((k, channels)), np.zeros((k, channels)), np.zeros((k, channels))
     pairs = np.zeros(k)
@@ -51,7 +55,7 @@ def van_elteren(means: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarr
         size = int(members.sum())
         if size < 2:
             continue
-        ranks, ties = ranks_with_ties(means[members])
+        ranks, ties = ranked[b]
         onehot = (design.unit_codes[members][None, :] == np.arange(k)[:, None]).astype(np.float64)
         n = onehot.sum(axis=1)
         block_pairs = n * (size - n)
@@ -66,12 +70,12 @@ def van_elteren(means: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarr
     return u_sum, pairs, z
 
 
-def mann_whitney_p(means: np.ndarray, design: Design) -> np.ndarray:
+def mann_whitney_p(means: np.ndarray, design: Design, ranks: np.ndarray, ties: np.ndarray) -> np.ndarray:
     """(K, C) one-sided Mann-Whitney p-values of each synset's unit means against the rest's, as scipy's
     ``mannwhitneyu(alternative="greater")`` gives them: exact where a side has fewer than EXACT_BELOW units, else
-    the normal approximation with tie and continuity corrections, here for every channel from one ranking."""
+    the normal approximation with tie and continuity corrections, here for every channel from one ranking (``ranks``
+    and ``ties`` of ``ranks_with_ties``)."""
     size = len(means)
-    ranks, ties = ranks_with_ties(means)
     onehot = (design.unit_codes[None, :] == np.arange(design.n_synsets)[:, None]).astype(np.float64)
     n = onehot.sum(axis=1)[:, None]
     m = size - n
@@ -88,21 +92,23 @@ def mann_whitney_p(means: np.ndarray, design: Design) -> np.ndarray:
 
 def ranks_with_ties(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, C) average ranks (from 1, as ``scipy.stats.rankdata``) of each column of ``values`` and (C,) the sum over
-    its tie groups of t^3 - t, from one sort (three ``rankdata`` calls sort three times)."""
-    n = len(values)
-    order = np.argsort(values, axis=0)
-    ordered = np.take_along_axis(values, order, axis=0)
-    position = np.arange(n)[:, None]
-    starts = np.ones(values.shape, dtype=bool)  # each sorted position that opens a tie group
-    starts[1:] = ordered[1:] != ordered[:-1]
-    ends = np.ones(values.shape, dtype=bool)  # ... and each that closes one
-    ends[:-1] = starts[1:]
-    first = np.maximum.accumulate(np.where(starts, position, 0), axis=0)
-    last = np.minimum.accumulate(np.where(ends, position, n)[::-1], axis=0)[::-1]
-    ranks = np.empty(values.shape)
-    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=0)
+    its tie groups of t^3 - t, from one sort (three ``rankdata`` calls sort three times), of the transposed values so
+    that every pass runs along contiguous memory."""
+    columns = np.ascontiguousarray(values.T)
+    n = columns.shape[1]
+    order = np.argsort(columns, axis=1)
+    ordered = np.take_along_axis(columns, order, axis=1)
+    position = np.arange(n)
+    starts = np.ones(columns.shape, dtype=bool)  # each sorted position that opens a tie group
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = np.ones(columns.shape, dtype=bool)  # ... and each that closes one
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, position, n)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty(columns.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=1)
     size = last - first + 1
-    return ranks, (size**2 - 1).sum(axis=0)  # each of a group's t members adds t^2 - 1
+    return ranks.T, (size**2 - 1).sum(axis=1)  # each of a group's t members adds t^2 - 1
 
 
 def d_prime(means: np.ndarray, design: Design) -> np.ndarray:
