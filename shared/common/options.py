@@ -259,8 +259,9 @@ def one_writer(
                     check_outside_store(target, kwargs[name])
             name = lock_name(kwargs) if lock_name else LOCK_FILE
             with contextlib.ExitStack() as stack:
-                # In one order: two runs that share outputs and --wait never wait for each other.
-                for target in sorted(map(str, targets)):
+                # In one order, of the resolved paths however they are spelt: two runs that share outputs and
+                # --wait never wait for each other.
+                for target in sorted({str(Path(t).resolve()) for t in targets}):
                     stack.enter_context(exclusive_writer(target, wait=wait, name=name))
                 return command(*args, **kwargs)
 

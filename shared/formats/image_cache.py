@@ -40,7 +40,7 @@ from synthprobe.common.files import (
 
 log = logging.getLogger("synthprobe")
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2  # 2: generator families (family and call arguments in the key); caches of 1 are not reused
 FICLONE = 0x40049409  # Linux ioctl: share the source's blocks (btrfs, XFS); copy-on-write on either side
 
 

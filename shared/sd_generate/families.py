@@ -142,6 +142,8 @@ def long_prompt_note(pipe, family: Family, texts: set[str]) -> str | None:
     encoder), saying what the longer encoder, if any, makes of them."""
     limits = []
     for attribute, encoder, limit in family.encoders:
+        if encoder != "CLIP":  # the long encoder takes what max_sequence_length allows (FLUX schnell: 256)
+            limit = family.call.get("max_sequence_length", limit)
         tokenizer = getattr(pipe, attribute, None)
         if tokenizer is not None and callable(tokenizer):
             limits.append((tokenizer, encoder, limit or tokenizer.model_max_length))

@@ -222,7 +222,7 @@ def resolve_model(
         check_size(width, height, multiple, source)
         scheduler = scheduler_spec(source)
         if index is None:  # the scheduler's config came, so the hub answers now
-            index = read_model_json(source, "model_index.json") or {}
+            index = read_model_json(source, "model_index.json")
     except InputError as exc:
         try:
             record = json.loads(record_file.read_text(encoding="utf-8"))
@@ -249,12 +249,12 @@ def resolve_model(
         "scheduler": scheduler,
         "identity": identity,
     }
-    if not dry_run:
+    if not dry_run and index is not None:  # a record without the model's index could not tell its family later
         try:  # a read-only cache can still serve a run that has the model
             if not record_file.is_file() or json.loads(record_file.read_text(encoding="utf-8")) != record:
                 with atomic_write(record_file) as handle:
                     json.dump(record, handle, indent=1)
         except (OSError, ValueError, InputError):
             pass
-    pipeline = str(index.get("_class_name"))
+    pipeline = str(index.get("_class_name")) if index else family.pipelines[0]
     return ModelInfo(source, pipeline, family, (width, height), scheduler, identity)

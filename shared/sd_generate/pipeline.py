@@ -54,12 +54,26 @@ def drop_unused_negative_prompts(records: list[PromptRecord], settings: Resolved
 
 
 def negative_prompt_argument(pipe, negatives: list[str | None]) -> dict:
-    """The ``negative_prompt`` keyword for one pipeline call (none for a pipeline that takes none)."""
-    if takes_negative_prompt(pipe):
-        return {"negative_prompt": [text or "" for text in negatives]}
-    if any(negatives):  # planned from model_index.json's class; passing none would contradict the cache key
-        raise RuntimeError(f"{type(pipe).__name__} takes no negative_prompt, unlike its model_index.json's class")
-    return {}
+    """The ``negative_prompt`` keyword for one pipeline call: none where no record of the batch has one (the
+    pipeline's own "no negative prompt": SDXL then uses zero embeddings, not those of ""), and none for a pipeline
+    that takes none. Batches hold records with and without one apart (``record_batches``)."""
+    if not any(negatives):
+        return {}
+    name = type(pipe).__name__
+    if not takes_negative_prompt(pipe):  # planned from the family's row; passing none would contradict the cache key
+        raise RuntimeError(f"{name} takes no negative_prompt, unlike its model_index.json's class")
+    if "true_cfg_scale" in inspect.signature(pipe).parameters:  # a pipeline of a class the family table lacks
+        raise RuntimeError(
+            f"{name} uses a negative prompt only with true_cfg_scale > 1, which sd-generate does not set"
+        )
+    return {"negative_prompt": [text or "" for text in negatives]}
+
+
+def record_batches(records: list, size: int) -> list[list]:
+    """``records`` (Planned) in batches of ``size``, those with a negative prompt apart from those without, each in
+    its order: a record's image must not depend on whether its batch mates have one."""
+    groups = ([p for p in records if not p.record.negative_prompt], [p for p in records if p.record.negative_prompt])
+    return [group[start : start + size] for group in groups for start in range(0, len(group), size)]
 
 
 def load_pipeline(settings: ResolvedParams):

@@ -17,7 +17,12 @@ from synthprobe.common.progress import progress
 from synthprobe.formats.image_cache import CacheEntry, ImageCache, cache_key, canonical_json
 from synthprobe.formats.prompts import PromptRecord
 from synthprobe.sd_generate.families import long_prompt_note
-from synthprobe.sd_generate.pipeline import drop_unused_negative_prompts, load_pipeline, negative_prompt_argument
+from synthprobe.sd_generate.pipeline import (
+    drop_unused_negative_prompts,
+    load_pipeline,
+    negative_prompt_argument,
+    record_batches,
+)
 from synthprobe.sd_generate.settings import ResolvedParams
 
 log = logging.getLogger("synthprobe")
@@ -199,15 +204,15 @@ def generate_batches(
     pipe = pipeline()
     in_flight: deque = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="png-writer") as writer:
-        for start in range(0, len(todo), settings.batch_size):
-            for planned, outcome in generate_batch(pipe, todo[start : start + settings.batch_size], settings):
+        for batch in record_batches(todo, settings.batch_size):
+            for planned, outcome in generate_batch(pipe, batch, settings):
                 if isinstance(outcome, str):
                     errors[planned.key] = outcome
                 else:
                     in_flight.append(writer.submit(save_image, planned, outcome, settings, cache, out_dir))
             while len(in_flight) > 2 * settings.batch_size:
                 in_flight.popleft().result()
-            bar.update(min(settings.batch_size, len(todo) - start))
+            bar.update(len(batch))
             bar.set_postfix(failed=len(errors))
         while in_flight:
             in_flight.popleft().result()

@@ -138,7 +138,9 @@ def resolve_settings(options: Params, cache: ImageCache, dry_run: bool = False, 
     )
     model = resolve_model(options.model, options.revision, options.size, cache, dry_run)
     steps, guidance, _ = defaults(model.family, options.steps, options.guidance, options.size, options.model)
-    quantization = resolve_quantization(options.quantize, device)
+    # auto quantizes the denoiser where there is one; an explicit --quantize without one is refused below
+    auto_none = options.quantize == "auto" and model.family.denoiser is None
+    quantization = "none" if auto_none else resolve_quantization(options.quantize, device)
     check_memory_options(model.family, quantization, options.offload, options.compile, device)
     return ResolvedParams(
         model.source,

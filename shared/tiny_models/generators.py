@@ -33,6 +33,21 @@ def tiny_vae(blocks: int, latent_channels: int, **config):
     )
 
 
+def flow_matching_vae(latent_channels: int, block_out_channels: tuple[int, ...]):
+    """The VAE of diffusers' SD3 and FLUX tests: no quant convs, SD3's shift and scaling factors."""
+    return tiny_vae(
+        len(block_out_channels),
+        latent_channels,
+        sample_size=32,
+        block_out_channels=block_out_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
 def clip_encoders(with_projection: tuple[bool, ...]) -> list:
     """Seeded tiny CLIP text encoders, with or without the projection head each, and their shared tokenizer."""
     import torch
@@ -67,17 +82,7 @@ def build_tiny_sd3_pipeline():
         pooled_projection_dim=64,
         out_channels=4,
     )
-    vae = tiny_vae(
-        2,
-        4,
-        sample_size=32,
-        block_out_channels=(4, 8),
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = flow_matching_vae(latent_channels=4, block_out_channels=(4, 8))
     return StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
@@ -152,17 +157,7 @@ def build_tiny_flux_pipeline():
         pooled_projection_dim=32,
         axes_dims_rope=[4, 4, 8],
     )
-    vae = tiny_vae(
-        1,
-        1,
-        sample_size=32,
-        block_out_channels=(4,),
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = flow_matching_vae(latent_channels=1, block_out_channels=(4,))
     return FluxPipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),

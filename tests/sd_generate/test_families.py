@@ -232,3 +232,12 @@ def test_the_long_prompt_note_names_the_family_encoders_and_limits(family, token
     texts = {"a bee", ("a bee on a flower " * 60)[:length]}
     assert long_prompt_note(pipe, FAMILIES[family], texts) == f"1 prompt exceeds {note}"
     assert long_prompt_note(pipe, FAMILIES[family], {"a bee"}) is None
+
+
+def test_the_long_prompt_note_takes_the_limit_a_hub_id_sets():
+    """FLUX.1-schnell's T5 takes 256 tokens (max_sequence_length), not the family's 512."""
+    pipe = SimpleNamespace(tokenizer=tiny_clip_tokenizer(), tokenizer_2=tiny_t5_tokenizer())
+    schnell = family_of({"_class_name": "FluxPipeline"}, "black-forest-labs/FLUX.1-schnell")
+    long_prompt = ("a bee on a flower " * 60)[:450]
+    assert long_prompt_note(pipe, schnell, {long_prompt}).endswith("T5 cuts 1 of them at 256 tokens too")
+    assert long_prompt_note(pipe, FAMILIES["flux"], {long_prompt}).endswith("T5 gets the whole prompt")

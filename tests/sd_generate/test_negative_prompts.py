@@ -132,3 +132,35 @@ def test_the_family_table_says_what_diffusers_pipelines_do_with_a_negative_promp
         assert (negative_prompt_unused(family, 3.5) is None) == family.negative_prompt
     assert "FluxPipeline uses no negative prompt" in negative_prompt_unused(FAMILIES["flux"], 3.5)
     assert "guidance 0 does no classifier-free guidance" in negative_prompt_unused(FAMILIES["sd3"], 0.0)
+
+
+def test_an_image_does_not_depend_on_its_batch_mates_negative_prompts(tiny_family, tmp_path):
+    """SDXL's "no negative prompt" is zero embeddings, not those of "": a record without one must get them whether
+    or not its batch mates have one, so batches hold the two kinds apart."""
+    from diffusers import DiffusionPipeline
+
+    model = tiny_family("sdxl")
+    pipe = DiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    plain, negative = twin_records()
+    made = {}
+    for batch_size, records in ((2, [negative, plain]), (1, [plain])):
+        cache = ImageCache(tmp_path / f"cache{batch_size}")
+        settings = tiny_sd3_settings(model, cache, guidance=5.0, batch_size=batch_size)
+        result = run_in_process(records, settings, cache, tmp_path / f"out{batch_size}", pipe)
+        made[batch_size] = {row["id"]: pixels(tmp_path / f"out{batch_size}" / row["path"]) for row in result.rows}
+    np.testing.assert_array_equal(made[2][plain.id], made[1][plain.id])
+    assert np.abs(made[2][negative.id] - made[2][plain.id]).max() > 0
+    import torch
+
+    with_empty = pipe(  # what passing "" for "none" made
+        prompt=[plain.prompt],
+        negative_prompt=[""],
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        width=32,
+        height=32,
+        generator=[torch.Generator("cpu").manual_seed(plain.seed)],
+        output_type="np",
+    ).images[0]
+    assert np.abs((with_empty * 255).round() - made[1][plain.id]).max() > 0
