@@ -159,7 +159,9 @@ def main(
         return
     if not images or not out:
         raise InputError("give IMAGES and --out STORE.zarr (or --list-layers)")
-    stores = stores_of({"out": out, "model": model, "weights": weights})
+    # The default is no --weights given: a model's own =WEIGHTS then leaves nothing for --weights to apply to.
+    given = click.get_current_context().get_parameter_source("weights") is not click.core.ParameterSource.DEFAULT
+    stores = stores_of({"out": out, "model": model, "weights": weights if given else ()})
     params = Params(
         layers=patterns,
         pools=POOL_CHOICES[pool],

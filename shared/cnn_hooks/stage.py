@@ -72,6 +72,8 @@ def classifiers(models: Sequence[str], weights: Sequence[str], out: str) -> list
             f"{len(weights)} --weights for {len(models)} --model: give one for all, or one per model in order"
         )
     per_model = len(weights) == len(models) > 1
+    if len(weights) == 1 and all("=" in given for given in models):
+        raise InputError(f"--weights {weights[0]} applies to no --model: each has its own =WEIGHTS; give one")
     chosen = []
     for index, given in enumerate(models):
         model, equals, own = given.partition("=")

@@ -137,8 +137,9 @@ WEIGHTS_3 = ["--weights", "none"] * 3
         (["-o", "{model}.zarr", "--model", "resnet18", "--model", "vgg11", *WEIGHTS_3], ["3 --weights for 2"]),
         (["-o", "{model}.zarr", "--model", "resnet18=", "--model", "vgg11"], ["--model 'resnet18='"]),
         (["-o", "{model}.zarr", "--model", "resnet18=a.pth", "--model", "vgg11", *WEIGHTS_3[:4]], ["twice"]),
+        (["-o", "a.zarr", "--model", "resnet18=a.pth", *WEIGHTS_3[:2]], ["--weights none applies to no --model"]),
     ],
-    ids=["no-field", "same-store", "weights-count", "empty-weights", "weights-twice"],
+    ids=["no-field", "same-store", "weights-count", "empty-weights", "weights-twice", "weights-unused"],
 )
 def test_bad_model_lists_are_one_line_before_anything_is_written(args, fragments, tree, tmp_path, cli):
     args = [str(tmp_path / a) if a.endswith(".zarr") else a for a in args]
