@@ -159,9 +159,7 @@ def main(
         return
     if not images or not out:
         raise InputError("give IMAGES and --out STORE.zarr (or --list-layers)")
-    # The default is no --weights given: a model's own =WEIGHTS then leaves nothing for --weights to apply to.
-    given = click.get_current_context().get_parameter_source("weights") is not click.core.ParameterSource.DEFAULT
-    stores = stores_of({"out": out, "model": model, "weights": weights if given else ()})
+    stores = stores_of({"out": out, "model": model, "weights": weights})
     params = Params(
         layers=patterns,
         pools=POOL_CHOICES[pool],
@@ -193,7 +191,11 @@ def main(
 
 def stores_of(options: dict) -> list[tuple[str, str, str]]:
     """(store, model, weights) per --model; none without --out (--list-layers)."""
-    return classifiers(options["model"], options["weights"], options["out"]) if options["out"] else []
+    # --weights left at its default is none given: then a model's own =WEIGHTS leaves it nothing to apply to.
+    context = click.get_current_context(silent=True)
+    default = context is not None and context.get_parameter_source("weights") is click.core.ParameterSource.DEFAULT
+    weights = () if default else options["weights"]
+    return classifiers(options["model"], weights, options["out"]) if options["out"] else []
 
 
 if __name__ == "__main__":
