@@ -28,6 +28,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from synthprobe.common.files import InputError
+from synthprobe.common.memory import keep_freed_memory
 from synthprobe.common.units import Units, assign_units
 from synthprobe.formats.image_checks import checked_rows
 from synthprobe.separability.design import Blocks, Design, assign_blocks
@@ -108,6 +109,7 @@ class Result:
 @threadpool_limits.wrap(limits=1)
 def analyse(store, params: Params, progress=lambda items, **_: items) -> Result:
     """Run every measure over the chosen layers of ``store`` (an ActivationStore)."""
+    keep_freed_memory()  # the relabellings' temporaries, reused instead of mapped anew every batch
     return compute(read(store, params), params, progress)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthprobe.common.memory import keep_freed_memory
 from synthprobe.separability.effects import null_summary
 from synthprobe.separability.measures import MEASURES, scale_free_tests
 from synthprobe.separability.scan import (
@@ -161,6 +162,7 @@ def layer_outputs(inputs, params, progress) -> list[LayerOutput]:
 def _start_worker(inputs, params) -> None:
     from threadpoolctl import threadpool_limits
 
+    keep_freed_memory()
     _worker.update(inputs=inputs, params=params, threads=threadpool_limits(limits=1))
 
 

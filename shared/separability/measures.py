@@ -37,7 +37,7 @@ MEASURES = ("fisher", "silhouette", "probe")
 RESAMPLE_BATCH = 25  # permutations processed together: their (batch x synsets x rows) temporaries stay in cache
 # The silhouette's similarities are float32 products (half the time of float64): a relabelling within this of the
 # observed value, the same labelling among them, is a tie.
-SILHOUETTE_ROUND_OFF = 1e-6  # permutations processed together; bounds the (batch x synsets x rows) temporaries
+SILHOUETTE_ROUND_OFF = 1e-6
 
 
 # ---------------------------------------------------------------- Fisher ratio and silhouette from sums
