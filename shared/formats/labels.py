@@ -15,8 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from synthprobe.common.files import InputError, open_input
-from synthprobe.formats.prompts import parse_jsonl, write_jsonl
+from synthprobe.formats.prompts import read_records, write_jsonl
 
 LABELS_FILE = "labels.jsonl"
 ANSWERS = ("yes", "no", "skip")
@@ -67,23 +66,8 @@ def validate_label(data: object) -> Label:
 
 def read_labels(path: str | os.PathLike) -> list[Label]:
     """Read and validate a labels file (``-`` is stdin); one answer per image id."""
-    source = "<stdin>" if str(path) == "-" else str(path)
-    labels: list[Label] = []
-    seen: dict[str, int] = {}
-    with open_input(path) as handle:
-        for lineno, data in parse_jsonl(handle, source):
-            try:
-                label = validate_label(data)
-            except ValueError as exc:
-                raise InputError(f"{source}:{lineno}: {exc}") from None
-            if label.id in seen:
-                first = seen[label.id]
-                raise InputError(f"{source}:{lineno}: a second answer for {label.id!r} (first on line {first})")
-            seen[label.id] = lineno
-            labels.append(Label(**{**label.__dict__, "line": lineno}))
-    if not labels:
-        raise InputError(f"{source}: no labels")
-    return labels
+    records = read_records(path, validate_label, "a second answer for {id}", "no labels")
+    return [Label(**{**label.__dict__, "line": lineno}) for lineno, label in records]
 
 
 def write_labels(path: str | os.PathLike, labels: list[Label]) -> int:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import IO
+from typing import IO, TypeVar
 
 from synthprobe.common.files import InputError, open_input, open_output
+
+T = TypeVar("T")
 
 # 2: seed_index (which image of its prompt text a record is) and the balanced concept design (docs/formats.md).
 PROMPT_SCHEMA = 2
@@ -116,24 +118,36 @@ def parse_jsonl(handle: IO[str], source: str) -> Iterator[tuple[int, dict]]:
         raise InputError(f"{source}: not UTF-8 text{where} (a binary file?)") from None
 
 
-def read_prompts(path: str | os.PathLike) -> list[PromptRecord]:
-    """Read and validate a prompt file (``-`` is stdin). Ids must be unique."""
+def read_records(
+    path: str | os.PathLike, validate: Callable[[dict], T], duplicate: str, empty: str
+) -> list[tuple[int, T]]:
+    """The validated records of a JSON Lines file (``-`` is stdin) with their line numbers; ids must be unique.
+
+    ``validate`` turns a decoded line into a record with an ``id`` (ValueError: what is wrong); ``duplicate`` words
+    a second record of one id (``{id}`` is replaced), ``empty`` a file without records.
+    """
     source = "<stdin>" if str(path) == "-" else str(path)
-    records: list[PromptRecord] = []
+    records: list[tuple[int, T]] = []
     seen: dict[str, int] = {}
     with open_input(path) as handle:
         for lineno, data in parse_jsonl(handle, source):
             try:
-                record = validate_prompt(data)
+                record = validate(data)
             except ValueError as exc:
                 raise InputError(f"{source}:{lineno}: {exc}") from None
             if record.id in seen:
-                raise InputError(f"{source}:{lineno}: duplicate id {record.id!r} (first on line {seen[record.id]})")
+                first = seen[record.id]
+                raise InputError(f"{source}:{lineno}: {duplicate.format(id=repr(record.id))} (first on line {first})")
             seen[record.id] = lineno
-            records.append(record)
+            records.append((lineno, record))
     if not records:
-        raise InputError(f"{source}: no prompt records")
+        raise InputError(f"{source}: {empty}")
     return records
+
+
+def read_prompts(path: str | os.PathLike) -> list[PromptRecord]:
+    """Read and validate a prompt file (``-`` is stdin). Ids must be unique."""
+    return [record for _, record in read_records(path, validate_prompt, "duplicate id {id}", "no prompt records")]
 
 
 def dumps(record: dict) -> str:
