@@ -57,7 +57,7 @@ def shard_lock(options: dict) -> str:
     "--quantize",
     DEFAULTS,
     type=click.Choice(["auto", "4bit", "8bit", "none"]),
-    help="bitsandbytes quantization of the denoiser; auto: 4-bit NF4 on CUDA, none elsewhere.",
+    help="bitsandbytes quantization of the denoiser and the T5 text encoder; auto: 4-bit NF4 on CUDA, none elsewhere.",
 )
 @click.option("--offload", is_flag=True, help="Model CPU offload, for GPUs with little memory.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the denoiser (the first batch compiles it).")

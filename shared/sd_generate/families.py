@@ -1,12 +1,14 @@
 """Generator families: what sd-generate knows of each kind of diffusers pipeline, by model_index.json's class.
 
 A family's row gives the defaults a run takes where the user sets no --steps, --guidance or --size, the size
-rule, which component --quantize and --compile act on, and the call arguments that change its pixels. A hub id
-in KNOWN_MODELS refines its family's defaults (a distilled model takes fewer steps and no guidance).
+rule, which components --quantize and --compile act on, and the call arguments that change its pixels. A model
+in KNOWN_MODELS refines its family's defaults (a distilled model takes fewer steps and no guidance): the one its
+denoiser's config names (VARIANTS: a local copy under any name), else the one its hub id names.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
 
@@ -32,6 +34,8 @@ class Family:
     encoders: tuple[tuple[str, str, int | None], ...]
     denoiser: str | None  # what --quantize quantizes and --compile compiles
     call: dict = field(default_factory=dict)  # pipeline call arguments beyond sd-generate's own
+    # The KNOWN_MODELS id whose defaults it took and what told it (its denoiser's config, or the model's name)
+    variant: dict | None = None
 
 
 CLIP = ("tokenizer", "CLIP", None)
@@ -72,6 +76,22 @@ KNOWN_MODELS = {
 }
 
 
+# What a model's denoiser config says of its variant, by family: (config entry, test of its value, the KNOWN_MODELS id
+# whose defaults apply), the first that holds. By config, so a local copy or a mirror under any name gets its model's
+# defaults; the config wins over the name.
+VARIANTS = {
+    # FLUX.1-dev is guidance-distilled: its transformer embeds the guidance scale, schnell's has no such embedder
+    # (diffusers' single-file loader tells them apart by the same weights).
+    "flux": (
+        ("guidance_embeds", lambda value: value is False, "black-forest-labs/FLUX.1-schnell"),
+        ("guidance_embeds", lambda value: value is True, "black-forest-labs/FLUX.1-dev"),
+    ),
+    # SD3.5 Medium is the SD3 with dual attention layers (MMDiT-X). Large Turbo's configs equal Large's (it differs
+    # in its weights only), so Turbo is known by its hub id alone.
+    "sd3": (("dual_attention_layers", bool, "stabilityai/stable-diffusion-3.5-medium"),),
+}
+
+
 def other_family(pipeline: str, index: dict) -> Family:
     """A pipeline sd-generate has no row for: no defaults, the denoiser by its component name."""
     denoiser = next((name for name in ("transformer", "unet") if name in index), None)
@@ -80,19 +100,44 @@ def other_family(pipeline: str, index: dict) -> Family:
 
 def family_of(index: dict | None, model: str) -> Family | None:
     """The family of a pipeline from its model_index.json (None: not read; a hub id in KNOWN_MODELS still has
-    one), refined by KNOWN_MODELS."""
-    known = dict(KNOWN_MODELS.get(model, {}))
+    one), before with_variant."""
     if index is None:
-        if not known:
-            return None
-        family = FAMILIES[known["family"]]
-    else:
-        pipeline = str(index.get("_class_name"))
-        family = next((f for f in FAMILIES.values() if pipeline in f.pipelines), None)
-        family = family or other_family(pipeline, index)
-    if known and known.pop("family") == family.name:
-        family = replace(family, **{**known, "call": {**family.call, **known.get("call", {})}})
-    return family
+        return FAMILIES[KNOWN_MODELS[model]["family"]] if model in KNOWN_MODELS else None
+    pipeline = str(index.get("_class_name"))
+    family = next((f for f in FAMILIES.values() if pipeline in f.pipelines), None)
+    return family or other_family(pipeline, index)
+
+
+def config_variant(family: Family, denoiser_config: dict | None) -> tuple[str, str] | None:
+    """The KNOWN_MODELS id a model of ``family`` is a copy of by its denoiser's config, and the entry that says so."""
+    for entry, holds, known in VARIANTS.get(family.name, ()):
+        if denoiser_config and entry in denoiser_config and holds(denoiser_config[entry]):
+            return known, f"{family.denoiser}/config.json {entry}={json.dumps(denoiser_config[entry])}"
+    return None
+
+
+def with_variant(family: Family, model: str, denoiser_config: dict | None) -> Family:
+    """``family`` with the defaults of the known model its denoiser's config names (VARIANTS), else of the hub id
+    ``model`` where KNOWN_MODELS has it in this family; as it is where neither says."""
+    variant = config_variant(family, denoiser_config)
+    if variant is None and KNOWN_MODELS.get(model, {}).get("family") == family.name:
+        variant = model, "the hub id"
+    if variant is None:
+        return family
+    known, evidence = variant
+    refinement = {name: value for name, value in KNOWN_MODELS[known].items() if name != "family"}
+    call = {**family.call, **refinement.pop("call", {})}
+    return replace(family, **refinement, call=call, variant={"model": known, "by": evidence})
+
+
+def quantized_components(family: Family, index: dict | None) -> tuple[str, ...]:
+    """What --quantize quantizes: the denoiser and the T5 text encoders (T5-XXL's is about 9.5 GB in bf16, as
+    large as a denoiser), those the pipeline has (model_index.json; an SD3 saved without T5 has none)."""
+    t5 = [name.replace("tokenizer", "text_encoder") for name, encoder, _ in family.encoders if encoder == "T5"]
+    names = [name for name in (family.denoiser, *t5) if name]
+    if index is None:  # a known hub id the hub did not answer for: its full pipeline
+        return tuple(names)
+    return tuple(name for name in names if isinstance(index.get(name), list) and index[name][:1] != [None])
 
 
 def size_multiple(family: Family, vae: dict | None, denoiser: dict | None) -> int:

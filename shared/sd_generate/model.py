@@ -11,7 +11,7 @@ from pathlib import Path
 
 from synthprobe.common.files import InputError, atomic_write, read_json, sha256_file
 from synthprobe.formats.image_cache import ImageCache, canonical_json
-from synthprobe.sd_generate.families import Family, family_of, size_multiple
+from synthprobe.sd_generate.families import Family, family_of, size_multiple, with_variant
 
 log = logging.getLogger("synthprobe")
 
@@ -122,16 +122,22 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def model_family(source: ModelSource) -> tuple[dict | None, Family, int]:
-    """The pipeline's model_index.json (None where the hub cannot be reached), its family, and the multiple of
-    width and height (the family's own where the VAE's config is not at hand)."""
+def model_family(source: ModelSource) -> tuple[dict | None, dict | None, Family, int]:
+    """The pipeline's model_index.json (None where the hub cannot be reached), its denoiser's config (None where
+    not at hand), its family with the defaults of its variant, and the multiple of width and height (the family's
+    own where the VAE's config is not at hand)."""
     index = read_model_json(source, "model_index.json")
     family = family_of(index, source.name)
     if family is None:
         raise InputError(offline_message(source))
     vae = read_model_json(source, "vae/config.json", download=False)
-    denoiser = read_model_json(source, f"{family.denoiser}/config.json", download=False) if family.denoiser else None
-    return index, family, size_multiple(family, vae, denoiser)
+    # where the hub answered, its denoiser's config is fetched: it tells the variant (FLUX schnell or dev)
+    denoiser_file = f"{family.denoiser}/config.json"
+    denoiser = read_model_json(source, denoiser_file, download=index is not None) if family.denoiser else None
+    family = with_variant(family, source.name, denoiser)
+    if family.variant and family.variant["model"] != source.name:
+        log.info("%s takes the defaults of %s (%s)", source.name, family.variant["model"], family.variant["by"])
+    return index, denoiser, family, size_multiple(family, vae, denoiser)
 
 
 def check_size(width: int, height: int, multiple: int, source: ModelSource) -> None:
@@ -198,6 +204,7 @@ class ModelInfo:
     image size, the scheduler and the identity (the cache key's parts)."""
 
     source: ModelSource
+    index: dict | None  # model_index.json; None where only a known hub id's name was had
     pipeline: str
     family: Family
     size: tuple[int, int]
@@ -217,7 +224,7 @@ def resolve_model(
     record_file = model_record_file(cache, model, revision)
     try:
         source = resolve_model_source(model, revision)
-        index, family, multiple = model_family(source)
+        index, denoiser, family, multiple = model_family(source)
         width, height = size or (family.size or 0, family.size or 0)
         check_size(width, height, multiple, source)
         scheduler = scheduler_spec(source)
@@ -230,12 +237,12 @@ def resolve_model(
         except (OSError, ValueError, KeyError):
             raise exc from None
         source = ModelSource(record["name"], record["revision"], Path(record["folder"]) if record["folder"] else None)
-        family = family_of(index, source.name)
+        family = with_variant(family_of(index, source.name), source.name, record.get("denoiser"))
         width, height = size or (family.size or 0, family.size or 0)
         check_size(width, height, record["multiple"], source)
         log.info("%s cannot be read here; the image cache's record of it serves for the images cached", model)
         pipeline = str(index.get("_class_name"))
-        return ModelInfo(source, pipeline, family, (width, height), record["scheduler"], record["identity"])
+        return ModelInfo(source, index, pipeline, family, (width, height), record["scheduler"], record["identity"])
     if source.is_local:
         identity = {"local_sha256": local_model_digest(source.folder, cache.root / "model-digests.json", not dry_run)}
     else:
@@ -245,6 +252,7 @@ def resolve_model(
         "revision": source.revision,
         "folder": str(source.folder) if source.folder else None,
         "index": index,
+        "denoiser": denoiser,  # its config, which tells the variant
         "multiple": multiple,
         "scheduler": scheduler,
         "identity": identity,
@@ -257,4 +265,4 @@ def resolve_model(
         except (OSError, ValueError, InputError):
             pass
     pipeline = str(index.get("_class_name")) if index else family.pipelines[0]
-    return ModelInfo(source, pipeline, family, (width, height), scheduler, identity)
+    return ModelInfo(source, index, pipeline, family, (width, height), scheduler, identity)

@@ -76,11 +76,32 @@ def record_batches(records: list, size: int) -> list[list]:
     return [group[start : start + size] for group in groups for start in range(0, len(group), size)]
 
 
-def load_pipeline(settings: ResolvedParams):
-    """The real loader: any diffusers text-to-image pipeline, its denoiser optionally bitsandbytes-quantized or
-    compiled with torch.compile."""
+def quantization_config(settings: ResolvedParams):
+    """diffusers' PipelineQuantizationConfig for ``settings.quantized`` (None where nothing is quantized): one
+    bitsandbytes backend for the diffusers denoiser and the transformers text encoders alike. Building it loads
+    nothing; loading with it needs CUDA."""
+    if not settings.quantized:
+        return None
     import torch
-    from diffusers import DiffusionPipeline, PipelineQuantizationConfig
+    from diffusers import PipelineQuantizationConfig
+
+    if settings.quantization == "4bit":
+        compute = getattr(torch, settings.dtype)
+        quant = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": compute}
+    else:
+        quant = {"load_in_8bit": True}
+    return PipelineQuantizationConfig(
+        quant_backend=f"bitsandbytes_{settings.quantization}",
+        quant_kwargs=quant,
+        components_to_quantize=list(settings.quantized),
+    )
+
+
+def load_pipeline(settings: ResolvedParams):
+    """The real loader: any diffusers text-to-image pipeline, its denoiser and T5 text encoders optionally
+    bitsandbytes-quantized, its denoiser optionally compiled with torch.compile."""
+    import torch
+    from diffusers import DiffusionPipeline
 
     quiet_loaded_libraries()
     source = settings.source
@@ -92,19 +113,19 @@ def load_pipeline(settings: ResolvedParams):
     index = read_model_json(source, "model_index.json") or {}
     # Components saved as [null, null] (SD3 without T5) must be passed as None again, or loading fails.
     kwargs = {name: None for name, value in index.items() if isinstance(value, list) and value[:1] == [None]}
-    denoiser = settings.family.denoiser
-    if settings.quantization != "none":
-        if settings.quantization == "4bit":
-            quant = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": torch_dtype}
-        else:
-            quant = {"load_in_8bit": True}
-        kwargs["quantization_config"] = PipelineQuantizationConfig(
-            quant_backend=f"bitsandbytes_{settings.quantization}", quant_kwargs=quant, components_to_quantize=[denoiser]
-        )
+    quantization = quantization_config(settings)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
     if not source.is_local:
         kwargs["revision"] = source.revision
+    quantized = f" of {', '.join(settings.quantized)}" if settings.quantized else ""
     log.info(
-        "loading %s (%s, %s, quantization %s)", source.name, settings.device, settings.dtype, settings.quantization
+        "loading %s (%s, %s, quantization %s%s)",
+        source.name,
+        settings.device,
+        settings.dtype,
+        settings.quantization,
+        quantized,
     )
     try:
         pipe = DiffusionPipeline.from_pretrained(
@@ -118,6 +139,6 @@ def load_pipeline(settings: ResolvedParams):
     else:
         pipe.to(settings.device)
     if settings.compile:  # in place: the pipeline's checks of its denoiser's class and config still hold
-        getattr(pipe, denoiser).compile()
+        getattr(pipe, settings.family.denoiser).compile()
     pipe.set_progress_bar_config(disable=True)
     return pipe

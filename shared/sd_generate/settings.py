@@ -10,7 +10,7 @@ from synthprobe.common.devices import resolve_device
 from synthprobe.common.files import InputError
 from synthprobe.formats.image_cache import ImageCache
 from synthprobe.formats.prompts import PromptRecord
-from synthprobe.sd_generate.families import Family, check_memory_options, defaults
+from synthprobe.sd_generate.families import Family, check_memory_options, defaults, quantized_components
 from synthprobe.sd_generate.model import DEFAULT_MODEL, ModelSource, resolve_model
 
 log = logging.getLogger("synthprobe")
@@ -87,6 +87,7 @@ class ResolvedParams:
     device: str
     dtype: str
     quantization: str
+    quantized: tuple[str, ...]  # the components --quantize acts on: () where quantization is none
     offload: bool
     compile: bool
     scheduler: dict | None
@@ -108,6 +109,10 @@ class ResolvedParams:
             "quantization": self.quantization,
         }
 
+    @property
+    def quantized_encoders(self) -> tuple[str, ...]:
+        return tuple(name for name in self.quantized if name != self.family.denoiser)
+
     def key_fields(self, record: PromptRecord) -> dict:
         """Everything that changes the pixels of this record's image."""
         return {
@@ -124,6 +129,9 @@ class ResolvedParams:
             "scheduler": self.scheduler,
             "dtype": self.dtype,
             "quantization": self.quantization,
+            # The text encoders quantized with the denoiser change the pixels too; absent where none is, so the keys
+            # of a denoiser quantized alone stay those it had before the encoders were.
+            **({"quantized_encoders": list(self.quantized_encoders)} if self.quantized_encoders else {}),
             "device": self.device.split(":")[0],
         }
 
@@ -142,6 +150,7 @@ def resolve_settings(options: Params, cache: ImageCache, dry_run: bool = False, 
     auto_none = options.quantize == "auto" and model.family.denoiser is None
     quantization = "none" if auto_none else resolve_quantization(options.quantize, device)
     check_memory_options(model.family, quantization, options.offload, options.compile, device)
+    quantized = quantized_components(model.family, model.index) if quantization != "none" else ()
     return ResolvedParams(
         model.source,
         model.pipeline,
@@ -153,6 +162,7 @@ def resolve_settings(options: Params, cache: ImageCache, dry_run: bool = False, 
         device,
         resolve_dtype(options.precision, device),
         quantization,
+        quantized,
         options.offload,
         options.compile,
         model.scheduler,

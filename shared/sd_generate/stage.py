@@ -103,6 +103,7 @@ def run_config(settings: ResolvedParams, selection: Selection, cache: ImageCache
         "pipeline": settings.pipeline,
         "family": settings.family.name,
         "call": settings.family.call,
+        "variant": settings.family.variant,  # the known model whose defaults it took, and what told it
         "steps": settings.steps,
         "guidance": settings.guidance,
         "width": settings.width,
@@ -111,6 +112,7 @@ def run_config(settings: ResolvedParams, selection: Selection, cache: ImageCache
         "device": settings.device,
         "dtype": settings.dtype,
         "quantization": settings.quantization,
+        "quantized": list(settings.quantized),
         "offload": settings.offload,
         "compile": settings.compile,
         "scheduler": settings.scheduler,

@@ -18,7 +18,7 @@ from synthprobe.formats.activation_store import ActivationStore
 from synthprobe.formats.image_cache import ImageCache, cache_key
 from synthprobe.formats.image_checks import read_checks
 from synthprobe.formats.prompts import PromptRecord
-from synthprobe.sd_generate.families import FAMILIES, family_of, long_prompt_note
+from synthprobe.sd_generate.families import FAMILIES, KNOWN_MODELS, family_of, long_prompt_note, with_variant
 from synthprobe.sd_generate.pipeline import drop_unused_negative_prompts, load_pipeline
 from synthprobe.sd_generate.settings import Params, resolve_settings
 from synthprobe.tiny_models import tiny_clip_tokenizer, tiny_sd3_settings
@@ -35,6 +35,8 @@ PIPELINES = {
 # latent packing on a VAE that does not scale, SD3's VAE factor 2 x patch 2
 REFUSED = {"sd3": (30, 4), "sdxl": (36, 8), "flux": (33, 2), "pixart-sigma": (36, 8)}
 FAST = ["--size", "32", "--steps", "2", "--quantize", "none", "--silent"]
+# The tiny FLUX's transformer has no guidance embedder (as diffusers' test builds it): it takes schnell's defaults.
+TINY_VARIANTS = {"flux": "black-forest-labs/FLUX.1-schnell"}
 
 
 def generate(cli, prompt_file, out, model, cache, *extra):
@@ -61,7 +63,9 @@ def test_each_family_runs_through_sd_generate_image_check_and_cnn_hooks(
     assert len({image.tobytes() for image in images[1]}) == 4, "each seed its own image"
     config = json.loads((tmp_path / "images-1" / "run.json").read_text())["config"]
     assert (config["family"], config["pipeline"]) == (family, PIPELINES[family])
-    assert config["call"] == FAMILIES[family].call and config["compile"] is False
+    variant = TINY_VARIANTS.get(family)
+    assert config["call"] == {**FAMILIES[family].call, **KNOWN_MODELS.get(variant, {}).get("call", {})}
+    assert (config["variant"] or {}).get("model") == variant and config["compile"] is False
 
     cli(image_check.main, tmp_path / "images-1", "--out", tmp_path / "checks", "--judge", f"clip:{tiny_clip_judge}")
     checks = read_checks(tmp_path / "checks" / "checks.jsonl")
@@ -135,12 +139,12 @@ def test_the_tiny_tokenizers_survive_save_and_load(tiny_family):
 def test_unset_steps_guidance_and_size_come_from_the_family_table(family, tiny_family, tmp_path):
     params = Params(model=str(tiny_family(family)), device="cpu", quantize="none")
     settings = resolve_settings(params, ImageCache(tmp_path / "cache"), dry_run=True)
-    row = FAMILIES[family]
+    row = {**FAMILIES[family].__dict__, **KNOWN_MODELS.get(TINY_VARIANTS.get(family), {})}
     assert (settings.steps, settings.guidance, settings.width, settings.height) == (
-        row.steps,
-        row.guidance,
-        row.size,
-        row.size,
+        row["steps"],
+        row["guidance"],
+        row["size"],
+        row["size"],
     )
     given = resolve_settings(
         Params(model=params.model, steps=3, guidance=1.5, size=(64, 32), device="cpu", quantize="none"),
@@ -159,13 +163,18 @@ def test_the_cli_takes_the_family_defaults_and_records_them_in_run_json(tiny_fam
 
 
 def test_hub_ids_refine_their_family_defaults_without_a_download():
-    schnell = family_of(None, "black-forest-labs/FLUX.1-schnell")
+    def known(model):
+        return with_variant(family_of(None, model), model, None)
+
+    schnell = known("black-forest-labs/FLUX.1-schnell")
     assert (schnell.name, schnell.steps, schnell.guidance) == ("flux", 4, 0.0)
     assert schnell.call["max_sequence_length"] == 256 and schnell.denoiser == "transformer"
-    turbo = family_of(None, "stabilityai/stable-diffusion-3.5-large-turbo")
+    assert schnell.variant == {"model": "black-forest-labs/FLUX.1-schnell", "by": "the hub id"}
+    turbo = known("stabilityai/stable-diffusion-3.5-large-turbo")
     assert (turbo.name, turbo.steps, turbo.guidance, turbo.multiple) == ("sd3", 4, 0.0, 16)
     assert family_of(None, "org/unknown") is None
-    assert family_of({"_class_name": "StableDiffusionXLPipeline"}, "org/my-sdxl-finetune").denoiser == "unet"
+    finetune = family_of({"_class_name": "StableDiffusionXLPipeline"}, "org/my-sdxl-finetune")
+    assert finetune.denoiser == "unet" and with_variant(finetune, "org/my-sdxl-finetune", {}) == finetune
 
 
 def test_a_pipeline_without_a_family_needs_its_settings_given(tiny_family, prompts, tmp_path, cli):
@@ -237,7 +246,7 @@ def test_the_long_prompt_note_names_the_family_encoders_and_limits(family, token
 def test_the_long_prompt_note_takes_the_limit_a_hub_id_sets():
     """FLUX.1-schnell's T5 takes 256 tokens (max_sequence_length), not the family's 512."""
     pipe = SimpleNamespace(tokenizer=tiny_clip_tokenizer(), tokenizer_2=tiny_t5_tokenizer())
-    schnell = family_of({"_class_name": "FluxPipeline"}, "black-forest-labs/FLUX.1-schnell")
+    schnell = with_variant(FAMILIES["flux"], "black-forest-labs/FLUX.1-schnell", None)
     long_prompt = ("a bee on a flower " * 60)[:450]
     assert long_prompt_note(pipe, schnell, {long_prompt}).endswith("T5 cuts 1 of them at 256 tokens too")
     assert long_prompt_note(pipe, FAMILIES["flux"], {long_prompt}).endswith("T5 gets the whole prompt")
