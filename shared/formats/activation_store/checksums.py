@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from synthprobe.common.files import InputError, os_reason
-from synthprobe.formats.activation_store.layout import REBUILD_HINT
+from synthprobe.formats.activation_store.layout import REBUILD_HINT, run_all
 
 SHARD_CRC_ATTR = "file_crc32"  # array attr: hex CRC-32 of each shard file (row block) in order, null for none
 PENDING = "pending"  # a block being written over (a retried row): its file is checked by its chunks' checksums only
@@ -51,11 +51,26 @@ def record_file_crcs(path: Path, array, blocks, pending: bool = False) -> None:
     """After a write: the CRC-32 of the files of row ``blocks`` into the array's attrs (before the commit, so a
     committed row's file always has its record). ``pending``: before a write over committed rows, which a kill
     could leave different from their record."""
+    array.attrs[SHARD_CRC_ATTR] = _with_file_crcs(path, array, blocks, pending)
+
+
+def record_all_file_crcs(path: Path, written: list[tuple]) -> None:
+    """record_file_crcs for each (array, blocks) of ``written``, their attrs saved together."""
+    saves = [
+        array.async_array.update_attributes({SHARD_CRC_ATTR: _with_file_crcs(path, array, blocks)})
+        for array, blocks in written
+    ]
+    for result in run_all(saves):
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _with_file_crcs(path: Path, array, blocks, pending: bool = False) -> list:
     crcs = list(array.attrs.get(SHARD_CRC_ATTR, []))
     for index in sorted(set(blocks)):
         crcs.extend([None] * (index + 1 - len(crcs)))
         crcs[index] = PENDING if pending else _file_crc(shard_file(path, array, index))
-    array.attrs[SHARD_CRC_ATTR] = crcs
+    return crcs
 
 
 def blocks_of(array, start: int, stop: int) -> range:

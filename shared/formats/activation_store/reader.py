@@ -20,6 +20,7 @@ from synthprobe.formats.activation_store.layout import (
     check_schema,
     committed_count,
     grouped_aliases,
+    open_arrays,
     open_store_group,
     read_rows,
     read_text_column,
@@ -65,7 +66,8 @@ class ActivationStore:
                 )
             self.warning = f"the store is not complete: only its {self.n_rows} committed rows were analysed"
             log.warning("%s: %s", self.path, self.warning)
-        check_lengths(self.group, self.path, self.n_rows, array_keys(self.group, self.hook_points, self.pools))
+        keys = array_keys(self.group, self.hook_points, self.pools)
+        check_lengths(open_arrays(self.group, self.path, keys), self.path, self.n_rows)
         self._ok_rows = None
         self._bound_blocks: set[tuple[str, int]] = set()
 
