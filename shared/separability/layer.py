@@ -153,10 +153,12 @@ def layer_outputs(inputs, params, progress) -> list[LayerOutput]:
     # spawn, not fork: the parent's zarr I/O thread does not survive a fork
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(inputs, params)) as pool:
-        futures = [pool.submit(_worker_layer, *task) for task in tasks]
-        for _ in progress(as_completed(futures), total=len(futures), desc="layers", unit="layer"):
+        # The widest layers first, so that no worker is left with one while the others idle
+        widest_first = sorted(tasks, key=lambda task: inputs.store.channels(task[0], params.pool), reverse=True)
+        futures = {task[0]: pool.submit(_worker_layer, *task) for task in widest_first}
+        for _ in progress(as_completed(futures.values()), total=len(futures), desc="layers", unit="layer"):
             pass
-        return [future.result() for future in futures]
+        return [futures[hook].result() for hook, _, _ in tasks]
 
 
 def _start_worker(inputs, params) -> None:
