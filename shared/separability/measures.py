@@ -75,20 +75,21 @@ def silhouette_from_sums(unit: np.ndarray, unit_sums: np.ndarray, labels: np.nda
     r, k, d = unit_sums.shape
     n = unit.shape[0]
     with np.errstate(divide="ignore", invalid="ignore"):
-        centroids = unit_sums / counts[..., None]
+        centroids = (unit_sums / counts[..., None]).astype(unit.dtype)
     empty = counts == 0
     centroids[empty] = 0.0
-    similarity = (centroids.reshape(r * k, d).astype(unit.dtype) @ unit.T).reshape(r, k, n)  # one BLAS call
+    similarity = (centroids.reshape(r * k, d) @ unit.T).reshape(r, k, n)  # one BLAS call
     similarity[empty] = -np.inf  # a synset no row holds is no neighbour
-    flat = (np.arange(r)[:, None] * k + labels) * n + np.arange(n)
-    own_n = np.take_along_axis(counts, labels, axis=1)
-    own = similarity.reshape(-1)[flat] * own_n
+    flat = ((np.arange(r)[:, None] * k + labels) * n + np.arange(n)).ravel()
+    own_n = np.take_along_axis(counts, labels, axis=1).astype(unit.dtype)
+    own = similarity.reshape(-1)[flat].reshape(r, n) * own_n
     similarity.reshape(-1)[flat] = -np.inf
     b = 1.0 - similarity.max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         a = (own_n - own) / (own_n - 1)
-        s = np.nan_to_num(np.where(own_n > 1, (b - a) / np.maximum(a, b), 0.0), nan=0.0)
-    return s.mean(axis=1)
+        s = (b - a) / np.maximum(a, b)
+    s[(own_n <= 1) | np.isnan(s)] = 0.0
+    return s.mean(axis=1, dtype=np.float64)
 
 
 # ---------------------------------------------------------------- all three with their tests
