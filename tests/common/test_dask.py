@@ -15,10 +15,9 @@ from pathlib import Path
 
 import cloudpickle
 import helpers.sd_generate
-import numpy as np
 import pytest
 from helpers import fails_with
-from helpers.cnn_hooks import SMALL, make_tree, store_arrays
+from helpers.cnn_hooks import SMALL, assert_same_stores, make_tree
 from helpers.sd_generate import FAST, failing_pipeline, make_records, read_rows
 
 from synthprobe.common.files import InputError
@@ -123,10 +122,7 @@ def test_the_tool_starts_and_closes_its_own_local_cluster(tmp_path, cli):
     args = [images, *SMALL, "--precision", "fp32", "--layers", "layer4"]
     cli(cnn_hooks.main, *args, "--out", tmp_path / "reference.zarr")
     cli(cnn_hooks.main, *args, "--out", tmp_path / "local.zarr", "--dask", "local:1")
-    want, got = store_arrays(tmp_path / "reference.zarr"), store_arrays(tmp_path / "local.zarr")
-    assert got.keys() == want.keys()
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_same_stores(tmp_path / "local.zarr", tmp_path / "reference.zarr")
 
 
 def test_the_tool_on_a_cluster_matches_one_process(engine, single_process, tiny_model, tmp_path, cli):
@@ -289,11 +285,7 @@ def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_pa
     cli(cnn_hooks.main, *args, "--out", reference)
     address = engine.cluster.scheduler_address
     cli(cnn_hooks.main, *args, "--out", clustered, "--dask", address)
-    want = store_arrays(reference)
-    got = store_arrays(clustered)
-    assert got.keys() == want.keys()
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_same_stores(clustered, reference)
     assert ActivationStore(clustered).attrs == ActivationStore(reference).attrs
     built = engine.client.run(lambda: [key[1] for key in sys.modules["synthprobe.common.cluster"]._worker_models])
     assert ["build_network"] in built.values(), "the workers ran no network"
@@ -301,9 +293,7 @@ def test_cnn_hooks_on_a_cluster_writes_the_same_store_and_resumes(engine, tmp_pa
     # As a kill leaves it: 8 rows committed, later ones written but not; the rerun resumes from row 8.
     zarr.open_group(str(clustered), mode="r+").attrs.update({"rows_committed": 8, "complete": False})
     cli(cnn_hooks.main, *args, "--out", clustered, "--dask", address)
-    got = store_arrays(clustered)
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_same_stores(clustered, reference)
 
 
 def test_cnn_hooks_runs_several_classifiers_on_a_cluster_one_after_another(engine, tmp_path, cli):
@@ -319,10 +309,7 @@ def test_cnn_hooks_runs_several_classifiers_on_a_cluster_one_after_another(engin
         torch.set_num_threads(threads)
     cli(cnn_hooks.main, *args, "--out", tmp_path / "dask" / "{model}.zarr", "--dask", engine.cluster.scheduler_address)
     for model in ("resnet18", "mobilenet_v3_small"):
-        want, got = (store_arrays(tmp_path / way / f"{model}.zarr") for way in ("local", "dask"))
-        assert got.keys() == want.keys()
-        for name in want:
-            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{model}: {name}")
+        assert_same_stores(tmp_path / "dask" / f"{model}.zarr", tmp_path / "local" / f"{model}.zarr", f"{model}: ")
 
 
 def test_slurm_script_asks_one_gpu_per_job_and_runs_one_worker():

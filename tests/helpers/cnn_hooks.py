@@ -60,3 +60,15 @@ def store_arrays(path: Path) -> dict[str, np.ndarray]:
             values = np.asarray(node[:])
             arrays[name] = values.astype(object) if values.dtype.kind == "T" else values
     return arrays
+
+
+def assert_same_stores(got: Path, want: Path, where: str = "") -> None:
+    """The same arrays, texts equal and numbers within float round-off: a forward's sums follow the thread count
+    and the kernels (ATEN_CPU_CAPABILITY), which a Dask worker or another process may not share."""
+    got_arrays, want_arrays = store_arrays(got), store_arrays(want)
+    assert got_arrays.keys() == want_arrays.keys()
+    for name, expected in want_arrays.items():
+        if expected.dtype.kind == "f":
+            np.testing.assert_allclose(got_arrays[name], expected, rtol=1e-5, atol=1e-6, err_msg=f"{where}{name}")
+        else:
+            np.testing.assert_array_equal(got_arrays[name], expected, err_msg=f"{where}{name}")
